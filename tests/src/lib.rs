@@ -1,1 +1,27 @@
-//! placeholder
+//! Shared harness for Brume's end-to-end tests.
+//!
+//! - [`hub`]: a hub started in-process on port 0 with a temporary data directory.
+//! - [`peers`]: third-party peers (Autobahn, Crossbar.io, mosquitto, aiocoap, libcoap), installed
+//!   pinned on first use so the test command works on a fresh machine.
+//! - [`raw`]: a bare RawSocket/WebSocket speaker for feeding the router bad input.
+//!
+//! The harness fails a test by panicking, so unwrap and expect are its error reporting.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod hub;
+pub mod peers;
+pub mod raw;
+
+/// Installs a test log subscriber once (`RUST_LOG` to see hub logs in failing tests).
+pub fn init_logging() {
+    use std::sync::Once;
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}

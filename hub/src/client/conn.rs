@@ -1,0 +1,75 @@
+//! The two ways a client reaches a router: in-process (messages handed over as values) and over a
+//! transport (messages serialized).
+
+use std::future::Future;
+
+use tokio::sync::mpsc;
+
+use super::ClientError;
+use crate::router::{Flow, Outgoing, RouterSession};
+use crate::transport::WampTransport;
+use crate::wamp::{Message, Serializer};
+
+/// A message pipe to a router, as the client driver sees it.
+pub trait ClientConn: Send + 'static {
+    /// Sends one message.
+    fn send(&mut self, msg: Message) -> impl Future<Output = Result<(), ClientError>> + Send;
+    /// The next message from the router; `Ok(None)` when the connection ended. Cancel-safe.
+    fn recv(&mut self) -> impl Future<Output = Result<Option<Message>, ClientError>> + Send;
+    /// Closes the connection.
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// An in-process connection: sending runs the router's session state machine directly, receiving
+/// reads the session's outbound queue. Nothing is serialized.
+#[derive(Debug)]
+pub struct LocalConn {
+    pub(crate) session: Option<RouterSession>,
+    pub(crate) rx: mpsc::Receiver<Outgoing>,
+}
+
+impl ClientConn for LocalConn {
+    async fn send(&mut self, msg: Message) -> Result<(), ClientError> {
+        let session = self.session.as_mut().ok_or(ClientError::Closed)?;
+        if session.handle(msg) == Flow::Close {
+            self.session = None;
+        }
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> Result<Option<Message>, ClientError> {
+        Ok(self.rx.recv().await.map(|o| o.message().clone()))
+    }
+
+    async fn close(&mut self) {
+        self.session = None;
+        self.rx.close();
+    }
+}
+
+/// A connection over RawSocket or WebSocket.
+#[derive(Debug)]
+pub struct RemoteConn<T> {
+    pub(crate) transport: T,
+    pub(crate) serializer: Serializer,
+}
+
+impl<T: WampTransport + 'static> ClientConn for RemoteConn<T> {
+    async fn send(&mut self, msg: Message) -> Result<(), ClientError> {
+        let bytes = self.serializer.encode(&msg)?;
+        self.transport.queue(&bytes)?;
+        self.transport.flush().await?;
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> Result<Option<Message>, ClientError> {
+        match self.transport.recv().await? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(self.serializer.decode(&bytes)?)),
+        }
+    }
+
+    async fn close(&mut self) {
+        self.transport.close().await;
+    }
+}

@@ -1,0 +1,96 @@
+//! The WAMP router: realms, sessions, the broker and the dealer.
+//!
+//! - [`patterns`]: the URI pattern index (hash + tries) behind both broker and dealer.
+//! - [`outbound`]: messages on their way out, encoded once per serializer, and the session handle
+//!   with its bounded queue and slow-consumer policy.
+//! - [`realm`]: one realm's sessions, broker and dealer, and the lock rule that guards them.
+//! - [`broker`], [`dealer`]: publish/subscribe and routed calls.
+//! - [`session`]: the per-session protocol state machine, fed one message at a time by a transport
+//!   task or an in-process client, with no I/O of its own.
+
+pub mod broker;
+pub mod dealer;
+pub mod outbound;
+pub mod patterns;
+pub mod realm;
+pub mod session;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use outbound::{AuthInfo, Outgoing, SessionHandle, SlowConsumerPolicy, TransportInfo};
+pub use realm::{Realm, RealmConfig};
+pub use session::{Flow, RouterSession};
+
+use crate::wamp::ids::IdSequence;
+
+/// Router-wide settings.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    pub realms: Vec<RealmConfig>,
+    /// Messages a session may have queued towards it before the slow-consumer policy applies.
+    pub outbound_queue: usize,
+    pub slow_consumer: SlowConsumerPolicy,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            realms: vec![RealmConfig::open("brume")],
+            outbound_queue: 1024,
+            slow_consumer: SlowConsumerPolicy::Disconnect,
+        }
+    }
+}
+
+/// The router: a fixed set of realms and the id sequences they share.
+#[derive(Debug)]
+pub struct Router {
+    realms: HashMap<String, Arc<Realm>>,
+    pub(crate) config: RouterConfig,
+    /// Router-scope ids (subscriptions, registrations).
+    pub(crate) ids: IdSequence,
+}
+
+impl Router {
+    pub fn new(config: RouterConfig) -> Arc<Router> {
+        let realms = config
+            .realms
+            .iter()
+            .map(|r| (r.name.clone(), Arc::new(Realm::new(r.clone()))))
+            .collect();
+        Arc::new(Router {
+            realms,
+            config,
+            ids: IdSequence::default(),
+        })
+    }
+
+    /// The realm with this name.
+    pub fn realm(&self, name: &str) -> Option<&Arc<Realm>> {
+        self.realms.get(name)
+    }
+
+    /// Every realm.
+    pub fn realms(&self) -> impl Iterator<Item = &Arc<Realm>> {
+        self.realms.values()
+    }
+
+    /// Messages a session may have queued before the slow-consumer policy applies.
+    pub fn outbound_queue(&self) -> usize {
+        self.config.outbound_queue
+    }
+
+    /// Asks every session of every realm to close with `reason` (used at shutdown).
+    pub fn close_all(&self, reason: &str) {
+        for realm in self.realms.values() {
+            for s in realm.sessions() {
+                s.close_with(outbound::CloseRequest {
+                    abort: false,
+                    reason: reason.to_owned(),
+                    message: None,
+                });
+            }
+        }
+    }
+}
