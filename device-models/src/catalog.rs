@@ -204,3 +204,6 @@ fn read_type_file(path: &Path) -> Result<String, LoadError> {
     }
     Ok(text)
 }
+
+#[cfg(test)]
+mod tests;

@@ -267,3 +267,6 @@ fn check_optional(
             .map_err(|e| fail(CheckRule::Value(Box::new(e)))),
     }
 }
+
+#[cfg(test)]
+mod tests;

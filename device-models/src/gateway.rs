@@ -142,3 +142,101 @@ impl DeviceCommand {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn thing() -> ThingId {
+        ThingId::new("th-1").expect("valid id")
+    }
+
+    #[test]
+    fn events_and_commands_round_trip_through_json() {
+        let events = [
+            DeviceEvent::Hello {
+                thing: thing(),
+                type_hint: Some("thermostat".into()),
+                info: Map::new(),
+            },
+            DeviceEvent::Online { thing: thing() },
+            DeviceEvent::Offline { thing: thing() },
+            DeviceEvent::Reported {
+                thing: thing(),
+                values: json!({"temperature": 21.5})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+                at_ms: 7,
+            },
+            DeviceEvent::Info {
+                thing: thing(),
+                info: json!({"firmware": "1.0"})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            },
+            DeviceEvent::Event {
+                thing: thing(),
+                name: "triggered".into(),
+                payload: json!({"zone": "hall"}),
+                at_ms: 8,
+            },
+            DeviceEvent::ActionReply {
+                thing: thing(),
+                correlation: "c1".into(),
+                outcome: Ok(json!(true)),
+            },
+            DeviceEvent::ActionReply {
+                thing: thing(),
+                correlation: "c2".into(),
+                outcome: Err("busy".into()),
+            },
+            DeviceEvent::Raw {
+                source: "mqtt:a/b/c".into(),
+                payload: Bytes::from_static(b"\x00\xffraw"),
+            },
+        ];
+        for event in events {
+            let text = serde_json::to_string(&event).expect("serializes");
+            let back: DeviceEvent = serde_json::from_str(&text).expect("deserializes");
+            assert_eq!(back, event, "{text}");
+        }
+        let commands = [
+            DeviceCommand::SetDesired {
+                thing: thing(),
+                values: json!({"setpoint": 22})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            },
+            DeviceCommand::InvokeAction {
+                thing: thing(),
+                action: "toggle".into(),
+                input: Value::Null,
+                correlation: "c3".into(),
+                deadline_ms: 10_000,
+            },
+        ];
+        for command in commands {
+            let text = serde_json::to_string(&command).expect("serializes");
+            let back: DeviceCommand = serde_json::from_str(&text).expect("deserializes");
+            assert_eq!(back, command, "{text}");
+            assert_eq!(command.thing(), &thing());
+        }
+    }
+
+    #[test]
+    fn serialized_form_is_tagged() {
+        let event = DeviceEvent::Online { thing: thing() };
+        assert_eq!(
+            serde_json::to_value(&event).expect("serializes"),
+            json!({"kind": "online", "thing": "th-1"})
+        );
+        assert_eq!(event.thing(), Some(&thing()));
+        let bad = json!({"kind": "online", "thing": "th/1"});
+        assert!(serde_json::from_value::<DeviceEvent>(bad).is_err());
+    }
+}

@@ -199,3 +199,6 @@ fn locate(text: &str, path: &KeyPath) -> Option<usize> {
     }
     offset.map(|o| line_of(text, o))
 }
+
+#[cfg(test)]
+mod tests;

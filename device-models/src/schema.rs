@@ -514,3 +514,6 @@ impl fmt::Display for ValueError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -446,3 +446,44 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let year = yoe + era * 400 + u64::from(month <= 2);
     (year, month, day)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        let cases = [
+            (0, "1970-01-01T00:00:00.000Z"),
+            (951_782_400_000, "2000-02-29T00:00:00.000Z"),
+            (1_714_564_800_123, "2024-05-01T12:00:00.123Z"),
+            (4_102_444_799_999, "2099-12-31T23:59:59.999Z"),
+        ];
+        for (ms, want) in cases {
+            assert_eq!(rfc3339_from_ms(ms), want);
+        }
+    }
+
+    #[test]
+    fn schema_terms_use_td_names() {
+        let schema: DataSchema = toml::from_str(
+            "type = 'string'\nmin_length = 1\nmax_length = 3\nenum = ['a']\ntitle = 'T'",
+        )
+        .expect("parses");
+        assert_eq!(
+            schema_json(&schema),
+            json!({"type": "string", "minLength": 1, "maxLength": 3, "enum": ["a"], "title": "T"})
+        );
+    }
+
+    #[test]
+    fn placeholders() {
+        let mut form =
+            json!({"a": "x/{thing}/{name}", "b": ["{thing}"], "c": {"d": "{other}"}, "e": 1});
+        fill_placeholders(&mut form, "t-1", "go");
+        assert_eq!(
+            form,
+            json!({"a": "x/t-1/go", "b": ["t-1"], "c": {"d": "{other}"}, "e": 1})
+        );
+    }
+}

@@ -286,3 +286,6 @@ impl ThingState {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests;
