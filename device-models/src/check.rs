@@ -87,7 +87,8 @@ pub enum CheckRule {
 
 impl ThingType {
     /// Checks state reported by a device: every name is a state property of this type and every
-    /// value fits its schema. A report may carry any subset of the properties.
+    /// value fits its schema. A report may carry any subset of the properties; a device without a
+    /// reading should leave the property out, as `null` only fits a `null`-typed property.
     pub fn check_reported(
         &self,
         thing: &ThingId,

@@ -296,9 +296,7 @@ impl FormBuilder<'_> {
 }
 
 fn property_affordance(name: &str, property: &Property, forms: &FormBuilder<'_>) -> Value {
-    let Value::Object(mut p) = schema_json(&property.schema) else {
-        return Value::Null;
-    };
+    let mut p = schema_map(&property.schema);
     p.insert("readOnly".into(), Value::Bool(!property.writable));
     let thing = forms.thing.id.as_str();
     let kwargs = json!({ "thing": thing, "property": name });
@@ -353,6 +351,10 @@ fn root_forms(thing_type: &ThingType, forms: &FormBuilder<'_>) -> Value {
 
 /// A [`DataSchema`] in TD terms (`minLength` for `min_length`, ...).
 pub fn schema_json(schema: &DataSchema) -> Value {
+    Value::Object(schema_map(schema))
+}
+
+fn schema_map(schema: &DataSchema) -> Map<String, Value> {
     let mut s = Map::new();
     s.insert(
         "type".into(),
@@ -390,7 +392,7 @@ pub fn schema_json(schema: &DataSchema) -> Value {
     if let Some(items) = &schema.items {
         s.insert("items".into(), schema_json(items));
     }
-    Value::Object(s)
+    s
 }
 
 fn put_text(map: &mut Map<String, Value>, key: &str, text: Option<&String>) {

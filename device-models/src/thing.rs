@@ -164,6 +164,25 @@ impl Thing {
             created_ms,
         }
     }
+
+    /// Merges info values (check them first with
+    /// [`ThingType::check_info_reported`](crate::ThingType::check_info_reported) or
+    /// [`ThingType::check_info_update`](crate::ThingType::check_info_update)) and returns those
+    /// that changed; numbers compare by value.
+    pub fn apply_info(&mut self, info: &Map<String, Value>) -> Map<String, Value> {
+        let mut changed = Map::new();
+        for (name, value) in info {
+            let same = self
+                .info
+                .get(name)
+                .is_some_and(|old| values_equal(old, value));
+            if !same {
+                self.info.insert(name.clone(), value.clone());
+                changed.insert(name.clone(), value.clone());
+            }
+        }
+        changed
+    }
 }
 
 /// A value with the time it was reported or set, in milliseconds since the Unix epoch.

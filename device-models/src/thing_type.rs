@@ -1,5 +1,6 @@
 //! [`ThingType`]: what a kind of device offers (properties, actions, events) and how gateways reach
-//! it (`bindings`), loaded from a TOML data file so a new kind of device needs no new code.
+//! it (`bindings`), loaded from a TOML data file so a new kind of device needs no new code. The
+//! file format is described, with an example, in `device-models/types/README.md`.
 
 use std::collections::BTreeMap;
 

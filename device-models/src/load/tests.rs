@@ -289,3 +289,14 @@ fn never_panics_on_mangled_files() {
     );
     assert!(ThingType::from_toml(&deep, "deep.toml").is_err());
 }
+
+/// The example in the type file format guide loads.
+#[test]
+fn format_guide_example_loads() {
+    let guide = include_str!("../../types/README.md");
+    let start = guide.find("```toml\n").expect("example present") + "```toml\n".len();
+    let end = start + guide[start..].find("```").expect("example closed");
+    let ty = ThingType::from_toml(&guide[start..end], "README.md").expect("example is valid");
+    assert_eq!(ty.id, "thermostat");
+    assert!(ty.binding("mqtt").is_some());
+}

@@ -193,3 +193,16 @@ fn state_serializes_with_timestamps() {
         json!({"reported": {"on": {"value": true, "at_ms": 5}}, "desired": {}})
     );
 }
+
+#[test]
+fn info_merge_returns_only_changes() {
+    let mut thing = Thing::new(ThingId::new("th-1").expect("valid"), "thermostat", 0);
+    let first = thing.apply_info(&map(json!({"firmware": "1.0", "location": "hall"})));
+    assert_eq!(first.len(), 2);
+    let second = thing.apply_info(&map(json!({"firmware": "1.0", "location": "kitchen"})));
+    assert_eq!(second, map(json!({"location": "kitchen"})));
+    assert_eq!(
+        thing.info,
+        map(json!({"firmware": "1.0", "location": "kitchen"}))
+    );
+}
