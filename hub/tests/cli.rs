@@ -1,6 +1,9 @@
 //! The `brume` binary: printing and checking configuration, running on a config file, and
 //! shutting down gracefully on SIGTERM and SIGINT.
 
+// Test helpers fail the test by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;

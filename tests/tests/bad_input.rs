@@ -2,6 +2,9 @@
 //! `wamp.error.protocol_violation` or a RawSocket/HTTP error and closes, never panics, and keeps
 //! serving everyone else.
 
+// Test helpers fail the test by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};

@@ -1,6 +1,9 @@
 //! The router with Rust clients over real sockets: pub/sub and RPC across transports and
 //! serializers, options Autobahn no longer sends, realms, session close and shutdown.
 
+// Test helpers fail the test by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use bytes::Bytes;
