@@ -43,8 +43,12 @@ pub enum ServerError {
 
 /// Errors returned to the application by the client engine, and carried by
 /// its `Failed` events.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ClientError {
+    /// An observation's registration was answered with an error code (or a
+    /// notification carried one, which ends the observation on the server).
+    #[error("peer answered {0:?}")]
+    Status(coap_lite::ResponseType),
     /// No answer after the last retransmission, or no separate response in
     /// time after an empty ACK.
     #[error("request timed out")]
