@@ -73,6 +73,14 @@ struct Upload {
     last_activity: Instant,
 }
 
+/// One received Block1 block.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Block1Part<'a> {
+    pub block: BlockOpt,
+    pub content_format: Option<u16>,
+    pub payload: &'a [u8],
+}
+
 /// Block1 reassembly, keyed by (peer, request URI).
 #[derive(Debug, Default)]
 pub(crate) struct Block1Assembler {
@@ -87,10 +95,13 @@ impl Block1Assembler {
         config: &BlockwiseConfig,
         peer: SocketAddr,
         key: &str,
-        block: BlockOpt,
-        content_format: Option<u16>,
-        payload: &[u8],
+        part: Block1Part<'_>,
     ) -> Block1Outcome {
+        let Block1Part {
+            block,
+            content_format,
+            payload,
+        } = part;
         let offset = block.offset();
         let end = offset.saturating_add(payload.len());
         if end > config.max_body_size {
@@ -278,6 +289,14 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], 5000))
     }
 
+    fn part(block: BlockOpt, content_format: Option<u16>, payload: &[u8]) -> Block1Part<'_> {
+        Block1Part {
+            block,
+            content_format,
+            payload,
+        }
+    }
+
     #[test]
     fn reassembles_in_order_and_rejects_gaps() {
         let t0 = Instant::now();
@@ -286,42 +305,54 @@ mod tests {
         let blk = |num, more| BlockOpt { num, more, szx: 2 };
         let chunk = [7u8; 64];
         assert_eq!(
-            a.feed(t0, &cfg, peer(), "p", blk(0, true), Some(50), &chunk),
+            a.feed(t0, &cfg, peer(), "p", part(blk(0, true), Some(50), &chunk)),
             Block1Outcome::Continue
         );
         assert_eq!(
-            a.feed(t0, &cfg, peer(), "p", blk(0, true), Some(50), &chunk),
+            a.feed(t0, &cfg, peer(), "p", part(blk(0, true), Some(50), &chunk)),
             Block1Outcome::Continue,
             "block 0 restarts"
         );
         assert_eq!(
-            a.feed(t0, &cfg, peer(), "p", blk(1, true), Some(50), &chunk),
+            a.feed(t0, &cfg, peer(), "p", part(blk(1, true), Some(50), &chunk)),
             Block1Outcome::Continue
         );
         assert_eq!(
-            a.feed(t0, &cfg, peer(), "p", blk(1, true), Some(50), &chunk),
+            a.feed(t0, &cfg, peer(), "p", part(blk(1, true), Some(50), &chunk)),
             Block1Outcome::Continue,
             "repeat is acknowledged"
         );
-        match a.feed(t0, &cfg, peer(), "p", blk(2, false), Some(50), &chunk[..10]) {
+        match a.feed(
+            t0,
+            &cfg,
+            peer(),
+            "p",
+            part(blk(2, false), Some(50), &chunk[..10]),
+        ) {
             Block1Outcome::Complete(body) => assert_eq!(body.len(), 138),
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(
-            a.feed(t0, &cfg, peer(), "p", blk(0, true), Some(50), &chunk),
+            a.feed(t0, &cfg, peer(), "p", part(blk(0, true), Some(50), &chunk)),
             Block1Outcome::Continue
         );
         assert_eq!(
-            a.feed(t0, &cfg, peer(), "p", blk(2, true), Some(50), &chunk),
+            a.feed(t0, &cfg, peer(), "p", part(blk(2, true), Some(50), &chunk)),
             Block1Outcome::Incomplete
         );
         assert_eq!(a.len(), 0);
         assert_eq!(
-            a.feed(t0, &cfg, peer(), "q", blk(3, false), Some(50), &chunk),
+            a.feed(t0, &cfg, peer(), "q", part(blk(3, false), Some(50), &chunk)),
             Block1Outcome::Incomplete
         );
         assert_eq!(
-            a.feed(t0, &cfg, peer(), "q", blk(0, true), Some(50), &chunk[..3]),
+            a.feed(
+                t0,
+                &cfg,
+                peer(),
+                "q",
+                part(blk(0, true), Some(50), &chunk[..3])
+            ),
             Block1Outcome::BadBlock
         );
     }
@@ -338,15 +369,15 @@ mod tests {
         let blk = |num, more| BlockOpt { num, more, szx: 2 };
         let chunk = [0u8; 64];
         assert_eq!(
-            a.feed(t0, &cfg, peer(), "a", blk(0, true), None, &chunk),
+            a.feed(t0, &cfg, peer(), "a", part(blk(0, true), None, &chunk)),
             Block1Outcome::Continue
         );
         assert_eq!(
-            a.feed(t0, &cfg, peer(), "b", blk(0, true), None, &chunk),
+            a.feed(t0, &cfg, peer(), "b", part(blk(0, true), None, &chunk)),
             Block1Outcome::Busy
         );
         assert_eq!(
-            a.feed(t0, &cfg, peer(), "a", blk(1, true), None, &chunk),
+            a.feed(t0, &cfg, peer(), "a", part(blk(1, true), None, &chunk)),
             Block1Outcome::TooLarge
         );
         a.expire(t0 + Duration::from_secs(61), cfg.transfer_timeout);

@@ -338,11 +338,9 @@ impl Client {
             (
                 MessageType::Acknowledgement,
                 MessageClass::Response(_) | MessageClass::Reserved(_),
-            ) => {
-                if self.by_mid.get(&(peer, mid)) == Some(&message::token_of(&packet)) {
-                    self.by_mid.remove(&(peer, mid));
-                    self.on_response(now, peer, packet);
-                }
+            ) if self.by_mid.get(&(peer, mid)) == Some(&message::token_of(&packet)) => {
+                self.by_mid.remove(&(peer, mid));
+                self.on_response(now, peer, packet);
             }
             (MessageType::Confirmable | MessageType::NonConfirmable, MessageClass::Response(_)) => {
                 self.on_con_or_non_response(now, peer, packet);

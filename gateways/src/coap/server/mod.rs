@@ -22,7 +22,7 @@ pub use types::{
     Notification, ObserveFlag, Request, RequestId, Response, ServerConfig, ServerEvent, ServerStats,
 };
 
-use super::blockwise::{Block1Assembler, Block1Outcome, Block2Cache, slice_block};
+use super::blockwise::{Block1Assembler, Block1Outcome, Block1Part, Block2Cache, slice_block};
 use super::dedup::{DedupCache, Seen};
 use super::error::{DecodeError, ServerError};
 use super::message::{
@@ -583,15 +583,14 @@ impl Server {
         let mut echo_block1 = None;
         if let Some(b1) = block1 {
             let our_szx = message::szx_for(self.config.blockwise.block_size);
-            let outcome = self.uploads.feed(
-                now,
-                &self.config.blockwise,
-                peer,
-                &uri_key,
-                b1,
+            let part = Block1Part {
+                block: b1,
                 content_format,
-                &payload,
-            );
+                payload: &payload,
+            };
+            let outcome = self
+                .uploads
+                .feed(now, &self.config.blockwise, peer, &uri_key, part);
             match outcome {
                 Block1Outcome::Continue => {
                     let ack = BlockOpt {
