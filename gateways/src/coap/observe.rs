@@ -93,13 +93,15 @@ impl ObserverRegistry {
             }
             None => self.check_room(config, key.0, path)?,
         }
-        // A starting value per observation; later values increase from it.
-        self.next_seq = (self.next_seq + 1) & OBSERVE_MAX;
-        let seq = self.next_seq;
+        // A re-registration continues the observation's sequence, so its
+        // answer is fresher than every notification before it.
         if let Some(o) = self.observers.get_mut(&key) {
-            o.seq = seq;
-            return Some(seq);
+            o.seq = next_seq(o.seq);
+            return Some(o.seq);
         }
+        // A starting value per new observation; later values increase from it.
+        self.next_seq = next_seq(self.next_seq);
+        let seq = self.next_seq;
         self.observers.insert(
             key,
             Observer {

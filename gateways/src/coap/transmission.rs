@@ -77,6 +77,10 @@ impl TransmissionParams {
     }
 }
 
+/// Cap on one retransmission timeout, so that odd configurations (a huge
+/// `max_retransmit`) cannot overflow time arithmetic.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 /// Retransmission state of one outstanding Confirmable message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Retransmit {
@@ -107,7 +111,7 @@ impl Retransmit {
             return false;
         }
         self.retransmissions += 1;
-        self.timeout *= 2;
+        self.timeout = self.timeout.saturating_mul(2).min(MAX_TIMEOUT);
         self.deadline = now + self.timeout;
         true
     }

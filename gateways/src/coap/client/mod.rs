@@ -79,6 +79,16 @@ struct Download {
     observe: Option<u32>,
 }
 
+/// The final answer to a registration or poll.
+#[derive(Debug)]
+struct RegistrationAnswer {
+    code: ResponseType,
+    observe: Option<u32>,
+    max_age: Option<u32>,
+    content_format: Option<u16>,
+    payload: Bytes,
+}
+
 /// One request in flight, possibly spanning several messages (blocks).
 #[derive(Debug)]
 struct Exchange {
@@ -643,11 +653,34 @@ impl Client {
             self.dedup
                 .insert(now, peer, mid, Seen::Dropped, params.non_lifetime());
         }
+        if known && self.is_stale_racing_notification(now, key, &packet) {
+            trace!(%peer, mid, "stale notification during re-registration ignored");
+            return;
+        }
         if known {
             if let Some(ex) = self.exchanges.get(&key) {
                 self.by_mid.remove(&(peer, ex.mid));
             }
             self.on_response(now, peer, packet);
+        }
+    }
+
+    /// While a re-registration is in flight, a CON/NON carrying an older
+    /// Observe value is a late notification, not the answer: it must neither
+    /// complete the exchange nor reset the freshness baseline.
+    fn is_stale_racing_notification(
+        &self,
+        now: Instant,
+        key: (SocketAddr, Token),
+        packet: &Packet,
+    ) -> bool {
+        let Some(Purpose::Register(id)) = self.exchanges.get(&key).map(|ex| ex.purpose) else {
+            return false;
+        };
+        let last = self.observations.get(&id).and_then(|o| o.last);
+        match (last, message::uint_option(packet, opt::OBSERVE, 3)) {
+            (Some((v1, t1)), Some(v2)) => !is_fresher(v1, t1, v2, now),
+            _ => false,
         }
     }
 
@@ -767,15 +800,14 @@ impl Client {
                 });
             }
             Purpose::Register(id) | Purpose::Poll(id) => {
-                self.on_registration_answer(
-                    now,
-                    id,
+                let answer = RegistrationAnswer {
                     code,
                     observe,
                     max_age,
                     content_format,
                     payload,
-                );
+                };
+                self.on_registration_answer(now, id, answer);
             }
             Purpose::NotificationBlocks(id, seq) => {
                 // Deliver only if no newer notification overtook it.
@@ -794,17 +826,19 @@ impl Client {
         }
     }
 
-    #[allow(clippy::too_many_arguments, reason = "fields of one response")]
     fn on_registration_answer(
         &mut self,
         now: Instant,
         id: ObservationId,
-        code: ResponseType,
-        observe: Option<u32>,
-        max_age: Option<u32>,
-        content_format: Option<u16>,
-        payload: Bytes,
+        answer: RegistrationAnswer,
     ) {
+        let RegistrationAnswer {
+            code,
+            observe,
+            max_age,
+            content_format,
+            payload,
+        } = answer;
         if !message::is_success(MessageClass::Response(code)) {
             return self.observation_failed(now, id, ClientError::Status(code));
         }
@@ -812,9 +846,6 @@ impl Client {
         let Some(obs) = self.observations.get_mut(&id) else {
             return;
         };
-        // The direct answer to our request is the newest state by definition
-        // and resets the baseline of the freshness rule.
-        obs.last = observe.map(|v| (v, now));
         let next = if observe.is_some() {
             obs.state = ObsState::Active;
             now + lapse
@@ -824,6 +855,9 @@ impl Client {
         };
         obs.next = Some(next);
         self.timers.schedule(next, Timer::Observation(id));
+        // The direct answer to our request is the newest state by definition
+        // and resets the baseline of the freshness rule.
+        obs.last = observe.map(|v| (v, now));
         self.events.push_back(ClientEvent::Notification {
             id,
             content_format,

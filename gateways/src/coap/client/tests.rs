@@ -684,3 +684,55 @@ fn requests_to_the_client_and_garbage_are_rejected_safely() {
     sent(&mut c);
     assert!(events(&mut c).is_empty());
 }
+
+#[test]
+fn stale_notification_racing_a_reregistration_is_ignored() {
+    let t0 = Instant::now();
+    let mut c = Client::new(config());
+    let (id, req) = registered(&mut c, t0, 50);
+    c.handle_timeout(t0 + Duration::from_secs(70));
+    let rereg = one_sent(&mut c);
+    assert_eq!(opt_uint(&rereg, 6), Some(0));
+    // A notification sent before the re-registration arrives late.
+    let t1 = t0 + Duration::from_secs(71);
+    feed(
+        &mut c,
+        t1,
+        &with_observe(
+            reply(
+                &req,
+                MessageType::NonConfirmable,
+                5,
+                ResponseType::Content,
+                b"old",
+            ),
+            49,
+        ),
+    );
+    assert!(events(&mut c).is_empty());
+    // The real answer still completes the re-registration.
+    feed(
+        &mut c,
+        t1,
+        &with_observe(
+            reply(
+                &rereg,
+                MessageType::Acknowledgement,
+                0,
+                ResponseType::Content,
+                b"new",
+            ),
+            51,
+        ),
+    );
+    assert_eq!(
+        notification_payloads(&events(&mut c)),
+        vec![b"new".to_vec()]
+    );
+    c.handle_timeout(t1 + Duration::from_secs(1));
+    assert!(
+        sent(&mut c).is_empty(),
+        "no retransmission of the answered re-registration"
+    );
+    let _ = id;
+}

@@ -416,7 +416,18 @@ fn reregistration_with_the_same_token_replaces_the_observer() {
     let t0 = Instant::now();
     let mut s = Server::new(config());
     register(&mut s, t0, peer(1), 1, b"ob", "/r");
-    register(&mut s, t0, peer(1), 2, b"ob", "/r");
+    for _ in 0..5 {
+        s.notify(t0, "/r", CONTENT_FORMAT_JSON, Bytes::from_static(b"n"));
+    }
+    let last = sent(&mut s)
+        .last()
+        .and_then(|(_, p, _)| opt_uint(p, opt::OBSERVE))
+        .unwrap();
+    let again = register(&mut s, t0, peer(1), 2, b"ob", "/r");
+    assert!(
+        opt_uint(&again, opt::OBSERVE).unwrap() > last,
+        "the sequence continues"
+    );
     assert_eq!(s.observer_count(), 1);
     register(&mut s, t0, peer(1), 3, b"o2", "/r");
     assert_eq!(s.observer_count(), 2);
