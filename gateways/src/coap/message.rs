@@ -497,6 +497,33 @@ mod tests {
     }
 
     #[test]
+    fn random_datagrams_never_panic_and_valid_ones_round_trip() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+        let mut decoded = 0;
+        for _ in 0..200_000 {
+            let len = rng.random_range(0..48);
+            let mut bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            if let Some(b0) = bytes.first_mut() {
+                // Mostly version 1 with a small token, to get past the header.
+                *b0 = 0x40 | (*b0 & 0x33);
+            }
+            if let Ok(p) = decode(&bytes) {
+                decoded += 1;
+                let again = decode(&p.to_bytes_unlimited().unwrap()).unwrap();
+                assert_eq!(again, p);
+                let _ = check_request_options(&p);
+                let _ = block_option(&p, opt::BLOCK1);
+                let _ = string_options(&p, opt::URI_PATH);
+            }
+        }
+        assert!(
+            decoded > 1_000,
+            "the generator reaches valid messages ({decoded})"
+        );
+    }
+
+    #[test]
     fn option_checks_follow_rfc_7252() {
         let mut p = new_packet(
             MessageType::Confirmable,

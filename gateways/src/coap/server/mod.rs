@@ -61,6 +61,8 @@ struct Exchange {
     block1: Option<BlockOpt>,
     /// Block2 option of the request (size negotiation or a later block).
     block2: Option<BlockOpt>,
+    /// When the request arrived; the response deadline counts from here.
+    received: Instant,
 }
 
 /// Where to send an immediate answer.
@@ -242,7 +244,15 @@ impl Server {
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some((_, timer)) = self.timers.pop_due(now) {
             match timer {
-                Timer::AckDelay(id) => self.send_empty_ack(id),
+                Timer::AckDelay(id) => {
+                    // Only requests still unanswered after the ACK delay get
+                    // a deadline timer, so prompt answers cost one entry.
+                    if let Some(ex) = self.pending.get(&id) {
+                        let deadline = ex.received + self.config.response_timeout;
+                        self.timers.schedule(deadline, Timer::ResponseDeadline(id));
+                        self.send_empty_ack(id);
+                    }
+                }
                 Timer::ResponseDeadline(id) => {
                     if self.pending.contains_key(&id) {
                         warn!(request = %id, "application did not answer in time; sending 5.03");
@@ -677,18 +687,13 @@ impl Server {
                 uri_key,
                 block1: echo_block1,
                 block2,
+                received: now,
             },
         );
         self.pending_by_mid.insert((peer, reply.mid), id);
         *self.pending_per_peer.entry(peer).or_default() += 1;
-        if reply.confirmable {
-            self.timers
-                .schedule(now + self.config.ack_delay, Timer::AckDelay(id));
-        }
-        self.timers.schedule(
-            now + self.config.response_timeout,
-            Timer::ResponseDeadline(id),
-        );
+        self.timers
+            .schedule(now + self.config.ack_delay, Timer::AckDelay(id));
         self.stats.requests += 1;
         self.events.push_back(ServerEvent::Request(Request {
             id,
