@@ -1,1 +1,7 @@
-//! placeholder
+//! Brume's device gateways: each speaks one device protocol and knows nothing
+//! of WAMP. The hub turns what they report into thing state and events.
+//!
+//! - [`coap`]: the CoAP protocol engine (server and client endpoints, sans
+//!   I/O) and its tokio drivers.
+
+pub mod coap;
