@@ -475,7 +475,7 @@ pub struct BinaryCommand {
 #[derive(Debug, Error)]
 pub enum FrameConfigError {
     /// The table does not have the expected shape (unknown key, wrong type, missing key).
-    #[error("{key}: {source}")]
+    #[error("{key}: {}", .source.message())]
     Parse {
         /// Key path of the offending value (`layout.fields[0].type`).
         key: String,
@@ -623,6 +623,23 @@ impl FrameBinding {
         let value = toml::Value::Table(table.clone());
         serde_path_to_error::deserialize(value).map_err(|err| {
             let key = err.path().to_string();
+            // Tagged tables (`layout`, `framing`) are buffered before they are read, which loses the
+            // path inside them; for the list of binary fields, read it again alone to find it.
+            let layout = table.get("layout");
+            if key == "layout"
+                && layout
+                    .and_then(|l| l.get("kind"))
+                    .and_then(toml::Value::as_str)
+                    == Some("binary")
+                && let Some(fields) = layout.and_then(|l| l.get("fields"))
+                && let Err(inner) =
+                    serde_path_to_error::deserialize::<_, Vec<BinaryField>>(fields.clone())
+            {
+                return FrameConfigError::Parse {
+                    key: format!("layout.fields{}", inner.path()),
+                    source: inner.into_inner(),
+                };
+            }
             FrameConfigError::Parse {
                 key,
                 source: err.into_inner(),
