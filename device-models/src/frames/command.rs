@@ -377,7 +377,14 @@ impl Resolver<'_> {
     fn value(&self, name: &str) -> Result<Value, EncodeError> {
         let sources = self.sources;
         let found = match (name, sources.command, self.current) {
-            ("id", _, _) => Some(Value::from(sources.thing_id)),
+            ("id", _, _) => {
+                let id = sources
+                    .id_template
+                    .strip(sources.thing_id)
+                    .ok_or_else(|| EncodeError::BadThingId(sources.thing_id.to_owned()))?;
+                Some(Value::from(id))
+            }
+            ("thing_id", _, _) => Some(Value::from(sources.thing_id)),
             ("seq", _, _) => Some(Value::from(self.seq)),
             ("property", _, Some((property, _))) => Some(Value::from(
                 sources

@@ -427,7 +427,8 @@ impl CommandsConfig {
 
 /// One command: exactly one of `text`, `json` or `binary`.
 ///
-/// Placeholders in text and JSON templates: `{id}` thing id, `{seq}` sequence number, `{action}`,
+/// Placeholders in text and JSON templates: `{id}` the device's id as its frames carry it (the
+/// thing id read back through `id_template`), `{thing_id}`, `{seq}` sequence number, `{action}`,
 /// `{input}` the whole action input, `{values}` every desired value, `{property}` and `{value}` for
 /// one desired value (a `set` template using `{property}` sends one frame per property), and
 /// `{name}` for a member of the action input or of the desired values. `{{` and `}}` are literal
