@@ -360,11 +360,9 @@ impl FrameCodec {
         }
         if let (Some(rule), Some(thing_id)) = (&self.id, thing_id) {
             let bad_id = || EncodeError::BadThingId(thing_id.to_owned());
+            // Binary id fields are numbers; text and JSON ids are written as text.
             let value = match &self.layout {
                 Layout::Binary(_) => {
-                    Value::from(rule.template.parse_number(thing_id).ok_or_else(bad_id)?)
-                }
-                _ if rule.template.is_hex() => {
                     Value::from(rule.template.parse_number(thing_id).ok_or_else(bad_id)?)
                 }
                 _ => Value::from(rule.template.strip(thing_id).ok_or_else(bad_id)?),

@@ -413,7 +413,7 @@ impl Framer {
         let counted = if prefix.includes_header {
             frame_len
         } else {
-            frame_len - prefix.header()
+            frame_len.saturating_sub(prefix.header())
         };
         let overflow = FrameError::LengthOverflow {
             len: frame_len,
@@ -644,7 +644,8 @@ impl State {
 }
 
 impl FrameDecoder {
-    /// Adds bytes read from the device (with the datagram framing: one whole datagram).
+    /// Adds bytes read from the device (with the datagram framing: one whole datagram). The decoder
+    /// keeps what is pushed until it is framed, so drain it with `next_frame` after each push.
     pub fn push(&mut self, data: &[u8]) {
         if let State::Datagram(queue) = &mut self.state {
             if data.len() > self.framer.max_frame {

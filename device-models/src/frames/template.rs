@@ -177,16 +177,12 @@ impl IdTemplate {
         })
     }
 
-    /// Whether the template formats numbers in hex.
-    pub(crate) fn is_hex(&self) -> bool {
-        self.radix != Radix::Decimal
-    }
-
-    /// The thing id for an id field value: a string, or a non-negative integer (an integral float
-    /// counts, for scaled fields). `None` for anything else.
+    /// The thing id for an id field value: a string (inserted as it is; radix and width apply to
+    /// numbers), or a non-negative integer (an integral float counts, for scaled fields). `None`
+    /// for anything else.
     pub(crate) fn format(&self, value: &Value) -> Option<String> {
         let middle = match value {
-            Value::String(text) if !self.is_hex() => text.clone(),
+            Value::String(text) => text.clone(),
             Value::Number(number) => {
                 let n = number.as_u64().or_else(|| {
                     let f = number.as_f64()?;
@@ -274,7 +270,7 @@ mod tests {
         assert_eq!(beacon.parse_number("sensor-42"), None);
         let hex = IdTemplate::parse("node-{:04X}.x").unwrap();
         assert_eq!(hex.format(&json!(0xBE)), Some("node-00BE.x".to_owned()));
-        assert_eq!(hex.format(&json!("BE")), None);
+        assert_eq!(hex.format(&json!("be")), Some("node-be.x".to_owned()));
         assert_eq!(hex.parse_number("node-00BE.x"), Some(0xBE));
         assert_eq!(
             IdTemplate::parse("{:08}").unwrap().format(&json!(5)),
