@@ -4,6 +4,42 @@
 //! them into the codec that runs. Every table denies unknown keys so that a typo in a thing type file
 //! is an error at load time rather than a silently ignored option. Keys in error messages are relative
 //! to the `[bindings.frame]` table (`layout.fields[2].bits`).
+//!
+//! # Keys at a glance
+//! ```toml
+//! [bindings.frame]
+//! max_frame = 4096            # cap on one frame, bytes
+//! id_field = "id"             # optional: the field naming the thing
+//! id_template = "beacon-{}"   # optional: {} {:x} {:X} {:04x} {:06}
+//! properties = { temperature = "/sensors/t" }  # optional: property = field or JSON pointer
+//!
+//! framing = { kind = "datagram" }               # default; or:
+//! # { kind = "lines", ending = "lf" | "crlf" }
+//! # { kind = "length_prefixed", type = "u8" | "u16" | "u32", order = "big" | "little",
+//! #   includes_header = false, offset = 0, adjust = 0 }
+//! # { kind = "delimited", start = 0x02, end = 0x03, escape = 0x10,
+//! #   escaped_start = 0x12, escaped_end = 0x13, escaped_escape = 0x11 }
+//! # { kind = "fixed", length = 8 }
+//!
+//! checksum = { kind = "crc16_modbus" }  # optional: crc16_modbus | crc32 | xor8, and
+//! # order = "big" | "little", encoding = "binary" | "hex", separator = "*", skip = 0
+//!
+//! layout = { kind = "json" }            # or:
+//! # { kind = "key_value", separator = "=", delimiter = ";", types = { fw = "string" } }
+//! # { kind = "csv", fields = ["id", "t", "h"], delimiter = ",", types = {} }
+//! # { kind = "binary", order = "big", length = 6, fields = [
+//! #     { name = "t", offset = 2, type = "i16", order = "little", scale = 0.01,
+//! #       offset_value = -40.0, bits = "0..12" } ] }
+//!
+//! reply = { correlate = "field", field = "seq", when = { field = "type", equals = "ack" } }
+//! # or { correlate = "next_frame" } for half-duplex buses
+//!
+//! [bindings.frame.commands]
+//! set = { text = "SET {property}={value} #{seq}", bools = ["OFF", "ON"] }
+//! actions.reboot = { json = { cmd = "reboot", seq = "{seq}" } }
+//! actions.interval = { binary = { bytes = [0xA5, 0, 0], fields = [
+//!     { name = "seconds", offset = 1, type = "u16" } ] }, expect_reply = false }
+//! ```
 
 use std::collections::BTreeMap;
 

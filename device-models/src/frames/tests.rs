@@ -1018,6 +1018,22 @@ fn config_errors_name_the_key_and_reason() {
 }
 
 #[test]
+fn the_key_reference_in_the_config_docs_is_a_valid_binding() {
+    let source = include_str!("config.rs");
+    let block: String = source
+        .lines()
+        .map_while(|line| line.strip_prefix("//!"))
+        .skip_while(|line| !line.contains("```toml"))
+        .skip(1)
+        .take_while(|line| !line.contains("```"))
+        .map(|line| format!("{}\n", line.strip_prefix(' ').unwrap_or(line)))
+        .collect();
+    let document: toml::Table = toml::from_str(&block).unwrap();
+    let table = document["bindings"]["frame"].as_table().unwrap();
+    FrameBinding::from_toml(table).unwrap().validate().unwrap();
+}
+
+#[test]
 fn bindings_serialize_back_to_the_same_binding() {
     let table: toml::Table = toml::from_str(BEACON).unwrap();
     let binding = FrameBinding::from_toml(&table).unwrap();
