@@ -494,7 +494,8 @@ pub struct CommandTemplate {
 ///
 /// Each field takes its value from the action input or desired values by name; a field named like
 /// the reply correlation field gets the sequence number (wrapped to its width), one named like
-/// `id_field` gets the thing id (read back through `id_template`).
+/// `id_field` gets the thing id (read back through `id_template`). A field with no value is an
+/// error, so a `set` command with a binary body needs the whole desired state, not just the change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BinaryCommand {
