@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 /// RawSocket or WebSocket, chosen by the URL scheme (`rs://` or `ws://`).
 pub enum AnyTransport {
     Raw(RawSocket<TcpStream>),
-    Ws(WebSocket<TcpStream>),
+    Ws(Box<WebSocket<TcpStream>>),
 }
 
 impl WampTransport for AnyTransport {
@@ -67,7 +67,7 @@ impl Peer {
         tcp.set_nodelay(true)?;
         let t = match scheme {
             "rs" | "tcp" => AnyTransport::Raw(RawSocket::connect(tcp, ser, 16 << 20).await?),
-            "ws" => AnyTransport::Ws(WebSocket::connect(tcp, url, ser, 16 << 20).await?),
+            "ws" => AnyTransport::Ws(Box::new(WebSocket::connect(tcp, url, ser, 16 << 20).await?)),
             other => bail!("unsupported scheme {other}"),
         };
         let mut peer = Peer {
