@@ -53,6 +53,8 @@ pub struct Config {
     pub realms: Vec<RealmSection>,
     #[serde(default = "defaults::listeners")]
     pub listeners: Vec<ListenerSection>,
+    #[serde(default)]
+    pub uplink: crate::uplink::UplinkConfig,
 }
 
 /// `[hub]`
@@ -200,6 +202,7 @@ impl Default for Config {
             router: RouterSection::default(),
             realms: defaults::realms(),
             listeners: defaults::listeners(),
+            uplink: crate::uplink::UplinkConfig::default(),
         }
     }
 }
@@ -293,6 +296,7 @@ impl Config {
                 }
             }
         }
+        self.uplink.validate()?;
         self.listener_plans().map(|_| ())
     }
 
