@@ -140,9 +140,13 @@ impl BrumeProcess {
         });
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-                .expect("brume logs its listener");
+            let Ok(line) =
+                rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("brume did not log its RawSocket listener");
+            };
             if let Some(i) = line.find("RawSocket at ") {
                 let addr = line[i + "RawSocket at ".len()..]
                     .split_whitespace()
