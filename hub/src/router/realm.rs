@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use super::auth::PrincipalStore;
+use super::authz::Authorizer;
 use super::broker::Broker;
 use super::dealer::Dealer;
 use super::outbound::SessionHandle;
@@ -20,15 +22,21 @@ pub struct RealmConfig {
     pub strict_uris: bool,
     /// Admit sessions that do not authenticate.
     pub anonymous: bool,
+    /// Who may authenticate, and how.
+    pub principals: Arc<PrincipalStore>,
+    /// What each role may do.
+    pub authorizer: Arc<Authorizer>,
 }
 
 impl RealmConfig {
-    /// A realm with loose URIs and anonymous access.
+    /// A realm with loose URIs, anonymous access, no principals and no restrictions.
     pub fn open(name: &str) -> Self {
         RealmConfig {
             name: name.to_owned(),
             strict_uris: false,
             anonymous: true,
+            principals: Arc::default(),
+            authorizer: Arc::new(Authorizer::allow_all()),
         }
     }
 }
