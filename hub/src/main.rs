@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use hub::config::{Config, DEFAULT_TOML};
+use hub::router::auth::AuthMethod;
+use hub::router::auth::generate::new_principal;
 use tokio_util::sync::CancellationToken;
 
 /// Brume: an IoT edge hub with a WAMP router, device gateways and a cloud uplink.
@@ -30,6 +32,41 @@ enum Command {
     PrintConfig,
     /// Validates a config file and names the offending key if it is wrong.
     CheckConfig { file: PathBuf },
+    /// Prints the config entry for a new principal with a fresh secret (or Ed25519 key pair).
+    ///
+    /// The entry (stdout) holds only what the router needs to check the credential: a ticket
+    /// hash, a WAMP-CRA derived key, a public key. The secret for the client is printed once,
+    /// on stderr; it is not stored anywhere.
+    NewPrincipal {
+        /// The realm the principal belongs to (named in the entry's comment).
+        #[arg(long, default_value = "brume")]
+        realm: String,
+        #[arg(long)]
+        authid: String,
+        /// The role, as listed under the realm's roles.
+        #[arg(long)]
+        role: String,
+        #[arg(long, value_enum)]
+        method: PrincipalMethod,
+    },
+}
+
+/// Credential kinds `new-principal` can generate.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum PrincipalMethod {
+    Ticket,
+    Wampcra,
+    Cryptosign,
+}
+
+impl From<PrincipalMethod> for AuthMethod {
+    fn from(m: PrincipalMethod) -> Self {
+        match m {
+            PrincipalMethod::Ticket => AuthMethod::Ticket,
+            PrincipalMethod::Wampcra => AuthMethod::WampCra,
+            PrincipalMethod::Cryptosign => AuthMethod::Cryptosign,
+        }
+    }
 }
 
 fn init_logging(verbose: u8) {
@@ -58,6 +95,24 @@ fn main() -> anyhow::Result<()> {
             Config::load(&file)?;
             use std::io::Write as _;
             writeln!(std::io::stdout(), "{}: ok", file.display())?;
+            Ok(())
+        }
+        Command::NewPrincipal {
+            realm,
+            authid,
+            role,
+            method,
+        } => {
+            use std::io::Write as _;
+            let p = new_principal(&realm, &authid, &role, method.into())?;
+            std::io::stdout().write_all(p.toml.as_bytes())?;
+            writeln!(
+                std::io::stderr(),
+                "\n{} for {authid:?}, shown once; give it to the client and keep it out of the \
+                 config:\n{}",
+                p.secret_kind,
+                p.secret.expose()
+            )?;
             Ok(())
         }
         Command::Run { config } => {
