@@ -18,6 +18,9 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub use tokio_rustls::client::TlsStream as ClientTlsStream;
+pub use tokio_rustls::server::TlsStream as ServerTlsStream;
+
 /// The RFC 9266 exporter label.
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
 
