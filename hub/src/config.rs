@@ -814,4 +814,219 @@ mod tests {
         let text = "[[realms]]\nname = \"r\"\nanonymous = false\n[[listeners]]\nname = \"a\"\nkind = \"both\"\naddress = \"0.0.0.0:8080\"\n";
         assert!(Config::from_toml(text, "x").is_ok());
     }
+
+    /// The commented example of a secure realm in the embedded default.
+    fn documented_example() -> String {
+        let start = DEFAULT_TOML
+            .find("# ----- example: a realm with authentication -----")
+            .unwrap();
+        let end = DEFAULT_TOML.find("# ----- end of example -----").unwrap();
+        DEFAULT_TOML[start..end]
+            .lines()
+            .skip(1)
+            .map(|l| l.strip_prefix("#   ").unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_documented_secure_realm_parses_and_validates() {
+        let c = Config::from_toml(&documented_example(), "example").unwrap();
+        let realms = c.realm_configs().unwrap();
+        let plant = &realms[0];
+        assert_eq!(plant.name, "plant");
+        assert!(!plant.anonymous);
+        assert_eq!(plant.principals.len(), 3);
+        let dashboard = plant.principals.get("dashboard").unwrap();
+        assert_eq!(dashboard.role, "app");
+        assert!(dashboard.ticket.is_some());
+        assert!(plant.principals.get("historian").unwrap().wampcra.is_some());
+        assert_eq!(
+            plant.principals.get("gateway-7").unwrap().cryptosign.len(),
+            1
+        );
+        use crate::router::authz::Action;
+        let a = &plant.authorizer;
+        assert!(a.allows("app", Action::Call, "brume.things.list", MatchPolicy::Exact));
+        assert!(!a.allows(
+            "app",
+            Action::Call,
+            "brume.things.delete",
+            MatchPolicy::Exact
+        ));
+        assert!(a.allows(
+            "device",
+            Action::Publish,
+            "brume.thing.t1.state",
+            MatchPolicy::Exact
+        ));
+        assert!(!a.allows(
+            "anonymous",
+            Action::Subscribe,
+            "brume.x",
+            MatchPolicy::Exact
+        ));
+    }
+
+    #[test]
+    fn realms_without_roles_allow_everything() {
+        let c = Config::default();
+        let realms = c.realm_configs().unwrap();
+        assert!(!realms[0].authorizer.restricts());
+        assert!(realms[0].principals.is_empty());
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s");
+        std::fs::write(&file, "file-secret-value\n").unwrap();
+        let text = format!(
+            "{}\n[[realms.principals]]\nauthid = \"legacy\"\nrole = \"app\"\n\
+             wampcra = {{ secret_file = {:?} }}\n",
+            documented_example(),
+            file.display().to_string()
+        );
+        let c = Config::from_toml(&text, "x").unwrap();
+        let router = c.router_config().unwrap();
+        for shown in [format!("{c:?}"), format!("{router:?}")] {
+            for secret in [
+                "5ffdVEserplTawUNt1cl8a3j2IVWxh4BwuisObl",
+                "RTvdTZP3yqvX1diVYZxsOA",
+                "TMuKrppUDemQi1+dLKtqyVzbbnNqoYhzOX7X9lNnO94=",
+                "file-secret-value",
+            ] {
+                assert!(!shown.contains(secret), "{secret} leaked into {shown}");
+            }
+        }
+        // The plain secret was read from its file.
+        let legacy = router.realms[0].principals.get("legacy").unwrap();
+        assert_eq!(
+            legacy.wampcra.as_ref().unwrap().hmac_key(),
+            b"file-secret-value"
+        );
+    }
+
+    #[test]
+    fn a_plain_secret_from_the_environment() {
+        // PATH is set wherever tests run; a test may not set variables (no unsafe code).
+        let text = "[[realms]]\nname = \"r\"\n[[realms.principals]]\nauthid = \"a\"\nrole = \"x\"\n\
+                    wampcra = { secret_env = \"PATH\" }\n";
+        let c = Config::from_toml(text, "x").unwrap();
+        let realms = c.realm_configs().unwrap();
+        let key = realms[0]
+            .principals
+            .get("a")
+            .unwrap()
+            .wampcra
+            .clone()
+            .unwrap();
+        assert_eq!(key.hmac_key(), std::env::var("PATH").unwrap().as_bytes());
+    }
+
+    #[test]
+    fn security_errors_name_the_key() {
+        let principal = |body: &str| {
+            format!(
+                "[[realms]]\nname = \"r\"\nanonymous = false\n[realms.roles.app]\nrules = []\n\
+                 [[realms.principals]]\nauthid = \"a\"\nrole = \"app\"\n{body}\n"
+            )
+        };
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                principal("wampcra = { secret = \"hunter2\" }"),
+                "realms[0].principals[0].wampcra.secret:",
+                "secret_file",
+            ),
+            (
+                principal("ticket = \"hunter2\""),
+                "realms[0].principals[0].ticket:",
+                "new-principal",
+            ),
+            (
+                principal("wampcra = { derived_key = \"AAAA\", salt = \"s\", iterations = 10 }"),
+                "realms[0].principals[0].wampcra.keylen:",
+                "missing",
+            ),
+            (
+                principal(
+                    "wampcra = { derived_key = \"AAAA\", salt = \"s\", iterations = 10, keylen = 32 }",
+                ),
+                "realms[0].principals[0].wampcra.derived_key:",
+                "base64",
+            ),
+            (
+                principal("wampcra = { secret_file = \"/nonexistent/brume-secret\" }"),
+                "realms[0].principals[0].wampcra.secret_file:",
+                "cannot read",
+            ),
+            (
+                principal("wampcra = { secret_env = \"BRUME_SURELY_UNSET_VARIABLE\" }"),
+                "realms[0].principals[0].wampcra.secret_env:",
+                "not set",
+            ),
+            (
+                principal("wampcra = { secret_env = \"PATH\", salt = \"s\" }"),
+                "realms[0].principals[0].wampcra:",
+                "not both",
+            ),
+            (
+                principal("cryptosign = { public_keys = [\"abcd\"] }"),
+                "realms[0].principals[0].cryptosign.public_keys[0]:",
+                "64 hex",
+            ),
+            (principal(""), "realms[0].principals[0]:", "credential"),
+            (
+                principal("ticket = \"x\"").replace("role = \"app\"", "role = \"admin\""),
+                "realms[0].principals[0].role:",
+                "not defined",
+            ),
+            (
+                principal("cryptosign = { public_keys = [\"9e53bd3d7be4e806d9fbf89c01e5fea41aca7456adc3e432c703ed3fcd626eb5\"] }\n\
+                           [[realms.principals]]\nauthid = \"a\"\nrole = \"app\"\n\
+                           cryptosign = { public_keys = [\"9e53bd3d7be4e806d9fbf89c01e5fea41aca7456adc3e432c703ed3fcd626eb5\"] }"),
+                "realms[0].principals[1].authid:",
+                "twice",
+            ),
+            (
+                "[[realms]]\nname = \"r\"\n[realms.roles.trusted]\nrules = []\n".to_owned(),
+                "realms[0].roles.trusted:",
+                "reserved",
+            ),
+            (
+                "[[realms]]\nname = \"r\"\n[realms.roles.app]\nrules = [{ uri = \"a..b\", allow = [\"call\"] }]\n"
+                    .to_owned(),
+                "realms[0].roles.app.rules[0].uri:",
+                "exact",
+            ),
+            (
+                "[[realms]]\nname = \"r\"\n[realms.roles.app]\nrules = [{ uri = \"a\", allow = [\"call\"] }, { uri = \"a\", match = \"exact\", allow = [] }]\n"
+                    .to_owned(),
+                "realms[0].roles.app.rules[1]:",
+                "second rule",
+            ),
+            (
+                "[[listeners]]\nname = \"t\"\nkind = \"both\"\naddress = \"127.0.0.1:1\"\n\
+                 [listeners.tls]\ncert_file = \"/nonexistent/c.pem\"\nkey_file = \"/nonexistent/k.pem\"\n"
+                    .to_owned(),
+                "listeners[0].tls.cert_file:",
+                "/nonexistent/c.pem",
+            ),
+        ];
+        for (text, key, hint) in cases {
+            let e = err(&text);
+            assert!(e.starts_with(key) && e.contains(hint), "{text}\n=> {e}");
+            // The error never repeats a secret.
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        // Unknown actions and match policies are parse errors naming the field.
+        let e = err(
+            "[[realms]]\nname = \"r\"\n[realms.roles.app]\nrules = [{ uri = \"a\", allow = [\"delete\"] }]\n",
+        );
+        assert!(e.contains("allow") || e.contains("delete"), "{e}");
+        let e = err(
+            "[[realms]]\nname = \"r\"\n[realms.roles.app]\nrules = [{ uri = \"a\", match = \"regex\", allow = [] }]\n",
+        );
+        assert!(e.contains("match") || e.contains("regex"), "{e}");
+    }
 }

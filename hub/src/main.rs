@@ -41,11 +41,14 @@ enum Command {
         /// The realm the principal belongs to (named in the entry's comment).
         #[arg(long, default_value = "brume")]
         realm: String,
+        /// The principal's authid (what the client sends in HELLO).
         #[arg(long)]
         authid: String,
         /// The role, as listed under the realm's roles.
         #[arg(long)]
         role: String,
+        /// The credential: a ticket, a WAMP-CRA secret (stored as a salted derived key), or an
+        /// Ed25519 key pair.
         #[arg(long, value_enum)]
         method: PrincipalMethod,
     },
