@@ -1029,4 +1029,21 @@ mod tests {
         );
         assert!(e.contains("match") || e.contains("regex"), "{e}");
     }
+
+    #[test]
+    fn the_readme_security_example_parses() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("A realm with authentication").unwrap();
+        let block = &readme[start..];
+        let body = block
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .unwrap();
+        let c: Config = toml::from_str(body).unwrap();
+        // Realms validate fully; the listener's certificate files only exist on a real host.
+        let realms = c.realm_configs().unwrap();
+        assert_eq!(realms[0].principals.len(), 3);
+        assert!(c.listeners[0].tls.is_some());
+    }
 }
