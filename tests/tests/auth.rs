@@ -233,3 +233,34 @@ async fn anything_but_authenticate_after_a_challenge_is_a_protocol_violation() {
         "{rest:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cryptosign_without_authid_is_found_by_its_public_key() {
+    let data = tempfile::tempdir().unwrap();
+    let hub = secure_hub(&data).await;
+    let key = hub::router::auth::cryptosign::PrivateKey::from_hex(auth::DEVICE_KEY).unwrap();
+    let a = ClientAuth::Cryptosign {
+        authid: None,
+        key,
+        channel_binding: false,
+    };
+    let c = Client::connect(&opts(&hub, "rawsocket", hub::wamp::Serializer::MsgPack, a))
+        .await
+        .unwrap();
+    assert_eq!(text(c.welcome_details(), "authid"), auth::DEVICE_AUTHID);
+    assert_eq!(text(c.welcome_details(), "authmethod"), "cryptosign");
+    // An unknown key without authid is refused like any failure.
+    let stranger = ClientAuth::Cryptosign {
+        authid: None,
+        key: hub::router::auth::cryptosign::PrivateKey::generate(),
+        channel_binding: false,
+    };
+    let r = Client::connect(&opts(
+        &hub,
+        "rawsocket",
+        hub::wamp::Serializer::MsgPack,
+        stranger,
+    ))
+    .await;
+    expect_abort(r, uris::AUTHENTICATION_FAILED, "unknown key");
+}

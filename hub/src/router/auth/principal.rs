@@ -169,10 +169,7 @@ impl PrincipalStore {
         Principal {
             authid: authid.to_owned(),
             role,
-            ticket: Some(TicketHash::create(
-                &b64(&random_bytes::<32>()),
-                ticket_iterations,
-            )),
+            ticket: Some(TicketHash::unmatchable(ticket_iterations)),
             wampcra: Some(wampcra),
             cryptosign: Vec::new(),
         }

@@ -62,6 +62,17 @@ impl TicketHash {
         }
     }
 
+    /// A hash no ticket is known to match (random salt and hash), with the cost of a real one:
+    /// the stand-in for unknown authids. Making it costs nothing, so a HELLO for an unknown
+    /// authid is not slower than one for a known authid.
+    pub(crate) fn unmatchable(iterations: u32) -> TicketHash {
+        TicketHash {
+            iterations,
+            salt: random_bytes::<16>().to_vec(),
+            hash: random_bytes::<32>().to_vec(),
+        }
+    }
+
     /// Parses the string form.
     pub fn parse(s: &str) -> Result<TicketHash, TicketHashError> {
         let mut parts = s.split('$');
