@@ -39,7 +39,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use device_models::frames::{CorrelateBy, FrameBinding};
+use device_models::frames::CorrelateBy;
 use device_models::{ThingId, TypeCatalog};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -613,12 +613,10 @@ fn model(
 
 /// Whether the binding correlates replies by the next frame (one request at a time).
 fn next_frame_replies(model: &DeviceModel) -> bool {
-    let Some(table) = model.thing_type().binding(FRAME_BINDING) else {
-        return false;
-    };
-    FrameBinding::from_toml(table)
-        .ok()
-        .and_then(|b| b.reply)
+    model
+        .binding()
+        .reply
+        .as_ref()
         .is_some_and(|r| r.correlate == CorrelateBy::NextFrame)
 }
 

@@ -32,6 +32,7 @@ pub enum ModelError {
 #[derive(Debug)]
 pub struct DeviceModel {
     thing_type: Arc<ThingType>,
+    binding: FrameBinding,
     codec: FrameCodec,
 }
 
@@ -52,12 +53,22 @@ impl DeviceModel {
         let table = thing_type
             .binding(FRAME_BINDING)
             .ok_or_else(|| ModelError::NoFrameBinding(thing_type.id.clone()))?;
-        let compiled = FrameBinding::from_toml(table).and_then(|b| FrameCodec::new(&b));
-        let codec = compiled.map_err(|source| ModelError::Binding {
+        let compiled = FrameBinding::from_toml(table)
+            .and_then(|binding| FrameCodec::new(&binding).map(|codec| (binding, codec)));
+        let (binding, codec) = compiled.map_err(|source| ModelError::Binding {
             type_id: thing_type.id.clone(),
             source: Box::new(source),
         })?;
-        Ok(Self { thing_type, codec })
+        Ok(Self {
+            thing_type,
+            binding,
+            codec,
+        })
+    }
+
+    /// The `[bindings.frame]` table as read.
+    pub fn binding(&self) -> &FrameBinding {
+        &self.binding
     }
 
     /// The thing type.

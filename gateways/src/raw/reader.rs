@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
-use device_models::frames::{DecodeError, DecodedFrame, FrameDecoder, FrameError, LayoutError};
+use device_models::frames::{
+    DecodeError, DecodedFrame, FrameDecoder, FrameError, FramingConfig, LayoutError,
+};
 use tracing::warn;
 
 use super::model::DeviceModel;
@@ -45,9 +47,16 @@ impl BadFrame {
         }
     }
 
-    /// Whether the stream position is lost: on TCP the connection is closed at once.
-    pub(crate) fn loses_sync(&self) -> bool {
-        matches!(self, Self::Framing(FrameError::BadLength { .. }))
+    /// Whether the stream position is lost (a length prefix that is too small, or too large for
+    /// the cap): on TCP the connection is closed at once.
+    pub(crate) fn loses_sync(&self, framing: &FramingConfig) -> bool {
+        match self {
+            Self::Framing(FrameError::BadLength { .. }) => true,
+            Self::Framing(FrameError::Oversize { .. }) => {
+                matches!(framing, FramingConfig::LengthPrefixed { .. })
+            }
+            _ => false,
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Counters are atomics in one [`ListenerStats`] shared (`Arc`) by a listener's tasks: incremented
 //! with relaxed ordering on the hot path, read as a [`StatsSnapshot`] by tests and metrics.
-//! Warnings about bad input go through a [`LogLimiter`] so that a device spraying garbage costs a
+//! Warnings about bad input go through a log limiter so that a device spraying garbage costs a
 //! few log lines per window, not one per frame.
 
 use std::sync::Mutex;

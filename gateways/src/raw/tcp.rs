@@ -272,7 +272,7 @@ impl Connection {
                     Err(bad) => {
                         report_bad_frame(&bad, &self.peer, &self.stats, &self.log);
                         bad_in_a_row += 1;
-                        if bad.loses_sync() || bad_in_a_row >= max_bad {
+                        if bad.loses_sync(&model.binding().framing) || bad_in_a_row >= max_bad {
                             return End::Garbage;
                         }
                     }
