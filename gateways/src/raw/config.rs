@@ -771,3 +771,6 @@ impl RawConfig {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests;
