@@ -250,6 +250,18 @@ async fn raw_tcp_thermostat_reports_answers_calibrate_and_confirms_set() {
         gw.action_reply("gone").await,
         Err("the device is not connected".into())
     );
+
+    // Shutdown ends the accept loop, the engine task and open connections.
+    let _other = Thermostat::connect(ThermostatConfig {
+        id: "th-13".into(),
+        hub: gw.addr(),
+        interval: Duration::from_secs(60),
+        state: State::default(),
+    })
+    .await
+    .unwrap();
+    gw.reported("th-13", |_| true).await;
+    gw.shut_down().await;
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use gateways::link::HubEnds;
 use gateways::raw::{self, PreparedListener, RawConfig, RawListener, StatsSnapshot};
 use gateways::{GatewayIo, StaticCredentials};
 use serde_json::{Map, Value};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// How long a test waits for one expected event.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -43,12 +43,8 @@ pub struct Gateway {
     pub listener: RawListener,
     pub hub: HubEnds,
     shutdown: CancellationToken,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    /// Cancels `shutdown` when the gateway is dropped.
+    _stop_on_drop: DropGuard,
 }
 
 impl Gateway {
@@ -68,8 +64,18 @@ impl Gateway {
         Gateway {
             listener,
             hub,
+            _stop_on_drop: shutdown.clone().drop_guard(),
             shutdown,
         }
+    }
+
+    /// Cancels the listener and waits for all of its tasks (connections included) to end.
+    pub async fn shut_down(self) {
+        self.shutdown.cancel();
+        let Gateway { listener, .. } = self;
+        tokio::time::timeout(PATIENCE, listener.join())
+            .await
+            .expect("the listener's tasks end after shutdown");
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
