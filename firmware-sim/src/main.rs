@@ -49,6 +49,8 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         payload: usize,
     },
+    /// Raw UDP, TCP and serial devices.
+    Raw(firmware_sim::raw::cli::RawArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -84,6 +86,12 @@ fn main() -> anyhow::Result<()> {
             seconds,
             payload,
         } => rt.block_on(load_wamp(url, realm, serializer, seconds, payload)),
+        Command::Raw(args) => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            tracing_subscriber::fmt().with_env_filter(filter).init();
+            rt.block_on(firmware_sim::raw::cli::run(args))
+        }
     }
 }
 

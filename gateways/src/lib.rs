@@ -5,8 +5,11 @@
 //!   device credentials).
 //! - [`coap`]: the CoAP protocol engine (server and client endpoints, sans
 //!   I/O) and its tokio drivers.
+//! - [`raw`]: UDP, TCP and serial devices whose framing and codec come from their thing type's
+//!   `[bindings.frame]`.
 
 pub mod coap;
 pub mod link;
+pub mod raw;
 
 pub use link::{CredentialCheck, DeviceCredentials, GatewayIo, StaticCredentials};

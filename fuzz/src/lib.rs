@@ -1,0 +1,515 @@
+//! Fuzz targets for every decoder that reads bytes from a device or a peer. Each target is one
+//! function here, called by its libFuzzer binary in `fuzz_targets/` and by the `smoke` runner.
+//!
+//! | target | decoder |
+//! | --- | --- |
+//! | `frame_datagram` | datagram framing + XOR-8 (device-models example `udp_beacon.toml`) |
+//! | `frame_lines` | lines + hex CRC-16/MODBUS (example `serial_kv_meter.toml`) |
+//! | `frame_length_prefixed` | u16 length prefix (example `tcp_json_thermostat.toml`) |
+//! | `frame_delimited` | STX/ETX with an escape byte and a binary CRC-16 |
+//! | `frame_fixed` | fixed-length frames with XOR-8 |
+//! | `layout_json`, `layout_key_value`, `layout_csv`, `layout_binary` | `FrameCodec::decode` of each payload layout |
+//! | `wamp_json`, `wamp_msgpack` | `hub::wamp::Serializer::{Json, MsgPack}.decode` |
+//! | `rawsocket_frame` | `hub::transport::rawsocket::decode_frame` |
+//! | `coap_server`, `coap_client` | the CoAP engines' datagram parsing and handling |
+//!
+//! Stream targets take the first input byte as a chunk size and push the rest in pieces of that
+//! size, so frames split across reads are covered; after the input is drained, the decoder must
+//! hold no more than two frames' worth of bytes. Datagram targets (`coap_*`) read the input as
+//! datagrams, each preceded by its length byte.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use device_models::frames::{FrameBinding, FrameCodec};
+use gateways::coap::client::{Client, ClientConfig};
+use gateways::coap::server::{Server, ServerConfig};
+use hub::transport::rawsocket::decode_frame;
+use hub::wamp::Serializer;
+use serde_json::{Map, Value, json};
+
+/// A fuzz target.
+pub type Target = fn(&[u8]);
+
+/// Makes a target's seed inputs.
+pub type Seeds = fn() -> Vec<Vec<u8>>;
+
+/// Every target by name, with the function that makes its seed inputs.
+pub const TARGETS: &[(&str, Target, Seeds)] = &[
+    ("frame_datagram", frame_datagram, seeds::frame_datagram),
+    ("frame_lines", frame_lines, seeds::frame_lines),
+    (
+        "frame_length_prefixed",
+        frame_length_prefixed,
+        seeds::frame_length_prefixed,
+    ),
+    ("frame_delimited", frame_delimited, seeds::frame_delimited),
+    ("frame_fixed", frame_fixed, seeds::frame_fixed),
+    ("layout_json", layout_json, seeds::layout_json),
+    (
+        "layout_key_value",
+        layout_key_value,
+        seeds::layout_key_value,
+    ),
+    ("layout_csv", layout_csv, seeds::layout_csv),
+    ("layout_binary", layout_binary, seeds::layout_binary),
+    ("wamp_json", wamp_json, seeds::wamp_json),
+    ("wamp_msgpack", wamp_msgpack, seeds::wamp_msgpack),
+    ("rawsocket_frame", rawsocket_frame, seeds::rawsocket_frame),
+    ("coap_server", coap_server, seeds::coap_server),
+    ("coap_client", coap_client, seeds::coap_client),
+];
+
+const BEACON: &str = include_str!("../../device-models/tests/data/frames/udp_beacon.toml");
+const METER: &str = include_str!("../../device-models/tests/data/frames/serial_kv_meter.toml");
+const THERMOSTAT: &str =
+    include_str!("../../device-models/tests/data/frames/tcp_json_thermostat.toml");
+
+/// Escaped STX/ETX frames: a node byte and a scaled reading, CRC-16 in binary.
+const DELIMITED: &str = r#"
+[bindings.frame]
+max_frame = 64
+id_field = "node"
+framing = { kind = "delimited", start = 0x02, end = 0x03, escape = 0x10, escaped_start = 0x12, escaped_end = 0x13, escaped_escape = 0x11 }
+checksum = { kind = "crc16_modbus" }
+layout = { kind = "binary", order = "little", fields = [
+    { name = "node", offset = 0, type = "u8" },
+    { name = "power", offset = 1, type = "i32", scale = 0.001 },
+    { name = "alarm", offset = 5, type = "u8", bits = "0" },
+] }
+"#;
+
+/// Fixed 8-byte frames: seven bytes of readings and an XOR-8.
+const FIXED: &str = r#"
+[bindings.frame]
+max_frame = 8
+id_field = "id"
+id_template = "tag-{:04x}"
+framing = { kind = "fixed", length = 8 }
+checksum = { kind = "xor8" }
+layout = { kind = "binary", order = "big", length = 7, fields = [
+    { name = "id", offset = 0, type = "u16" },
+    { name = "t", offset = 2, type = "f32" },
+    { name = "rssi", offset = 6, type = "i8" },
+] }
+"#;
+
+/// CSV lines: `id,t,h`.
+const CSV: &str = r#"
+[bindings.frame]
+max_frame = 128
+id_field = "id"
+framing = { kind = "lines" }
+layout = { kind = "csv", fields = ["id", "t", "h"], types = { id = "string", h = "number" } }
+"#;
+
+/// Compiles the `[bindings.frame]` of a type file. The inputs are fixed at build time, so a
+/// failure is a broken build, reported by the `smoke` runner's self-check.
+fn compile(text: &str) -> FrameCodec {
+    let document: toml::Table = toml::from_str(text).unwrap_or_default();
+    let table = document
+        .get("bindings")
+        .and_then(|b| b.get("frame"))
+        .and_then(toml::Value::as_table)
+        .cloned()
+        .unwrap_or_default();
+    match FrameBinding::from_toml(&table).and_then(|b| FrameCodec::new(&b)) {
+        Ok(codec) => codec,
+        Err(e) => panic!("fuzz binding does not compile: {e}"),
+    }
+}
+
+macro_rules! codec {
+    ($name:ident, $text:expr) => {
+        fn $name() -> &'static FrameCodec {
+            static CODEC: OnceLock<FrameCodec> = OnceLock::new();
+            CODEC.get_or_init(|| compile($text))
+        }
+    };
+}
+
+codec!(beacon, BEACON);
+codec!(meter, METER);
+codec!(thermostat, THERMOSTAT);
+codec!(delimited, DELIMITED);
+codec!(fixed, FIXED);
+codec!(csv, CSV);
+
+/// Every codec, for the self-check.
+pub fn check_codecs() {
+    for codec in [beacon, meter, thermostat, delimited, fixed, csv] {
+        let _ = codec().framer();
+    }
+}
+
+/// Pushes `data` (after its chunk-size byte) into a fresh decoder piece by piece, decoding every
+/// frame; checks that the decoder's buffer stays bounded.
+fn stream(codec: &FrameCodec, data: &[u8]) {
+    let Some((&chunk, rest)) = data.split_first() else {
+        return;
+    };
+    let chunk = usize::from(chunk % 32) + 1;
+    let mut decoder = codec.decoder();
+    let bound = 2 * codec.framer().max_frame() + chunk + 8;
+    for piece in rest.chunks(chunk) {
+        decoder.push(piece);
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => {
+                    let _ = codec.decode(&frame.payload);
+                }
+                Ok(None) => break,
+                Err(_) => {}
+            }
+        }
+        assert!(
+            decoder.buffered() <= bound,
+            "decoder holds {} bytes, more than {bound}",
+            decoder.buffered()
+        );
+    }
+}
+
+/// The datagram framing: the whole input is one datagram.
+pub fn frame_datagram(data: &[u8]) {
+    let codec = beacon();
+    let mut decoder = codec.decoder();
+    decoder.push(data);
+    loop {
+        match decoder.next_frame() {
+            Ok(Some(frame)) => {
+                let _ = codec.decode(&frame.payload);
+            }
+            Ok(None) => break,
+            Err(_) => {}
+        }
+    }
+    assert_eq!(decoder.buffered(), 0, "a drained datagram decoder is empty");
+}
+
+/// Lines with a hex CRC trailer.
+pub fn frame_lines(data: &[u8]) {
+    stream(meter(), data);
+}
+
+/// A u16 length prefix.
+pub fn frame_length_prefixed(data: &[u8]) {
+    stream(thermostat(), data);
+}
+
+/// Start/end delimiters with escapes and a binary CRC.
+pub fn frame_delimited(data: &[u8]) {
+    stream(delimited(), data);
+}
+
+/// Fixed-length frames.
+pub fn frame_fixed(data: &[u8]) {
+    stream(fixed(), data);
+}
+
+/// JSON objects with pointers and a reply field.
+pub fn layout_json(data: &[u8]) {
+    let _ = thermostat().decode(data);
+}
+
+/// `key=value` pairs with typed fields.
+pub fn layout_key_value(data: &[u8]) {
+    let _ = meter().decode(data);
+}
+
+/// CSV with typed columns.
+pub fn layout_csv(data: &[u8]) {
+    let _ = csv().decode(data);
+}
+
+/// Fixed binary layouts: integers, bit fields, scaling, floats.
+pub fn layout_binary(data: &[u8]) {
+    let _ = beacon().decode(data);
+    let _ = delimited().decode(data);
+    let _ = fixed().decode(data);
+}
+
+/// A WAMP message in JSON.
+pub fn wamp_json(data: &[u8]) {
+    let _ = Serializer::Json.decode(data);
+}
+
+/// A WAMP message in MessagePack.
+pub fn wamp_msgpack(data: &[u8]) {
+    let _ = Serializer::MsgPack.decode(data);
+}
+
+/// RawSocket frames, read from a buffer filled piece by piece.
+pub fn rawsocket_frame(data: &[u8]) {
+    let Some((&chunk, rest)) = data.split_first() else {
+        return;
+    };
+    let chunk = usize::from(chunk % 32) + 1;
+    let mut buf = BytesMut::new();
+    for piece in rest.chunks(chunk) {
+        buf.extend_from_slice(piece);
+        loop {
+            match decode_frame(&mut buf, 1 << 16) {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Splits the input into datagrams, each preceded by its length byte.
+fn datagrams(mut data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let (&len, rest) = data.split_first()?;
+        let len = usize::from(len).min(rest.len());
+        let (datagram, tail) = rest.split_at(len);
+        data = tail;
+        Some(datagram)
+    })
+}
+
+fn peer() -> SocketAddr {
+    SocketAddr::from(([192, 0, 2, 1], 5683))
+}
+
+/// Datagrams to a CoAP server engine, with its answers and timers drained.
+pub fn coap_server(data: &[u8]) {
+    let mut server = Server::new(ServerConfig {
+        rng_seed: Some(1),
+        ..ServerConfig::default()
+    });
+    let start = Instant::now();
+    for (i, datagram) in datagrams(data).enumerate() {
+        let now = start + Duration::from_millis(u64::try_from(i).unwrap_or(0));
+        server.handle_datagram(now, peer(), datagram);
+        while server.poll_transmit().is_some() {}
+        while server.poll_event().is_some() {}
+    }
+    server.handle_timeout(start + Duration::from_secs(600));
+    while server.poll_transmit().is_some() {}
+}
+
+/// A CoAP client engine with a GET and an observation in flight, fed the datagrams as answers.
+pub fn coap_client(data: &[u8]) {
+    let (mut client, start) = coap_client_with_requests();
+    for (i, datagram) in datagrams(data).enumerate() {
+        let now = start + Duration::from_millis(u64::try_from(i).unwrap_or(0));
+        client.handle_datagram(now, peer(), datagram);
+        while client.poll_transmit().is_some() {}
+        while client.poll_event().is_some() {}
+    }
+    client.handle_timeout(start + Duration::from_secs(600));
+    while client.poll_transmit().is_some() {}
+}
+
+/// A seeded client that has sent a GET and an Observe registration; returns it with the requests'
+/// bytes drained.
+fn coap_client_with_requests() -> (Client, Instant) {
+    let (client, start, _) = coap_client_and_requests();
+    (client, start)
+}
+
+fn coap_client_and_requests() -> (Client, Instant, Vec<Bytes>) {
+    let mut client = Client::new(ClientConfig {
+        rng_seed: Some(7),
+        ..ClientConfig::default()
+    });
+    let start = Instant::now();
+    let _ = client.get(start, peer(), "/things/th-1/state");
+    let _ = client.observe(start, peer(), "/things/th-1/commands");
+    let sent = std::iter::from_fn(|| client.poll_transmit())
+        .map(|t| t.bytes)
+        .collect();
+    (client, start, sent)
+}
+
+/// Seed inputs: valid messages for each target, which the fuzzer mutates.
+pub mod seeds {
+    use super::*;
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        }
+    }
+
+    /// A chunk-size byte, then `wire`.
+    fn chunked(chunk: u8, wire: &[u8]) -> Vec<u8> {
+        let mut out = vec![chunk];
+        out.extend_from_slice(wire);
+        out
+    }
+
+    fn report(codec: &FrameCodec, thing: &str, values: Value) -> Vec<u8> {
+        codec
+            .encode_report(Some(thing), &object(values))
+            .map(|b| b.to_vec())
+            .unwrap_or_default()
+    }
+
+    pub fn frame_datagram() -> Vec<Vec<u8>> {
+        let values = json!({"temperature": 23.45, "humidity": 61, "battery": 87, "charging": 1});
+        vec![report(beacon(), "beacon-258", values)]
+    }
+
+    pub fn frame_lines() -> Vec<Vec<u8>> {
+        let mut wire = report(
+            meter(),
+            "meter-3",
+            json!({"voltage": 230.1, "current": 1.25, "relay": true}),
+        );
+        wire.extend(report(
+            meter(),
+            "meter-3",
+            json!({"relay": false, "ack": 1}),
+        ));
+        vec![chunked(0, &wire), chunked(6, &wire)]
+    }
+
+    pub fn frame_length_prefixed() -> Vec<Vec<u8>> {
+        let mut wire = report(
+            thermostat(),
+            "th-12",
+            json!({"temperature": 21.5, "setpoint": 20.0, "mode": "eco"}),
+        );
+        let reply = thermostat()
+            .encode_report(None, &object(json!({"re": 7, "ok": true})))
+            .map(|b| b.to_vec())
+            .unwrap_or_default();
+        wire.extend(reply);
+        vec![chunked(3, &wire), chunked(31, &wire)]
+    }
+
+    pub fn frame_delimited() -> Vec<Vec<u8>> {
+        // 0x02 and 0x03 inside the values exercise the escapes.
+        let mut wire = report(delimited(), "2", json!({"power": 0.770, "alarm": 1}));
+        wire.extend(report(
+            delimited(),
+            "16",
+            json!({"power": -3.0, "alarm": 0}),
+        ));
+        vec![chunked(0, &wire), chunked(4, &wire)]
+    }
+
+    pub fn frame_fixed() -> Vec<Vec<u8>> {
+        let mut wire = report(fixed(), "tag-00ff", json!({"t": 21.5, "rssi": -70}));
+        wire.extend(report(fixed(), "tag-0102", json!({"t": -1.0, "rssi": 3})));
+        vec![chunked(2, &wire), chunked(7, &wire)]
+    }
+
+    pub fn layout_json() -> Vec<Vec<u8>> {
+        vec![
+            br#"{"id":"th-12","sensors":{"temperature":21.5},"heating":{"setpoint":20.0,"mode":"eco"}}"#.to_vec(),
+            br#"{"id":"th-12","re":7,"ok":true}"#.to_vec(),
+        ]
+    }
+
+    pub fn layout_key_value() -> Vec<Vec<u8>> {
+        vec![
+            b"node=3;v=230.1;a=1.25;relay=1".to_vec(),
+            b"node=3;ack=1;relay=off".to_vec(),
+        ]
+    }
+
+    pub fn layout_csv() -> Vec<Vec<u8>> {
+        vec![b"probe-1,21.5,40".to_vec(), b"007,-3e2,1".to_vec()]
+    }
+
+    pub fn layout_binary() -> Vec<Vec<u8>> {
+        vec![
+            vec![0x01, 0x02, 0x09, 0x29, 61, 0x80 | 87],
+            vec![0x05, 0x10, 0x27, 0x00, 0x00, 0x01],
+            vec![0x00, 0xff, 0x41, 0xac, 0x00, 0x00, 0xba],
+        ]
+    }
+
+    fn wamp_messages() -> Vec<&'static [u8]> {
+        vec![
+            br#"[1,"brume",{"roles":{"subscriber":{},"caller":{}}}]"#,
+            br#"[16,1,{"acknowledge":true},"com.example.topic",[1,"two",3.5],{"k":{"x":[null,true]}}]"#,
+            br#"[48,2,{"timeout":1000},"com.example.add",[1,2]]"#,
+            br#"[32,3,{"match":"wildcard"},"brume.thing..state"]"#,
+            br#"[8,48,2,{},"wamp.error.invalid_argument",["\u0000AAEC"]]"#,
+        ]
+    }
+
+    pub fn wamp_json() -> Vec<Vec<u8>> {
+        wamp_messages().into_iter().map(<[u8]>::to_vec).collect()
+    }
+
+    pub fn wamp_msgpack() -> Vec<Vec<u8>> {
+        wamp_messages()
+            .into_iter()
+            .filter_map(|m| Serializer::Json.decode(m).ok())
+            .filter_map(|m| Serializer::MsgPack.encode(&m).ok())
+            .map(|b| b.to_vec())
+            .collect()
+    }
+
+    pub fn rawsocket_frame() -> Vec<Vec<u8>> {
+        let body = br#"[1,"brume",{}]"#;
+        let mut wire = vec![0, 0, 0, u8::try_from(body.len()).unwrap_or(0)];
+        wire.extend_from_slice(body);
+        wire.extend_from_slice(&[1, 0, 0, 2, b'h', b'i', 2, 0, 0, 0]);
+        vec![chunked(0, &wire), chunked(5, &wire)]
+    }
+
+    /// Datagrams with their length bytes.
+    fn framed(datagrams: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for d in datagrams {
+            out.push(u8::try_from(d.len()).unwrap_or(u8::MAX));
+            out.extend_from_slice(d);
+        }
+        out
+    }
+
+    pub fn coap_server() -> Vec<Vec<u8>> {
+        // CON POST /things/th-1/state, Content-Format JSON, token "abcd".
+        let mut post = vec![0x44, 0x02, 0x12, 0x34, b'a', b'b', b'c', b'd'];
+        post.extend_from_slice(&[0xB6]);
+        post.extend_from_slice(b"things");
+        post.extend_from_slice(&[0x04]);
+        post.extend_from_slice(b"th-1");
+        post.extend_from_slice(&[0x05]);
+        post.extend_from_slice(b"state");
+        post.extend_from_slice(&[0x11, 50, 0xFF]);
+        post.extend_from_slice(br#"{"t":21.5}"#);
+        // CON GET /things/th-1/commands with Observe=0 (option 6), then a Reset and an empty CON.
+        let mut observe = vec![0x42, 0x01, 0x12, 0x35, b'o', b'b', 0x60, 0x56];
+        observe.extend_from_slice(b"things");
+        observe.extend_from_slice(&[0x04]);
+        observe.extend_from_slice(b"th-1");
+        observe.extend_from_slice(&[0x08]);
+        observe.extend_from_slice(b"commands");
+        let reset = [0x70, 0x00, 0x12, 0x34];
+        let ping = [0x40, 0x00, 0x12, 0x36];
+        vec![
+            framed(&[&post]),
+            framed(&[&post, &post, &observe, &reset, &ping]),
+        ]
+    }
+
+    pub fn coap_client() -> Vec<Vec<u8>> {
+        // Answers shaped after the client's own requests: a piggybacked 2.05 for each, with the
+        // request's message id and token.
+        let (_, _, sent) = coap_client_and_requests();
+        let answers: Vec<Vec<u8>> = sent
+            .iter()
+            .filter_map(|request| {
+                let tkl = usize::from(*request.first()? & 0x0F);
+                let mut answer = vec![0x60 | (*request.first()? & 0x0F), 0x45];
+                answer.extend_from_slice(request.get(2..4 + tkl)?);
+                answer.extend_from_slice(&[0x61, 0x01, 0x61, 50, 0xFF]);
+                answer.extend_from_slice(br#"{"t":21.5}"#);
+                Some(answer)
+            })
+            .collect();
+        let refs: Vec<&[u8]> = answers.iter().map(Vec::as_slice).collect();
+        vec![framed(&refs)]
+    }
+}
