@@ -5,11 +5,14 @@
 //! - [`transport`]: RawSocket and WebSocket framing, listeners and the per-connection task.
 //! - [`client`]: a WAMP client used for in-process sessions, the uplink and load tools.
 //! - [`config`]: the typed configuration, its embedded default and its validation.
+//! - [`things`]: the things service: registry (SQLite), desired vs reported state, actions, and
+//!   the gateway attachment API.
 //! - [`server`]: `run(config, shutdown)`, which starts listeners and services and drains them.
 
 pub mod client;
 pub mod config;
 pub mod router;
 pub mod server;
+pub mod things;
 pub mod transport;
 pub mod wamp;

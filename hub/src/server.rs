@@ -25,6 +25,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Things(#[from] crate::things::ThingsError),
     #[error("listener {name}: cannot bind {address}: {source}")]
     Bind {
         name: String,
@@ -42,6 +44,7 @@ pub struct Hub {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     grace: Duration,
+    things: crate::things::Things,
 }
 
 impl Hub {
@@ -68,6 +71,8 @@ impl Hub {
         let router = Router::new(config.router_config());
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let td = td_context(&config, &bound);
+        let things = crate::things::start(&config, td, &router, shutdown.clone(), &tracker).await?;
         let permits = Arc::new(Semaphore::new(config.router.max_connections));
         let mut addrs = Vec::new();
         for (l, addr, plan) in bound {
@@ -102,7 +107,18 @@ impl Hub {
             shutdown,
             tracker,
             grace: Duration::from_secs(config.hub.shutdown_grace_secs),
+            things,
         })
+    }
+
+    /// The handle gateways (and simulated devices) attach to the things service with.
+    pub fn things(&self) -> &crate::things::GatewayLink {
+        &self.things.link
+    }
+
+    /// The things database file.
+    pub fn things_database(&self) -> &std::path::Path {
+        &self.things.database
     }
 
     /// The router, for in-process sessions.
@@ -138,6 +154,21 @@ impl Hub {
         }
         done
     }
+}
+
+/// How Thing Descriptions name this hub: its id and the first WebSocket listener's URL.
+fn td_context(
+    config: &Config,
+    bound: &[(TcpListener, SocketAddr, crate::config::ListenerPlan)],
+) -> device_models::TdContext {
+    let ws_url = bound
+        .iter()
+        .find(|(_, _, p)| p.kind != ListenerKind::Rawsocket)
+        .map(|(_, addr, p)| format!("ws://{addr}{}", p.spec.path))
+        .unwrap_or_default();
+    let mut td = device_models::TdContext::new(config.hub.id.clone(), ws_url);
+    td.realm = config.things.realm.clone();
+    td
 }
 
 /// Runs the hub until `stop` is cancelled, then shuts it down.
