@@ -116,6 +116,11 @@ impl Hub {
         &self.things.link
     }
 
+    /// The things database writer's counters.
+    pub fn things_store_stats(&self) -> &std::sync::Arc<crate::things::store::StoreStats> {
+        &self.things.store_stats
+    }
+
     /// The things database file.
     pub fn things_database(&self) -> &std::path::Path {
         &self.things.database
