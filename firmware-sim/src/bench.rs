@@ -210,7 +210,7 @@ pub async fn bench_things(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
                         break 'run;
                     }
                     sent += 1;
-                    if sent % 256 == 0 {
+                    if sent.is_multiple_of(256) {
                         updates.fetch_add(256, Ordering::Relaxed);
                         now = hub::things::now_ms();
                         if stop.load(Ordering::Relaxed) {

@@ -390,14 +390,15 @@ mod tests {
         for kind in Kind::ALL {
             let mut d = SimDevice::new(id("d"), kind, 1);
             let ty = catalog.get(kind.type_id()).unwrap();
-            let mut last = None;
             for t in 0..500 {
+                let before = d.state().clone();
                 let DeviceEvent::Reported { values, .. } = d.next_reading(t) else {
                     panic!()
                 };
                 ty.check_reported(d.id(), &values).unwrap();
-                assert_ne!(last.as_ref(), Some(&values));
-                last = Some(values);
+                for (k, v) in &values {
+                    assert_ne!(before.get(k), Some(v), "{k} did not change");
+                }
                 if let Some(DeviceEvent::Reported { values, .. }) = d.tick(t) {
                     ty.check_reported(d.id(), &values).unwrap();
                 }
