@@ -1,6 +1,9 @@
 //! The things service end to end: a hub with simulated devices from firmware-sim, driven by an
 //! in-process client and by remote clients over WebSocket and RawSocket.
 
+// Test helpers fail the test by panicking, so unwrap and expect are their error reporting.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use device_models::{DeviceEvent, ThingId};

@@ -1,6 +1,9 @@
 //! Autobahn-Python as a things app against a hub with simulated devices, over WebSocket/JSON and
 //! RawSocket/MessagePack.
 
+// Test helpers fail the test by panicking, so unwrap and expect are their error reporting.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use device_models::ThingId;
