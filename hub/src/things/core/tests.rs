@@ -1,4 +1,5 @@
-use serde_json::json;
+use device_models::DeviceEvent;
+use serde_json::{Map, json};
 use tokio::sync::oneshot;
 
 use super::*;
