@@ -142,8 +142,8 @@ impl ThingsService {
 
     /// Hands the core's outbox to the publisher and the writer, never waiting.
     fn flush(&mut self, backlog: &mut VecDeque<StoreOp>, dropped_logged: &mut u64) {
-        let out = self.core.take_outbox();
-        for p in out.publications {
+        // Drained in place, so the outbox keeps its capacity from one burst to the next.
+        for p in self.core.out.publications.drain(..) {
             if self.publications.try_send(p).is_err() {
                 let n = self
                     .stats
@@ -159,7 +159,7 @@ impl ThingsService {
                 }
             }
         }
-        for op in out.store {
+        for op in self.core.out.store.drain(..) {
             if !backlog.is_empty() {
                 backlog.push_back(op);
                 continue;

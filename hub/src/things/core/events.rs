@@ -243,20 +243,6 @@ impl Core {
                 values: rows,
             });
         }
-        if !outcome.changed.is_empty() {
-            let mut vals = Dict::new();
-            let mut at = Dict::new();
-            for (name, s) in &outcome.changed {
-                vals.insert(name.clone(), Value::from(s.value.clone()));
-                at.insert(name.clone(), Value::from(s.at_ms));
-            }
-            let mut kwargs = Dict::new();
-            kwargs.insert("thing".into(), Value::from(thing.as_str()));
-            kwargs.insert("values".into(), Value::Dict(vals));
-            kwargs.insert("at".into(), Value::Dict(at));
-            self.stats.state_events.fetch_add(1, Ordering::Relaxed);
-            self.publish(format!("brume.thing.{thing}.state"), kwargs);
-        }
         if !outcome.settled.is_empty() {
             self.out.store.push(StoreOp::ClearDesired {
                 thing: thing.clone(),
@@ -278,6 +264,20 @@ impl Core {
                     });
                 self.settle(thing, name, stamped);
             }
+        }
+        if !outcome.changed.is_empty() {
+            let mut vals = Dict::new();
+            let mut at = Dict::new();
+            for (name, s) in outcome.changed {
+                at.insert(name.clone(), Value::from(s.at_ms));
+                vals.insert(name, Value::from(s.value));
+            }
+            let mut kwargs = Dict::new();
+            kwargs.insert("thing".into(), Value::from(thing.as_str()));
+            kwargs.insert("values".into(), Value::Dict(vals));
+            kwargs.insert("at".into(), Value::Dict(at));
+            self.stats.state_events.fetch_add(1, Ordering::Relaxed);
+            self.publish(format!("brume.thing.{thing}.state"), kwargs);
         }
     }
 
