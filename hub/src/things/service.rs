@@ -181,3 +181,109 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use device_models::{TdContext, ThingId, TypeCatalog};
+    use serde_json::json;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::config::Provisioning;
+    use crate::things::core::CoreSettings;
+    use crate::things::link::GatewayLink;
+    use crate::things::store::Loaded;
+
+    /// Publications nobody takes and a database writer that never writes: device events keep
+    /// flowing, API calls keep being answered, and what cannot be published is counted.
+    #[tokio::test]
+    async fn a_stuck_publisher_or_writer_never_stalls_the_service() {
+        let stats = Arc::new(ThingsStats::default());
+        let settings = CoreSettings {
+            provisioning: Provisioning::Auto,
+            auto_type: Some("temperature_sensor".into()),
+            set_timeout: Duration::from_secs(1),
+            td: TdContext::new("h", ""),
+        };
+        let core = Core::new(
+            settings,
+            TypeCatalog::builtin().unwrap(),
+            Loaded::default(),
+            stats.clone(),
+        )
+        .unwrap();
+        let (attach_tx, attach) = mpsc::channel(1);
+        let (requests_tx, requests) = mpsc::channel(8);
+        let (publications, _stuck_publications) = mpsc::channel(1);
+        let (store, _stuck_store) = mpsc::channel(1);
+        let service = ThingsService {
+            core,
+            attach,
+            requests,
+            publications,
+            store,
+            stats: stats.clone(),
+            store_backlog_max: 64,
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(service.run(shutdown.clone()));
+        let link = GatewayLink::new(attach_tx, 16, 16, stats.clone());
+        let gw = link.attach("flood").await.unwrap();
+        let thing = ThingId::new("s1").unwrap();
+        // Far more than every queue together holds: the backlog fills and events wait.
+        let flood = tokio::spawn({
+            let events = gw.events.clone();
+            let thing = thing.clone();
+            async move {
+                for i in 0..1000u64 {
+                    let values = json!({ "temperature": (i % 100) as f64 })
+                        .as_object()
+                        .cloned()
+                        .unwrap();
+                    let e = DeviceEvent::Reported {
+                        thing: thing.clone(),
+                        values,
+                        at_ms: i + 1,
+                    };
+                    if events.send(e).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for _ in 0..3 {
+            let (tx, rx) = oneshot::channel();
+            requests_tx
+                .send((
+                    Request::Get {
+                        thing: thing.clone(),
+                        property: Some("temperature".into()),
+                    },
+                    tx,
+                ))
+                .await
+                .unwrap();
+            let answer = tokio::time::timeout(Duration::from_secs(2), rx)
+                .await
+                .expect("the service answers while its outputs are stuck")
+                .unwrap()
+                .unwrap();
+            assert!(answer["value"].is_number(), "{answer}");
+        }
+        assert!(ThingsStats::get(&stats.dropped_publications) > 0);
+        assert!(
+            !flood.is_finished(),
+            "events are held back while the writer is stuck"
+        );
+        shutdown.cancel();
+        flood.abort();
+        drop(_stuck_store);
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
