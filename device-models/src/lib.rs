@@ -17,6 +17,8 @@
 //! - [`names`]: the naming rule for type ids and property, action, event and binding names.
 //! - [`key_path`]: key paths used by errors to say where a problem is.
 //! - [`value`]: JSON value helpers (number-aware equality, short renderings).
+//! - [`frames`]: frame codecs for raw UDP/TCP/serial devices: framings, checksums, payload
+//!   layouts, identification and command templates, declared in a type's `[bindings.frame]`.
 
 // Tests may `expect`: a failed expectation is a failed test. The library itself is linted without
 // this allowance by the non-test build.
@@ -24,6 +26,7 @@
 
 pub mod catalog;
 pub mod check;
+pub mod frames;
 pub mod gateway;
 pub mod key_path;
 pub mod load;

@@ -8,6 +8,7 @@
 //!   things service's gateway link, driven step by step by a [`SimHandle`].
 //! - [`bench`]: the `bench-things` load run: a hub in-process, N devices reporting as fast as
 //!   they can, one WAMP subscriber counting state events.
+//! - [`load`]: load generators that measure a running hub (and, side by side, its peers).
 //!
 //! Protocol simulators (MQTT, CoAP, UDP/TCP, serial devices) live beside these and talk to the
 //! hub's gateways over real sockets instead of the in-process link.
@@ -15,6 +16,7 @@
 pub mod bench;
 pub mod device;
 pub mod gateway;
+pub mod load;
 
 pub use device::{Kind, Mode, SimDevice};
 pub use gateway::{SimError, SimGateway, SimHandle, SimOptions};

@@ -3,22 +3,48 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
 use firmware_sim::bench::{BenchOptions, bench_things};
+use firmware_sim::load::target::{brume_binary, rss_kib, settle, start_brume};
+use firmware_sim::load::wamp::{self, WampLoad};
+use hub::wamp::Serializer;
 
-/// Simulated device firmware and load tools for Brume.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about = "Simulated devices and load tools for Brume")]
 struct Cli {
-    /// More log output (-v debug, -vv trace). RUST_LOG overrides it.
+    /// More log output (-v info, -vv debug). RUST_LOG overrides it.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Ser {
+    Json,
+    Msgpack,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Measures WAMP pub/sub and RPC against a hub: `--url` for a running one, or a `brume`
+    /// started from the same build directory.
+    LoadWamp {
+        /// rs://host:port or ws://host:port/path of a running router; default: start brume.
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, default_value = "brume")]
+        realm: String,
+        #[arg(long, value_enum, default_value = "msgpack")]
+        serializer: Ser,
+        /// Seconds measured per scenario (after one second of warm-up).
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Payload size in bytes.
+        #[arg(long, default_value_t = 32)]
+        payload: usize,
+    },
     /// Runs a hub in-process with N simulated devices reporting as fast as they can, and one
     /// WAMP subscriber following every thing's state; prints updates/s and events/s.
     BenchThings {
@@ -43,7 +69,7 @@ enum Command {
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "warn",
-        1 => "info,hub=debug",
+        1 => "info",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -57,7 +83,17 @@ fn init_logging(verbose: u8) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
+        Command::LoadWamp {
+            url,
+            realm,
+            serializer,
+            seconds,
+            payload,
+        } => rt.block_on(load_wamp(url, realm, serializer, seconds, payload)),
         Command::BenchThings {
             devices,
             gateways,
@@ -68,10 +104,7 @@ fn main() -> anyhow::Result<()> {
             if !(seconds > 0.0 && seconds <= 3600.0) {
                 anyhow::bail!("--seconds must be between 0 and 3600");
             }
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            let report = runtime.block_on(bench_things(&BenchOptions {
+            let report = rt.block_on(bench_things(&BenchOptions {
                 devices: devices.max(1),
                 gateways,
                 duration: Duration::from_secs_f64(seconds),
@@ -82,4 +115,77 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn load_wamp(
+    url: Option<String>,
+    realm: String,
+    ser: Ser,
+    seconds: u64,
+    payload: usize,
+) -> anyhow::Result<()> {
+    let serializer = match ser {
+        Ser::Json => Serializer::Json,
+        Ser::Msgpack => Serializer::MsgPack,
+    };
+    let mut started = None;
+    let url = match url {
+        Some(u) => u,
+        None => {
+            let p = start_brume(&brume_binary()?, "").context("starting brume")?;
+            let u = p.rawsocket.clone();
+            started = Some(p);
+            u
+        }
+    };
+    let cfg = WampLoad {
+        url: url.clone(),
+        realm,
+        serializer,
+        payload_bytes: payload,
+        warmup: Duration::from_secs(1),
+        measure: Duration::from_secs(seconds),
+    };
+    let mut out = String::new();
+    use std::fmt::Write as _;
+    writeln!(
+        out,
+        "target: {url} ({serializer:?}, {payload}-byte payload, {seconds} s per scenario)"
+    )?;
+    if let Some(p) = &started {
+        settle();
+        writeln!(
+            out,
+            "brume: listening {:.0} ms after spawn, idle RSS {} KiB",
+            p.started_in.as_secs_f64() * 1e3,
+            rss_kib(p.pid())?
+        )?;
+    }
+    writeln!(out, "| scenario | result |")?;
+    writeln!(out, "|---|---|")?;
+    for subs in [1, 10] {
+        let f = wamp::pubsub(&cfg, subs, 1000).await?;
+        writeln!(
+            out,
+            "| pub/sub 1 → {subs} | {:.0} events/s delivered |",
+            f.delivered_per_sec
+        )?;
+    }
+    let seq = wamp::rpc(&cfg, 1).await?;
+    writeln!(
+        out,
+        "| RPC sequential | {:.0} calls/s, p50 {:.0} µs, p99 {:.0} µs |",
+        seq.calls_per_sec, seq.p50_us, seq.p99_us
+    )?;
+    let par = wamp::rpc(&cfg, 100).await?;
+    writeln!(
+        out,
+        "| RPC 100 in flight | {:.0} calls/s, p50 {:.0} µs, p99 {:.0} µs |",
+        par.calls_per_sec, par.p50_us, par.p99_us
+    )?;
+    if let Some(p) = &started {
+        writeln!(out, "brume RSS after load: {} KiB", rss_kib(p.pid())?)?;
+    }
+    std::io::stdout().write_all(out.as_bytes())?;
+    Ok(())
 }

@@ -1,1 +1,12 @@
-//! placeholder
+//! Brume's device gateways: each speaks one device protocol and knows nothing
+//! of WAMP. The hub turns what they report into thing state and events.
+//!
+//! - [`link`]: what a gateway gets from the hub ([`GatewayIo`]: events out, commands in,
+//!   device credentials).
+//! - [`coap`]: the CoAP protocol engine (server and client endpoints, sans
+//!   I/O) and its tokio drivers.
+
+pub mod coap;
+pub mod link;
+
+pub use link::{CredentialCheck, DeviceCredentials, GatewayIo, StaticCredentials};

@@ -1,6 +1,9 @@
 //! Autobahn-Python against Brume's router over every transport and serializer, with Autobahn on
 //! both ends and with an in-process Rust session on one end.
 
+// Test helpers fail the test by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use bytes::Bytes;

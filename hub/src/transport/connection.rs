@@ -115,9 +115,21 @@ async fn serve_inner<T: WampTransport>(
             }
             out = rx.recv() => {
                 let Some(out) = out else { break };
-                if let Err(e) = write_batch(&mut t, ser, out, &mut rx, limits.write_timeout).await {
-                    tracing::info!(error = %e, "write failed; closing");
-                    return;
+                tokio::select! {
+                    r = write_batch(&mut t, ser, out, &mut rx, limits.write_timeout) => {
+                        if let Err(e) = r {
+                            tracing::info!(error = %e, "write failed; closing");
+                            return;
+                        }
+                    }
+                    // Closed by the router while a write to this (probably stuck) peer was
+                    // blocked: a frame may be half written, so close without another word.
+                    () = kill.cancelled() => {
+                        if let Some(req) = session.handle_ref().and_then(|h| h.close_request()) {
+                            tracing::info!(reason = %req.reason, "router closed the session during a blocked write");
+                        }
+                        return;
+                    }
                 }
             }
             inbound = t.recv() => {

@@ -1,0 +1,298 @@
+//! Duplicate detection of received CON and NON messages (RFC 7252 §4.5).
+//!
+//! Keyed by (peer, message ID). A CON entry lives EXCHANGE_LIFETIME and holds
+//! the reply we sent (piggy-backed response or empty ACK), so a duplicate
+//! gets the same bytes again; a NON entry lives NON_LIFETIME and only marks
+//! the ID as seen.
+//!
+//! **Bounds and eviction.** The cache holds at most `max_entries` entries,
+//! `max_bytes` of cached replies (plus a fixed per-entry overhead) and
+//! `max_per_peer` entries for one peer. Entries leave in insertion order when
+//! they expire; when a bound is hit the oldest entry goes first — the oldest
+//! of the same peer for the per-peer bound, so a chatty peer only pushes out
+//! its own history. An evicted exchange loses duplicate detection: a late
+//! duplicate is processed as a new request. That is the accepted cost of a
+//! bounded cache; duplicates normally arrive within MAX_TRANSMIT_SPAN.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// Bookkeeping bytes charged per entry on top of the cached reply.
+const ENTRY_OVERHEAD: usize = 96;
+
+/// Bounds of a [`DedupCache`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DedupLimits {
+    /// Most entries in total (default 65 536).
+    pub max_entries: usize,
+    /// Most bytes of cached replies plus overhead (default 16 MiB).
+    pub max_bytes: usize,
+    /// Most entries per peer address (default 4 096).
+    pub max_per_peer: usize,
+}
+
+impl Default for DedupLimits {
+    fn default() -> Self {
+        Self {
+            max_entries: 65_536,
+            max_bytes: 16 << 20,
+            max_per_peer: 4_096,
+        }
+    }
+}
+
+/// What we know about a received message ID.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// A CON whose answer is not decided yet (the application is working).
+    Pending,
+    /// The reply sent for a CON: the piggy-backed response or the empty ACK.
+    Reply(Bytes),
+    /// A NON (or a CON we chose not to answer): duplicates are dropped.
+    Dropped,
+}
+
+#[derive(Debug)]
+struct Entry {
+    seen: Seen,
+    expires: Instant,
+    seq: u64,
+}
+
+/// The duplicate-detection cache; see the module docs for its bounds.
+#[derive(Debug)]
+pub(crate) struct DedupCache {
+    limits: DedupLimits,
+    map: HashMap<(SocketAddr, u16), Entry>,
+    /// Insertion order; items whose `seq` no longer matches the map are stale.
+    order: VecDeque<(u64, SocketAddr, u16)>,
+    per_peer: HashMap<SocketAddr, VecDeque<(u64, u16)>>,
+    bytes: usize,
+    seq: u64,
+}
+
+impl DedupCache {
+    pub fn new(limits: DedupLimits) -> Self {
+        Self {
+            limits,
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            per_peer: HashMap::new(),
+            bytes: 0,
+            seq: 0,
+        }
+    }
+
+    /// What was recorded for (peer, mid), if it has not expired.
+    pub fn get(&self, now: Instant, peer: SocketAddr, mid: u16) -> Option<&Seen> {
+        self.map
+            .get(&(peer, mid))
+            .filter(|e| e.expires > now)
+            .map(|e| &e.seen)
+    }
+
+    /// Records a new message ID, evicting as the bounds require.
+    pub fn insert(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        mid: u16,
+        seen: Seen,
+        lifetime: Duration,
+    ) {
+        self.expire(now);
+        self.remove(peer, mid);
+        let peer_len = self.per_peer.get(&peer).map_or(0, VecDeque::len);
+        if peer_len >= self.limits.max_per_peer {
+            self.evict_oldest_of(peer);
+        }
+        let cost = cost(&seen);
+        while !self.map.is_empty()
+            && (self.map.len() >= self.limits.max_entries
+                || self.bytes + cost > self.limits.max_bytes)
+        {
+            self.evict_oldest();
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        self.bytes += cost;
+        self.map.insert(
+            (peer, mid),
+            Entry {
+                seen,
+                expires: now + lifetime,
+                seq,
+            },
+        );
+        self.order.push_back((seq, peer, mid));
+        self.per_peer.entry(peer).or_default().push_back((seq, mid));
+    }
+
+    /// Replaces what is recorded for (peer, mid), keeping its expiry. Does
+    /// nothing if the entry was evicted meanwhile.
+    pub fn update(&mut self, peer: SocketAddr, mid: u16, seen: Seen) {
+        let Some(entry) = self.map.get_mut(&(peer, mid)) else {
+            return;
+        };
+        let new_cost = cost(&seen);
+        self.bytes = self.bytes.saturating_sub(cost(&entry.seen)) + new_cost;
+        entry.seen = seen;
+        while self.bytes > self.limits.max_bytes && self.map.len() > 1 {
+            self.evict_oldest();
+        }
+    }
+
+    /// Drops expired entries from the front of the insertion order.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some(&(seq, peer, mid)) = self.order.front() {
+            match self.map.get(&(peer, mid)) {
+                Some(e) if e.seq == seq => {
+                    if e.expires > now {
+                        break;
+                    }
+                    self.order.pop_front();
+                    self.remove(peer, mid);
+                }
+                _ => {
+                    self.order.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Number of live entries.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn evict_oldest(&mut self) {
+        while let Some((seq, peer, mid)) = self.order.pop_front() {
+            if self.map.get(&(peer, mid)).is_some_and(|e| e.seq == seq) {
+                self.remove(peer, mid);
+                return;
+            }
+        }
+    }
+
+    fn evict_oldest_of(&mut self, peer: SocketAddr) {
+        // Per-peer lists never hold stale items: `remove` keeps them in step.
+        if let Some(&(_, mid)) = self.per_peer.get(&peer).and_then(VecDeque::front) {
+            self.remove(peer, mid);
+        }
+    }
+
+    fn remove(&mut self, peer: SocketAddr, mid: u16) {
+        if let Some(e) = self.map.remove(&(peer, mid)) {
+            self.bytes = self.bytes.saturating_sub(cost(&e.seen));
+            if let Some(list) = self.per_peer.get_mut(&peer) {
+                if let Some(pos) = list.iter().position(|(s, _)| *s == e.seq) {
+                    list.remove(pos);
+                }
+                if list.is_empty() {
+                    self.per_peer.remove(&peer);
+                }
+            }
+        }
+        // The global order keeps a stale item; it is skipped when reached.
+        if self.order.len() > 2 * self.map.len() + 64 {
+            let map = &self.map;
+            self.order
+                .retain(|(s, p, m)| map.get(&(*p, *m)).is_some_and(|e| e.seq == *s));
+        }
+    }
+}
+
+fn cost(seen: &Seen) -> usize {
+    ENTRY_OVERHEAD
+        + if let Seen::Reply(b) = seen {
+            b.len()
+        } else {
+            0
+        }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code")]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn entries_expire_after_their_lifetime() {
+        let t0 = Instant::now();
+        let mut c = DedupCache::new(DedupLimits::default());
+        c.insert(
+            t0,
+            addr(1),
+            7,
+            Seen::Reply(Bytes::from_static(b"x")),
+            Duration::from_secs(247),
+        );
+        assert_eq!(
+            c.get(t0 + Duration::from_secs(246), addr(1), 7),
+            Some(&Seen::Reply(Bytes::from_static(b"x")))
+        );
+        assert_eq!(c.get(t0 + Duration::from_secs(247), addr(1), 7), None);
+        c.expire(t0 + Duration::from_secs(300));
+        assert_eq!(c.len(), 0);
+    }
+
+    #[test]
+    fn per_peer_bound_evicts_only_that_peers_oldest() {
+        let t0 = Instant::now();
+        let limits = DedupLimits {
+            max_entries: 100,
+            max_bytes: 1 << 20,
+            max_per_peer: 3,
+        };
+        let mut c = DedupCache::new(limits);
+        let life = Duration::from_secs(10);
+        c.insert(t0, addr(2), 1, Seen::Dropped, life);
+        for mid in 0..10 {
+            c.insert(t0, addr(1), mid, Seen::Dropped, life);
+        }
+        assert!(
+            c.get(t0, addr(2), 1).is_some(),
+            "other peers keep their entries"
+        );
+        assert!(c.get(t0, addr(1), 6).is_none());
+        assert!(c.get(t0, addr(1), 7).is_some());
+        assert_eq!(c.len(), 4);
+    }
+
+    #[test]
+    fn global_bounds_evict_oldest_first() {
+        let t0 = Instant::now();
+        let limits = DedupLimits {
+            max_entries: 3,
+            max_bytes: 1 << 20,
+            max_per_peer: 100,
+        };
+        let mut c = DedupCache::new(limits);
+        for port in 1..=5 {
+            c.insert(t0, addr(port), 0, Seen::Dropped, Duration::from_secs(10));
+        }
+        assert_eq!(c.len(), 3);
+        assert!(c.get(t0, addr(2), 0).is_none());
+        assert!(c.get(t0, addr(3), 0).is_some());
+
+        let limits = DedupLimits {
+            max_entries: 100,
+            max_bytes: 3 * (ENTRY_OVERHEAD + 100),
+            max_per_peer: 100,
+        };
+        let mut c = DedupCache::new(limits);
+        for port in 1..=5 {
+            c.insert(t0, addr(port), 0, Seen::Pending, Duration::from_secs(10));
+            c.update(addr(port), 0, Seen::Reply(Bytes::from(vec![0u8; 100])));
+        }
+        assert_eq!(c.len(), 3);
+        assert!(c.get(t0, addr(5), 0).is_some());
+    }
+}

@@ -1,0 +1,192 @@
+//! The server driver: a task running a [`Server`] engine on a UDP socket.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::{DEFAULT_MAX_DATAGRAM, Received, now, receive, sleep_until, transmit};
+use crate::coap::error::DriverError;
+use crate::coap::server::{Notification, RequestId, Response, Server, ServerConfig, ServerEvent};
+
+/// Settings of the server driver.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerDriverConfig {
+    /// The engine's settings.
+    pub engine: ServerConfig,
+    /// Capacity of the event channel to the application (default 1 024).
+    /// When it is full, a new request is answered 5.03 Service Unavailable
+    /// with Max-Age at once, and observer events are dropped with a warning.
+    pub event_queue: usize,
+    /// Capacity of the command channel from handles (default 1 024).
+    pub command_queue: usize,
+    /// Largest datagram accepted (default 1 500 bytes).
+    pub max_datagram: usize,
+}
+
+impl Default for ServerDriverConfig {
+    fn default() -> Self {
+        Self {
+            engine: ServerConfig::default(),
+            event_queue: 1_024,
+            command_queue: 1_024,
+            max_datagram: DEFAULT_MAX_DATAGRAM,
+        }
+    }
+}
+
+enum Command {
+    Respond(RequestId, Response),
+    Notify(String, Notification, oneshot::Sender<usize>),
+}
+
+/// Cloneable handle through which the application answers requests and
+/// sends notifications.
+#[derive(Clone, Debug)]
+pub struct ServerHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl ServerHandle {
+    /// Queues the answer to a request. Answers to requests that already
+    /// timed out are dropped by the engine (logged at debug level).
+    pub async fn respond(&self, id: RequestId, response: Response) -> Result<(), DriverError> {
+        self.tx
+            .send(Command::Respond(id, response))
+            .await
+            .map_err(|_| DriverError::Stopped)
+    }
+
+    /// Notifies the observers of `path`; returns how many there were.
+    pub async fn notify(
+        &self,
+        path: &str,
+        notification: Notification,
+    ) -> Result<usize, DriverError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Notify(path.to_owned(), notification, tx))
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)
+    }
+
+    /// Shorthand for a 2.05 notification with the default CON/NON policy.
+    pub async fn notify_content(
+        &self,
+        path: &str,
+        content_format: u16,
+        payload: Bytes,
+    ) -> Result<usize, DriverError> {
+        self.notify(path, Notification::new(content_format, payload))
+            .await
+    }
+}
+
+/// What `spawn_server` returns.
+#[derive(Debug)]
+pub struct ServerParts {
+    /// Handle for responses and notifications.
+    pub handle: ServerHandle,
+    /// Requests and observer events.
+    pub events: mpsc::Receiver<ServerEvent>,
+    /// The socket's address (useful after binding port 0).
+    pub local_addr: SocketAddr,
+    /// The task; resolves when shut down or on a fatal socket error.
+    pub task: JoinHandle<Result<(), DriverError>>,
+}
+
+/// Starts a server on `socket` until `shutdown` is cancelled.
+pub fn spawn_server(
+    socket: UdpSocket,
+    config: ServerDriverConfig,
+    shutdown: CancellationToken,
+) -> Result<ServerParts, DriverError> {
+    let local_addr = socket.local_addr().map_err(DriverError::Socket)?;
+    let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue.max(1));
+    let (ev_tx, ev_rx) = mpsc::channel(config.event_queue.max(1));
+    let engine = Server::new(config.engine.clone());
+    let task = tokio::spawn(run(
+        socket,
+        engine,
+        cmd_rx,
+        ev_tx,
+        shutdown,
+        config.max_datagram,
+    ));
+    Ok(ServerParts {
+        handle: ServerHandle { tx: cmd_tx },
+        events: ev_rx,
+        local_addr,
+        task,
+    })
+}
+
+#[tracing::instrument(name = "coap_server", skip_all, fields(local = ?socket.local_addr().ok()))]
+async fn run(
+    socket: UdpSocket,
+    mut engine: Server,
+    mut commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<ServerEvent>,
+    shutdown: CancellationToken,
+    max_datagram: usize,
+) -> Result<(), DriverError> {
+    let mut buf = vec![0u8; max_datagram.max(4) + 1];
+    let mut handles_alive = true;
+    loop {
+        forward_events(&mut engine, &events);
+        while let Some(t) = engine.poll_transmit() {
+            transmit(&socket, t).await;
+        }
+        let deadline = engine.poll_timeout();
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                debug!("CoAP server shutting down");
+                return Ok(());
+            }
+            received = receive(&socket, &mut buf) => {
+                if let Received::Datagram(n, peer) = received? {
+                    engine.handle_datagram(now(), peer, buf.get(..n).unwrap_or_default());
+                }
+            }
+            command = commands.recv(), if handles_alive => match command {
+                Some(Command::Respond(id, response)) => {
+                    if let Err(e) = engine.respond(now(), id, response) {
+                        debug!(error = %e, "response dropped");
+                    }
+                }
+                Some(Command::Notify(path, notification, reply)) => {
+                    let _ = reply.send(engine.notify_with(now(), &path, notification));
+                }
+                None => handles_alive = false,
+            },
+            () = sleep_until(deadline) => engine.handle_timeout(now()),
+        }
+    }
+}
+
+/// Hands events to the application without waiting; see
+/// [`ServerDriverConfig::event_queue`] for what happens when it is full.
+fn forward_events(engine: &mut Server, events: &mpsc::Sender<ServerEvent>) {
+    while let Some(event) = engine.poll_event() {
+        let Err(err) = events.try_send(event) else {
+            continue;
+        };
+        let event = err.into_inner();
+        match event {
+            ServerEvent::Request(r) => {
+                debug!(request = %r.id, peer = %r.peer, "application queue full; answering 5.03");
+                let busy =
+                    Response::new(coap_lite::ResponseType::ServiceUnavailable).with_max_age(2);
+                if let Err(e) = engine.respond(now(), r.id, busy) {
+                    debug!(error = %e, "busy answer not sent");
+                }
+            }
+            other => warn!(event = ?other, "application queue full; observer event dropped"),
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! End-to-end over real UDP sockets on 127.0.0.1: the server driver and the
+//! client driver talking to each other.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use coap_lite::{RequestType, ResponseType};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::coap::client::{ClientEvent, ObservationId, RequestId};
+use crate::coap::message::CONTENT_FORMAT_JSON;
+use crate::coap::server::{ObserveFlag, Response, ServerEvent};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A small application: echoes PUT bodies' sizes, serves /hello, a large
+/// /big, and accepts observations of /things/a/commands.
+async fn serve(mut events: mpsc::Receiver<ServerEvent>, handle: ServerHandle) {
+    while let Some(event) = events.recv().await {
+        let ServerEvent::Request(r) = event else {
+            continue;
+        };
+        let response = match (r.method, r.path.join("/").as_str()) {
+            (RequestType::Get, "hello") => Response::content(CONTENT_FORMAT_JSON, "\"world\""),
+            (RequestType::Get, "big") => Response::content(CONTENT_FORMAT_JSON, vec![b'b'; 3000]),
+            (RequestType::Put, "upload") => Response {
+                code: ResponseType::Changed,
+                ..Response::content(CONTENT_FORMAT_JSON, r.payload.len().to_string())
+            },
+            (RequestType::Get, "things/a/commands") => {
+                assert_eq!(r.observe, Some(ObserveFlag::Register));
+                Response::content(CONTENT_FORMAT_JSON, "\"idle\"")
+            }
+            _ => Response::new(ResponseType::NotFound),
+        };
+        if handle.respond(r.id, response).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn next_event(events: &mut mpsc::Receiver<ClientEvent>) -> ClientEvent {
+    tokio::time::timeout(WAIT, events.recv())
+        .await
+        .expect("event in time")
+        .expect("driver alive")
+}
+
+async fn response_of(
+    events: &mut mpsc::Receiver<ClientEvent>,
+    want: RequestId,
+) -> (ResponseType, Bytes) {
+    match next_event(events).await {
+        ClientEvent::Response {
+            id, code, payload, ..
+        } if id == want => (code, payload),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn notification_of(events: &mut mpsc::Receiver<ClientEvent>, want: ObservationId) -> Bytes {
+    match next_event(events).await {
+        ClientEvent::Notification { id, payload, .. } if id == want => payload,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn server_and_client_drivers_talk_over_udp() {
+    let shutdown = CancellationToken::new();
+    let server_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server = spawn_server(
+        server_socket,
+        ServerDriverConfig::default(),
+        shutdown.clone(),
+    )
+    .unwrap();
+    let addr = server.local_addr;
+    let notifier = server.handle.clone();
+    let app = tokio::spawn(serve(server.events, server.handle));
+
+    let client_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let client = spawn_client(
+        client_socket,
+        ClientDriverConfig::default(),
+        shutdown.clone(),
+    )
+    .unwrap();
+    let (handle, mut events) = (client.handle, client.events);
+
+    // Plain GET, piggy-backed.
+    let id = handle.get(addr, "/hello").await.unwrap();
+    assert_eq!(
+        response_of(&mut events, id).await,
+        (ResponseType::Content, Bytes::from_static(b"\"world\""))
+    );
+
+    // 4 KiB PUT through Block1.
+    let id = handle
+        .put(addr, "/upload", None, Bytes::from(vec![b'x'; 4096]))
+        .await
+        .unwrap();
+    assert_eq!(
+        response_of(&mut events, id).await,
+        (ResponseType::Changed, Bytes::from_static(b"4096"))
+    );
+
+    // 3000-byte GET through Block2.
+    let id = handle.get(addr, "/big").await.unwrap();
+    let (code, body) = response_of(&mut events, id).await;
+    assert_eq!((code, body.len()), (ResponseType::Content, 3000));
+
+    // 4.04 comes back as a response.
+    let id = handle.get(addr, "/missing").await.unwrap();
+    assert_eq!(response_of(&mut events, id).await.0, ResponseType::NotFound);
+
+    // Observe: registration answer, then notifications in order, including
+    // one large enough to need Block2.
+    let obs = handle.observe(addr, "/things/a/commands").await.unwrap();
+    assert_eq!(
+        notification_of(&mut events, obs).await.as_ref(),
+        b"\"idle\""
+    );
+    for i in 0..3 {
+        let n = notifier
+            .notify_content(
+                "/things/a/commands",
+                CONTENT_FORMAT_JSON,
+                Bytes::from(format!("{i}")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(
+            notification_of(&mut events, obs).await,
+            Bytes::from(format!("{i}"))
+        );
+    }
+    let large = Bytes::from(vec![b'n'; 2500]);
+    notifier
+        .notify_content("/things/a/commands", CONTENT_FORMAT_JSON, large.clone())
+        .await
+        .unwrap();
+    assert_eq!(notification_of(&mut events, obs).await, large);
+
+    // Cancelling deregisters on the server.
+    handle.cancel_observation(obs).await.unwrap();
+    let mut observers = 1;
+    for _ in 0..100 {
+        observers = notifier
+            .notify_content("/things/a/commands", CONTENT_FORMAT_JSON, Bytes::new())
+            .await
+            .unwrap();
+        if observers == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(observers, 0);
+
+    shutdown.cancel();
+    assert!(server.task.await.unwrap().is_ok());
+    assert!(client.task.await.unwrap().is_ok());
+    app.abort();
+}
+
+#[tokio::test]
+async fn oversized_datagrams_are_dropped_and_full_queue_answers_5_03() {
+    let shutdown = CancellationToken::new();
+    let config = ServerDriverConfig {
+        event_queue: 1,
+        max_datagram: 200,
+        ..Default::default()
+    };
+    let server = spawn_server(
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        config,
+        shutdown.clone(),
+    )
+    .unwrap();
+    let addr = server.local_addr;
+    let raw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = [0u8; 1600];
+
+    // A CON GET padded with a 300-byte payload: over the cap, so dropped
+    // although it is well formed.
+    let mut big = vec![0x40, 0x01, 0x00, 0x01, 0xFF];
+    big.extend_from_slice(&[b'p'; 300]);
+    raw.send_to(&big, addr).await.unwrap();
+    // Nobody reads the server's events: the first request fills the queue,
+    // the second is answered 5.03 at once.
+    raw.send_to(&[0x40, 0x01, 0x00, 0x02], addr).await.unwrap();
+    raw.send_to(&[0x40, 0x01, 0x00, 0x03], addr).await.unwrap();
+    let (n, _) = tokio::time::timeout(WAIT, raw.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let reply = coap_lite::Packet::from_bytes(&buf[..n]).unwrap();
+    assert_eq!(reply.header.message_id, 3);
+    assert_eq!(
+        reply.header.code,
+        coap_lite::MessageClass::Response(ResponseType::ServiceUnavailable)
+    );
+    // The first request is the one waiting in the queue.
+    let mut events = server.events;
+    match events.recv().await {
+        Some(ServerEvent::Request(r)) => assert!(r.payload.is_empty()),
+        other => panic!("unexpected {other:?}"),
+    }
+    shutdown.cancel();
+    assert!(server.task.await.unwrap().is_ok());
+}

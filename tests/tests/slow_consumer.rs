@@ -1,0 +1,106 @@
+//! A subscriber that stops reading never stalls the publisher or other subscribers: under the
+//! default policy it is disconnected; under `drop_events` it loses events, counted.
+
+// Test helpers fail the test by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use hub::client::Client;
+use hub::router::SlowConsumerPolicy;
+use hub::wamp::{Dict, Payload, Serializer, Value};
+use tests::hub::TestHub;
+use tests::raw::RawConn;
+
+const EVENTS: usize = 1500;
+
+/// A RawSocket JSON session that subscribes to `topic` and then never reads again.
+async fn stuck_subscriber(hub: &TestHub, topic: &str) -> RawConn {
+    let (mut c, _) = RawConn::handshake(hub.addr, 1).await;
+    c.send(br#"[1, "brume", {"roles": {"subscriber": {}}}]"#)
+        .await;
+    assert!(c.recv().await.is_some(), "WELCOME");
+    c.send(format!(r#"[32, 1, {{}}, "{topic}"]"#).as_bytes())
+        .await;
+    assert!(c.recv().await.is_some(), "SUBSCRIBED");
+    c
+}
+
+/// Publishes EVENTS events of 32 KiB and returns how many the healthy subscriber received.
+async fn flood(hub: &TestHub, topic: &str) -> usize {
+    let publisher = hub.client("rawsocket", Serializer::MsgPack).await;
+    let healthy: Client = hub.client("rawsocket", Serializer::MsgPack).await;
+    let mut sub = healthy
+        .subscribe_lossless(topic, Dict::new())
+        .await
+        .unwrap();
+    let counter = tokio::spawn(async move {
+        let mut n = 0;
+        while n < EVENTS {
+            match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
+                Ok(Some(_)) => n += 1,
+                _ => break,
+            }
+        }
+        n
+    });
+    let chunk = Value::Str("x".repeat(32 * 1024));
+    let publishing = async {
+        for i in 0..EVENTS {
+            publisher
+                .publish_acked(
+                    topic,
+                    Payload::args(vec![Value::Int(i as i64), chunk.clone()]),
+                    Dict::new(),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), publishing)
+        .await
+        .expect("the publisher is never stalled by a stuck subscriber");
+    counter.await.unwrap()
+}
+
+async fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_subscriber_is_disconnected_and_nobody_else_notices() {
+    let hub = TestHub::start_with(|c| c.router.outbound_queue = 64).await;
+    let realm = hub.hub.router().realm("brume").unwrap().clone();
+    let _stuck = stuck_subscriber(&hub, "com.flood").await;
+    let stuck_id = realm.sessions()[0].id;
+    let received = flood(&hub, "com.flood").await;
+    assert_eq!(received, EVENTS, "the healthy subscriber got every event");
+    assert!(
+        wait_until(|| realm.session(stuck_id).is_none()).await,
+        "the stuck subscriber was disconnected"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_events_policy_keeps_the_session_and_counts() {
+    let hub = TestHub::start_with(|c| {
+        c.router.outbound_queue = 64;
+        c.router.slow_consumer = SlowConsumerPolicy::DropEvents;
+    })
+    .await;
+    let realm = hub.hub.router().realm("brume").unwrap().clone();
+    let _stuck = stuck_subscriber(&hub, "com.flood").await;
+    let stuck_id = realm.sessions()[0].id;
+    let received = flood(&hub, "com.flood").await;
+    assert_eq!(received, EVENTS);
+    let stuck = realm
+        .session(stuck_id)
+        .expect("still connected under drop_events");
+    assert!(stuck.dropped_events() > 0, "drops are counted");
+}
