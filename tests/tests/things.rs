@@ -571,7 +571,10 @@ async fn a_restarted_hub_finds_things_state_and_pending_desired_values() {
     )
     .await;
     let gw = sim(&first, vec![SimDevice::new(id("th1"), Kind::Thermostat, 5)]).await;
-    let before = wait_online(&c, "th1").await;
+    let before = wait_thing(&c, "th1", |t| {
+        t["online"] == json!(true) && t["reported"].as_object().is_some_and(|r| r.len() == 3)
+    })
+    .await;
     gw.set_mode(&id("th1"), Mode::Silent).await.unwrap();
     let e = err(
         &c,
@@ -772,4 +775,43 @@ async fn a_corrupt_database_is_a_clear_startup_error() {
         e.contains("things.db") && e.contains("not a Brume database"),
         "{e}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_joins_again_after_its_session_is_killed() {
+    let hub = hub_with(|_| {}).await;
+    let admin = hub.local_client("admin");
+    provision(&admin, "r1", "relay").await;
+    let mut joins = subscribe(&admin, "wamp.session.on_join").await;
+    let killed = admin
+        .call("wamp.session.kill_all", vec![], Dict::new())
+        .await
+        .unwrap();
+    assert_eq!(killed.payload.arg(0).and_then(Value::as_u64), Some(1));
+    // The only session joining now is the service's new one.
+    tokio::time::timeout(WAIT, joins.next())
+        .await
+        .expect("the service joins again")
+        .expect("subscription open");
+    let start = std::time::Instant::now();
+    let list = loop {
+        match call(&admin, "brume.things.list", json!({})).await {
+            Ok(list) => break list,
+            Err(e) => {
+                // While the old session goes and the new one registers.
+                assert!(
+                    e.uri == "wamp.error.no_such_procedure" || e.uri == "wamp.error.canceled",
+                    "{e}"
+                );
+                assert!(start.elapsed() < WAIT, "the service never came back");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    assert_eq!(list[0]["thing"], json!("r1"));
+    // Publishing works on the new session too.
+    let mut provisions = subscribe(&admin, "brume.things.on_provision").await;
+    provision(&admin, "r2", "relay").await;
+    let (_, ev) = next(&mut provisions).await;
+    assert_eq!(ev["thing"], json!("r2"));
 }

@@ -1,5 +1,5 @@
-//! The WAMP face of the things service: procedure registrations, argument parsing into
-//! [`Request`]s, and the publisher task.
+//! The WAMP procedures of the things service: registration, argument parsing into
+//! [`Request`]s, and answering.
 //!
 //! Every procedure takes keyword arguments (the thing id may also come as the first positional
 //! argument) and returns one positional value. Each invocation is handled in its own task, so a
@@ -16,7 +16,6 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::core::Publication;
 use super::request::{ApiError, Request};
 use crate::client::{Client, ClientError, Invocation, Registration};
 use crate::wamp::{Dict, MatchPolicy, Payload, Value, dict, uris};
@@ -329,27 +328,6 @@ async fn answer(
     };
     if let Err(e) = sent {
         tracing::debug!(error = %e, "could not answer a things API call");
-    }
-}
-
-/// Publishes what the service hands over, in order, until the queue closes or shutdown.
-pub async fn publisher(
-    client: Client,
-    mut publications: mpsc::Receiver<Publication>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let p = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = publications.recv() => match p {
-                Some(p) => p,
-                None => break,
-            },
-        };
-        if let Err(e) = client.publish(&p.topic, p.payload, Dict::new()).await {
-            tracing::warn!(error = %e, "the things service's WAMP session ended; publishing stopped");
-            break;
-        }
     }
 }
 

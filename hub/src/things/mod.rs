@@ -8,7 +8,9 @@
 //!   device event handling, API requests, pending `set` and action calls with their deadlines.
 //! - [`service`]: [`ThingsService`](service::ThingsService), the one task that owns the core and
 //!   connects it to gateways, the API, the publisher and the database writer.
-//! - [`api`]: the WAMP procedures (argument parsing, registration, answering) and the publisher.
+//! - [`api`]: the WAMP procedures (argument parsing, registration, answering).
+//! - [`session`]: the service's in-process WAMP session: join, register, publish, and join again
+//!   if the session is ended while the hub runs.
 //! - [`request`]: [`Request`](request::Request) and [`ApiError`](request::ApiError), with the
 //!   `brume.error.*` URIs.
 //! - [`store`]: SQLite persistence: schema, load at start, the batching writer thread.
@@ -29,6 +31,7 @@ pub mod link;
 pub mod request;
 pub mod secret;
 pub mod service;
+pub mod session;
 pub mod store;
 
 use std::path::PathBuf;
@@ -36,16 +39,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use device_models::{LoadError, TdContext, TypeCatalog};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use link::{GatewayAttachment, GatewayId, GatewayLink, LinkError, ThingsStats};
 pub use request::errors;
 
-use crate::client::{Client, ClientError};
+use crate::client::ClientError;
 use crate::config::Config;
-use crate::router::{AuthInfo, Router};
+use crate::router::Router;
 
 /// Why the things service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -56,14 +59,12 @@ pub enum ThingsError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Registry(#[from] core::CoreError),
-    #[error("the things service cannot join realm {realm:?}: {source}")]
+    #[error("the things service cannot join realm {realm:?} and register its procedures: {source}")]
     Join {
         realm: String,
         #[source]
         source: ClientError,
     },
-    #[error("the things service cannot register its procedures: {0}")]
-    Register(#[source] ClientError),
     #[error("the database could not be opened: {0}")]
     Blocking(#[source] tokio::task::JoinError),
 }
@@ -125,23 +126,12 @@ pub async fn start(
     let core = core::Core::new(settings, catalog, loaded, stats.clone())?;
     tracing::info!(things = core.len(), database = %database.display(), "things registry loaded");
 
-    let client = Client::local(
-        router,
-        &t.realm,
-        AuthInfo {
-            authid: "brume.things".into(),
-            authrole: "trusted".into(),
-            authmethod: "trusted".into(),
-            authprovider: "internal".into(),
-        },
-    )
-    .map_err(|source| ThingsError::Join {
-        realm: t.realm.clone(),
-        source,
-    })?;
-    let registrations = api::register_all(&client)
+    let first = session::join(router, &t.realm)
         .await
-        .map_err(ThingsError::Register)?;
+        .map_err(|source| ThingsError::Join {
+            realm: t.realm.clone(),
+            source,
+        })?;
 
     let (attach_tx, attach_rx) = mpsc::channel(16);
     let (requests_tx, requests_rx) = mpsc::channel(1024);
@@ -166,18 +156,15 @@ pub async fn start(
             Err(e) => tracing::error!(error = %e, "closing the things database failed"),
         }
     });
-    tracker.spawn(api::publisher(client.clone(), pub_rx, shutdown.clone()));
-    let permits = Arc::new(Semaphore::new(api::MAX_IN_FLIGHT));
-    for (proc, reg) in registrations {
-        tracker.spawn(api::serve(
-            proc,
-            reg,
-            requests_tx.clone(),
-            permits.clone(),
-            tracker.clone(),
-            shutdown.clone(),
-        ));
-    }
+    let wamp = session::SessionTask {
+        router: router.clone(),
+        realm: t.realm.clone(),
+        requests: requests_tx,
+        publications: pub_rx,
+        tracker: tracker.clone(),
+        shutdown: shutdown.clone(),
+    };
+    tracker.spawn(wamp.run(first));
     Ok(Things {
         link,
         database,
