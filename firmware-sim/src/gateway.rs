@@ -49,7 +49,6 @@ pub enum SimError {
 #[derive(Clone, Debug)]
 pub struct SimHandle {
     orders: mpsc::Sender<(Order, oneshot::Sender<Result<(), SimError>>)>,
-    gateway: hub::things::GatewayId,
 }
 
 /// Options of a simulated gateway.
@@ -83,18 +82,15 @@ impl SimGateway {
         devices: Vec<SimDevice>,
         options: SimOptions,
     ) -> Result<SimHandle, SimError> {
-        let attachment = link.attach(&options.name).await?;
+        let io = link.attach(&options.name).await?;
         let mut gw = SimGateway {
             devices: devices.into_iter().map(|d| (d.id().clone(), d)).collect(),
-            events: attachment.events,
+            events: io.events,
         };
         gw.hello().await?;
         let (orders_tx, orders) = mpsc::channel(64);
-        tokio::spawn(gw.run(attachment.commands, orders, options.tick));
-        Ok(SimHandle {
-            orders: orders_tx,
-            gateway: attachment.id,
-        })
+        tokio::spawn(gw.run(io.commands, orders, options.tick));
+        Ok(SimHandle { orders: orders_tx })
     }
 
     async fn send(&self, e: DeviceEvent) -> Result<(), SimError> {
@@ -198,11 +194,6 @@ impl SimHandle {
             .await
             .map_err(|_| SimError::Stopped)?;
         rx.await.map_err(|_| SimError::Stopped)?
-    }
-
-    /// The gateway id the hub gave this simulated gateway.
-    pub fn gateway_id(&self) -> hub::things::GatewayId {
-        self.gateway
     }
 
     /// Every online device reports all its values now.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use device_models::{DeviceEvent, ThingId};
 use firmware_sim::{Kind, Mode, SimDevice, SimGateway, SimHandle, SimOptions};
+use gateways::{CredentialCheck, DeviceCredentials as _};
 use hub::client::{Client, ClientError, Subscription, WampError};
 use hub::config::{Config, Provisioning};
 use hub::things::ThingsStats;
@@ -563,7 +564,10 @@ async fn a_restarted_hub_finds_things_state_and_pending_desired_values() {
     let first = hub_with(|_| {}).await;
     let data_dir = first.data.path().to_owned();
     let c = first.local_client("app");
-    provision(&c, "th1", "thermostat").await;
+    let secret = provision(&c, "th1", "thermostat").await["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     ok(
         &c,
         "brume.things.update_info",
@@ -605,6 +609,25 @@ async fn a_restarted_hub_finds_things_state_and_pending_desired_values() {
     assert_eq!(t["reported"], before["reported"]);
     assert_eq!(t["desired"]["setpoint"]["value"], json!(26));
     assert_eq!(t["desired"]["mode"]["value"], json!("heat"));
+    // Gateways can still check the device's secret: only its salted hash was stored.
+    let credentials = second.hub.things().credentials();
+    assert_eq!(
+        credentials.check(&id("th1"), &secret),
+        CredentialCheck::Valid
+    );
+    assert_eq!(
+        credentials.check(&id("th1"), "not-it"),
+        CredentialCheck::Invalid
+    );
+    assert_eq!(
+        credentials.check(&id("stranger"), "x"),
+        CredentialCheck::UnknownThing
+    );
+    let stored = std::fs::read(second.hub.things_database()).unwrap();
+    assert!(
+        !stored.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the clear secret is not in the database"
+    );
 
     // The device comes back to the new hub: the pending values are sent and confirmed.
     let _gw = sim(

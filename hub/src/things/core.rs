@@ -26,6 +26,7 @@ use serde_json::{Value as Json, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::credentials::RegistryCredentials;
 use super::link::{GatewayId, ThingsStats};
 use super::request::{ApiError, Reply, Request, errors};
 use super::secret::{Secret, SecretHash};
@@ -77,7 +78,6 @@ struct Entry {
     online: bool,
     /// The gateway the thing was last heard on, where its commands go.
     gateway: Option<GatewayId>,
-    secret: Option<SecretHash>,
 }
 
 #[derive(Debug)]
@@ -158,6 +158,8 @@ pub struct Core {
     deadlines: BinaryHeap<Reverse<(Instant, Deadline)>>,
     unknown: UnknownLog,
     stats: Arc<ThingsStats>,
+    /// The secrets gateways check devices against, kept in step with `things`.
+    credentials: Arc<RegistryCredentials>,
     /// What the shell must carry out; drained with [`Core::take_outbox`].
     pub out: Outbox,
 }
@@ -181,6 +183,7 @@ impl Core {
         catalog: TypeCatalog,
         loaded: Loaded,
         stats: Arc<ThingsStats>,
+        credentials: Arc<RegistryCredentials>,
     ) -> Result<Core, CoreError> {
         if let Some(t) = &settings.auto_type
             && catalog.get(t).is_none()
@@ -195,6 +198,7 @@ impl Core {
                     type_id: t.type_id,
                 });
             };
+            credentials.insert(t.id.clone(), t.secret);
             let mut thing = Thing::new(t.id.clone(), t.type_id, t.created_ms);
             thing.info = t.info;
             things.insert(
@@ -208,7 +212,6 @@ impl Core {
                     },
                     online: false,
                     gateway: None,
-                    secret: t.secret,
                 },
             );
         }
@@ -225,6 +228,7 @@ impl Core {
             deadlines: BinaryHeap::new(),
             unknown: UnknownLog::default(),
             stats,
+            credentials,
             out: Outbox::default(),
         })
     }
@@ -242,14 +246,6 @@ impl Core {
     /// Takes what the shell must do.
     pub fn take_outbox(&mut self) -> Outbox {
         std::mem::take(&mut self.out)
-    }
-
-    /// Checks a device secret (for gateways that authenticate devices).
-    pub fn verify_secret(&self, thing: &ThingId, presented: &str) -> bool {
-        self.things
-            .get(thing)
-            .and_then(|e| e.secret.as_ref())
-            .is_some_and(|s| s.verify(presented))
     }
 
     // ----- gateways -----

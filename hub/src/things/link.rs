@@ -1,10 +1,11 @@
 //! The gateway attachment API: how a gateway plugs into the things service.
 //!
 //! A gateway gets a [`GatewayLink`] (cloneable, from `Hub::things()`) at start and calls
-//! [`GatewayLink::attach`] once, which gives it a [`GatewayAttachment`]: a bounded
-//! `Sender<DeviceEvent>` for what its devices say and a bounded `Receiver<DeviceCommand>` of what
-//! the hub asks of them. The service remembers which gateway each thing was last heard on and
-//! routes that thing's commands there.
+//! [`GatewayLink::attach`] once, which gives it the shared gateway interface,
+//! [`gateways::GatewayIo`]: a bounded `Sender<DeviceEvent>` for what its devices say, a bounded
+//! `Receiver<DeviceCommand>` of what the hub asks of them, and the device credential check
+//! answered from the registry ([`RegistryCredentials`]). The service remembers which gateway each
+//! thing was last heard on and routes that thing's commands there.
 //!
 //! Back-pressure and drop policy:
 //! - **Events (gateway → hub)**: the channel holds `things.event_queue` events. The service drains
@@ -23,7 +24,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use device_models::{DeviceCommand, DeviceEvent};
+use gateways::GatewayIo;
 use tokio::sync::mpsc;
+
+use super::credentials::RegistryCredentials;
 
 /// Identifies one attached gateway for the life of the hub.
 pub type GatewayId = u64;
@@ -82,18 +86,7 @@ pub struct GatewayLink {
     event_queue: usize,
     command_queue: usize,
     stats: Arc<ThingsStats>,
-}
-
-/// One gateway's two channels to the things service.
-#[derive(Debug)]
-pub struct GatewayAttachment {
-    /// This gateway's id (in logs and `on_online` events).
-    pub id: GatewayId,
-    /// Where the gateway sends what its devices say. Clone it freely; the attachment ends when
-    /// every clone is dropped.
-    pub events: mpsc::Sender<DeviceEvent>,
-    /// What the hub asks of this gateway's devices.
-    pub commands: mpsc::Receiver<DeviceCommand>,
+    credentials: Arc<RegistryCredentials>,
 }
 
 impl GatewayLink {
@@ -102,6 +95,7 @@ impl GatewayLink {
         event_queue: usize,
         command_queue: usize,
         stats: Arc<ThingsStats>,
+        credentials: Arc<RegistryCredentials>,
     ) -> GatewayLink {
         GatewayLink {
             attach,
@@ -109,11 +103,13 @@ impl GatewayLink {
             event_queue,
             command_queue,
             stats,
+            credentials,
         }
     }
 
-    /// Attaches a gateway named `name` (for logs), returning its channels.
-    pub async fn attach(&self, name: &str) -> Result<GatewayAttachment, LinkError> {
+    /// Attaches a gateway named `name` (for logs), returning its end of the link. Clone its
+    /// `events` sender freely: the attachment ends when every clone is dropped.
+    pub async fn attach(&self, name: &str) -> Result<GatewayIo, LinkError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (events_tx, events_rx) = mpsc::channel(self.event_queue);
         let (commands_tx, commands_rx) = mpsc::channel(self.command_queue);
@@ -126,15 +122,21 @@ impl GatewayLink {
             })
             .await
             .map_err(|_| LinkError::Closed)?;
-        Ok(GatewayAttachment {
-            id,
+        Ok(GatewayIo {
+            name: name.to_owned(),
             events: events_tx,
             commands: commands_rx,
+            credentials: self.credentials.clone(),
         })
     }
 
     /// The service's counters.
     pub fn stats(&self) -> &Arc<ThingsStats> {
         &self.stats
+    }
+
+    /// The device credential check every attached gateway gets.
+    pub fn credentials(&self) -> &Arc<RegistryCredentials> {
+        &self.credentials
     }
 }

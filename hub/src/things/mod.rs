@@ -2,8 +2,10 @@
 //! their actions and events, served over WAMP and fed by gateways.
 //!
 //! Module map:
-//! - [`link`]: the gateway attachment API ([`GatewayLink`], [`GatewayAttachment`]) and its
-//!   back-pressure rules, plus the service's counters ([`ThingsStats`]).
+//! - [`link`]: the gateway attachment API ([`GatewayLink`], handing out the shared
+//!   [`gateways::GatewayIo`]) and its back-pressure rules, plus the service's counters
+//!   ([`ThingsStats`]).
+//! - [`credentials`]: the device credential check gateways get, answered from the registry.
 //! - [`core`]: [`Core`](core::Core), the service's logic without I/O: the in-memory registry,
 //!   device event handling, API requests, pending `set` and action calls with their deadlines.
 //! - [`service`]: [`ThingsService`](service::ThingsService), the one task that owns the core and
@@ -27,6 +29,7 @@
 
 pub mod api;
 pub mod core;
+pub mod credentials;
 pub mod link;
 pub mod request;
 pub mod secret;
@@ -43,7 +46,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use link::{GatewayAttachment, GatewayId, GatewayLink, LinkError, ThingsStats};
+pub use credentials::RegistryCredentials;
+pub use link::{GatewayId, GatewayLink, LinkError, ThingsStats};
 pub use request::errors;
 
 use crate::client::ClientError;
@@ -123,7 +127,16 @@ pub async fn start(
         set_timeout: Duration::from_millis(t.set_timeout_ms),
         td,
     };
-    let core = core::Core::new(settings, catalog, loaded, stats.clone())?;
+    let credentials = Arc::new(RegistryCredentials::new(
+        t.provisioning == crate::config::Provisioning::Auto,
+    ));
+    let core = core::Core::new(
+        settings,
+        catalog,
+        loaded,
+        stats.clone(),
+        credentials.clone(),
+    )?;
     tracing::info!(things = core.len(), database = %database.display(), "things registry loaded");
 
     let first = session::join(router, &t.realm)
@@ -136,7 +149,13 @@ pub async fn start(
     let (attach_tx, attach_rx) = mpsc::channel(16);
     let (requests_tx, requests_rx) = mpsc::channel(1024);
     let (pub_tx, pub_rx) = mpsc::channel(t.publish_queue);
-    let link = GatewayLink::new(attach_tx, t.event_queue, t.command_queue, stats.clone());
+    let link = GatewayLink::new(
+        attach_tx,
+        t.event_queue,
+        t.command_queue,
+        stats.clone(),
+        credentials,
+    );
     let store_stats = store.stats().clone();
     let service = service::ThingsService {
         core,

@@ -193,6 +193,7 @@ mod tests {
     use super::*;
     use crate::config::Provisioning;
     use crate::things::core::CoreSettings;
+    use crate::things::credentials::RegistryCredentials;
     use crate::things::link::GatewayLink;
     use crate::things::store::Loaded;
 
@@ -212,6 +213,7 @@ mod tests {
             TypeCatalog::builtin().unwrap(),
             Loaded::default(),
             stats.clone(),
+            Arc::new(RegistryCredentials::new(true)),
         )
         .unwrap();
         let (attach_tx, attach) = mpsc::channel(1);
@@ -229,7 +231,13 @@ mod tests {
         };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(service.run(shutdown.clone()));
-        let link = GatewayLink::new(attach_tx, 16, 16, stats.clone());
+        let link = GatewayLink::new(
+            attach_tx,
+            16,
+            16,
+            stats.clone(),
+            Arc::new(RegistryCredentials::new(true)),
+        );
         let gw = link.attach("flood").await.unwrap();
         let thing = ThingId::new("s1").unwrap();
         // Far more than every queue together holds: the backlog fills and events wait.

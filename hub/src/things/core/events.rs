@@ -149,6 +149,7 @@ impl Core {
         auto: bool,
     ) {
         let id = thing.id.clone();
+        self.credentials.insert(id.clone(), secret.clone());
         self.out.store.push(StoreOp::PutThing {
             id: id.clone(),
             type_id: thing.type_id.clone(),
@@ -171,7 +172,6 @@ impl Core {
                 state: ThingState::default(),
                 online: false,
                 gateway: None,
-                secret,
             },
         );
     }

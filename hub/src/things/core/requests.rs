@@ -168,6 +168,7 @@ impl Core {
             ApiError::no_such_thing(thing).with("reason", message.as_str())
         });
         self.things.remove(thing);
+        self.credentials.remove(thing);
         tracing::info!(thing = %thing, "thing deleted");
         self.out
             .store

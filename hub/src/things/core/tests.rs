@@ -33,6 +33,7 @@ fn fixture(provisioning: Provisioning, auto_type: Option<&str>) -> Fixture {
         TypeCatalog::builtin().unwrap(),
         Loaded::default(),
         Arc::new(ThingsStats::default()),
+        Arc::new(RegistryCredentials::new(false)),
     )
     .unwrap();
     let (tx, commands) = mpsc::channel(8);
@@ -437,8 +438,15 @@ fn provision_delete_info_types_and_describe() {
         })
         .unwrap();
     let secret = p["secret"].as_str().unwrap().to_owned();
-    assert!(f.core.verify_secret(&id("a1"), &secret));
-    assert!(!f.core.verify_secret(&id("a1"), "guess"));
+    use gateways::{CredentialCheck, DeviceCredentials as _};
+    assert_eq!(
+        f.core.credentials.check(&id("a1"), &secret),
+        CredentialCheck::Valid
+    );
+    assert_eq!(
+        f.core.credentials.check(&id("a1"), "guess"),
+        CredentialCheck::Invalid
+    );
     let again = f.answer(Request::Provision {
         thing: id("a1"),
         type_id: "alarm".into(),
@@ -482,6 +490,10 @@ fn provision_delete_info_types_and_describe() {
     f.core.take_outbox();
     f.answer(Request::Delete { thing: id("a1") }).unwrap();
     let out = f.core.take_outbox();
+    assert_eq!(
+        f.core.credentials.check(&id("a1"), &secret),
+        CredentialCheck::UnknownThing
+    );
     assert_eq!(out.publications[0].topic, "brume.things.on_delete");
     assert!(matches!(out.store[0], StoreOp::DeleteThing { .. }));
     let gone = f.answer(Request::Get {
@@ -561,6 +573,7 @@ fn things_of_an_unknown_type_in_the_database_stop_the_start() {
         TypeCatalog::builtin().unwrap(),
         loaded,
         Arc::new(ThingsStats::default()),
+        Arc::new(RegistryCredentials::new(false)),
     )
     .unwrap_err();
     assert!(err.to_string().contains("toaster"), "{err}");
