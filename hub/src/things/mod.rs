@@ -18,14 +18,34 @@
 //! - [`store`]: SQLite persistence: schema, load at start, the batching writer thread.
 //! - [`secret`]: device secrets, stored as salted hashes.
 //!
-//! WAMP surface (DESIGN.md §2), realm `things.realm`:
-//! - procedures `brume.things.{list,get,provision,delete,update_info,set,describe}`,
-//!   `brume.types.{list,get}` and `brume.thing.<id>.action.<name>` (one wildcard registration);
-//! - topics `brume.thing.<id>.state` (kwargs `{thing, values: {p: v}, at: {p: ms}}`, only the
-//!   properties that changed), `brume.thing.<id>.event.<name>` (kwargs
-//!   `{thing, event, payload, at}`), `brume.things.on_online` (`{thing, type, gateway}`),
-//!   `on_offline` (`{thing}`), `on_provision` (`{thing, type, info, created, auto}`),
-//!   `on_delete` (`{thing}`).
+//! WAMP surface (DESIGN.md §2), realm `things.realm`. Procedures take kwargs (the thing id may
+//! also be the first positional argument) and return one positional value:
+//!
+//! | procedure | kwargs | result |
+//! | --- | --- | --- |
+//! | `brume.things.list` | `type?`, `online?` | `[{thing, type, online, info, created}]`, by id |
+//! | `brume.things.get` | `thing`, `property?` | `{thing, type, online, info, created, reported: {p: {value, at}}, desired: {p: {value, at}}}`; with `property`: `{thing, property, kind, value, at?, desired?: {value, at}}` |
+//! | `brume.things.provision` | `thing`, `type`, `info?` | `{thing: {…summary}, secret}` (the secret is shown this once) |
+//! | `brume.things.delete` | `thing` | `{thing, deleted: true}` |
+//! | `brume.things.update_info` | `thing` + `property`, `value` or `values: {p: v}` | `{thing, info}` |
+//! | `brume.things.set` | `thing` + `property`, `value` or `values: {p: v}` | `{thing, settled: {p: {value, at}}}` once the device reports them |
+//! | `brume.things.describe` | `thing` | the W3C WoT Thing Description |
+//! | `brume.types.list` | | `[{id, title, description, version, origin}]` |
+//! | `brume.types.get` | `type` | the thing type |
+//! | `brume.thing.<id>.action.<name>` | the input: kwargs, or one positional argument | the device's output |
+//!
+//! Errors: `brume.error.no_such_thing`, `no_such_action`, `no_such_type`, `thing_offline`,
+//! `action_failed` (the device said no, or its reply broke the schema), and
+//! `wamp.error.invalid_argument` (message naming thing, property and rule; kwargs `thing`,
+//! `property` or `action`, `rule`), `wamp.error.timeout`, `wamp.error.canceled` (a later `set` of
+//! the same property superseded the call), `wamp.error.unavailable` (the gateway's command queue
+//! is full).
+//!
+//! Topics (kwargs only):
+//! - `brume.thing.<id>.state`: `{thing, values: {p: v}, at: {p: ms}}`, only what changed;
+//! - `brume.thing.<id>.event.<name>`: `{thing, event, payload, at}`;
+//! - `brume.things.on_online`: `{thing, type, gateway}`; `on_offline`: `{thing}`;
+//!   `on_provision`: `{thing, type, info, created, auto}`; `on_delete`: `{thing}`.
 
 pub mod api;
 pub mod core;
