@@ -113,6 +113,7 @@ fn bench_config(dir: &std::path::Path) -> Config {
         serializers: vec!["json".into(), "msgpack".into()],
         max_message_size: 1024 * 1024,
         allow_anonymous_remote: false,
+        tls: None,
     }];
     config
 }

@@ -7,6 +7,7 @@
 //! - [`config`]: the typed configuration, its embedded default and its validation.
 //! - [`things`]: the things service: registry (SQLite), desired vs reported state, actions, and
 //!   the gateway attachment API.
+//! - [`uplink`]: the hub's WAMP client session to a cloud router, with a durable queue.
 //! - [`server`]: `run(config, shutdown)`, which starts listeners and services and drains them.
 
 pub mod client;
@@ -15,4 +16,5 @@ pub mod router;
 pub mod server;
 pub mod things;
 pub mod transport;
+pub mod uplink;
 pub mod wamp;

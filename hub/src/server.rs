@@ -27,6 +27,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Things(#[from] crate::things::ThingsError),
+    #[error("uplink: {0}")]
+    Uplink(#[from] crate::uplink::UplinkError),
     #[error("listener {name}: cannot bind {address}: {source}")]
     Bind {
         name: String,
@@ -68,26 +70,46 @@ impl Hub {
             let addr = l.local_addr().unwrap_or(plan.address);
             bound.push((l, addr, plan));
         }
-        let router = Router::new(config.router_config());
+        let router = Router::new(config.router_config()?);
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let td = td_context(&config, &bound);
         let things = crate::things::start(&config, td, &router, shutdown.clone(), &tracker).await?;
         let permits = Arc::new(Semaphore::new(config.router.max_connections));
+        // Internal services attach before any listener accepts, so the first client finds them.
+        if config.uplink.enabled {
+            let realm = config.realms[0].name.clone();
+            crate::uplink::start(
+                &router,
+                &realm,
+                &config.hub.id,
+                &config.hub.data_dir,
+                config.uplink.clone(),
+                shutdown.clone(),
+                &tracker,
+            )
+            .await?;
+        }
         let mut addrs = Vec::new();
         for (l, addr, plan) in bound {
+            // RawSocket has no standard URL scheme; TLS ones are shown as rss://.
+            let (ws, rs) = if plan.spec.tls.is_some() {
+                ("wss", format!("rss://{addr}"))
+            } else {
+                ("ws", addr.to_string())
+            };
             match plan.kind {
                 ListenerKind::Websocket => tracing::info!(
                     listener = %plan.spec.name,
-                    "WAMP over WebSocket at ws://{addr}{}",
+                    "WAMP over WebSocket at {ws}://{addr}{}",
                     plan.spec.path
                 ),
                 ListenerKind::Rawsocket => {
-                    tracing::info!(listener = %plan.spec.name, "WAMP over RawSocket at {addr}")
+                    tracing::info!(listener = %plan.spec.name, "WAMP over RawSocket at {rs}")
                 }
                 ListenerKind::Both => tracing::info!(
                     listener = %plan.spec.name,
-                    "WAMP over RawSocket at {addr} and WebSocket at ws://{addr}{}",
+                    "WAMP over RawSocket at {rs} and WebSocket at {ws}://{addr}{}",
                     plan.spec.path
                 ),
             }
@@ -161,7 +183,9 @@ impl Hub {
     }
 }
 
-/// How Thing Descriptions name this hub: its id and the first WebSocket listener's URL.
+/// How Thing Descriptions name this hub: its id, the first WebSocket listener's URL (`wss://` when
+/// it has TLS), and whether the things realm admits anonymous sessions (`nosec`) or wants WAMP
+/// authentication (the TD 1.1 `auto` scheme: the consumer negotiates it in HELLO).
 fn td_context(
     config: &Config,
     bound: &[(TcpListener, SocketAddr, crate::config::ListenerPlan)],
@@ -169,10 +193,26 @@ fn td_context(
     let ws_url = bound
         .iter()
         .find(|(_, _, p)| p.kind != ListenerKind::Rawsocket)
-        .map(|(_, addr, p)| format!("ws://{addr}{}", p.spec.path))
+        .map(|(_, addr, p)| {
+            let scheme = if p.spec.tls.is_some() { "wss" } else { "ws" };
+            format!("{scheme}://{addr}{}", p.spec.path)
+        })
         .unwrap_or_default();
     let mut td = device_models::TdContext::new(config.hub.id.clone(), ws_url);
-    td.realm = config.things.realm.clone();
+    let realm = config.things.realm_name(&config.realms);
+    td.realm = realm.to_owned();
+    let anonymous = config.realms.iter().any(|r| r.name == realm && r.anonymous);
+    if !anonymous {
+        let mut definitions = serde_json::Map::new();
+        definitions.insert(
+            "wamp_auth".into(),
+            serde_json::json!({ "scheme": "auto", "description": "WAMP authentication (ticket, WAMP-CRA, cryptosign) negotiated in HELLO" }),
+        );
+        td.security = device_models::TdSecurity::Custom {
+            definitions,
+            security: vec!["wamp_auth".into()],
+        };
+    }
     td
 }
 

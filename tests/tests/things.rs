@@ -838,3 +838,16 @@ async fn the_service_joins_again_after_its_session_is_killed() {
     let (_, ev) = next(&mut provisions).await;
     assert_eq!(ev["thing"], json!("r2"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_thing_description_declares_authentication_when_the_realm_needs_it() {
+    let hub = hub_with(|c| c.realms[0].anonymous = false).await;
+    let c = hub.local_client("app");
+    provision(&c, "r1", "relay").await;
+    let td = ok(&c, "brume.things.describe", json!({ "thing": "r1" })).await;
+    assert_eq!(td["security"], json!(["wamp_auth"]));
+    assert_eq!(
+        td["securityDefinitions"]["wamp_auth"]["scheme"],
+        json!("auto")
+    );
+}

@@ -18,7 +18,7 @@
 //! - [`store`]: SQLite persistence: schema, load at start, the batching writer thread.
 //! - [`secret`]: device secrets, stored as salted hashes.
 //!
-//! WAMP surface (DESIGN.md §2), realm `things.realm`. Procedures take kwargs (the thing id may
+//! WAMP surface (DESIGN.md §2), in realm `things.realm` (default: the first realm). Procedures take kwargs (the thing id may
 //! also be the first positional argument) and return one positional value:
 //!
 //! | procedure | kwargs | result |
@@ -159,10 +159,11 @@ pub async fn start(
     )?;
     tracing::info!(things = core.len(), database = %database.display(), "things registry loaded");
 
-    let first = session::join(router, &t.realm)
+    let realm = t.realm_name(&config.realms).to_owned();
+    let first = session::join(router, &realm)
         .await
         .map_err(|source| ThingsError::Join {
-            realm: t.realm.clone(),
+            realm: realm.clone(),
             source,
         })?;
 
@@ -197,7 +198,7 @@ pub async fn start(
     });
     let wamp = session::SessionTask {
         router: router.clone(),
-        realm: t.realm.clone(),
+        realm,
         requests: requests_tx,
         publications: pub_rx,
         tracker: tracker.clone(),
