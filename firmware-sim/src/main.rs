@@ -1,9 +1,11 @@
 //! `brume-sim`: simulated devices and load tools for Brume.
 
+use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use firmware_sim::bench::{BenchOptions, bench_things};
 use firmware_sim::load::target::{brume_binary, rss_kib, settle, start_brume};
 use firmware_sim::load::wamp::{self, WampLoad};
 use hub::wamp::Serializer;
@@ -11,6 +13,9 @@ use hub::wamp::Serializer;
 #[derive(Parser, Debug)]
 #[command(version, about = "Simulated devices and load tools for Brume")]
 struct Cli {
+    /// More log output (-v info, -vv debug). RUST_LOG overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,10 +56,44 @@ enum Command {
     },
     /// Raw UDP, TCP and serial devices.
     Raw(firmware_sim::raw::cli::RawArgs),
+    /// Runs a hub in-process with N simulated devices reporting as fast as they can, and one
+    /// WAMP subscriber following every thing's state; prints updates/s and events/s.
+    BenchThings {
+        /// Simulated devices.
+        #[arg(long, default_value_t = 1000)]
+        devices: usize,
+        /// In-process gateways the devices are spread over.
+        #[arg(long, default_value_t = 2)]
+        gateways: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Subscribe over RawSocket with MessagePack instead of in-process.
+        #[arg(long)]
+        remote: bool,
+        /// Seed of the devices' random walks.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    init_logging(cli.verbose);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -91,6 +130,27 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
             tracing_subscriber::fmt().with_env_filter(filter).init();
             rt.block_on(firmware_sim::raw::cli::run(args))
+
+        }
+        Command::BenchThings {
+            devices,
+            gateways,
+            seconds,
+            remote,
+            seed,
+        } => {
+            if !(seconds > 0.0 && seconds <= 3600.0) {
+                anyhow::bail!("--seconds must be between 0 and 3600");
+            }
+            let report = rt.block_on(bench_things(&BenchOptions {
+                devices: devices.max(1),
+                gateways,
+                duration: Duration::from_secs_f64(seconds),
+                remote,
+                seed,
+            }))?;
+            writeln!(std::io::stdout(), "{report}")?;
+            Ok(())
         }
     }
 }
@@ -164,7 +224,6 @@ async fn load_wamp(
     if let Some(p) = &started {
         writeln!(out, "brume RSS after load: {} KiB", rss_kib(p.pid())?)?;
     }
-    use std::io::Write as _;
     std::io::stdout().write_all(out.as_bytes())?;
     Ok(())
 }

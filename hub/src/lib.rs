@@ -5,6 +5,8 @@
 //! - [`transport`]: RawSocket and WebSocket framing, listeners and the per-connection task.
 //! - [`client`]: a WAMP client used for in-process sessions, the uplink and load tools.
 //! - [`config`]: the typed configuration, its embedded default and its validation.
+//! - [`things`]: the things service: registry (SQLite), desired vs reported state, actions, and
+//!   the gateway attachment API.
 //! - [`uplink`]: the hub's WAMP client session to a cloud router, with a durable queue.
 //! - [`server`]: `run(config, shutdown)`, which starts listeners and services and drains them.
 
@@ -12,6 +14,7 @@ pub mod client;
 pub mod config;
 pub mod router;
 pub mod server;
+pub mod things;
 pub mod transport;
 pub mod uplink;
 pub mod wamp;

@@ -25,6 +25,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Things(#[from] crate::things::ThingsError),
     #[error("uplink: {0}")]
     Uplink(#[from] crate::uplink::UplinkError),
     #[error("listener {name}: cannot bind {address}: {source}")]
@@ -44,6 +46,7 @@ pub struct Hub {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     grace: Duration,
+    things: crate::things::Things,
 }
 
 impl Hub {
@@ -70,6 +73,8 @@ impl Hub {
         let router = Router::new(config.router_config()?);
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let td = td_context(&config, &bound);
+        let things = crate::things::start(&config, td, &router, shutdown.clone(), &tracker).await?;
         let permits = Arc::new(Semaphore::new(config.router.max_connections));
         // Internal services attach before any listener accepts, so the first client finds them.
         if config.uplink.enabled {
@@ -124,7 +129,23 @@ impl Hub {
             shutdown,
             tracker,
             grace: Duration::from_secs(config.hub.shutdown_grace_secs),
+            things,
         })
+    }
+
+    /// The handle gateways (and simulated devices) attach to the things service with.
+    pub fn things(&self) -> &crate::things::GatewayLink {
+        &self.things.link
+    }
+
+    /// The things database writer's counters.
+    pub fn things_store_stats(&self) -> &std::sync::Arc<crate::things::store::StoreStats> {
+        &self.things.store_stats
+    }
+
+    /// The things database file.
+    pub fn things_database(&self) -> &std::path::Path {
+        &self.things.database
     }
 
     /// The router, for in-process sessions.
@@ -160,6 +181,39 @@ impl Hub {
         }
         done
     }
+}
+
+/// How Thing Descriptions name this hub: its id, the first WebSocket listener's URL (`wss://` when
+/// it has TLS), and whether the things realm admits anonymous sessions (`nosec`) or wants WAMP
+/// authentication (the TD 1.1 `auto` scheme: the consumer negotiates it in HELLO).
+fn td_context(
+    config: &Config,
+    bound: &[(TcpListener, SocketAddr, crate::config::ListenerPlan)],
+) -> device_models::TdContext {
+    let ws_url = bound
+        .iter()
+        .find(|(_, _, p)| p.kind != ListenerKind::Rawsocket)
+        .map(|(_, addr, p)| {
+            let scheme = if p.spec.tls.is_some() { "wss" } else { "ws" };
+            format!("{scheme}://{addr}{}", p.spec.path)
+        })
+        .unwrap_or_default();
+    let mut td = device_models::TdContext::new(config.hub.id.clone(), ws_url);
+    let realm = config.things.realm_name(&config.realms);
+    td.realm = realm.to_owned();
+    let anonymous = config.realms.iter().any(|r| r.name == realm && r.anonymous);
+    if !anonymous {
+        let mut definitions = serde_json::Map::new();
+        definitions.insert(
+            "wamp_auth".into(),
+            serde_json::json!({ "scheme": "auto", "description": "WAMP authentication (ticket, WAMP-CRA, cryptosign) negotiated in HELLO" }),
+        );
+        td.security = device_models::TdSecurity::Custom {
+            definitions,
+            security: vec!["wamp_auth".into()],
+        };
+    }
+    td
 }
 
 /// Runs the hub until `stop` is cancelled, then shuts it down.

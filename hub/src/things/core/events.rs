@@ -1,0 +1,392 @@
+//! How [`Core`] handles what devices say: first contact and provisioning policy, online and
+//! offline, reports (with settled desired values), info, events and action replies.
+
+use std::sync::atomic::Ordering;
+
+use device_models::{DeviceCommand, DeviceEvent, Stamped, Thing, ThingId, ThingState, ThingType};
+use serde_json::{Map, Value as Json, json};
+use tokio::time::Instant;
+
+use super::*;
+
+impl Core {
+    /// Handles one event from gateway `gw`.
+    pub fn handle_event(&mut self, gw: GatewayId, event: DeviceEvent, now: Instant, now_ms: u64) {
+        self.stats.events_in.fetch_add(1, Ordering::Relaxed);
+        match event {
+            DeviceEvent::Hello {
+                thing,
+                type_hint,
+                info,
+            } => {
+                if self.things.contains_key(&thing) {
+                    if !info.is_empty() {
+                        self.device_info(&thing, &info);
+                    }
+                } else if !self.auto_provision(&thing, type_hint.as_deref(), &info, now, now_ms) {
+                    return;
+                }
+                self.heard_from(&thing, gw);
+            }
+            DeviceEvent::Online { thing } => {
+                if self.known(&thing, now, "online") {
+                    self.heard_from(&thing, gw);
+                }
+            }
+            DeviceEvent::Offline { thing } => {
+                let from_its_gateway = self
+                    .things
+                    .get(&thing)
+                    .is_some_and(|e| e.gateway == Some(gw));
+                if from_its_gateway {
+                    self.go_offline(&thing, "its gateway says so");
+                }
+            }
+            DeviceEvent::Reported {
+                thing,
+                values,
+                at_ms,
+            } => {
+                if !self.things.contains_key(&thing)
+                    && !self.auto_provision(&thing, None, &Map::new(), now, now_ms)
+                {
+                    return;
+                }
+                self.heard_from(&thing, gw);
+                self.report(&thing, &values, at_ms);
+            }
+            DeviceEvent::Info { thing, info } => {
+                if self.known(&thing, now, "info") {
+                    self.heard_from(&thing, gw);
+                    self.device_info(&thing, &info);
+                }
+            }
+            DeviceEvent::Event {
+                thing,
+                name,
+                payload,
+                at_ms,
+            } => {
+                if self.known(&thing, now, "event") {
+                    self.heard_from(&thing, gw);
+                    self.device_event(&thing, name, payload, at_ms);
+                }
+            }
+            DeviceEvent::ActionReply {
+                thing,
+                correlation,
+                outcome,
+            } => self.action_reply(&thing, &correlation, outcome, now_ms),
+            DeviceEvent::Raw { source, .. } => {
+                self.stats.raw_messages.fetch_add(1, Ordering::Relaxed);
+                tracing::trace!(%source, "raw device message ignored by the things service");
+            }
+        }
+    }
+
+    /// True if the thing is provisioned; otherwise counts and (rate-limited) logs it.
+    fn known(&mut self, thing: &ThingId, now: Instant, what: &str) -> bool {
+        if self.things.contains_key(thing) {
+            return true;
+        }
+        self.unknown_device(thing, now, what);
+        false
+    }
+
+    fn unknown_device(&mut self, thing: &ThingId, now: Instant, why: &str) {
+        self.stats.unknown_devices.fetch_add(1, Ordering::Relaxed);
+        if self.unknown.should_log(thing, now) {
+            tracing::warn!(thing = %thing, reason = why, "message from an unknown device dropped (provision it with brume.things.provision)");
+        }
+    }
+
+    fn auto_provision(
+        &mut self,
+        thing: &ThingId,
+        hint: Option<&str>,
+        info: &Map<String, Json>,
+        now: Instant,
+        now_ms: u64,
+    ) -> bool {
+        if self.settings.provisioning == Provisioning::Explicit {
+            self.unknown_device(thing, now, "provisioning is explicit");
+            return false;
+        }
+        let ty = hint
+            .and_then(|h| self.catalog.get(h))
+            .or_else(|| {
+                self.settings
+                    .auto_type
+                    .as_deref()
+                    .and_then(|t| self.catalog.get(t))
+            })
+            .cloned();
+        let Some(ty) = ty else {
+            self.unknown_device(thing, now, "no known type hint and no things.auto_type");
+            return false;
+        };
+        let mut t = Thing::new(thing.clone(), ty.id.clone(), now_ms);
+        match ty.check_info_reported(thing, info) {
+            Ok(()) => {
+                t.apply_info(info);
+            }
+            Err(e) => {
+                self.stats.invalid_messages.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(thing = %thing, error = %e, "info of an auto-provisioned device ignored");
+            }
+        }
+        tracing::info!(thing = %thing, r#type = %ty.id, "thing auto-provisioned");
+        self.stats.auto_provisioned.fetch_add(1, Ordering::Relaxed);
+        self.insert_thing(t, ty, None, true);
+        true
+    }
+
+    pub(super) fn insert_thing(
+        &mut self,
+        thing: Thing,
+        ty: Arc<ThingType>,
+        secret: Option<SecretHash>,
+        auto: bool,
+    ) {
+        let id = thing.id.clone();
+        self.credentials.insert(id.clone(), secret.clone());
+        self.out.store.push(StoreOp::PutThing {
+            id: id.clone(),
+            type_id: thing.type_id.clone(),
+            info: thing.info.clone(),
+            created_ms: thing.created_ms,
+            secret: secret.clone(),
+        });
+        let mut kwargs = Dict::new();
+        kwargs.insert("thing".into(), Value::from(id.as_str()));
+        kwargs.insert("type".into(), Value::from(thing.type_id.as_str()));
+        kwargs.insert("info".into(), Value::from(Json::Object(thing.info.clone())));
+        kwargs.insert("created".into(), Value::from(thing.created_ms));
+        kwargs.insert("auto".into(), Value::Bool(auto));
+        self.publish("brume.things.on_provision".into(), kwargs);
+        self.things.insert(
+            id,
+            Entry {
+                thing,
+                ty,
+                state: ThingState::default(),
+                online: false,
+                gateway: None,
+            },
+        );
+    }
+
+    /// Marks a thing as reachable through `gw`; on the offline → online edge, publishes
+    /// `on_online` and sends its pending desired values again.
+    fn heard_from(&mut self, thing: &ThingId, gw: GatewayId) {
+        let Some(e) = self.things.get_mut(thing) else {
+            return;
+        };
+        e.gateway = Some(gw);
+        if e.online {
+            return;
+        }
+        e.online = true;
+        let pending = e.state.pending_desired();
+        let type_id = e.thing.type_id.clone();
+        tracing::debug!(thing = %thing, gateway = gw, "thing online");
+        let mut kwargs = Dict::new();
+        kwargs.insert("thing".into(), Value::from(thing.as_str()));
+        kwargs.insert("type".into(), Value::from(type_id));
+        kwargs.insert("gateway".into(), Value::from(gw));
+        self.publish("brume.things.on_online".into(), kwargs);
+        if !pending.is_empty() {
+            let cmd = DeviceCommand::SetDesired {
+                thing: thing.clone(),
+                values: pending,
+            };
+            // Best effort: what does not fit is sent again at the next online edge.
+            let _ = self.send_command(Some(gw), cmd);
+        }
+    }
+
+    pub(super) fn go_offline(&mut self, thing: &ThingId, why: &str) {
+        let Some(e) = self.things.get_mut(thing) else {
+            return;
+        };
+        if !e.online {
+            return;
+        }
+        e.online = false;
+        tracing::debug!(thing = %thing, reason = why, "thing offline");
+        let mut kwargs = Dict::new();
+        kwargs.insert("thing".into(), Value::from(thing.as_str()));
+        self.publish("brume.things.on_offline".into(), kwargs);
+        let message = format!("thing {thing:?} went offline ({why})");
+        self.fail_pending_of(thing, || {
+            ApiError::new(errors::THING_OFFLINE, message.clone()).with("thing", thing.as_str())
+        });
+    }
+
+    fn report(&mut self, thing: &ThingId, values: &Map<String, Json>, at_ms: u64) {
+        let Some(e) = self.things.get_mut(thing) else {
+            return;
+        };
+        if let Err(err) = e.ty.check_reported(thing, values) {
+            self.stats.invalid_reports.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(thing = %thing, error = %err, "report rejected");
+            return;
+        }
+        let outcome = e.state.apply_report(values, at_ms);
+        let rows: Vec<(String, Stamped)> = values
+            .keys()
+            .filter_map(|k| e.state.reported.get(k).map(|s| (k.clone(), s.clone())))
+            .collect();
+        if !rows.is_empty() {
+            self.out.store.push(StoreOp::PutReported {
+                thing: thing.clone(),
+                values: rows,
+            });
+        }
+        if !outcome.settled.is_empty() {
+            self.out.store.push(StoreOp::ClearDesired {
+                thing: thing.clone(),
+                names: outcome.settled.clone(),
+            });
+            for name in outcome.settled {
+                let stamped = outcome
+                    .changed
+                    .get(&name)
+                    .cloned()
+                    .or_else(|| {
+                        self.things
+                            .get(thing)
+                            .and_then(|e| e.state.reported.get(&name).cloned())
+                    })
+                    .unwrap_or(Stamped {
+                        value: Json::Null,
+                        at_ms,
+                    });
+                self.settle(thing, name, stamped);
+            }
+        }
+        if !outcome.changed.is_empty() {
+            let mut vals = Dict::new();
+            let mut at = Dict::new();
+            for (name, s) in outcome.changed {
+                at.insert(name.clone(), Value::from(s.at_ms));
+                vals.insert(name, Value::from(s.value));
+            }
+            let mut kwargs = Dict::new();
+            kwargs.insert("thing".into(), Value::from(thing.as_str()));
+            kwargs.insert("values".into(), Value::Dict(vals));
+            kwargs.insert("at".into(), Value::Dict(at));
+            self.stats.state_events.fetch_add(1, Ordering::Relaxed);
+            self.publish(format!("brume.thing.{thing}.state"), kwargs);
+        }
+    }
+
+    fn settle(&mut self, thing: &ThingId, name: String, stamped: Stamped) {
+        let Some(id) = self.set_by_property.remove(&(thing.clone(), name.clone())) else {
+            return;
+        };
+        let Some(w) = self.sets.get_mut(&id) else {
+            return;
+        };
+        w.waiting.remove(&name);
+        w.settled.insert(name, stamped);
+        if w.waiting.is_empty()
+            && let Some(w) = self.sets.remove(&id)
+        {
+            let result = json!({ "thing": w.thing.as_str(), "settled": stamped_map(&w.settled) });
+            let _ = w.reply.send(Ok(result));
+        }
+    }
+
+    fn device_info(&mut self, thing: &ThingId, info: &Map<String, Json>) {
+        let Some(e) = self.things.get_mut(thing) else {
+            return;
+        };
+        if let Err(err) = e.ty.check_info_reported(thing, info) {
+            self.stats.invalid_messages.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(thing = %thing, error = %err, "device info rejected");
+            return;
+        }
+        if !e.thing.apply_info(info).is_empty() {
+            self.out.store.push(StoreOp::SetInfo {
+                id: thing.clone(),
+                info: e.thing.info.clone(),
+            });
+        }
+    }
+
+    fn device_event(&mut self, thing: &ThingId, name: String, payload: Json, at_ms: u64) {
+        let Some(e) = self.things.get(thing) else {
+            return;
+        };
+        if let Err(err) = e.ty.check_event_payload(thing, &name, &payload) {
+            self.stats.invalid_messages.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(thing = %thing, error = %err, "device event rejected");
+            return;
+        }
+        let mut kwargs = Dict::new();
+        kwargs.insert("thing".into(), Value::from(thing.as_str()));
+        kwargs.insert("event".into(), Value::from(name.as_str()));
+        kwargs.insert("payload".into(), Value::from(payload));
+        kwargs.insert("at".into(), Value::from(at_ms));
+        self.publish(format!("brume.thing.{thing}.event.{name}"), kwargs);
+    }
+
+    fn action_reply(
+        &mut self,
+        thing: &ThingId,
+        correlation: &str,
+        outcome: Result<Json, String>,
+        now_ms: u64,
+    ) {
+        let matches = self.actions.get(correlation).map(|w| &w.thing == thing);
+        match matches {
+            None => {
+                self.stats.invalid_messages.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(thing = %thing, correlation, "reply to an unknown or expired action call ignored");
+                return;
+            }
+            Some(false) => {
+                self.stats.invalid_messages.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(thing = %thing, correlation, "action reply from a different thing ignored");
+                return;
+            }
+            Some(true) => {}
+        }
+        let Some(w) = self.actions.remove(correlation) else {
+            return;
+        };
+        let checked = match (&outcome, self.things.get(thing)) {
+            (Ok(output), Some(e)) => {
+                e.ty.check_action_output(thing, &w.action, output)
+                    .map_err(|err| format!("the device's reply was rejected: {err}"))
+            }
+            (Ok(_), None) => Err("the thing was deleted".to_owned()),
+            (Err(message), _) => Err(format!("the device answered with an error: {message}")),
+        };
+        match (checked, outcome) {
+            (Ok(()), Ok(output)) => {
+                self.out.store.push(StoreOp::UpdateAction {
+                    id: w.id,
+                    status: ActionStatus::Done,
+                    result: Some(output.clone()),
+                    at_ms: now_ms,
+                });
+                let _ = w.reply.send(Ok(output));
+            }
+            (Err(message), _) | (Ok(()), Err(message)) => {
+                tracing::info!(thing = %thing, action = %w.action, %message, "action failed");
+                self.out.store.push(StoreOp::UpdateAction {
+                    id: w.id,
+                    status: ActionStatus::Failed,
+                    result: Some(Json::String(message.clone())),
+                    at_ms: now_ms,
+                });
+                let err = ApiError::new(errors::ACTION_FAILED, message)
+                    .with("thing", thing.as_str())
+                    .with("action", w.action.as_str());
+                let _ = w.reply.send(Err(err));
+            }
+        }
+    }
+}

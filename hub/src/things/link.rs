@@ -1,0 +1,142 @@
+//! The gateway attachment API: how a gateway plugs into the things service.
+//!
+//! A gateway gets a [`GatewayLink`] (cloneable, from `Hub::things()`) at start and calls
+//! [`GatewayLink::attach`] once, which gives it the shared gateway interface,
+//! [`gateways::GatewayIo`]: a bounded `Sender<DeviceEvent>` for what its devices say, a bounded
+//! `Receiver<DeviceCommand>` of what the hub asks of them, and the device credential check
+//! answered from the registry ([`RegistryCredentials`]). The service remembers which gateway each
+//! thing was last heard on and routes that thing's commands there.
+//!
+//! Back-pressure and drop policy:
+//! - **Events (gateway → hub)**: the channel holds `things.event_queue` events. The service drains
+//!   every gateway fairly and never drops an event it accepted. When the database writer is far
+//!   behind, the service stops reading events for a while, so the channels fill: a gateway then
+//!   either waits in `send().await` (pushing back on its devices, e.g. by not reading its socket)
+//!   or uses `try_send` and drops by its own policy. Either way nothing else in the hub stalls.
+//! - **Commands (hub → gateway)**: the channel holds `things.command_queue` commands. The service
+//!   never waits on it: a command that does not fit fails its call at once with
+//!   `wamp.error.unavailable` (a desired value stays pending and is sent again when the thing
+//!   comes back online).
+//! - **Detaching**: dropping every event sender ends the attachment; the things last seen on that
+//!   gateway go offline. Dropping the command receiver does the same at the next command.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use device_models::{DeviceCommand, DeviceEvent};
+use gateways::GatewayIo;
+use tokio::sync::mpsc;
+
+use super::credentials::RegistryCredentials;
+
+/// Identifies one attached gateway for the life of the hub.
+pub type GatewayId = u64;
+
+/// Why a gateway could not attach.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("the things service is not running")]
+    Closed,
+}
+
+/// A request from a link handle to the service.
+#[derive(Debug)]
+pub(crate) struct Attach {
+    pub id: GatewayId,
+    pub name: String,
+    pub events: mpsc::Receiver<DeviceEvent>,
+    pub commands: mpsc::Sender<DeviceCommand>,
+}
+
+/// Counters of the things service, readable from any link handle.
+#[derive(Debug, Default)]
+pub struct ThingsStats {
+    /// Device events taken from gateways.
+    pub events_in: AtomicU64,
+    /// Reports rejected because a value broke the thing's type (each logged).
+    pub invalid_reports: AtomicU64,
+    /// Other device messages rejected (bad events, info, replies to unknown calls).
+    pub invalid_messages: AtomicU64,
+    /// Events from devices the hub does not know and did not provision.
+    pub unknown_devices: AtomicU64,
+    /// Things provisioned automatically.
+    pub auto_provisioned: AtomicU64,
+    /// State change events published.
+    pub state_events: AtomicU64,
+    /// Publications dropped because the publish queue was full.
+    pub dropped_publications: AtomicU64,
+    /// Commands that did not fit a gateway's command queue.
+    pub dropped_commands: AtomicU64,
+    /// Raw (unmodelled) device messages, not handled by the things service.
+    pub raw_messages: AtomicU64,
+}
+
+impl ThingsStats {
+    /// A snapshot value of one counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// The handle gateways use to attach to the things service. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct GatewayLink {
+    attach: mpsc::Sender<Attach>,
+    next_id: Arc<AtomicU64>,
+    event_queue: usize,
+    command_queue: usize,
+    stats: Arc<ThingsStats>,
+    credentials: Arc<RegistryCredentials>,
+}
+
+impl GatewayLink {
+    pub(crate) fn new(
+        attach: mpsc::Sender<Attach>,
+        event_queue: usize,
+        command_queue: usize,
+        stats: Arc<ThingsStats>,
+        credentials: Arc<RegistryCredentials>,
+    ) -> GatewayLink {
+        GatewayLink {
+            attach,
+            next_id: Arc::new(AtomicU64::new(1)),
+            event_queue,
+            command_queue,
+            stats,
+            credentials,
+        }
+    }
+
+    /// Attaches a gateway named `name` (for logs), returning its end of the link. Clone its
+    /// `events` sender freely: the attachment ends when every clone is dropped.
+    pub async fn attach(&self, name: &str) -> Result<GatewayIo, LinkError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (events_tx, events_rx) = mpsc::channel(self.event_queue);
+        let (commands_tx, commands_rx) = mpsc::channel(self.command_queue);
+        self.attach
+            .send(Attach {
+                id,
+                name: name.to_owned(),
+                events: events_rx,
+                commands: commands_tx,
+            })
+            .await
+            .map_err(|_| LinkError::Closed)?;
+        Ok(GatewayIo {
+            name: name.to_owned(),
+            events: events_tx,
+            commands: commands_rx,
+            credentials: self.credentials.clone(),
+        })
+    }
+
+    /// The service's counters.
+    pub fn stats(&self) -> &Arc<ThingsStats> {
+        &self.stats
+    }
+
+    /// The device credential check every attached gateway gets.
+    pub fn credentials(&self) -> &Arc<RegistryCredentials> {
+        &self.credentials
+    }
+}

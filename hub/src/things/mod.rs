@@ -1,0 +1,213 @@
+//! The things service: Brume's registry of devices ("things"), their reported and desired state,
+//! their actions and events, served over WAMP and fed by gateways.
+//!
+//! Module map:
+//! - [`link`]: the gateway attachment API ([`GatewayLink`], handing out the shared
+//!   [`gateways::GatewayIo`]) and its back-pressure rules, plus the service's counters
+//!   ([`ThingsStats`]).
+//! - [`credentials`]: the device credential check gateways get, answered from the registry.
+//! - [`core`]: [`Core`](core::Core), the service's logic without I/O: the in-memory registry,
+//!   device event handling, API requests, pending `set` and action calls with their deadlines.
+//! - [`service`]: [`ThingsService`](service::ThingsService), the one task that owns the core and
+//!   connects it to gateways, the API, the publisher and the database writer.
+//! - [`api`]: the WAMP procedures (argument parsing, registration, answering).
+//! - [`session`]: the service's in-process WAMP session: join, register, publish, and join again
+//!   if the session is ended while the hub runs.
+//! - [`request`]: [`Request`](request::Request) and [`ApiError`](request::ApiError), with the
+//!   `brume.error.*` URIs.
+//! - [`store`]: SQLite persistence: schema, load at start, the batching writer thread.
+//! - [`secret`]: device secrets, stored as salted hashes.
+//!
+//! WAMP surface (DESIGN.md §2), in realm `things.realm` (default: the first realm). Procedures take kwargs (the thing id may
+//! also be the first positional argument) and return one positional value:
+//!
+//! | procedure | kwargs | result |
+//! | --- | --- | --- |
+//! | `brume.things.list` | `type?`, `online?` | `[{thing, type, online, info, created}]`, by id |
+//! | `brume.things.get` | `thing`, `property?` | `{thing, type, online, info, created, reported: {p: {value, at}}, desired: {p: {value, at}}}`; with `property`: `{thing, property, kind, value, at?, desired?: {value, at}}` |
+//! | `brume.things.provision` | `thing`, `type`, `info?` | `{thing: {…summary}, secret}` (the secret is shown this once) |
+//! | `brume.things.delete` | `thing` | `{thing, deleted: true}` |
+//! | `brume.things.update_info` | `thing` + `property`, `value` or `values: {p: v}` | `{thing, info}` |
+//! | `brume.things.set` | `thing` + `property`, `value` or `values: {p: v}` | `{thing, settled: {p: {value, at}}}` once the device reports them |
+//! | `brume.things.describe` | `thing` | the W3C WoT Thing Description |
+//! | `brume.types.list` | | `[{id, title, description, version, origin}]` |
+//! | `brume.types.get` | `type` | the thing type |
+//! | `brume.thing.<id>.action.<name>` | the input: kwargs, or one positional argument | the device's output |
+//!
+//! Errors: `brume.error.no_such_thing`, `no_such_action`, `no_such_type`, `thing_offline`,
+//! `action_failed` (the device said no, or its reply broke the schema), and
+//! `wamp.error.invalid_argument` (message naming thing, property and rule; kwargs `thing`,
+//! `property` or `action`, `rule`), `wamp.error.timeout`, `wamp.error.canceled` (a later `set` of
+//! the same property superseded the call), `wamp.error.unavailable` (the gateway's command queue
+//! is full).
+//!
+//! Topics (kwargs only):
+//! - `brume.thing.<id>.state`: `{thing, values: {p: v}, at: {p: ms}}`, only what changed;
+//! - `brume.thing.<id>.event.<name>`: `{thing, event, payload, at}`;
+//! - `brume.things.on_online`: `{thing, type, gateway}`; `on_offline`: `{thing}`;
+//!   `on_provision`: `{thing, type, info, created, auto}`; `on_delete`: `{thing}`.
+
+pub mod api;
+pub mod core;
+pub mod credentials;
+pub mod link;
+pub mod request;
+pub mod secret;
+pub mod service;
+pub mod session;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use device_models::{LoadError, TdContext, TypeCatalog};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use credentials::RegistryCredentials;
+pub use link::{GatewayId, GatewayLink, LinkError, ThingsStats};
+pub use request::errors;
+
+use crate::client::ClientError;
+use crate::config::Config;
+use crate::router::Router;
+
+/// Why the things service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ThingsError {
+    #[error("thing types: {0}")]
+    Types(#[from] LoadError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Registry(#[from] core::CoreError),
+    #[error("the things service cannot join realm {realm:?} and register its procedures: {source}")]
+    Join {
+        realm: String,
+        #[source]
+        source: ClientError,
+    },
+    #[error("the database could not be opened: {0}")]
+    Blocking(#[source] tokio::task::JoinError),
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// What a running things service gives the hub.
+#[derive(Debug)]
+pub struct Things {
+    /// The handle gateways attach with.
+    pub link: GatewayLink,
+    /// The database file.
+    pub database: PathBuf,
+    /// The writer thread's counters.
+    pub store_stats: Arc<store::StoreStats>,
+}
+
+/// Loads the types and the database, joins the realm, registers the procedures and spawns the
+/// service's tasks on `tracker`; they stop when `shutdown` is cancelled, after the database
+/// writer has committed everything.
+pub async fn start(
+    config: &Config,
+    td: TdContext,
+    router: &Arc<Router>,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<Things, ThingsError> {
+    let t = &config.things;
+    let mut catalog = TypeCatalog::builtin()?;
+    if let Some(dir) = &t.types_dir {
+        let loaded = catalog.load_dir(dir)?;
+        tracing::info!(dir = %dir.display(), types = ?loaded, "user thing types loaded");
+    }
+    let database = t.database_path(&config.hub.data_dir);
+    let (queue, log_max, path) = (t.store_queue, t.action_log_max, database.clone());
+    let (store, loaded) =
+        tokio::task::spawn_blocking(move || store::Store::open(&path, queue, log_max))
+            .await
+            .map_err(ThingsError::Blocking)??;
+    if loaded.expired_at_start > 0 {
+        tracing::info!(
+            actions = loaded.expired_at_start,
+            "actions left unanswered by the last run marked expired"
+        );
+    }
+    let stats = Arc::new(ThingsStats::default());
+    let settings = core::CoreSettings {
+        provisioning: t.provisioning,
+        auto_type: t.auto_type.clone(),
+        set_timeout: Duration::from_millis(t.set_timeout_ms),
+        td,
+    };
+    let credentials = Arc::new(RegistryCredentials::new(
+        t.provisioning == crate::config::Provisioning::Auto,
+    ));
+    let core = core::Core::new(
+        settings,
+        catalog,
+        loaded,
+        stats.clone(),
+        credentials.clone(),
+    )?;
+    tracing::info!(things = core.len(), database = %database.display(), "things registry loaded");
+
+    let realm = t.realm_name(&config.realms).to_owned();
+    let first = session::join(router, &realm)
+        .await
+        .map_err(|source| ThingsError::Join {
+            realm: realm.clone(),
+            source,
+        })?;
+
+    let (attach_tx, attach_rx) = mpsc::channel(16);
+    let (requests_tx, requests_rx) = mpsc::channel(1024);
+    let (pub_tx, pub_rx) = mpsc::channel(t.publish_queue);
+    let link = GatewayLink::new(
+        attach_tx,
+        t.event_queue,
+        t.command_queue,
+        stats.clone(),
+        credentials,
+    );
+    let store_stats = store.stats().clone();
+    let service = service::ThingsService {
+        core,
+        attach: attach_rx,
+        requests: requests_rx,
+        publications: pub_tx,
+        store: store.sender(),
+        stats,
+        store_backlog_max: t.store_queue,
+    };
+    let stop = shutdown.clone();
+    tracker.spawn(async move {
+        service.run(stop).await;
+        // The service dropped its sender: the writer commits what is left and stops.
+        match tokio::task::spawn_blocking(move || store.close()).await {
+            Ok(()) => tracing::debug!("things database closed"),
+            Err(e) => tracing::error!(error = %e, "closing the things database failed"),
+        }
+    });
+    let wamp = session::SessionTask {
+        router: router.clone(),
+        realm,
+        requests: requests_tx,
+        publications: pub_rx,
+        tracker: tracker.clone(),
+        shutdown: shutdown.clone(),
+    };
+    tracker.spawn(wamp.run(first));
+    Ok(Things {
+        link,
+        database,
+        store_stats,
+    })
+}

@@ -1,0 +1,297 @@
+//! [`ThingsService`]: the task that owns the registry and runs the service.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
+
+use device_models::DeviceEvent;
+use futures_util::StreamExt as _;
+use futures_util::stream::{self, SelectAll, Stream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::core::{Core, Publication};
+use super::link::{Attach, GatewayId, ThingsStats};
+use super::now_ms;
+use super::request::{Reply, Request};
+use super::store::StoreOp;
+
+/// Most device events handled in a row before the loop looks at its other inputs, so a device
+/// flood cannot starve API calls.
+const EVENT_BURST: usize = 256;
+
+type GatewayStream = Pin<Box<dyn Stream<Item = (GatewayId, Option<DeviceEvent>)> + Send>>;
+
+/// A gateway's event receiver as a stream that says once, with `None`, that it ended.
+fn gateway_stream(id: GatewayId, rx: mpsc::Receiver<DeviceEvent>) -> GatewayStream {
+    let mut rx = Some(rx);
+    Box::pin(stream::poll_fn(move |cx| {
+        let Some(r) = rx.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match r.poll_recv(cx) {
+            Poll::Ready(Some(e)) => Poll::Ready(Some((id, Some(e)))),
+            Poll::Ready(None) => {
+                rx = None;
+                Poll::Ready(Some((id, None)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }))
+}
+
+/// The things service task.
+///
+/// Rule for shared state: **this one task owns the registry** ([`Core`]); nothing else touches
+/// it, so there is no lock. Everything reaches it through bounded channels: gateway events
+/// (one channel per gateway, drained fairly), API requests from the WAMP handlers, and gateway
+/// attachments. It never waits on anything slow:
+/// - commands to gateways are `try_send` (see [`link`](super::link));
+/// - publications go to a separate publisher task through a bounded queue with `try_send`; when
+///   that queue is full (WAMP is slower than the devices) publications are dropped and counted,
+///   because stalling here would stall every API call too, and the state itself stays in the
+///   registry for `brume.things.get`;
+/// - database writes go to the writer thread with `try_send`; what does not fit waits in a
+///   local backlog, and while the backlog is long, device events are not read (their gateways'
+///   channels fill and push back), so the backlog is bounded and no write is lost.
+pub struct ThingsService {
+    pub(crate) core: Core,
+    pub(crate) attach: mpsc::Receiver<Attach>,
+    pub(crate) requests: mpsc::Receiver<(Request, Reply)>,
+    pub(crate) publications: mpsc::Sender<Publication>,
+    pub(crate) store: mpsc::Sender<StoreOp>,
+    pub(crate) stats: Arc<ThingsStats>,
+    pub(crate) store_backlog_max: usize,
+}
+
+impl ThingsService {
+    /// Runs until `shutdown` is cancelled; pending calls are then failed and the queued writes
+    /// handed to the writer.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut gateways: SelectAll<GatewayStream> = SelectAll::new();
+        let mut backlog: VecDeque<StoreOp> = VecDeque::new();
+        let mut dropped_logged = 0u64;
+        let store = self.store.clone();
+        loop {
+            let deadline = self.core.next_deadline();
+            let read_events = !gateways.is_empty() && backlog.len() < self.store_backlog_max;
+            let read_requests = backlog.len() < self.store_backlog_max * 2;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(a) = self.attach.recv() => {
+                    self.core.attach(a.id, a.name, a.commands);
+                    gateways.push(gateway_stream(a.id, a.events));
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    self.core.expire(tokio::time::Instant::now(), now_ms());
+                }
+                Some((req, reply)) = self.requests.recv(), if read_requests => {
+                    tracing::trace!(request = req.name(), "API request");
+                    self.core.handle_request(req, reply, tokio::time::Instant::now(), now_ms());
+                }
+                Some((gw, event)) = gateways.next(), if read_events => {
+                    let now = tokio::time::Instant::now();
+                    let ms = now_ms();
+                    self.event(gw, event, now, ms);
+                    // Take what else is ready, up to a burst, without going back to select.
+                    for _ in 1..EVENT_BURST {
+                        match futures_util::FutureExt::now_or_never(gateways.next()) {
+                            Some(Some((gw, event))) => self.event(gw, event, now, ms),
+                            _ => break,
+                        }
+                    }
+                }
+                permit = store.reserve(), if !backlog.is_empty() => {
+                    match permit {
+                        Ok(p) => if let Some(op) = backlog.pop_front() { p.send(op) },
+                        Err(_) => {
+                            tracing::error!(ops = backlog.len(), "the things database writer has stopped; writes lost");
+                            backlog.clear();
+                        }
+                    }
+                }
+            }
+            self.flush(&mut backlog, &mut dropped_logged);
+        }
+        self.core.cancel_all(now_ms());
+        self.flush(&mut backlog, &mut dropped_logged);
+        for op in backlog {
+            if self.store.send(op).await.is_err() {
+                break;
+            }
+        }
+        drop(store);
+        tracing::debug!("things service stopped");
+    }
+
+    fn event(
+        &mut self,
+        gw: GatewayId,
+        event: Option<DeviceEvent>,
+        now: tokio::time::Instant,
+        ms: u64,
+    ) {
+        match event {
+            Some(e) => self.core.handle_event(gw, e, now, ms),
+            None => self.core.detach(gw),
+        }
+    }
+
+    /// Hands the core's outbox to the publisher and the writer, never waiting.
+    fn flush(&mut self, backlog: &mut VecDeque<StoreOp>, dropped_logged: &mut u64) {
+        // Drained in place, so the outbox keeps its capacity from one burst to the next.
+        for p in self.core.out.publications.drain(..) {
+            if self.publications.try_send(p).is_err() {
+                let n = self
+                    .stats
+                    .dropped_publications
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1;
+                if n >= *dropped_logged * 2 {
+                    *dropped_logged = n;
+                    tracing::warn!(
+                        dropped = n,
+                        "WAMP publications are slower than device updates; publications dropped"
+                    );
+                }
+            }
+        }
+        for op in self.core.out.store.drain(..) {
+            if !backlog.is_empty() {
+                backlog.push_back(op);
+                continue;
+            }
+            match self.store.try_send(op) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(op)) => backlog.push_back(op),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    tracing::error!("the things database writer has stopped; a write was lost");
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use device_models::{TdContext, ThingId, TypeCatalog};
+    use serde_json::json;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::config::Provisioning;
+    use crate::things::core::CoreSettings;
+    use crate::things::credentials::RegistryCredentials;
+    use crate::things::link::GatewayLink;
+    use crate::things::store::Loaded;
+
+    /// Publications nobody takes and a database writer that never writes: device events keep
+    /// flowing, API calls keep being answered, and what cannot be published is counted.
+    #[tokio::test]
+    async fn a_stuck_publisher_or_writer_never_stalls_the_service() {
+        let stats = Arc::new(ThingsStats::default());
+        let settings = CoreSettings {
+            provisioning: Provisioning::Auto,
+            auto_type: Some("temperature_sensor".into()),
+            set_timeout: Duration::from_secs(1),
+            td: TdContext::new("h", ""),
+        };
+        let core = Core::new(
+            settings,
+            TypeCatalog::builtin().unwrap(),
+            Loaded::default(),
+            stats.clone(),
+            Arc::new(RegistryCredentials::new(true)),
+        )
+        .unwrap();
+        let (attach_tx, attach) = mpsc::channel(1);
+        let (requests_tx, requests) = mpsc::channel(8);
+        let (publications, _stuck_publications) = mpsc::channel(1);
+        let (store, _stuck_store) = mpsc::channel(1);
+        let service = ThingsService {
+            core,
+            attach,
+            requests,
+            publications,
+            store,
+            stats: stats.clone(),
+            store_backlog_max: 64,
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(service.run(shutdown.clone()));
+        let link = GatewayLink::new(
+            attach_tx,
+            16,
+            16,
+            stats.clone(),
+            Arc::new(RegistryCredentials::new(true)),
+        );
+        let gw = link.attach("flood").await.unwrap();
+        let thing = ThingId::new("s1").unwrap();
+        // Far more than every queue together holds: the backlog fills and events wait.
+        let flood = tokio::spawn({
+            let events = gw.events.clone();
+            let thing = thing.clone();
+            async move {
+                for i in 0..1000u64 {
+                    let values = json!({ "temperature": (i % 100) as f64 })
+                        .as_object()
+                        .cloned()
+                        .unwrap();
+                    let e = DeviceEvent::Reported {
+                        thing: thing.clone(),
+                        values,
+                        at_ms: i + 1,
+                    };
+                    if events.send(e).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for _ in 0..3 {
+            let (tx, rx) = oneshot::channel();
+            requests_tx
+                .send((
+                    Request::Get {
+                        thing: thing.clone(),
+                        property: Some("temperature".into()),
+                    },
+                    tx,
+                ))
+                .await
+                .unwrap();
+            let answer = tokio::time::timeout(Duration::from_secs(2), rx)
+                .await
+                .expect("the service answers while its outputs are stuck")
+                .unwrap()
+                .unwrap();
+            assert!(answer["value"].is_number(), "{answer}");
+        }
+        assert!(ThingsStats::get(&stats.dropped_publications) > 0);
+        assert!(
+            !flood.is_finished(),
+            "events are held back while the writer is stuck"
+        );
+        shutdown.cancel();
+        flood.abort();
+        drop(_stuck_store);
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

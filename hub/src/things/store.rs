@@ -1,0 +1,684 @@
+//! The things registry on disk: SQLite in WAL mode, read whole at start, written by one thread.
+//!
+//! Rule: **a dedicated writer thread owns the connection.** The service hands it [`StoreOp`]s
+//! through a bounded channel and never waits for the disk: the thread takes whatever is queued
+//! (up to [`BATCH_MAX`] operations) and commits it in one transaction. With WAL and
+//! `synchronous = NORMAL` a commit does not sync the disk; only checkpoints do, on this thread.
+//! A crash can therefore lose the last few batches, never corrupt the file.
+//!
+//! The action log is bounded: once it holds more than `action_log_max` rows plus a tenth, the
+//! oldest rows are deleted down to `action_log_max`.
+//!
+//! Schema version 1 (kept in `PRAGMA user_version`):
+//! - `things(id, type, info, created_ms, secret_salt, secret_hash)`
+//! - `reported(thing, property, value, at_ms)` and `desired(thing, property, value, at_ms)`,
+//!   values as JSON text
+//! - `actions(id, thing, action, input, status, result, created_ms, updated_ms)`
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use device_models::{Stamped, ThingId};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use super::secret::SecretHash;
+
+/// The schema version this hub writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+/// Most operations committed in one transaction.
+pub const BATCH_MAX: usize = 1024;
+
+/// Why the database could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("things database {path}: cannot open: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "things database {path}: unreadable or not a Brume database (move it away to start afresh): {source}"
+    )]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "things database {path}: schema version {found} is newer than this hub supports ({SCHEMA_VERSION})"
+    )]
+    TooNew { path: PathBuf, found: i64 },
+    #[error("things database {path}: table {table}, row {key}: {reason}")]
+    BadRow {
+        path: PathBuf,
+        table: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error("things database {path}: cannot create its directory: {source}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the database writer thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Status of a logged action call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActionStatus {
+    /// Accepted and logged, not yet handed to a gateway.
+    Queued,
+    /// Handed to the thing's gateway.
+    Sent,
+    /// The device replied with a valid output.
+    Done,
+    /// The device replied with an error, or its reply broke the schema, or it could not be sent.
+    Failed,
+    /// No reply before the deadline (or the hub restarted meanwhile).
+    Expired,
+}
+
+impl ActionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionStatus::Queued => "queued",
+            ActionStatus::Sent => "sent",
+            ActionStatus::Done => "done",
+            ActionStatus::Failed => "failed",
+            ActionStatus::Expired => "expired",
+        }
+    }
+}
+
+/// One change for the writer thread. Values are serialized to JSON text on that thread.
+#[derive(Debug)]
+pub enum StoreOp {
+    /// Inserts or replaces a thing (its state rows are untouched).
+    PutThing {
+        id: ThingId,
+        type_id: String,
+        info: Map<String, Value>,
+        created_ms: u64,
+        secret: Option<SecretHash>,
+    },
+    /// Replaces a thing's info.
+    SetInfo {
+        id: ThingId,
+        info: Map<String, Value>,
+    },
+    /// Deletes a thing with its state and action log.
+    DeleteThing { id: ThingId },
+    /// Upserts reported values.
+    PutReported {
+        thing: ThingId,
+        values: Vec<(String, Stamped)>,
+    },
+    /// Upserts pending desired values.
+    PutDesired {
+        thing: ThingId,
+        values: Vec<(String, Stamped)>,
+    },
+    /// Removes desired values (settled, or no longer needed).
+    ClearDesired { thing: ThingId, names: Vec<String> },
+    /// Logs a new action call.
+    InsertAction {
+        id: u64,
+        thing: ThingId,
+        action: String,
+        input: Value,
+        status: ActionStatus,
+        at_ms: u64,
+    },
+    /// Moves a logged action to a new status, with its result (output or error text).
+    UpdateAction {
+        id: u64,
+        status: ActionStatus,
+        result: Option<Value>,
+        at_ms: u64,
+    },
+    /// Answers once everything queued before it is committed (tests, shutdown).
+    Flush(oneshot::Sender<()>),
+}
+
+/// A thing as loaded from disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedThing {
+    pub id: ThingId,
+    pub type_id: String,
+    pub info: Map<String, Value>,
+    pub created_ms: u64,
+    pub secret: Option<SecretHash>,
+    pub reported: BTreeMap<String, Stamped>,
+    pub desired: BTreeMap<String, Stamped>,
+}
+
+/// Everything read at start.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub things: Vec<LoadedThing>,
+    /// The highest action id in the log, so new ids continue after it.
+    pub last_action_id: u64,
+    /// Actions found queued or sent, marked expired since their callers are gone.
+    pub expired_at_start: usize,
+}
+
+/// Counters of the writer thread.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Transactions committed.
+    pub batches: AtomicU64,
+    /// Operations committed.
+    pub ops: AtomicU64,
+    /// Operations lost because their transaction failed (each failure is logged).
+    pub failed_ops: AtomicU64,
+    /// Action log rows pruned.
+    pub pruned_actions: AtomicU64,
+}
+
+/// The service's end of the writer thread.
+#[derive(Debug)]
+pub struct Store {
+    tx: mpsc::Sender<StoreOp>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<StoreStats>,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database, reads everything, and starts the
+    /// writer thread with a queue of `queue` operations. Blocking: call it off the async runtime.
+    pub fn open(
+        path: &Path,
+        queue: usize,
+        action_log_max: u64,
+    ) -> Result<(Store, Loaded), StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let unreadable = |source| StoreError::Unreadable {
+            path: path.to_owned(),
+            source,
+        };
+        prepare(&conn).map_err(unreadable)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(unreadable)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: path.to_owned(),
+                found: version,
+            });
+        }
+        migrate(&conn, version).map_err(unreadable)?;
+        let loaded = load(&conn, path)?;
+        let action_rows: i64 = conn
+            .query_row("SELECT count(*) FROM actions", [], |r| r.get(0))
+            .map_err(unreadable)?;
+        let action_rows = u64::try_from(action_rows).unwrap_or(0);
+
+        let (tx, rx) = mpsc::channel(queue);
+        let stats = Arc::new(StoreStats::default());
+        let writer = Writer {
+            conn,
+            rx,
+            stats: stats.clone(),
+            action_rows,
+            action_log_max,
+        };
+        let thread = std::thread::Builder::new()
+            .name("things-store".into())
+            .spawn(move || writer.run())
+            .map_err(StoreError::Thread)?;
+        Ok((
+            Store {
+                tx,
+                thread: Some(thread),
+                stats,
+            },
+            loaded,
+        ))
+    }
+
+    /// A sender of operations to the writer thread.
+    pub fn sender(&self) -> mpsc::Sender<StoreOp> {
+        self.tx.clone()
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> &Arc<StoreStats> {
+        &self.stats
+    }
+
+    /// Closes the queue, lets the writer commit what is left, and waits for it (blocking).
+    pub fn close(mut self) {
+        let (tx, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.tx, tx));
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the things database writer thread panicked");
+        }
+    }
+}
+
+fn prepare(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Reading the schema forces SQLite to read the header: a file that is not a database fails
+    // here, not later on the writer thread.
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(%mode, "the things database could not switch to WAL mode");
+    }
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;")?;
+    Ok(())
+}
+
+fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
+    if from < 1 {
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE IF NOT EXISTS things (
+                 id TEXT PRIMARY KEY NOT NULL,
+                 type TEXT NOT NULL,
+                 info TEXT NOT NULL,
+                 created_ms INTEGER NOT NULL,
+                 secret_salt BLOB,
+                 secret_hash BLOB
+             );
+             CREATE TABLE IF NOT EXISTS reported (
+                 thing TEXT NOT NULL,
+                 property TEXT NOT NULL,
+                 value TEXT NOT NULL,
+                 at_ms INTEGER NOT NULL,
+                 PRIMARY KEY (thing, property)
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS desired (
+                 thing TEXT NOT NULL,
+                 property TEXT NOT NULL,
+                 value TEXT NOT NULL,
+                 at_ms INTEGER NOT NULL,
+                 PRIMARY KEY (thing, property)
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS actions (
+                 id INTEGER PRIMARY KEY NOT NULL,
+                 thing TEXT NOT NULL,
+                 action TEXT NOT NULL,
+                 input TEXT NOT NULL,
+                 status TEXT NOT NULL,
+                 result TEXT,
+                 created_ms INTEGER NOT NULL,
+                 updated_ms INTEGER NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS actions_by_thing ON actions (thing);
+             PRAGMA user_version = 1;
+             COMMIT;",
+        )?;
+    }
+    Ok(())
+}
+
+fn load(conn: &Connection, path: &Path) -> Result<Loaded, StoreError> {
+    let unreadable = |source| StoreError::Unreadable {
+        path: path.to_owned(),
+        source,
+    };
+    let bad = |table: &'static str, key: &str, reason: String| StoreError::BadRow {
+        path: path.to_owned(),
+        table,
+        key: key.to_owned(),
+        reason,
+    };
+    let mut things: BTreeMap<String, LoadedThing> = BTreeMap::new();
+    {
+        let mut stmt = conn
+            .prepare("SELECT id, type, info, created_ms, secret_salt, secret_hash FROM things")
+            .map_err(unreadable)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<Vec<u8>>>(4)?,
+                    r.get::<_, Option<Vec<u8>>>(5)?,
+                ))
+            })
+            .map_err(unreadable)?;
+        for row in rows {
+            let (id, type_id, info, created_ms, salt, hash) = row.map_err(unreadable)?;
+            let thing = ThingId::new(id.clone()).map_err(|e| bad("things", &id, e.to_string()))?;
+            let info: Map<String, Value> = serde_json::from_str(&info)
+                .map_err(|e| bad("things", &id, format!("info is not a JSON object: {e}")))?;
+            let secret = match (salt, hash) {
+                (Some(salt), Some(hash)) => Some(
+                    SecretHash::from_parts(&salt, &hash)
+                        .ok_or_else(|| bad("things", &id, "malformed secret hash".into()))?,
+                ),
+                _ => None,
+            };
+            things.insert(
+                id,
+                LoadedThing {
+                    id: thing,
+                    type_id,
+                    info,
+                    created_ms: u64::try_from(created_ms).unwrap_or(0),
+                    secret,
+                    reported: BTreeMap::new(),
+                    desired: BTreeMap::new(),
+                },
+            );
+        }
+    }
+    for table in ["reported", "desired"] {
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT thing, property, value, at_ms FROM {table}"
+            ))
+            .map_err(unreadable)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(unreadable)?;
+        let table_name: &'static str = if table == "reported" {
+            "reported"
+        } else {
+            "desired"
+        };
+        for row in rows {
+            let (thing, property, value, at_ms) = row.map_err(unreadable)?;
+            let key = format!("{thing}/{property}");
+            let value: Value = serde_json::from_str(&value)
+                .map_err(|e| bad(table_name, &key, format!("value is not JSON: {e}")))?;
+            // State of a thing that is gone (deleted while a write was queued) is skipped.
+            let Some(t) = things.get_mut(&thing) else {
+                continue;
+            };
+            let stamped = Stamped {
+                value,
+                at_ms: u64::try_from(at_ms).unwrap_or(0),
+            };
+            if table == "reported" {
+                t.reported.insert(property, stamped);
+            } else {
+                t.desired.insert(property, stamped);
+            }
+        }
+    }
+    let last_action_id: i64 = conn
+        .query_row("SELECT coalesce(max(id), 0) FROM actions", [], |r| r.get(0))
+        .map_err(unreadable)?;
+    let expired_at_start = conn
+        .execute(
+            "UPDATE actions SET status = 'expired', result = 'the hub restarted before the reply'
+             WHERE status IN ('queued', 'sent')",
+            [],
+        )
+        .map_err(unreadable)?;
+    Ok(Loaded {
+        things: things.into_values().collect(),
+        last_action_id: u64::try_from(last_action_id).unwrap_or(0),
+        expired_at_start,
+    })
+}
+
+/// The writer thread's state.
+struct Writer {
+    conn: Connection,
+    rx: mpsc::Receiver<StoreOp>,
+    stats: Arc<StoreStats>,
+    action_rows: u64,
+    action_log_max: u64,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut batch = Vec::with_capacity(BATCH_MAX);
+        while let Some(first) = self.rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < BATCH_MAX {
+                match self.rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut batch);
+        }
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+            tracing::warn!(error = %e, "things database: final checkpoint failed");
+        }
+        tracing::debug!("things database writer stopped");
+    }
+
+    fn commit(&mut self, batch: &mut Vec<StoreOp>) {
+        let mut flushes = Vec::new();
+        let n = batch.len() as u64;
+        let mut inserted_actions = 0;
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = self.conn.transaction()?;
+            for op in batch.drain(..) {
+                match op {
+                    StoreOp::Flush(reply) => flushes.push(reply),
+                    StoreOp::InsertAction { .. } => {
+                        inserted_actions += 1;
+                        apply(&tx, op)?;
+                    }
+                    op => apply(&tx, op)?,
+                }
+            }
+            tx.commit()
+        })();
+        batch.clear();
+        match result {
+            Ok(()) => {
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                self.stats.ops.fetch_add(n, Ordering::Relaxed);
+                self.action_rows += inserted_actions;
+                self.prune();
+            }
+            Err(e) => {
+                self.stats.failed_ops.fetch_add(n, Ordering::Relaxed);
+                tracing::error!(error = %e, ops = n, "things database: a batch of writes failed and was lost");
+            }
+        }
+        for f in flushes {
+            let _ = f.send(());
+        }
+    }
+
+    /// Deletes the oldest action rows once the log exceeds its bound by a tenth.
+    fn prune(&mut self) {
+        let slack = (self.action_log_max / 10).max(1);
+        if self.action_rows <= self.action_log_max + slack {
+            return;
+        }
+        let keep = i64::try_from(self.action_log_max).unwrap_or(i64::MAX);
+        let result = self.conn.execute(
+            "DELETE FROM actions WHERE id <= (SELECT id FROM actions ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+            params![keep],
+        );
+        match result {
+            Ok(deleted) => {
+                self.stats
+                    .pruned_actions
+                    .fetch_add(deleted as u64, Ordering::Relaxed);
+                self.action_rows = self.action_rows.saturating_sub(deleted as u64);
+            }
+            Err(e) => tracing::warn!(error = %e, "things database: pruning the action log failed"),
+        }
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn apply(tx: &Transaction<'_>, op: StoreOp) -> rusqlite::Result<()> {
+    match op {
+        StoreOp::PutThing {
+            id,
+            type_id,
+            info,
+            created_ms,
+            secret,
+        } => {
+            let (salt, hash) = match &secret {
+                Some(s) => (Some(s.salt().to_vec()), Some(s.hash().to_vec())),
+                None => (None, None),
+            };
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO things (id, type, info, created_ms, secret_salt, secret_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                id.as_str(),
+                type_id,
+                json(&info),
+                ms(created_ms),
+                salt,
+                hash
+            ])?;
+        }
+        StoreOp::SetInfo { id, info } => {
+            tx.prepare_cached("UPDATE things SET info = ?2 WHERE id = ?1")?
+                .execute(params![id.as_str(), json(&info)])?;
+        }
+        StoreOp::DeleteThing { id } => {
+            for sql in [
+                "DELETE FROM things WHERE id = ?1",
+                "DELETE FROM reported WHERE thing = ?1",
+                "DELETE FROM desired WHERE thing = ?1",
+                "DELETE FROM actions WHERE thing = ?1",
+            ] {
+                tx.prepare_cached(sql)?.execute(params![id.as_str()])?;
+            }
+        }
+        StoreOp::PutReported { thing, values } => {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO reported (thing, property, value, at_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (name, s) in values {
+                stmt.execute(params![thing.as_str(), name, json(&s.value), ms(s.at_ms)])?;
+            }
+        }
+        StoreOp::PutDesired { thing, values } => {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO desired (thing, property, value, at_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (name, s) in values {
+                stmt.execute(params![thing.as_str(), name, json(&s.value), ms(s.at_ms)])?;
+            }
+        }
+        StoreOp::ClearDesired { thing, names } => {
+            let mut stmt =
+                tx.prepare_cached("DELETE FROM desired WHERE thing = ?1 AND property = ?2")?;
+            for name in names {
+                stmt.execute(params![thing.as_str(), name])?;
+            }
+        }
+        StoreOp::InsertAction {
+            id,
+            thing,
+            action,
+            input,
+            status,
+            at_ms,
+        } => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO actions (id, thing, action, input, status, result, created_ms, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?6)",
+            )?
+            .execute(params![
+                ms(id),
+                thing.as_str(),
+                action,
+                json(&input),
+                status.as_str(),
+                ms(at_ms)
+            ])?;
+        }
+        StoreOp::UpdateAction {
+            id,
+            status,
+            result,
+            at_ms,
+        } => {
+            tx.prepare_cached(
+                "UPDATE actions SET status = ?2, result = ?3, updated_ms = ?4 WHERE id = ?1",
+            )?
+            .execute(params![
+                ms(id),
+                status.as_str(),
+                result.map(|r| json(&r)),
+                ms(at_ms)
+            ])?;
+        }
+        StoreOp::Flush(_) => {}
+    }
+    Ok(())
+}
+
+/// One logged action, as the tests and tools read it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionRow {
+    pub id: u64,
+    pub thing: String,
+    pub action: String,
+    pub status: String,
+    pub result: Option<String>,
+}
+
+/// Reads the action log of a database directly (for tests and diagnostics; blocking).
+pub fn read_action_log(path: &Path) -> rusqlite::Result<Vec<ActionRow>> {
+    let conn = Connection::open(path)?;
+    let mut stmt =
+        conn.prepare("SELECT id, thing, action, status, result FROM actions ORDER BY id")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(ActionRow {
+            id: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+            thing: r.get(1)?,
+            action: r.get(2)?,
+            status: r.get(3)?,
+            result: r.get(4)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The schema version of a database file, if it has one (for tests; blocking).
+pub fn schema_version(path: &Path) -> rusqlite::Result<Option<i64>> {
+    let conn = Connection::open(path)?;
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .optional()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,225 @@
+use serde_json::json;
+
+use super::*;
+
+fn id(s: &str) -> ThingId {
+    ThingId::new(s).unwrap()
+}
+
+fn stamped(v: Value, at_ms: u64) -> Stamped {
+    Stamped { value: v, at_ms }
+}
+
+fn flush(store: &Store) {
+    let (tx, rx) = oneshot::channel();
+    store.sender().blocking_send(StoreOp::Flush(tx)).unwrap();
+    rx.blocking_recv().unwrap();
+}
+
+fn put_thing(store: &Store, name: &str) {
+    store
+        .sender()
+        .blocking_send(StoreOp::PutThing {
+            id: id(name),
+            type_id: "thermostat".into(),
+            info: json!({"location": "hall"}).as_object().cloned().unwrap(),
+            created_ms: 5,
+            secret: None,
+        })
+        .unwrap();
+}
+
+#[test]
+fn state_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub").join("things.db");
+    let (store, loaded) = Store::open(&path, 64, 100).unwrap();
+    assert!(loaded.things.is_empty());
+    assert_eq!(schema_version(&path).unwrap(), Some(SCHEMA_VERSION));
+    let tx = store.sender();
+    put_thing(&store, "t1");
+    put_thing(&store, "gone");
+    tx.blocking_send(StoreOp::PutReported {
+        thing: id("t1"),
+        values: vec![
+            ("temperature".into(), stamped(json!(20.5), 10)),
+            ("mode".into(), stamped(json!("heat"), 10)),
+        ],
+    })
+    .unwrap();
+    tx.blocking_send(StoreOp::PutReported {
+        thing: id("t1"),
+        values: vec![("temperature".into(), stamped(json!(21), 11))],
+    })
+    .unwrap();
+    tx.blocking_send(StoreOp::PutDesired {
+        thing: id("t1"),
+        values: vec![
+            ("setpoint".into(), stamped(json!(22), 12)),
+            ("mode".into(), stamped(json!("cool"), 12)),
+        ],
+    })
+    .unwrap();
+    tx.blocking_send(StoreOp::ClearDesired {
+        thing: id("t1"),
+        names: vec!["mode".into()],
+    })
+    .unwrap();
+    tx.blocking_send(StoreOp::SetInfo {
+        id: id("t1"),
+        info: json!({"location": "attic"}).as_object().cloned().unwrap(),
+    })
+    .unwrap();
+    tx.blocking_send(StoreOp::DeleteThing { id: id("gone") })
+        .unwrap();
+    drop(tx);
+    store.close();
+
+    let (store, loaded) = Store::open(&path, 64, 100).unwrap();
+    assert_eq!(loaded.things.len(), 1);
+    let t = &loaded.things[0];
+    assert_eq!(t.id.as_str(), "t1");
+    assert_eq!(t.type_id, "thermostat");
+    assert_eq!(t.created_ms, 5);
+    assert_eq!(t.info.get("location"), Some(&json!("attic")));
+    assert_eq!(t.reported.get("temperature"), Some(&stamped(json!(21), 11)));
+    assert_eq!(t.reported.get("mode"), Some(&stamped(json!("heat"), 10)));
+    assert_eq!(t.desired.len(), 1);
+    assert_eq!(t.desired.get("setpoint"), Some(&stamped(json!(22), 12)));
+    store.close();
+}
+
+#[test]
+fn queued_ops_are_committed_in_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("things.db");
+    let (store, _) = Store::open(&path, 8192, 100).unwrap();
+    put_thing(&store, "t1");
+    let n = 5000;
+    for i in 0..n {
+        store
+            .sender()
+            .blocking_send(StoreOp::PutReported {
+                thing: id("t1"),
+                values: vec![("temperature".into(), stamped(json!(i), i))],
+            })
+            .unwrap();
+    }
+    flush(&store);
+    let batches = store.stats().batches.load(Ordering::Relaxed);
+    let ops = store.stats().ops.load(Ordering::Relaxed);
+    assert!(ops > n, "{ops} ops committed");
+    assert!(
+        batches < ops / 4,
+        "{ops} ops took {batches} transactions: not batched"
+    );
+    store.close();
+    let (store, loaded) = Store::open(&path, 16, 100).unwrap();
+    assert_eq!(
+        loaded.things[0].reported.get("temperature"),
+        Some(&stamped(json!(n - 1), n - 1))
+    );
+    store.close();
+}
+
+#[test]
+fn the_action_log_is_pruned_and_unanswered_actions_expire_at_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("things.db");
+    let max = 20;
+    let (store, _) = Store::open(&path, 16, max).unwrap();
+    for i in 1..=100u64 {
+        store
+            .sender()
+            .blocking_send(StoreOp::InsertAction {
+                id: i,
+                thing: id("r1"),
+                action: "toggle".into(),
+                input: Value::Null,
+                status: ActionStatus::Queued,
+                at_ms: i,
+            })
+            .unwrap();
+        let status = if i == 100 {
+            ActionStatus::Sent
+        } else {
+            ActionStatus::Done
+        };
+        store
+            .sender()
+            .blocking_send(StoreOp::UpdateAction {
+                id: i,
+                status,
+                result: Some(json!(true)),
+                at_ms: i,
+            })
+            .unwrap();
+        // Flushing each time makes every insert its own batch, so pruning runs often.
+        flush(&store);
+    }
+    store.close();
+    let rows = read_action_log(&path).unwrap();
+    assert!(
+        rows.len() as u64 <= max + max / 10 && rows.len() as u64 >= max,
+        "{} rows kept",
+        rows.len()
+    );
+    assert_eq!(rows.last().unwrap().id, 100);
+    assert_eq!(rows.last().unwrap().status, "sent");
+
+    let (store, loaded) = Store::open(&path, 16, max).unwrap();
+    assert_eq!(loaded.last_action_id, 100);
+    assert_eq!(loaded.expired_at_start, 1);
+    store.close();
+    let rows = read_action_log(&path).unwrap();
+    assert_eq!(rows.last().unwrap().status, "expired");
+    assert!(rows[0].status == "done");
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("things.db");
+    std::fs::write(&path, b"this is not sqlite, just some text that is long enough to matter......................................................").unwrap();
+    let err = Store::open(&path, 16, 100).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Unreadable { .. }), "{text}");
+    assert!(
+        text.contains("things.db") && text.contains("not a Brume database"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("things.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA user_version = 99;").unwrap();
+    }
+    let err = Store::open(&path, 16, 100).unwrap_err();
+    assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
+}
+
+#[test]
+fn a_bad_row_names_table_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("things.db");
+    let (store, _) = Store::open(&path, 16, 100).unwrap();
+    store.close();
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO things (id, type, info, created_ms) VALUES ('bad id', 'relay', '{}', 1)",
+            [],
+        )
+        .unwrap();
+    }
+    let err = Store::open(&path, 16, 100).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("table things") && text.contains("bad id"),
+        "{text}"
+    );
+}
