@@ -130,7 +130,6 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
             tracing_subscriber::fmt().with_env_filter(filter).init();
             rt.block_on(firmware_sim::raw::cli::run(args))
-
         }
         Command::BenchThings {
             devices,

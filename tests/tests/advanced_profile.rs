@@ -147,8 +147,33 @@ async fn kill_by_authid_authrole_and_all_spare_the_caller() {
         )
         .await
         .unwrap();
-    // `more`, and the hub's own things service session (which joins again by itself).
-    assert_eq!(r.payload.arg(0).and_then(Value::as_u64), Some(2));
+    // Only `more`: the hub's own in-process services are spared.
+    assert_eq!(r.payload.arg(0).and_then(Value::as_u64), Some(1));
+    assert!(
+        admin
+            .call("brume.things.list", vec![], Dict::new())
+            .await
+            .is_ok(),
+        "the things service survived kill_all"
+    );
+    let internal = hub
+        .hub
+        .router()
+        .realm("brume")
+        .unwrap()
+        .sessions()
+        .into_iter()
+        .find(|s| s.transport.kind == "local" && s.id != admin.session_id())
+        .expect("an internal service session");
+    let err = admin
+        .call(
+            "wamp.session.kill",
+            vec![Value::from(internal.id)],
+            Dict::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Wamp(e) if e.uri == uris::NOT_AUTHORIZED));
     assert_eq!(
         tokio::time::timeout(WAIT, more.closed())
             .await

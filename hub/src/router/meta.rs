@@ -250,6 +250,12 @@ pub fn call(
             let s = realm
                 .session(id)
                 .ok_or_else(|| refuse(uris::NO_SUCH_SESSION, "no such session"))?;
+            if is_internal(&s) {
+                return Err(refuse(
+                    uris::NOT_AUTHORIZED,
+                    "the hub's own services cannot be killed",
+                ));
+            }
             kill(&s, p);
             Ok(Payload::empty())
         }
@@ -263,7 +269,7 @@ pub fn call(
                 } else {
                     &s.auth.authrole
                 };
-                if s.id != me.id && field == who {
+                if s.id != me.id && !is_internal(&s) && field == who {
                     kill(&s, p);
                     killed.push(s.id);
                 }
@@ -273,7 +279,7 @@ pub fn call(
         "wamp.session.kill_all" => {
             let mut n = 0u64;
             for s in realm.sessions() {
-                if s.id != me.id {
+                if s.id != me.id && !is_internal(&s) {
                     kill(&s, p);
                     n += 1;
                 }
@@ -451,6 +457,13 @@ fn scope_arg(p: &Payload) -> Result<TestamentScope, Refusal> {
         Some("detached") => Ok(TestamentScope::Detached),
         Some(other) => Err(invalid(format!("unknown testament scope {other:?}"))),
     }
+}
+
+/// Whether a session is one of the hub's own in-process services (the things service, the
+/// uplink, gateways), which the kill procedures spare: killing them would break the hub, not end
+/// a client.
+fn is_internal(s: &SessionHandle) -> bool {
+    s.transport.kind == "local"
 }
 
 /// Ends a session with GOODBYE (`reason` default `wamp.close.killed`, optional `message`).
