@@ -5,8 +5,14 @@
 //!   device credentials).
 //! - [`coap`]: the CoAP protocol engine (server and client endpoints, sans
 //!   I/O) and its tokio drivers.
+//! - [`mqtt`]: the MQTT gateway: an embedded broker (rumqttd's router behind our own connection
+//!   handling), device conventions, `[bindings.mqtt]`, per-device ACL and the raw bridge.
+
+// Tests may `expect`: a failed expectation is a failed test.
+#![cfg_attr(test, allow(clippy::expect_used, clippy::unwrap_used))]
 
 pub mod coap;
 pub mod link;
+pub mod mqtt;
 
 pub use link::{CredentialCheck, DeviceCredentials, GatewayIo, StaticCredentials};
