@@ -167,13 +167,14 @@ mod tests {
         let dir = dir();
         let a = ThingId::new("dev-a").unwrap();
         let plug = ThingId::new("plug-1").unwrap();
-        let table: [(Option<&ThingId>, &str, Result<(), Denial>); 15] = [
+        let table: [(Option<&ThingId>, &str, Result<(), Denial>); 16] = [
             (Some(&a), "things/dev-a/#", Ok(())),
             (Some(&a), "things/dev-a/actions/+", Ok(())),
             (Some(&a), "things/+/state", Err(Denial::WildcardOverThings)),
             (Some(&a), "things/#", Err(Denial::WildcardOverThings)),
             (Some(&a), "#", Err(Denial::WildcardOverThings)),
-            (Some(&a), "+/dev-a/state", Err(Denial::WildcardOverThings)),
+            (Some(&a), "+/dev-a/state", Ok(())),
+            (Some(&a), "+/+/state", Err(Denial::WildcardOverThings)),
             (Some(&a), "things/dev-b/#", Err(Denial::ForeignThing)),
             (None, "sensors/#", Ok(())),
             (None, "things", Ok(())),

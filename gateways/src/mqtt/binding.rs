@@ -440,18 +440,21 @@ fn render(template: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
     out
 }
 
-/// Placeholder keys in a payload template.
+/// Placeholder keys in a payload template: `{word}` with a lowercase identifier inside. Other
+/// braces (JSON in the template) are text.
 fn placeholders(template: &str) -> Vec<&str> {
     let mut keys = Vec::new();
     let mut rest = template;
     while let Some(start) = rest.find('{') {
         let after = &rest[start + 1..];
-        match after.find('}') {
-            Some(end) => {
-                keys.push(&after[..end]);
-                rest = &after[end + 1..];
+        match after.find('}').map(|end| &after[..end]) {
+            Some(key)
+                if !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') =>
+            {
+                keys.push(key);
+                rest = &after[key.len() + 1..];
             }
-            None => break,
+            _ => rest = after,
         }
     }
     keys

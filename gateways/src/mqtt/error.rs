@@ -55,7 +55,7 @@ pub enum MqttError {
     HubLink {
         /// What rumqttd said.
         #[source]
-        source: rumqttd::local::LinkError,
+        source: Box<rumqttd::local::LinkError>,
     },
     /// A blocking task that builds the link could not run.
     #[error("cannot attach the gateway to the MQTT router: the task failed")]

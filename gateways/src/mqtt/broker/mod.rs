@@ -134,8 +134,9 @@ pub struct Outbound {
 
 /// Builds a router link: (router client id, clean session). rumqttd does not export the type of
 /// its router channel, so the channel is kept inside this closure.
+/// rumqttd's `LinkError` is over 800 bytes, hence the box.
 type LinkFactory =
-    Arc<dyn Fn(&str, bool) -> Result<(LinkTx, LinkRx, Notification), LinkError> + Send + Sync>;
+    Arc<dyn Fn(&str, bool) -> Result<(LinkTx, LinkRx, Notification), Box<LinkError>> + Send + Sync>;
 
 /// Limits a connection task needs.
 #[derive(Debug, Clone)]
@@ -207,6 +208,7 @@ impl Broker {
             LinkBuilder::new(id, router_tx.clone())
                 .clean_session(clean)
                 .build()
+                .map_err(Box::new)
         });
 
         let shutdown = CancellationToken::new();
