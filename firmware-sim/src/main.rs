@@ -1,1 +1,162 @@
-fn main() {}
+//! `brume-sim`: simulated devices and load tools for Brume.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use firmware_sim::load::target::{brume_binary, rss_kib, settle, start_brume};
+use firmware_sim::load::wamp::{self, WampLoad};
+use hub::wamp::Serializer;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Simulated devices and load tools for Brume")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Ser {
+    Json,
+    Msgpack,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The side-by-side benchmark: Brume, Crossbar.io (if installed) and a plain frame relay,
+    /// started here on loopback and driven by the same generator; prints a markdown table.
+    Bench {
+        /// One short round per scenario (under two minutes).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// A RawSocket relay with no routing (used by `bench` as the machine's limit); prints its URL.
+    Relay,
+    /// Measures WAMP pub/sub and RPC against a hub: `--url` for a running one, or a `brume`
+    /// started from the same build directory.
+    LoadWamp {
+        /// rs://host:port or ws://host:port/path of a running router; default: start brume.
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, default_value = "brume")]
+        realm: String,
+        #[arg(long, value_enum, default_value = "msgpack")]
+        serializer: Ser,
+        /// Seconds measured per scenario (after one second of warm-up).
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Payload size in bytes.
+        #[arg(long, default_value_t = 32)]
+        payload: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Bench { quick } => {
+            let plan = if quick {
+                firmware_sim::load::bench::BenchPlan::quick()
+            } else {
+                firmware_sim::load::bench::BenchPlan::full()
+            };
+            let report = rt.block_on(firmware_sim::load::bench::run(plan))?;
+            use std::io::Write as _;
+            std::io::stdout().write_all(report.as_bytes())?;
+            Ok(())
+        }
+        Command::Relay => rt.block_on(async {
+            let url = firmware_sim::load::relay::start().await?;
+            use std::io::Write as _;
+            let mut out = std::io::stdout();
+            writeln!(out, "{url}")?;
+            out.flush()?;
+            std::future::pending::<()>().await;
+            Ok(())
+        }),
+        Command::LoadWamp {
+            url,
+            realm,
+            serializer,
+            seconds,
+            payload,
+        } => rt.block_on(load_wamp(url, realm, serializer, seconds, payload)),
+    }
+}
+
+async fn load_wamp(
+    url: Option<String>,
+    realm: String,
+    ser: Ser,
+    seconds: u64,
+    payload: usize,
+) -> anyhow::Result<()> {
+    let serializer = match ser {
+        Ser::Json => Serializer::Json,
+        Ser::Msgpack => Serializer::MsgPack,
+    };
+    let mut started = None;
+    let url = match url {
+        Some(u) => u,
+        None => {
+            let p = start_brume(&brume_binary()?, "").context("starting brume")?;
+            let u = p.rawsocket.clone();
+            started = Some(p);
+            u
+        }
+    };
+    let cfg = WampLoad {
+        url: url.clone(),
+        realm,
+        serializer,
+        payload_bytes: payload,
+        warmup: Duration::from_secs(1),
+        measure: Duration::from_secs(seconds),
+    };
+    let mut out = String::new();
+    use std::fmt::Write as _;
+    writeln!(
+        out,
+        "target: {url} ({serializer:?}, {payload}-byte payload, {seconds} s per scenario)"
+    )?;
+    if let Some(p) = &started {
+        settle();
+        writeln!(
+            out,
+            "brume: listening {:.0} ms after spawn, idle RSS {} KiB",
+            p.started_in.as_secs_f64() * 1e3,
+            rss_kib(p.pid())?
+        )?;
+    }
+    writeln!(out, "| scenario | result |")?;
+    writeln!(out, "|---|---|")?;
+    for subs in [1, 10] {
+        let f = wamp::pubsub(&cfg, subs, 1000).await?;
+        writeln!(
+            out,
+            "| pub/sub 1 → {subs} | {:.0} events/s delivered |",
+            f.delivered_per_sec
+        )?;
+    }
+    let seq = wamp::rpc(&cfg, 1).await?;
+    writeln!(
+        out,
+        "| RPC sequential | {:.0} calls/s, p50 {:.0} µs, p99 {:.0} µs |",
+        seq.calls_per_sec, seq.p50_us, seq.p99_us
+    )?;
+    let par = wamp::rpc(&cfg, 100).await?;
+    writeln!(
+        out,
+        "| RPC 100 in flight | {:.0} calls/s, p50 {:.0} µs, p99 {:.0} µs |",
+        par.calls_per_sec, par.p50_us, par.p99_us
+    )?;
+    if let Some(p) = &started {
+        writeln!(out, "brume RSS after load: {} KiB", rss_kib(p.pid())?)?;
+    }
+    use std::io::Write as _;
+    std::io::stdout().write_all(out.as_bytes())?;
+    Ok(())
+}

@@ -25,6 +25,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("uplink: {0}")]
+    Uplink(#[from] crate::uplink::UplinkError),
     #[error("listener {name}: cannot bind {address}: {source}")]
     Bind {
         name: String,
@@ -69,6 +71,20 @@ impl Hub {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(config.router.max_connections));
+        // Internal services attach before any listener accepts, so the first client finds them.
+        if config.uplink.enabled {
+            let realm = config.realms[0].name.clone();
+            crate::uplink::start(
+                &router,
+                &realm,
+                &config.hub.id,
+                &config.hub.data_dir,
+                config.uplink.clone(),
+                shutdown.clone(),
+                &tracker,
+            )
+            .await?;
+        }
         let mut addrs = Vec::new();
         for (l, addr, plan) in bound {
             match plan.kind {

@@ -18,6 +18,10 @@ pub trait ClientConn: Send + 'static {
     fn recv(&mut self) -> impl Future<Output = Result<Option<Message>, ClientError>> + Send;
     /// Closes the connection.
     fn close(&mut self) -> impl Future<Output = ()> + Send;
+    /// Sends a keepalive ping, if the connection has such a thing.
+    fn ping(&mut self) -> impl Future<Output = Result<(), ClientError>> + Send;
+    /// When the router was last heard from (`None` for connections that cannot go half-open).
+    fn last_activity(&self) -> Option<std::time::Instant>;
 }
 
 /// An in-process connection: sending runs the router's session state machine directly, receiving
@@ -26,6 +30,8 @@ pub trait ClientConn: Send + 'static {
 pub struct LocalConn {
     pub(crate) session: Option<RouterSession>,
     pub(crate) rx: mpsc::Receiver<Outgoing>,
+    /// Cancelled when the router ends this session (meta-API kill, slow consumer, shutdown).
+    pub(crate) kill: tokio_util::sync::CancellationToken,
 }
 
 impl ClientConn for LocalConn {
@@ -38,12 +44,35 @@ impl ClientConn for LocalConn {
     }
 
     async fn recv(&mut self) -> Result<Option<Message>, ClientError> {
-        Ok(self.rx.recv().await.map(|o| o.message().clone()))
+        tokio::select! {
+            biased;
+            m = self.rx.recv() => Ok(m.map(|o| o.message().clone())),
+            () = self.kill.cancelled() => {
+                // The router ended the session: say why, as a network peer would hear it.
+                let close = self.session.as_ref().and_then(|s| s.handle_ref()).and_then(|h| h.close_request());
+                self.session = None;
+                Ok(close.map(|c| {
+                    if c.abort {
+                        Message::abort(&c.reason, c.message.as_deref())
+                    } else {
+                        Message::Goodbye { details: Default::default(), reason: c.reason }
+                    }
+                }))
+            }
+        }
     }
 
     async fn close(&mut self) {
         self.session = None;
         self.rx.close();
+    }
+
+    async fn ping(&mut self) -> Result<(), ClientError> {
+        Ok(())
+    }
+
+    fn last_activity(&self) -> Option<std::time::Instant> {
+        None
     }
 }
 
@@ -71,5 +100,13 @@ impl<T: WampTransport + 'static> ClientConn for RemoteConn<T> {
 
     async fn close(&mut self) {
         self.transport.close().await;
+    }
+
+    async fn ping(&mut self) -> Result<(), ClientError> {
+        Ok(self.transport.ping().await?)
+    }
+
+    fn last_activity(&self) -> Option<std::time::Instant> {
+        Some(self.transport.last_activity())
     }
 }

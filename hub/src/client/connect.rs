@@ -43,6 +43,9 @@ pub struct ConnectOptions {
     pub max_message: usize,
     /// Deadline for the whole connect and join.
     pub timeout: Duration,
+    /// Ping the router when idle this long, and give up on the link after twice as long without
+    /// hearing anything (detects half-open connections). `None`: no keepalive.
+    pub keepalive: Option<Duration>,
 }
 
 impl ConnectOptions {
@@ -54,6 +57,7 @@ impl ConnectOptions {
             auth: ClientAuth::Anonymous,
             max_message: 16 * 1024 * 1024,
             timeout: Duration::from_secs(10),
+            keepalive: None,
         }
     }
 
@@ -193,7 +197,7 @@ async fn join<T: WampTransport + 'static>(
     loop {
         match conn.recv().await? {
             Some(Message::Welcome { session, details }) => {
-                return Ok(Driver::spawn(conn, session, details));
+                return Ok(Driver::spawn(conn, session, details, opts.keepalive));
             }
             Some(Message::Abort { reason, details }) => {
                 return Err(ClientError::Aborted {

@@ -26,6 +26,10 @@ pub trait WampTransport: Send {
     fn close(&mut self) -> impl Future<Output = ()> + Send;
     /// The largest message the peer accepts.
     fn max_outgoing(&self) -> usize;
+    /// Sends a transport-level ping (RawSocket PING, WebSocket ping), for keepalive.
+    fn ping(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
+    /// When anything (a message, a pong) last arrived from the peer.
+    fn last_activity(&self) -> std::time::Instant;
 }
 
 /// Why a transport failed.
