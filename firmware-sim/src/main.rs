@@ -49,6 +49,8 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         payload: usize,
     },
+    /// Simulated MQTT devices (one with --id, or a fleet) reporting state, answering actions.
+    Mqtt(firmware_sim::mqtt::MqttArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -84,6 +86,11 @@ fn main() -> anyhow::Result<()> {
             seconds,
             payload,
         } => rt.block_on(load_wamp(url, realm, serializer, seconds, payload)),
+        Command::Mqtt(args) => {
+            let summary = rt.block_on(firmware_sim::mqtt::run_cli(args))?;
+            std::io::Write::write_all(&mut std::io::stdout(), summary.as_bytes())?;
+            Ok(())
+        }
     }
 }
 
