@@ -642,3 +642,69 @@ async fn shutdown_closes_connections() {
     assert!(ended.is_ok(), "client saw the connection end");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn mqtt5_clients_get_reason_codes_and_limits() {
+    use rumqttc::v5::mqttbytes::QoS as Qos5;
+    use rumqttc::v5::mqttbytes::v5::{Packet as P5, PubAckReason, SubscribeReasonCode as Sub5};
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+
+    let mut hub = start().await;
+    let mut options = MqttOptions::new("c5", "127.0.0.1", hub.port());
+    options.set_credentials("dev-1", "secret-dev-1");
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            if let Event::Incoming(p) = event
+                && tx.send(p).is_err()
+            {
+                return;
+            }
+        }
+    });
+    let mut next = async || {
+        tokio::time::timeout(harness::WAIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let P5::ConnAck(ack) = next().await else {
+        panic!("no CONNACK")
+    };
+    let props = ack.properties.unwrap();
+    assert_eq!(props.max_packet_size, Some(256 * 1024));
+    assert_eq!(props.topic_alias_max, Some(0));
+
+    client
+        .subscribe("things/#", Qos5::AtLeastOnce)
+        .await
+        .unwrap();
+    let P5::SubAck(sub) = next().await else {
+        panic!("no SUBACK")
+    };
+    assert_eq!(sub.return_codes, [Sub5::NotAuthorized]);
+
+    client
+        .publish("things/dev-2/state", Qos5::AtLeastOnce, false, "{}")
+        .await
+        .unwrap();
+    let P5::PubAck(refused) = next().await else {
+        panic!("no PUBACK")
+    };
+    assert_eq!(refused.reason, PubAckReason::NotAuthorized);
+
+    client
+        .publish(
+            "things/dev-1/state",
+            Qos5::ExactlyOnce,
+            false,
+            r#"{"t": 1}"#,
+        )
+        .await
+        .unwrap();
+    hub.expect(|e| matches!(e, DeviceEvent::Reported { .. }).then_some(()))
+        .await;
+    task.abort();
+}
