@@ -19,8 +19,12 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// Crossbar.io with realm `cloud`: an anonymous WebSocket transport for cloud apps and a
-/// ticket-authenticated one for hubs (principals `edge-a`, `edge-b`, ... with ticket `secret-<id>`).
+/// The Ed25519 seed every test hub uses for cryptosign with Crossbar.
+pub const HUB_SEED: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
+
+/// Crossbar.io with realm `cloud`: an anonymous WebSocket transport for cloud apps and an
+/// authenticated one for hubs, where each hub id `<h>` is a principal for ticket (`secret-<h>`),
+/// WAMP-CRA (`cra-<h>`) and cryptosign (the key of [`HUB_SEED`]).
 pub struct Crossbar {
     pub app_port: u16,
     pub hub_port: u16,
@@ -65,6 +69,27 @@ impl Crossbar {
                 )
             })
             .collect();
+        let cra_users: serde_json::Map<String, serde_json::Value> = hubs
+            .iter()
+            .map(|h| {
+                (
+                    (*h).to_owned(),
+                    serde_json::json!({"secret": format!("cra-{h}"), "role": "hub"}),
+                )
+            })
+            .collect();
+        let pubkey = hub::router::auth::cryptosign::PrivateKey::from_hex(HUB_SEED)
+            .expect("seed")
+            .public_key_hex();
+        let cs_principals: serde_json::Map<String, serde_json::Value> = hubs
+            .iter()
+            .map(|h| {
+                (
+                    (*h).to_owned(),
+                    serde_json::json!({"realm": "cloud", "role": "hub", "authorized_keys": [pubkey]}),
+                )
+            })
+            .collect();
         let allow_all = serde_json::json!([{
             "uri": "", "match": "prefix",
             "allow": {"call": true, "register": true, "publish": true, "subscribe": true},
@@ -94,7 +119,11 @@ impl Crossbar {
                         "type": "websocket",
                         "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": self.hub_port},
                         "serializers": ["json", "msgpack"],
-                        "auth": {"ticket": {"type": "static", "principals": principals}},
+                        "auth": {
+                            "ticket": {"type": "static", "principals": principals},
+                            "wampcra": {"type": "static", "users": cra_users},
+                            "cryptosign": {"type": "static", "principals": cs_principals}
+                        },
                         "options": {"auto_ping_interval": 0, "max_message_size": 1048576}
                     }
                 ]

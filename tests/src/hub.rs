@@ -35,6 +35,7 @@ impl TestHub {
             serializers: vec!["json".into(), "msgpack".into()],
             max_message_size: 1024 * 1024,
             allow_anonymous_remote: false,
+            tls: None,
         }];
         edit(&mut config);
         let hub = Hub::start(config).await.expect("hub starts");

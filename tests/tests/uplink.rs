@@ -445,3 +445,39 @@ async fn queued_events_survive_a_crash_of_the_hub() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uplink_authenticates_by_wampcra_and_cryptosign() {
+    let cb = Crossbar::start(&["edge-c", "edge-d"]).await;
+    let cra = hub_with_uplink("edge-c", cb.hub_addr(), |u| {
+        u.auth.method = "wampcra".into();
+        u.auth.secret = Some("cra-edge-c".into());
+    })
+    .await;
+    let cs = hub_with_uplink("edge-d", cb.hub_addr(), |u| {
+        u.auth.method = "cryptosign".into();
+        u.auth.secret = Some(tests::cloud::HUB_SEED.into());
+    })
+    .await;
+    let (_cloud, mut rx) = cloud_subscriber(&cb).await;
+    for (hub, name) in [(&cra, "edge-c"), (&cs, "edge-d")] {
+        let local = hub.local_client("devices");
+        wait_status(&local, &format!("{name} connected"), connected).await;
+        let (t, p) = state("t1", 7);
+        local.publish(&t, p, Dict::new()).await.unwrap();
+        let got = collect(&mut rx, 1).await;
+        assert_eq!(got[&format!("brume.hub.{name}.thing.t1.state")], vec![7]);
+    }
+    // A wrong secret never connects, and the status says why.
+    let bad = hub_with_uplink("edge-c", cb.hub_addr(), |u| {
+        u.auth.method = "wampcra".into();
+        u.auth.secret = Some("wrong".into());
+    })
+    .await;
+    let local = bad.local_client("devices");
+    wait_status(&local, "an error recorded", |s| {
+        s.get("last_error").is_some_and(|e| *e != Value::Null)
+    })
+    .await;
+    assert!(!connected(&status(&local).await));
+}

@@ -87,6 +87,8 @@ pub enum ClientError {
     Address(String),
     #[error("authentication: {0}")]
     Auth(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::transport::tls::TlsError),
     #[error("timed out")]
     Timeout,
 }

@@ -2,12 +2,14 @@
 //!
 //! - [`rawsocket`]: the RawSocket handshake and framing.
 //! - [`websocket`]: WebSocket with WAMP subprotocols.
+//! - [`tls`]: TLS for listeners and clients, and the `tls-exporter` channel binding.
 //! - [`connection`]: the one task per connection that drives a [`crate::router::RouterSession`].
 //! - [`listener`]: accept loops with admission control, sniffing RawSocket vs HTTP on one port.
 
 pub mod connection;
 pub mod listener;
 pub mod rawsocket;
+pub mod tls;
 pub mod websocket;
 
 use std::future::Future;

@@ -42,15 +42,24 @@ pub struct UplinkConfig {
 #[derive(Clone, PartialEq, Deserialize, Serialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct UplinkAuth {
-    /// `anonymous` or `ticket`.
+    /// `anonymous`, `ticket`, `wampcra` or `cryptosign`.
     pub method: String,
+    /// Who the hub is on the cloud router (optional for cryptosign, which the router may
+    /// identify by public key).
     pub authid: String,
-    /// The secret inline (prefer `secret_file` or `secret_env`).
+    /// The secret: the ticket, the WAMP-CRA secret (or password, when the router salts it), or
+    /// the Ed25519 seed in hex for cryptosign. Inline here, or better in `secret_file` or
+    /// `secret_env`.
     pub secret: Option<String>,
     /// A file holding the secret.
     pub secret_file: Option<String>,
     /// An environment variable holding the secret.
     pub secret_env: Option<String>,
+    /// Cryptosign only: bind the signature to the TLS connection (`tls-exporter`); needs a
+    /// `wss://` or `rss://` URL.
+    pub channel_binding: bool,
+    /// A PEM file of certificates to trust for `wss://`/`rss://` (default: the Mozilla roots).
+    pub ca_file: Option<String>,
 }
 
 impl std::fmt::Debug for UplinkAuth {
@@ -61,6 +70,8 @@ impl std::fmt::Debug for UplinkAuth {
             .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))
             .field("secret_file", &self.secret_file)
             .field("secret_env", &self.secret_env)
+            .field("channel_binding", &self.channel_binding)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -151,11 +162,11 @@ impl UplinkConfig {
         self.rules()?;
         match self.auth.method.as_str() {
             "anonymous" => {}
-            "ticket" => {
-                if self.auth.authid.is_empty() {
+            method @ ("ticket" | "wampcra" | "cryptosign") => {
+                if method != "cryptosign" && self.auth.authid.is_empty() {
                     return Err(Self::invalid(
                         "auth.authid",
-                        "ticket authentication needs an authid",
+                        format!("{method} authentication needs an authid"),
                     ));
                 }
                 let sources = [
@@ -176,9 +187,16 @@ impl UplinkConfig {
             other => {
                 return Err(Self::invalid(
                     "auth.method",
-                    format!("unknown method {other:?} (anonymous, ticket)"),
+                    format!("unknown method {other:?} (anonymous, ticket, wampcra, cryptosign)"),
                 ));
             }
+        }
+        let tls = self.url.starts_with("wss://") || self.url.starts_with("rss://");
+        if self.auth.channel_binding && (self.auth.method != "cryptosign" || !tls) {
+            return Err(Self::invalid(
+                "auth.channel_binding",
+                "needs method cryptosign and a wss:// or rss:// URL",
+            ));
         }
         if self.queue_max_bytes < 4096 {
             return Err(Self::invalid("queue_max_bytes", "must be at least 4096"));

@@ -57,10 +57,26 @@ pub(super) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
 
 async fn connect(shared: &Shared) -> Result<Client, ClientError> {
     let c = &shared.config;
+    let secret = || c.secret().map_err(|e| ClientError::Auth(e.to_string()));
     let auth = match c.auth.method.as_str() {
         "ticket" => ClientAuth::Ticket {
             authid: c.auth.authid.clone(),
-            ticket: c.secret().map_err(|e| ClientError::Auth(e.to_string()))?,
+            ticket: secret()?,
+        },
+        "wampcra" => ClientAuth::WampCra {
+            authid: c.auth.authid.clone(),
+            secret: secret()?,
+        },
+        "cryptosign" => ClientAuth::Cryptosign {
+            authid: (!c.auth.authid.is_empty()).then(|| c.auth.authid.clone()),
+            key: crate::router::auth::cryptosign::PrivateKey::from_hex(&secret()?).ok_or_else(
+                || {
+                    ClientError::Auth(
+                        "the cryptosign secret is not a 64-hex-digit Ed25519 seed".into(),
+                    )
+                },
+            )?,
+            channel_binding: c.auth.channel_binding,
         },
         _ => ClientAuth::Anonymous,
     };
@@ -71,6 +87,12 @@ async fn connect(shared: &Shared) -> Result<Client, ClientError> {
         .serializer(serializer)
         .auth(auth);
     opts.keepalive = Some(Duration::from_secs(c.keepalive_secs.max(1)));
+    if let Some(ca) = &c.auth.ca_file {
+        let tls =
+            crate::transport::tls::TlsClientConfig::with_root_pem_file(std::path::Path::new(ca))
+                .map_err(|e| ClientError::Auth(e.to_string()))?;
+        opts = opts.tls(tls);
+    }
     Client::connect(&opts).await
 }
 
