@@ -23,6 +23,10 @@ const BUILTIN: &[(&str, &str)] = &[
     ("thermostat.toml", include_str!("../types/thermostat.toml")),
     ("relay.toml", include_str!("../types/relay.toml")),
     ("alarm.toml", include_str!("../types/alarm.toml")),
+    (
+        "tasmota_plug.toml",
+        include_str!("../types/tasmota_plug.toml"),
+    ),
 ];
 
 /// Where a type in the catalog came from.

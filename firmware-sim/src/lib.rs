@@ -9,6 +9,7 @@
 //! - [`bench`]: the `bench-things` load run: a hub in-process, N devices reporting as fast as
 //!   they can, one WAMP subscriber counting state events.
 //! - [`load`]: load generators that measure a running hub (and, side by side, its peers).
+//! - [`mqtt`]: simulated MQTT devices following Brume's conventions, singly or as a fleet.
 //! - [`raw`]: raw UDP, TCP and serial devices that follow the frame bindings of their thing types.
 //!
 //! Protocol simulators (MQTT, CoAP, UDP/TCP, serial devices) live beside these and talk to the
@@ -18,6 +19,7 @@ pub mod bench;
 pub mod device;
 pub mod gateway;
 pub mod load;
+pub mod mqtt;
 pub mod raw;
 
 pub use device::{Kind, Mode, SimDevice};

@@ -54,6 +54,8 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         payload: usize,
     },
+    /// Simulated MQTT devices (one with --id, or a fleet) reporting state, answering actions.
+    Mqtt(firmware_sim::mqtt::MqttArgs),
     /// Raw UDP, TCP and serial devices.
     Raw(firmware_sim::raw::cli::RawArgs),
     /// Runs a hub in-process with N simulated devices reporting as fast as they can, and one
@@ -125,6 +127,11 @@ fn main() -> anyhow::Result<()> {
             seconds,
             payload,
         } => rt.block_on(load_wamp(url, realm, serializer, seconds, payload)),
+        Command::Mqtt(args) => {
+            let summary = rt.block_on(firmware_sim::mqtt::run_cli(args))?;
+            std::io::Write::write_all(&mut std::io::stdout(), summary.as_bytes())?;
+            Ok(())
+        }
         Command::Raw(args) => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -7,9 +7,15 @@
 //!   I/O) and its tokio drivers.
 //! - [`raw`]: UDP, TCP and serial devices whose framing and codec come from their thing type's
 //!   `[bindings.frame]`.
+//! - [`mqtt`]: the MQTT gateway: an embedded broker (rumqttd's router behind our own connection
+//!   handling), device conventions, `[bindings.mqtt]`, per-device ACL and the raw bridge.
+
+// Tests may `expect`: a failed expectation is a failed test.
+#![cfg_attr(test, allow(clippy::expect_used, clippy::unwrap_used))]
 
 pub mod coap;
 pub mod link;
+pub mod mqtt;
 pub mod raw;
 
 pub use link::{CredentialCheck, DeviceCredentials, GatewayIo, StaticCredentials};

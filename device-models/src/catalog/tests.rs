@@ -40,7 +40,16 @@ fn type_toml(id: &str, title: &str) -> String {
 fn builtin_types_load() {
     let catalog = TypeCatalog::builtin().expect("built-in types are valid");
     let ids: Vec<&str> = catalog.list().map(|t| t.id.as_str()).collect();
-    assert_eq!(ids, ["alarm", "relay", "temperature_sensor", "thermostat"]);
+    assert_eq!(
+        ids,
+        [
+            "alarm",
+            "relay",
+            "tasmota_plug",
+            "temperature_sensor",
+            "thermostat"
+        ]
+    );
     for ty in catalog.list() {
         assert_eq!(catalog.origin(&ty.id), Some(&TypeOrigin::Builtin));
         let firmware = ty
@@ -142,7 +151,7 @@ fn user_types_load_and_override_builtins() {
     assert_eq!(catalog.origin("relay"), Some(&TypeOrigin::File(mine)));
     assert!(catalog.get("pump").is_some());
     assert_eq!(catalog.origin("thermostat"), Some(&TypeOrigin::Builtin));
-    assert_eq!(catalog.len(), 5);
+    assert_eq!(catalog.len(), 6);
 }
 
 #[test]

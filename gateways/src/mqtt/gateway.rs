@@ -1,0 +1,461 @@
+//! [`MqttGateway`]: the broker plus the gateway logic that sits in it ([`Core`], the broker's
+//! hooks), the command loop that turns [`DeviceCommand`]s into MQTT messages, and
+//! [`MqttHandle`], what the hub holds.
+//!
+//! Shared state and its rule: [`Core`] is shared by every connection task and the command loop.
+//! Its [`Directory`] is behind an `RwLock` and its [`PendingActions`] behind a `Mutex`; both are
+//! locked briefly and never across an `.await`. Events go to the hub through the bounded
+//! `GatewayIo::events` channel; a connection task waits for room there, which slows that device's
+//! reads (its TCP window fills), never another device's.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use device_models::{DeviceCommand, DeviceEvent, ThingId, ThingType};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::acl;
+use super::binding::MqttBinding;
+use super::broker::{Accepted, Broker, ConnectRequest, Hooks, Outbound, Refusal, SessionEnd};
+use super::config::MqttConfig;
+use super::device::{DeviceSession, Translator};
+use super::directory::{Directory, Registered};
+use super::error::{MqttError, PublishError, RegisterError};
+use super::pending::{Pending, PendingActions};
+use super::stats::{MqttStats, Stats, bump};
+use super::topics::{is_topic_name, thing_topic};
+use crate::link::{CredentialCheck, DeviceCredentials, GatewayIo};
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The gateway logic the broker calls into.
+pub struct Core {
+    name: String,
+    auth_required: bool,
+    max_message_bytes: usize,
+    raw_bridge: bool,
+    credentials: Arc<dyn DeviceCredentials>,
+    events: mpsc::Sender<DeviceEvent>,
+    directory: RwLock<Directory>,
+    pending: Mutex<PendingActions>,
+    stats: Arc<Stats>,
+    /// Set once the broker runs; used to publish a vanished device's `offline` status.
+    publisher: OnceLock<mpsc::Sender<Outbound>>,
+}
+
+impl Core {
+    fn directory(&self) -> std::sync::RwLockReadGuard<'_, Directory> {
+        // Every write leaves the directory consistent, so a poisoned lock is still usable.
+        self.directory.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn directory_mut(&self) -> std::sync::RwLockWriteGuard<'_, Directory> {
+        self.directory.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn emit(&self, events: Vec<DeviceEvent>) {
+        for event in events {
+            if self.events.send(event).await.is_ok() {
+                bump(&self.stats.events_out);
+            } else {
+                bump(&self.stats.events_dropped);
+            }
+        }
+    }
+
+    /// The MQTT messages for one command.
+    fn encode(&self, command: DeviceCommand, now: u64) -> Vec<Outbound> {
+        let directory = self.directory();
+        match command {
+            DeviceCommand::SetDesired { thing, values } => {
+                let mut out = Vec::new();
+                let mut rest = values;
+                if let Some(entry) = directory.get(&thing)
+                    && let Some(binding) = &entry.binding
+                {
+                    let (bound, left) = binding.encode_desired(thing.as_str(), &entry.name, &rest);
+                    out.extend(bound.into_iter().map(|m| Outbound {
+                        topic: m.topic,
+                        payload: m.payload,
+                        retain: m.retain,
+                        at_least_once: true,
+                    }));
+                    rest = left;
+                }
+                if !rest.is_empty() {
+                    out.push(Outbound {
+                        topic: thing_topic(thing.as_str(), "desired"),
+                        payload: Bytes::from(Value::Object(rest).to_string()),
+                        retain: true,
+                        at_least_once: true,
+                    });
+                }
+                out
+            }
+            DeviceCommand::InvokeAction {
+                thing,
+                action,
+                input,
+                correlation,
+                deadline_ms,
+            } => {
+                if deadline_ms < now {
+                    debug!(%thing, %action, "action past its deadline; dropped");
+                    bump(&self.stats.commands_dropped);
+                    return Vec::new();
+                }
+                let bound = directory.get(&thing).and_then(|entry| {
+                    entry.binding.as_ref().and_then(|b| {
+                        b.encode_action(thing.as_str(), &entry.name, &action, &input, &correlation)
+                    })
+                });
+                let message = match bound {
+                    Some(m) => Outbound {
+                        topic: m.topic,
+                        payload: m.payload,
+                        retain: false,
+                        at_least_once: true,
+                    },
+                    None => Outbound {
+                        topic: thing_topic(thing.as_str(), &format!("actions/{action}")),
+                        payload: Bytes::from(
+                            json!({
+                                "correlation": correlation,
+                                "input": input,
+                                "deadline_ms": deadline_ms,
+                            })
+                            .to_string(),
+                        ),
+                        retain: false,
+                        at_least_once: true,
+                    },
+                };
+                drop(directory);
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(
+                        correlation,
+                        Pending {
+                            thing,
+                            action,
+                            deadline_ms,
+                        },
+                        now,
+                    );
+                vec![message]
+            }
+        }
+    }
+}
+
+impl Hooks for Core {
+    type Session = DeviceSession;
+
+    fn connect(&self, request: &ConnectRequest<'_>) -> Result<Accepted<DeviceSession>, Refusal> {
+        let thing = match request.username {
+            Some(user) => {
+                let Ok(thing) = ThingId::new(user) else {
+                    return Err(Refusal::BadCredentials);
+                };
+                let secret = request.password.unwrap_or("");
+                match self.credentials.check(&thing, secret) {
+                    CredentialCheck::Valid => Some(thing),
+                    verdict @ (CredentialCheck::Invalid | CredentialCheck::UnknownThing) => {
+                        debug!(peer = %request.peer, %thing, ?verdict, "MQTT login refused");
+                        return Err(Refusal::BadCredentials);
+                    }
+                }
+            }
+            None if self.auth_required => return Err(Refusal::NotAuthorized),
+            // Anonymous: the client id names the thing, unless that thing holds a secret.
+            None => ThingId::new(request.client_id)
+                .ok()
+                .filter(|id| self.credentials.check(id, "") != CredentialCheck::Invalid),
+        };
+        Ok(Accepted {
+            key: thing.as_ref().map(|t| t.as_str().to_owned()),
+            session: DeviceSession::new(thing),
+        })
+    }
+
+    fn may_publish(&self, session: &DeviceSession, topic: &str) -> bool {
+        match acl::may_publish(&self.directory(), session.thing.as_ref(), topic) {
+            Ok(()) => true,
+            Err(denial) => {
+                debug!(?denial, %topic, thing = ?session.thing, "publish denied");
+                false
+            }
+        }
+    }
+
+    fn may_subscribe(&self, session: &DeviceSession, filter: &str) -> bool {
+        match acl::may_subscribe(&self.directory(), session.thing.as_ref(), filter) {
+            Ok(()) => true,
+            Err(denial) => {
+                debug!(?denial, %filter, thing = ?session.thing, "subscribe denied");
+                false
+            }
+        }
+    }
+
+    async fn published(
+        &self,
+        session: &mut DeviceSession,
+        topic: &str,
+        payload: &Bytes,
+        _retain: bool,
+    ) {
+        bump(&self.stats.messages_in);
+        let outcome = {
+            let directory = self.directory();
+            Translator {
+                directory: &directory,
+                pending: &self.pending,
+                max_message_bytes: self.max_message_bytes,
+                raw_bridge: self.raw_bridge,
+            }
+            .handle(session, topic, payload, now_ms())
+        };
+        if let Some(rejection) = &outcome.rejected {
+            bump(&self.stats.rejected_payloads);
+            warn!(
+                gateway = %self.name,
+                thing = ?session.thing,
+                %topic,
+                %rejection,
+                "device message rejected"
+            );
+        }
+        if outcome.raw {
+            bump(&self.stats.raw_in);
+        }
+        if outcome.unmatched_reply {
+            bump(&self.stats.replies_unmatched);
+        }
+        self.emit(outcome.events).await;
+    }
+
+    async fn closed(&self, mut session: DeviceSession, end: SessionEnd) {
+        if end == SessionEnd::TakenOver {
+            return;
+        }
+        let Some(thing) = session.thing.take() else {
+            return;
+        };
+        if session.announced
+            && let Some(publisher) = self.publisher.get()
+        {
+            let message = Outbound {
+                topic: thing_topic(thing.as_str(), "status"),
+                payload: Bytes::from_static(b"offline"),
+                retain: true,
+                at_least_once: true,
+            };
+            let _ = publisher.send(message).await;
+        }
+        if session.online {
+            self.emit(vec![DeviceEvent::Offline { thing }]).await;
+        }
+    }
+}
+
+/// The MQTT gateway: an embedded broker whose devices become things.
+#[derive(Debug)]
+pub struct MqttGateway;
+
+impl MqttGateway {
+    /// Validates the config, opens the listener and starts serving devices and commands. Must be
+    /// called inside a tokio runtime.
+    pub async fn start(config: MqttConfig, io: GatewayIo) -> Result<MqttHandle, MqttError> {
+        config.validate()?;
+        let auth_required = config.auth_required();
+        if !auth_required && !config.listen.ip().is_loopback() {
+            warn!(listen = %config.listen, "MQTT devices may connect without authentication on a non-loopback address (require_auth = false)");
+        }
+        let stats = Arc::new(Stats::default());
+        let GatewayIo {
+            name,
+            events,
+            commands,
+            credentials,
+        } = io;
+        let core = Arc::new(Core {
+            name,
+            auth_required,
+            max_message_bytes: config.max_message_bytes,
+            raw_bridge: config.raw_bridge,
+            credentials,
+            events,
+            directory: RwLock::new(Directory::default()),
+            pending: Mutex::new(PendingActions::new(config.max_pending_actions)),
+            stats: stats.clone(),
+            publisher: OnceLock::new(),
+        });
+        let broker = Broker::start(&config, core.clone(), stats.clone()).await?;
+        let publisher = broker.publisher();
+        let _ = core.publisher.set(publisher.clone());
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(command_loop(
+            core.clone(),
+            commands,
+            publisher.clone(),
+            stop.clone(),
+        ));
+        info!(addr = %broker.local_addr(), auth_required, "MQTT gateway started");
+        Ok(MqttHandle {
+            core,
+            local_addr: broker.local_addr(),
+            publisher,
+            broker,
+            stop,
+            tasks,
+            max_message_bytes: config.max_message_bytes,
+            raw_bridge: config.raw_bridge,
+        })
+    }
+}
+
+async fn command_loop(
+    core: Arc<Core>,
+    mut commands: mpsc::Receiver<DeviceCommand>,
+    publisher: mpsc::Sender<Outbound>,
+    stop: CancellationToken,
+) {
+    loop {
+        let command = tokio::select! {
+            () = stop.cancelled() => return,
+            c = commands.recv() => match c {
+                Some(c) => c,
+                None => return,
+            },
+        };
+        for message in core.encode(command, now_ms()) {
+            bump(&core.stats.commands);
+            if publisher.send(message).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// What the hub holds of a running MQTT gateway.
+#[derive(Debug)]
+pub struct MqttHandle {
+    core: Arc<Core>,
+    local_addr: SocketAddr,
+    publisher: mpsc::Sender<Outbound>,
+    broker: Broker,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    max_message_bytes: usize,
+    raw_bridge: bool,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MqttHandle {
+    /// The address devices connect to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Tells the gateway a thing's type (to check what it reports and to apply the type's
+    /// `[bindings.mqtt]`) and, for bound firmware, its device name (`{name}` in the binding's
+    /// topics; the thing id when `None`). Replaces an earlier registration of the same thing.
+    pub fn register(
+        &self,
+        thing: ThingId,
+        ty: Arc<ThingType>,
+        name: Option<String>,
+    ) -> Result<(), RegisterError> {
+        let binding = MqttBinding::from_type(&ty)?.map(Arc::new);
+        let name = name.unwrap_or_else(|| thing.as_str().to_owned());
+        if name.is_empty() || name.starts_with('$') || name.contains(['/', '+', '#', '\0']) {
+            return Err(RegisterError::InvalidName(name));
+        }
+        let entry = Registered { ty, binding, name };
+        self.core
+            .directory_mut()
+            .insert(thing, entry)
+            .map_err(|taken| RegisterError::NameTaken {
+                name: taken.name,
+                owner: taken.owner,
+            })
+    }
+
+    /// Forgets a thing's registration (its topics become the conventions' only).
+    pub fn unregister(&self, thing: &ThingId) {
+        self.core.directory_mut().remove(thing);
+    }
+
+    /// Publishes a message from the WAMP side of the raw bridge (`mqtt.a.b.c` → `a/b/c`). It
+    /// is not reported back as a raw event. Thing topics and `$` topics are refused.
+    pub async fn publish_raw(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        retain: bool,
+    ) -> Result<(), PublishError> {
+        if !self.raw_bridge {
+            return Err(PublishError::Disabled);
+        }
+        if !is_topic_name(topic) || topic.starts_with('$') {
+            return Err(PublishError::InvalidTopic(topic.to_owned()));
+        }
+        if acl::may_publish(&self.core.directory(), None, topic).is_err() {
+            return Err(PublishError::ThingTopic(topic.to_owned()));
+        }
+        if payload.len() > self.max_message_bytes {
+            return Err(PublishError::TooLarge {
+                size: payload.len(),
+                max: self.max_message_bytes,
+            });
+        }
+        let message = Outbound {
+            topic: topic.to_owned(),
+            payload,
+            retain,
+            at_least_once: true,
+        };
+        self.publisher
+            .send(message)
+            .await
+            .map_err(|_| PublishError::Stopped)?;
+        bump(&self.core.stats.raw_out);
+        Ok(())
+    }
+
+    /// The gateway's counters.
+    pub fn stats(&self) -> MqttStats {
+        self.core.stats.snapshot()
+    }
+
+    /// Stops the command loop, closes every connection (up to the grace period) and the
+    /// listener.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.broker.shutdown().await;
+    }
+}
