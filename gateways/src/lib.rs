@@ -4,7 +4,7 @@
 //! - [`link`]: what a gateway gets from the hub ([`GatewayIo`]: events out, commands in,
 //!   device credentials).
 //! - [`coap`]: the CoAP protocol engine (server and client endpoints, sans
-//!   I/O) and its tokio drivers.
+//!   I/O), its tokio drivers, and the CoAP gateway built on them ([`coap::gateway`]).
 
 pub mod coap;
 pub mod link;
