@@ -72,7 +72,7 @@
 //! | `config` | [`CoapConfig`] (`[coap]`), its documented default [`DEFAULT_TOML`], validation |
 //! | `binding` | [`CoapBinding`], the `[bindings.coap]` table of a thing type |
 //! | `resource` | routing of Uri-Paths to resources, the Uri-Query parameters read |
-//! | `payload` | JSON / CBOR / text bodies to and from JSON values |
+//! | [`payload`] | JSON / CBOR / text bodies to and from JSON values |
 //! | `commands` | a push device's pending commands, their representation, replies |
 //! | `push` | the sans-I/O core of push devices: requests to responses and events, presence |
 //! | `observed` | the sans-I/O core of the hub as client of devices that are CoAP servers |
@@ -84,7 +84,7 @@ mod commands;
 mod config;
 mod error;
 mod observed;
-mod payload;
+pub mod payload;
 mod push;
 mod resource;
 mod run;
