@@ -1,66 +1,174 @@
-//! `brume-sim`: simulated devices and load generators.
+//! `brume-sim`: simulated devices and load tools for Brume.
 
-use std::io::Write as _;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
 use firmware_sim::coap;
+use firmware_sim::load::target::{brume_binary, rss_kib, settle, start_brume};
+use firmware_sim::load::wamp::{self, WampLoad};
+use hub::wamp::Serializer;
 use tokio_util::sync::CancellationToken;
 
-/// Simulated Brume devices and load generators.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about = "Simulated devices and load tools for Brume")]
 struct Cli {
-    /// More log output (-v debug, -vv trace). RUST_LOG overrides it.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
-    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Ser {
+    Json,
+    Msgpack,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Measures WAMP pub/sub and RPC against a hub: `--url` for a running one, or a `brume`
+    /// started from the same build directory.
+    LoadWamp {
+        /// rs://host:port or ws://host:port/path of a running router; default: start brume.
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, default_value = "brume")]
+        realm: String,
+        #[arg(long, value_enum, default_value = "msgpack")]
+        serializer: Ser,
+        /// Seconds measured per scenario (after one second of warm-up).
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Payload size in bytes.
+        #[arg(long, default_value_t = 32)]
+        payload: usize,
+    },
     /// Simulated CoAP devices (`push`, `server`).
     Coap(coap::cli::CoapArgs),
     /// Measures confirmable CoAP POSTs per second and their latency against a gateway.
     CoapLoad(coap::cli::LoadArgs),
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::LoadWamp {
+            url,
+            realm,
+            serializer,
+            seconds,
+            payload,
+        } => rt.block_on(load_wamp(url, realm, serializer, seconds, payload)),
+        Command::Coap(args) => rt.block_on(coap_devices(args)),
+        Command::CoapLoad(args) => rt.block_on(async {
+            init_logging();
+            let report = coap::cli::load(args).await?;
+            use std::io::Write as _;
+            writeln!(std::io::stdout(), "{report}")?;
+            Ok(())
+        }),
+    }
+}
+
+/// Logs to stderr (`RUST_LOG` sets the level, `info` by default).
+fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    init_logging(cli.verbose);
+/// Runs simulated CoAP devices until Ctrl-C.
+async fn coap_devices(args: coap::cli::CoapArgs) -> anyhow::Result<()> {
+    init_logging();
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         on_signal.cancel();
     });
-    match cli.command {
-        Command::Coap(args) => {
-            if matches!(args.command, coap::cli::CoapCommand::Server(_)) {
-                writeln!(
-                    std::io::stdout(),
-                    "# binding for a thing type:\n{}",
-                    coap::SERVER_DEVICE_BINDING
-                )?;
-            }
-            coap::cli::run(args, shutdown).await
-        }
-        Command::CoapLoad(args) => {
-            let report = coap::cli::load(args).await?;
-            writeln!(std::io::stdout(), "{report}")?;
-            Ok(())
-        }
+    if matches!(args.command, coap::cli::CoapCommand::Server(_)) {
+        use std::io::Write as _;
+        writeln!(
+            std::io::stdout(),
+            "# binding for a thing type:\n{}",
+            coap::SERVER_DEVICE_BINDING
+        )?;
     }
+    coap::cli::run(args, shutdown).await
+}
+
+async fn load_wamp(
+    url: Option<String>,
+    realm: String,
+    ser: Ser,
+    seconds: u64,
+    payload: usize,
+) -> anyhow::Result<()> {
+    let serializer = match ser {
+        Ser::Json => Serializer::Json,
+        Ser::Msgpack => Serializer::MsgPack,
+    };
+    let mut started = None;
+    let url = match url {
+        Some(u) => u,
+        None => {
+            let p = start_brume(&brume_binary()?, "").context("starting brume")?;
+            let u = p.rawsocket.clone();
+            started = Some(p);
+            u
+        }
+    };
+    let cfg = WampLoad {
+        url: url.clone(),
+        realm,
+        serializer,
+        payload_bytes: payload,
+        warmup: Duration::from_secs(1),
+        measure: Duration::from_secs(seconds),
+    };
+    let mut out = String::new();
+    use std::fmt::Write as _;
+    writeln!(
+        out,
+        "target: {url} ({serializer:?}, {payload}-byte payload, {seconds} s per scenario)"
+    )?;
+    if let Some(p) = &started {
+        settle();
+        writeln!(
+            out,
+            "brume: listening {:.0} ms after spawn, idle RSS {} KiB",
+            p.started_in.as_secs_f64() * 1e3,
+            rss_kib(p.pid())?
+        )?;
+    }
+    writeln!(out, "| scenario | result |")?;
+    writeln!(out, "|---|---|")?;
+    for subs in [1, 10] {
+        let f = wamp::pubsub(&cfg, subs, 1000).await?;
+        writeln!(
+            out,
+            "| pub/sub 1 → {subs} | {:.0} events/s delivered |",
+            f.delivered_per_sec
+        )?;
+    }
+    let seq = wamp::rpc(&cfg, 1).await?;
+    writeln!(
+        out,
+        "| RPC sequential | {:.0} calls/s, p50 {:.0} µs, p99 {:.0} µs |",
+        seq.calls_per_sec, seq.p50_us, seq.p99_us
+    )?;
+    let par = wamp::rpc(&cfg, 100).await?;
+    writeln!(
+        out,
+        "| RPC 100 in flight | {:.0} calls/s, p50 {:.0} µs, p99 {:.0} µs |",
+        par.calls_per_sec, par.p50_us, par.p99_us
+    )?;
+    if let Some(p) = &started {
+        writeln!(out, "brume RSS after load: {} KiB", rss_kib(p.pid())?)?;
+    }
+    use std::io::Write as _;
+    std::io::stdout().write_all(out.as_bytes())?;
+    Ok(())
 }

@@ -84,6 +84,19 @@ pub struct RealmSection {
     pub anonymous: bool,
     #[serde(default)]
     pub strict_uris: bool,
+    /// Topic patterns whose last events are kept for `wamp.subscription.get_events`.
+    #[serde(default)]
+    pub history: Vec<HistorySection>,
+}
+
+/// `[[realms.history]]`
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistorySection {
+    pub topic: String,
+    #[serde(default = "defaults::exact", rename = "match")]
+    pub policy: String,
+    pub limit: usize,
 }
 
 /// Which protocols a listener accepts.
@@ -126,6 +139,7 @@ mod defaults {
             name: "brume".into(),
             anonymous: true,
             strict_uris: false,
+            history: Vec::new(),
         }]
     }
     pub fn listeners() -> Vec<ListenerSection> {
@@ -145,6 +159,9 @@ mod defaults {
     }
     pub fn path() -> String {
         "/ws".into()
+    }
+    pub fn exact() -> String {
+        "exact".into()
     }
     pub fn serializers() -> Vec<String> {
         vec!["json".into(), "msgpack".into()]
@@ -262,6 +279,19 @@ impl Config {
                     format!("realm {:?} is defined twice", realm.name),
                 ));
             }
+            for (j, h) in realm.history.iter().enumerate() {
+                let key = |k: &str| format!("realms[{i}].history[{j}].{k}");
+                let policy = history_policy(&h.policy).map_err(|e| invalid(key("match"), e))?;
+                if !uri::is_valid(&h.topic, policy, realm.strict_uris) {
+                    return Err(invalid(
+                        key("topic"),
+                        format!("{:?} is not a valid {} pattern", h.topic, h.policy),
+                    ));
+                }
+                if !(1..=100_000).contains(&h.limit) {
+                    return Err(invalid(key("limit"), "must be between 1 and 100000"));
+                }
+            }
         }
         self.listener_plans().map(|_| ())
     }
@@ -357,11 +387,33 @@ impl Config {
                     name: r.name.clone(),
                     strict_uris: r.strict_uris,
                     anonymous: r.anonymous,
+                    history: r
+                        .history
+                        .iter()
+                        .filter_map(|h| {
+                            Some(crate::router::broker::HistorySpec {
+                                uri: h.topic.clone(),
+                                policy: history_policy(&h.policy).ok()?,
+                                limit: h.limit,
+                            })
+                        })
+                        .collect(),
                 })
                 .collect(),
             outbound_queue: self.router.outbound_queue,
             slow_consumer: self.router.slow_consumer,
         }
+    }
+}
+
+fn history_policy(name: &str) -> Result<MatchPolicy, String> {
+    match name {
+        "exact" => Ok(MatchPolicy::Exact),
+        "prefix" => Ok(MatchPolicy::Prefix),
+        "wildcard" => Ok(MatchPolicy::Wildcard),
+        other => Err(format!(
+            "unknown match policy {other:?} (exact, prefix, wildcard)"
+        )),
     }
 }
 

@@ -26,6 +26,8 @@ pub trait ClientConn: Send + 'static {
 pub struct LocalConn {
     pub(crate) session: Option<RouterSession>,
     pub(crate) rx: mpsc::Receiver<Outgoing>,
+    /// Cancelled when the router ends this session (meta-API kill, slow consumer, shutdown).
+    pub(crate) kill: tokio_util::sync::CancellationToken,
 }
 
 impl ClientConn for LocalConn {
@@ -38,7 +40,22 @@ impl ClientConn for LocalConn {
     }
 
     async fn recv(&mut self) -> Result<Option<Message>, ClientError> {
-        Ok(self.rx.recv().await.map(|o| o.message().clone()))
+        tokio::select! {
+            biased;
+            m = self.rx.recv() => Ok(m.map(|o| o.message().clone())),
+            () = self.kill.cancelled() => {
+                // The router ended the session: say why, as a network peer would hear it.
+                let close = self.session.as_ref().and_then(|s| s.handle_ref()).and_then(|h| h.close_request());
+                self.session = None;
+                Ok(close.map(|c| {
+                    if c.abort {
+                        Message::abort(&c.reason, c.message.as_deref())
+                    } else {
+                        Message::Goodbye { details: Default::default(), reason: c.reason }
+                    }
+                }))
+            }
+        }
     }
 
     async fn close(&mut self) {

@@ -222,7 +222,8 @@ impl Client {
     pub fn local(router: &Arc<Router>, realm: &str, auth: AuthInfo) -> Result<Client, ClientError> {
         let (tx, rx) = mpsc::channel(router.outbound_queue().max(DELIVERY_QUEUE));
         let kill = tokio_util::sync::CancellationToken::new();
-        let mut session = RouterSession::new(router.clone(), TransportInfo::local(), tx, kill);
+        let mut session =
+            RouterSession::new(router.clone(), TransportInfo::local(), tx, kill.clone());
         let features = PeerFeatures {
             progressive_call_results: true,
             call_canceling: false,
@@ -240,6 +241,7 @@ impl Client {
         let conn = LocalConn {
             session: Some(session),
             rx,
+            kill,
         };
         Ok(Driver::spawn(conn, id, details))
     }

@@ -5,13 +5,40 @@
 //! subscription gets the same [`Outgoing`] (encoded once per serializer).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use super::outbound::{Outgoing, SessionHandle};
 use super::patterns::PatternIndex;
 use crate::wamp::message::opt_bool;
 use crate::wamp::{Dict, Id, MatchPolicy, Message, Payload, Value, ids};
+
+/// Who published: a session, or the router itself (meta events, id 0).
+#[derive(Clone, Debug)]
+pub struct Publisher {
+    pub session: Id,
+    pub authid: String,
+    pub authrole: String,
+}
+
+impl Publisher {
+    pub fn of(h: &SessionHandle) -> Publisher {
+        Publisher {
+            session: h.id,
+            authid: h.auth.authid.clone(),
+            authrole: h.auth.authrole.clone(),
+        }
+    }
+
+    /// The router, publishing meta events.
+    pub fn router() -> Publisher {
+        Publisher {
+            session: 0,
+            authid: "brume".into(),
+            authrole: "router".into(),
+        }
+    }
+}
 
 /// A subscription and who is subscribed.
 #[derive(Debug)]
@@ -23,11 +50,64 @@ pub struct Subscription {
     pub subscribers: Vec<Arc<SessionHandle>>,
 }
 
-/// All subscriptions of one realm.
+/// All subscriptions of one realm, the retained event of each topic, and the event history kept
+/// for configured topic patterns.
 #[derive(Debug, Default)]
 pub struct Broker {
     index: PatternIndex<Subscription>,
     by_id: HashMap<Id, (String, MatchPolicy)>,
+    /// Behind their own locks so publishing needs only the broker's read lock.
+    retained: Mutex<HashMap<String, Retained>>,
+    history: Vec<Mutex<History>>,
+}
+
+/// The last event published with `retain: true` on a topic, replayed to new subscribers that ask.
+#[derive(Debug)]
+pub struct Retained {
+    pub publication: Id,
+    pub publisher: Publisher,
+    pub disclose: bool,
+    pub audience: Audience,
+    pub payload: Payload,
+}
+
+/// Which topics keep a history, and how many events each pattern keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistorySpec {
+    pub uri: String,
+    pub policy: MatchPolicy,
+    pub limit: usize,
+}
+
+/// One stored event of a history.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    pub timestamp: SystemTime,
+    pub publication: Id,
+    pub topic: String,
+    pub payload: Payload,
+}
+
+/// A bounded history for one configured pattern.
+#[derive(Debug)]
+struct History {
+    spec: HistorySpec,
+    events: std::collections::VecDeque<StoredEvent>,
+}
+
+impl History {
+    fn matches(&self, topic: &str) -> bool {
+        pattern_matches(&self.spec.uri, self.spec.policy, topic)
+    }
+}
+
+/// Whether a pattern with a policy matches a concrete URI.
+pub fn pattern_matches(uri: &str, policy: MatchPolicy, topic: &str) -> bool {
+    match policy {
+        MatchPolicy::Exact => uri == topic,
+        MatchPolicy::Prefix => topic.starts_with(uri),
+        MatchPolicy::Wildcard => crate::wamp::uri::wildcard_matches(uri, topic),
+    }
 }
 
 /// What [`Broker::subscribe`] did.
@@ -39,7 +119,7 @@ pub struct Subscribed {
 }
 
 /// Filters from PUBLISH options that decide which subscribers receive an event.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Audience {
     pub exclude_me: bool,
     pub exclude: Vec<u64>,
@@ -93,6 +173,12 @@ impl Audience {
         })
     }
 
+    /// Whether the filters name sessions by id (such events are not kept in a history, since the
+    /// ids mean nothing to a later reader).
+    pub fn names_sessions(&self) -> bool {
+        !self.exclude.is_empty() || self.eligible.is_some()
+    }
+
     /// Whether `s` should receive an event published by `publisher`. All filters must pass.
     pub fn admits(&self, publisher: Id, s: &SessionHandle) -> bool {
         if self.exclude_me && s.id == publisher {
@@ -117,6 +203,22 @@ impl Audience {
 }
 
 impl Broker {
+    /// A broker keeping history for the given patterns.
+    pub fn with_history(specs: &[HistorySpec]) -> Broker {
+        Broker {
+            history: specs
+                .iter()
+                .map(|spec| {
+                    Mutex::new(History {
+                        spec: spec.clone(),
+                        events: Default::default(),
+                    })
+                })
+                .collect(),
+            ..Broker::default()
+        }
+    }
+
     /// Adds `session` to the subscription for (uri, policy), creating it if needed. Subscribing
     /// twice returns the same subscription.
     pub fn subscribe(
@@ -181,28 +283,72 @@ impl Broker {
     }
 
     /// Delivers a publication to every matching subscription; returns the publication id and how
-    /// many sessions it was queued to.
+    /// many sessions it was queued to. Retains and records it if asked and configured.
     pub fn publish(
         &self,
-        publisher: &SessionHandle,
+        publisher: &Publisher,
+        topic: &str,
+        audience: Audience,
+        disclose: bool,
+        retain: bool,
+        payload: &Payload,
+    ) -> (Id, usize) {
+        let publication = ids::random_id();
+        let delivered = self.deliver(publisher, topic, &audience, disclose, payload, publication);
+        if !audience.names_sessions() {
+            let now = SystemTime::now();
+            for h in &self.history {
+                let mut h = lock(h);
+                if !h.matches(topic) {
+                    continue;
+                }
+                if h.events.len() >= h.spec.limit {
+                    h.events.pop_front();
+                }
+                h.events.push_back(StoredEvent {
+                    timestamp: now,
+                    publication,
+                    topic: topic.to_owned(),
+                    payload: payload.clone(),
+                });
+            }
+        }
+        if retain {
+            lock(&self.retained).insert(
+                topic.to_owned(),
+                Retained {
+                    publication,
+                    publisher: publisher.clone(),
+                    disclose,
+                    audience,
+                    payload: payload.clone(),
+                },
+            );
+        }
+        (publication, delivered)
+    }
+
+    fn deliver(
+        &self,
+        publisher: &Publisher,
         topic: &str,
         audience: &Audience,
         disclose: bool,
         payload: &Payload,
-    ) -> (Id, usize) {
-        let publication = ids::random_id();
+        publication: Id,
+    ) -> usize {
         let mut delivered = 0;
         self.index.for_each_match(topic, |sub| {
             let mut event: Option<Outgoing> = None;
             for s in &sub.subscribers {
-                if !audience.admits(publisher.id, s) {
+                if !audience.admits(publisher.session, s) {
                     continue;
                 }
                 let ev = event.get_or_insert_with(|| {
                     Outgoing::new(Message::Event {
                         subscription: sub.id,
                         publication,
-                        details: event_details(sub, topic, publisher, disclose),
+                        details: event_details(sub, topic, publisher, disclose, false),
                         payload: payload.clone(),
                     })
                 });
@@ -211,7 +357,58 @@ impl Broker {
                 }
             }
         });
-        (publication, delivered)
+        delivered
+    }
+
+    /// Sends `session` the retained events matching subscription `id` (for `get_retained`), marked
+    /// `retained: true`, honouring each event's original audience.
+    pub fn send_retained(&self, id: Id, session: &SessionHandle) {
+        let Some(sub) = self.get(id) else { return };
+        let retained = lock(&self.retained);
+        let send = |topic: &str, r: &Retained| {
+            if r.audience.admits(r.publisher.session, session) {
+                session.send_event(Outgoing::new(Message::Event {
+                    subscription: sub.id,
+                    publication: r.publication,
+                    details: event_details(sub, topic, &r.publisher, r.disclose, true),
+                    payload: r.payload.clone(),
+                }));
+            }
+        };
+        match sub.policy {
+            MatchPolicy::Exact => {
+                if let Some(r) = retained.get(&sub.uri) {
+                    send(&sub.uri, r);
+                }
+            }
+            policy => {
+                for (topic, r) in retained.iter() {
+                    if pattern_matches(&sub.uri, policy, topic) {
+                        send(topic, r);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stored events for subscription `id`, newest first, at most `limit`; `None` for an unknown
+    /// subscription.
+    pub fn events(&self, id: Id, limit: usize) -> Option<Vec<StoredEvent>> {
+        let sub = self.get(id)?;
+        let mut out: Vec<StoredEvent> = Vec::new();
+        for h in &self.history {
+            let h = lock(h);
+            out.extend(
+                h.events
+                    .iter()
+                    .filter(|e| pattern_matches(&sub.uri, sub.policy, &e.topic))
+                    .cloned(),
+            );
+        }
+        out.sort_by_key(|e| std::cmp::Reverse(e.timestamp));
+        out.dedup_by_key(|e| e.publication);
+        out.truncate(limit);
+        Some(out)
     }
 
     /// Looks up a subscription by id.
@@ -238,26 +435,34 @@ impl Broker {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn event_details(
     sub: &Subscription,
     topic: &str,
-    publisher: &SessionHandle,
+    publisher: &Publisher,
     disclose: bool,
+    retained: bool,
 ) -> Dict {
     let mut d = Dict::new();
     if sub.policy != MatchPolicy::Exact {
         d.insert("topic".into(), Value::from(topic));
     }
     if disclose {
-        d.insert("publisher".into(), Value::from(publisher.id));
+        d.insert("publisher".into(), Value::from(publisher.session));
         d.insert(
             "publisher_authid".into(),
-            Value::from(publisher.auth.authid.as_str()),
+            Value::from(publisher.authid.as_str()),
         );
         d.insert(
             "publisher_authrole".into(),
-            Value::from(publisher.auth.authrole.as_str()),
+            Value::from(publisher.authrole.as_str()),
         );
+    }
+    if retained {
+        d.insert("retained".into(), Value::Bool(true));
     }
     d
 }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::outbound::{Outgoing, SessionHandle};
 use super::patterns::PatternIndex;
@@ -57,6 +57,15 @@ pub struct Callee {
     pub session: Arc<SessionHandle>,
     /// Disclose every caller to this callee (`REGISTER.disclose_caller`).
     pub disclose_caller: bool,
+    /// Most invocations this callee may have in flight (`REGISTER.concurrency`).
+    pub concurrency: Option<u32>,
+    pub in_flight: u32,
+}
+
+impl Callee {
+    fn available(&self) -> bool {
+        self.concurrency.is_none_or(|c| self.in_flight < c)
+    }
 }
 
 /// A registration and its callees, in registration order.
@@ -72,33 +81,47 @@ pub struct Registration {
 }
 
 impl Registration {
-    fn pick(&mut self) -> Option<&Callee> {
+    /// Picks a callee by the invocation policy among those under their concurrency cap.
+    fn pick(&mut self) -> Option<usize> {
         let n = self.callees.len();
-        if n == 0 {
+        let free: Vec<usize> = (0..n).filter(|&i| self.callees[i].available()).collect();
+        if free.is_empty() {
             return None;
         }
         let i = match self.invoke {
-            InvokePolicy::Single | InvokePolicy::First => 0,
-            InvokePolicy::Last => n - 1,
-            InvokePolicy::Random => rand::random_range(0..n),
+            InvokePolicy::Single | InvokePolicy::First => free[0],
+            InvokePolicy::Last => free[free.len() - 1],
+            InvokePolicy::Random => free[rand::random_range(0..free.len())],
             InvokePolicy::RoundRobin => {
-                let i = self.next % n;
+                let i = free
+                    .iter()
+                    .copied()
+                    .find(|&i| i >= self.next)
+                    .unwrap_or(free[0]);
                 self.next = (i + 1) % n;
                 i
             }
         };
-        self.callees.get(i)
+        Some(i)
+    }
+
+    fn callee_mut(&mut self, session: Id) -> Option<&mut Callee> {
+        self.callees.iter_mut().find(|c| c.session.id == session)
     }
 }
 
-/// A call in flight.
+/// A call in flight, keyed by (callee session, invocation request id).
 #[derive(Debug)]
 struct Pending {
     caller: Arc<SessionHandle>,
     call_request: Id,
     callee: Arc<SessionHandle>,
+    registration: Id,
     /// The caller asked for progressive results and the callee may send them.
     progress: bool,
+    /// The call's timeout, restarted by every progressive result.
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
 }
 
 /// What [`Dealer::register`] did.
@@ -106,6 +129,8 @@ struct Pending {
 pub struct Registered {
     pub id: Id,
     pub created: bool,
+    /// Callees displaced by `force_reregister` (they get a revocation).
+    pub revoked: Vec<Id>,
 }
 
 /// A refusal with a WAMP error URI and a human-readable message.
@@ -124,6 +149,44 @@ impl Refusal {
     }
 }
 
+/// A call with a timeout: the caller of [`Dealer::call`] arms a timer and, when it fires, asks
+/// [`Dealer::check_timeout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallTimer {
+    pub key: (Id, Id),
+    pub deadline: Instant,
+}
+
+/// What a fired timer found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TimeoutCheck {
+    /// The call is done; nothing to do.
+    Gone,
+    /// A progressive result restarted the timer: wait until this instant.
+    Extended(Instant),
+    /// The call timed out: the caller got `wamp.error.timeout`.
+    Expired,
+}
+
+/// How a CANCEL is carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelMode {
+    Skip,
+    Kill,
+    KillNoWait,
+}
+
+impl CancelMode {
+    pub fn from_options(options: &Dict) -> Result<CancelMode, String> {
+        match options.get("mode").and_then(Value::as_str) {
+            None | Some("kill") => Ok(CancelMode::Kill),
+            Some("skip") => Ok(CancelMode::Skip),
+            Some("killnowait") => Ok(CancelMode::KillNoWait),
+            Some(other) => Err(format!("unknown cancel mode {other:?}")),
+        }
+    }
+}
+
 /// What a leaving session took with it.
 #[derive(Debug, Default)]
 pub struct Departure {
@@ -137,11 +200,14 @@ pub struct Dealer {
     index: PatternIndex<Registration>,
     by_id: HashMap<Id, (String, MatchPolicy)>,
     pending: HashMap<(Id, Id), Pending>,
+    /// (caller session, call request) → pending key, for CANCEL.
+    by_call: HashMap<(Id, Id), (Id, Id)>,
 }
 
 impl Dealer {
     /// Registers `session` for (uri, policy). A second registrant is admitted only when both use
-    /// the same shared invocation policy.
+    /// the same shared invocation policy, or when it asks `force_reregister` (then it replaces
+    /// every current callee, who get a revocation).
     pub fn register(
         &mut self,
         uri: &str,
@@ -152,9 +218,24 @@ impl Dealer {
     ) -> Result<Registered, Refusal> {
         let invoke = InvokePolicy::from_options(options)
             .map_err(|m| Refusal::new(uris::INVALID_ARGUMENT, m))?;
+        let concurrency = match options.get("concurrency") {
+            None => None,
+            Some(v) => match v.as_u64() {
+                Some(c) if (1..=u64::from(u32::MAX)).contains(&c) => Some(c as u32),
+                _ => {
+                    return Err(Refusal::new(
+                        uris::INVALID_ARGUMENT,
+                        "concurrency must be a positive integer",
+                    ));
+                }
+            },
+        };
+        let force = opt_bool(options, "force_reregister", false);
         let callee = Callee {
             session: session.clone(),
             disclose_caller: opt_bool(options, "disclose_caller", false),
+            concurrency,
+            in_flight: 0,
         };
         if let Some(reg) = self.index.get_mut(uri, policy) {
             if reg.callees.iter().any(|c| c.session.id == session.id) {
@@ -162,6 +243,26 @@ impl Dealer {
                     uris::PROCEDURE_ALREADY_EXISTS,
                     format!("this session already registered {uri}"),
                 ));
+            }
+            if force {
+                let revoked: Vec<Id> = reg.callees.iter().map(|c| c.session.id).collect();
+                for c in &reg.callees {
+                    c.session.send(Outgoing::new(Message::Unregistered {
+                        request: 0,
+                        details: Some(crate::wamp::dict([
+                            ("registration", Value::from(reg.id)),
+                            ("reason", Value::from("wamp.error.force_reregistered")),
+                        ])),
+                    }));
+                }
+                reg.callees = vec![callee];
+                reg.invoke = invoke;
+                reg.next = 0;
+                return Ok(Registered {
+                    id: reg.id,
+                    created: false,
+                    revoked,
+                });
             }
             if reg.invoke == InvokePolicy::Single || reg.invoke != invoke {
                 return Err(Refusal::new(
@@ -176,6 +277,7 @@ impl Dealer {
             return Ok(Registered {
                 id: reg.id,
                 created: false,
+                revoked: Vec::new(),
             });
         }
         let id = new_id();
@@ -193,7 +295,11 @@ impl Dealer {
             },
         );
         self.by_id.insert(id, (uri.to_owned(), policy));
-        Ok(Registered { id, created: true })
+        Ok(Registered {
+            id,
+            created: true,
+            revoked: Vec::new(),
+        })
     }
 
     /// Removes `session` as a callee of registration `id`; `None` if it was not one, else whether
@@ -211,7 +317,8 @@ impl Dealer {
         Some(false)
     }
 
-    /// Routes a CALL to a callee as an INVOCATION.
+    /// Routes a CALL to a callee as an INVOCATION. Returns a timer to arm if the call has a
+    /// timeout.
     pub fn call(
         &mut self,
         caller: &Arc<SessionHandle>,
@@ -219,7 +326,20 @@ impl Dealer {
         procedure: &str,
         options: &Dict,
         payload: Payload,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Option<CallTimer>, Refusal> {
+        let timeout = match options.get("timeout") {
+            None => None,
+            Some(v) => match v.as_u64() {
+                Some(0) => None,
+                Some(ms) => Some(Duration::from_millis(ms)),
+                None => {
+                    return Err(Refusal::new(
+                        uris::INVALID_ARGUMENT,
+                        "timeout must be a non-negative integer (ms)",
+                    ));
+                }
+            },
+        };
         let Some(reg) = self.best_match_mut(procedure) else {
             return Err(Refusal::new(
                 uris::NO_SUCH_PROCEDURE,
@@ -228,12 +348,13 @@ impl Dealer {
         };
         let reg_id = reg.id;
         let pattern = reg.policy != MatchPolicy::Exact;
-        let Some(callee) = reg.pick() else {
+        let Some(i) = reg.pick() else {
             return Err(Refusal::new(
                 uris::NO_AVAILABLE_CALLEE,
-                "no callee available",
+                "every callee is at its concurrency limit",
             ));
         };
+        let callee = &mut reg.callees[i];
         let callee_session = callee.session.clone();
         let mut details = Dict::new();
         if pattern {
@@ -256,56 +377,81 @@ impl Dealer {
             details.insert("receive_progress".into(), Value::Bool(true));
         }
         let inv = callee_session.next_invocation_id();
-        let msg = Message::Invocation {
+        if !callee_session.send(Outgoing::new(Message::Invocation {
             request: inv,
             registration: reg_id,
             details,
             payload,
-        };
-        self.pending.insert(
-            (callee_session.id, inv),
-            Pending {
-                caller: caller.clone(),
-                call_request: request,
-                callee: callee_session.clone(),
-                progress,
-            },
-        );
-        if !callee_session.send(Outgoing::new(msg)) {
-            self.pending.remove(&(callee_session.id, inv));
+        })) {
             return Err(Refusal::new(
                 uris::UNAVAILABLE,
                 "the callee cannot take more invocations",
             ));
         }
-        Ok(())
+        callee.in_flight += 1;
+        let key = (callee_session.id, inv);
+        let deadline = timeout.map(|t| Instant::now() + t);
+        self.pending.insert(
+            key,
+            Pending {
+                caller: caller.clone(),
+                call_request: request,
+                callee: callee_session,
+                registration: reg_id,
+                progress,
+                timeout,
+                deadline,
+            },
+        );
+        self.by_call.insert((caller.id, request), key);
+        Ok(deadline.map(|deadline| CallTimer { key, deadline }))
+    }
+
+    /// Forgets a pending call and releases its callee's concurrency slot.
+    fn finish(&mut self, key: (Id, Id)) -> Option<Pending> {
+        let p = self.pending.remove(&key)?;
+        self.by_call.remove(&(p.caller.id, p.call_request));
+        if let Some((uri, policy)) = self.by_id.get(&p.registration).cloned()
+            && let Some(c) = self
+                .index
+                .get_mut(&uri, policy)
+                .and_then(|r| r.callee_mut(p.callee.id))
+        {
+            c.in_flight = c.in_flight.saturating_sub(1);
+        }
+        Some(p)
     }
 
     /// Handles a YIELD from a callee: the result goes to the caller. Unknown invocations (the
-    /// caller left, or the call was canceled) are ignored.
+    /// caller left, or the call was canceled or timed out) are ignored.
     pub fn yield_result(&mut self, callee: Id, request: Id, options: &Dict, payload: Payload) {
         let key = (callee, request);
         let progress = opt_bool(options, "progress", false);
-        let Some(p) = self.pending.get(&key) else {
+        let Some(p) = self.pending.get_mut(&key) else {
             tracing::debug!(callee, request, "YIELD for no pending invocation; ignored");
             return;
         };
-        if progress && !p.progress {
-            // The caller did not ask for progressive results: drop intermediate ones.
+        if progress {
+            if !p.progress {
+                // The caller did not ask for progressive results: drop intermediate ones.
+                return;
+            }
+            if let Some(t) = p.timeout {
+                p.deadline = Some(Instant::now() + t);
+            }
+            p.caller.send(Outgoing::new(Message::Result {
+                request: p.call_request,
+                details: crate::wamp::dict([("progress", Value::Bool(true))]),
+                payload,
+            }));
             return;
         }
-        let mut details = Dict::new();
-        if progress {
-            details.insert("progress".into(), Value::Bool(true));
-        }
-        let msg = Message::Result {
-            request: p.call_request,
-            details,
-            payload,
-        };
-        p.caller.send(Outgoing::new(msg));
-        if !progress {
-            self.pending.remove(&key);
+        if let Some(p) = self.finish(key) {
+            p.caller.send(Outgoing::new(Message::Result {
+                request: p.call_request,
+                details: Dict::new(),
+                payload,
+            }));
         }
     }
 
@@ -318,7 +464,7 @@ impl Dealer {
         error: String,
         payload: Payload,
     ) {
-        let Some(p) = self.pending.remove(&(callee, request)) else {
+        let Some(p) = self.finish((callee, request)) else {
             tracing::debug!(callee, request, "ERROR for no pending invocation; ignored");
             return;
         };
@@ -331,9 +477,84 @@ impl Dealer {
         }));
     }
 
+    /// Handles a CANCEL from a caller. `skip` answers the caller now and lets the callee finish
+    /// unheard; `kill` interrupts the callee and passes on whatever it answers; `killnowait`
+    /// answers the caller now and interrupts the callee. A callee that does not support canceling
+    /// always gets `skip`.
+    pub fn cancel(&mut self, caller: Id, request: Id, mode: CancelMode) {
+        let Some(&key) = self.by_call.get(&(caller, request)) else {
+            return;
+        };
+        let Some(p) = self.pending.get(&key) else {
+            return;
+        };
+        let mode = if p.callee.features.call_canceling {
+            mode
+        } else {
+            CancelMode::Skip
+        };
+        let interrupt = |p: &Pending, mode: &str| {
+            p.callee.send(Outgoing::new(Message::Interrupt {
+                request: key.1,
+                options: crate::wamp::dict([
+                    ("mode", Value::from(mode)),
+                    ("reason", Value::from(uris::CANCELED)),
+                ]),
+            }));
+        };
+        match mode {
+            CancelMode::Kill => interrupt(p, "kill"),
+            CancelMode::Skip | CancelMode::KillNoWait => {
+                if let Some(p) = self.finish(key) {
+                    if mode == CancelMode::KillNoWait {
+                        interrupt(&p, "killnowait");
+                    }
+                    p.caller.send(Outgoing::new(Message::error(
+                        code::CALL,
+                        p.call_request,
+                        uris::CANCELED,
+                        Some("the call was canceled".into()),
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Checks a call whose timer fired: expires it (`wamp.error.timeout` to the caller, INTERRUPT
+    /// `killnowait` to a callee that supports canceling) unless it finished or was extended.
+    pub fn check_timeout(&mut self, key: (Id, Id), now: Instant) -> TimeoutCheck {
+        let Some(p) = self.pending.get(&key) else {
+            return TimeoutCheck::Gone;
+        };
+        match p.deadline {
+            None => return TimeoutCheck::Gone,
+            Some(d) if d > now => return TimeoutCheck::Extended(d),
+            Some(_) => {}
+        }
+        let Some(p) = self.finish(key) else {
+            return TimeoutCheck::Gone;
+        };
+        if p.callee.features.call_canceling {
+            p.callee.send(Outgoing::new(Message::Interrupt {
+                request: key.1,
+                options: crate::wamp::dict([
+                    ("mode", Value::from("killnowait")),
+                    ("reason", Value::from(uris::TIMEOUT)),
+                ]),
+            }));
+        }
+        p.caller.send(Outgoing::new(Message::error(
+            code::CALL,
+            p.call_request,
+            uris::TIMEOUT,
+            Some("the callee did not answer in time".into()),
+        )));
+        TimeoutCheck::Expired
+    }
+
     /// Removes a leaving session: its registrations go, calls it was serving fail with
-    /// `wamp.error.canceled`, and calls it made are forgotten (their callees are interrupted if
-    /// they support canceling).
+    /// `wamp.error.canceled`, and calls it made are forgotten (their callees are interrupted with
+    /// `killnowait` if they support canceling).
     pub fn remove_session(&mut self, session: Id) -> Departure {
         let regs: Vec<Id> = self
             .index
@@ -345,27 +566,31 @@ impl Dealer {
             .into_iter()
             .filter_map(|id| self.unregister(id, session).map(|d| (id, d)))
             .collect();
-        self.pending.retain(|(callee, inv), p| {
-            if *callee == session {
+        let keys: Vec<(Id, Id)> = self
+            .pending
+            .iter()
+            .filter(|((callee, _), p)| *callee == session || p.caller.id == session)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            let Some(p) = self.finish(key) else { continue };
+            if key.0 == session {
                 p.caller.send(Outgoing::new(Message::error(
                     code::CALL,
                     p.call_request,
                     uris::CANCELED,
                     Some("the callee left".into()),
                 )));
-                return false;
+            } else if p.callee.features.call_canceling {
+                p.callee.send(Outgoing::new(Message::Interrupt {
+                    request: key.1,
+                    options: crate::wamp::dict([
+                        ("mode", Value::from("killnowait")),
+                        ("reason", Value::from(uris::CANCELED)),
+                    ]),
+                }));
             }
-            if p.caller.id == session {
-                if p.callee.features.call_canceling {
-                    p.callee.send(Outgoing::new(Message::Interrupt {
-                        request: *inv,
-                        options: crate::wamp::dict([("mode", Value::from("killnowait"))]),
-                    }));
-                }
-                return false;
-            }
-            true
-        });
+        }
         Departure { registrations }
     }
 

@@ -4,12 +4,15 @@
 //! - [`outbound`]: messages on their way out, encoded once per serializer, and the session handle
 //!   with its bounded queue and slow-consumer policy.
 //! - [`realm`]: one realm's sessions, broker and dealer, and the lock rule that guards them.
-//! - [`broker`], [`dealer`]: publish/subscribe and routed calls.
+//! - [`broker`], [`dealer`]: publish/subscribe (with retention and history) and routed calls
+//!   (with timeouts, canceling, progressive results and shared registrations).
+//! - [`meta`]: the meta API (sessions, registrations, subscriptions, testaments) and meta events.
 //! - [`session`]: the per-session protocol state machine, fed one message at a time by a transport
 //!   task or an in-process client, with no I/O of its own.
 
 pub mod broker;
 pub mod dealer;
+pub mod meta;
 pub mod outbound;
 pub mod patterns;
 pub mod realm;

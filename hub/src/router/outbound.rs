@@ -125,6 +125,25 @@ pub struct SessionHandle {
     dropped_events: AtomicU64,
     warned_drop: AtomicBool,
     next_invocation: AtomicU64,
+    testaments: Mutex<Vec<Testament>>,
+}
+
+/// When a testament is published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestamentScope {
+    /// When the session's transport goes away (published first).
+    Detached,
+    /// When the session ends.
+    Destroyed,
+}
+
+/// An event the router publishes on a session's behalf when the session ends (a last will).
+#[derive(Clone, Debug)]
+pub struct Testament {
+    pub topic: String,
+    pub payload: crate::wamp::Payload,
+    pub options: crate::wamp::Dict,
+    pub scope: TestamentScope,
 }
 
 impl SessionHandle {
@@ -152,7 +171,37 @@ impl SessionHandle {
             dropped_events: AtomicU64::new(0),
             warned_drop: AtomicBool::new(false),
             next_invocation: AtomicU64::new(1),
+            testaments: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Most testaments one session may hold.
+    pub const MAX_TESTAMENTS: usize = 64;
+
+    /// Adds a testament; false if the session already holds [`Self::MAX_TESTAMENTS`].
+    pub fn add_testament(&self, t: Testament) -> bool {
+        let mut list = self.testaments.lock().unwrap_or_else(|e| e.into_inner());
+        if list.len() >= Self::MAX_TESTAMENTS {
+            return false;
+        }
+        list.push(t);
+        true
+    }
+
+    /// Removes the testaments of a scope, returning how many there were.
+    pub fn flush_testaments(&self, scope: TestamentScope) -> usize {
+        let mut list = self.testaments.lock().unwrap_or_else(|e| e.into_inner());
+        let before = list.len();
+        list.retain(|t| t.scope != scope);
+        before - list.len()
+    }
+
+    /// Takes every testament, `detached` ones first, each scope in the order added.
+    pub(crate) fn take_testaments(&self) -> Vec<Testament> {
+        let mut list =
+            std::mem::take(&mut *self.testaments.lock().unwrap_or_else(|e| e.into_inner()));
+        list.sort_by_key(|t| t.scope != TestamentScope::Detached);
+        list
     }
 
     /// Queues a reply, result, invocation or error. If the queue is full the session is closed:

@@ -20,6 +20,8 @@ pub struct RealmConfig {
     pub strict_uris: bool,
     /// Admit sessions that do not authenticate.
     pub anonymous: bool,
+    /// Topic patterns whose events are kept for `wamp.subscription.get_events`.
+    pub history: Vec<super::broker::HistorySpec>,
 }
 
 impl RealmConfig {
@@ -29,6 +31,7 @@ impl RealmConfig {
             name: name.to_owned(),
             strict_uris: false,
             anonymous: true,
+            history: Vec::new(),
         }
     }
 }
@@ -45,10 +48,10 @@ pub struct Realm {
 impl Realm {
     pub fn new(config: RealmConfig) -> Self {
         Realm {
-            config,
             sessions: RwLock::default(),
-            broker: RwLock::default(),
+            broker: RwLock::new(Broker::with_history(&config.history)),
             dealer: Mutex::default(),
+            config,
         }
     }
 

@@ -6,12 +6,15 @@
 //! flushed. Dropping it removes the session from its realm, so no exit path leaks a registration.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Router;
-use super::broker::Audience;
+use super::broker::{Audience, Publisher};
+use super::dealer::{CallTimer, CancelMode, TimeoutCheck};
+use super::meta::{self, MetaEvent};
 use super::outbound::{AuthInfo, Outgoing, PeerFeatures, SessionHandle, TransportInfo};
 use super::realm::Realm;
 use crate::wamp::message::{code, opt_bool};
@@ -132,6 +135,7 @@ impl RouterSession {
             realm: realm.clone(),
             handle: handle.clone(),
         };
+        meta::publish(realm, vec![MetaEvent::on_join(&handle)]);
         handle
     }
 
@@ -208,10 +212,25 @@ impl RouterSession {
             } => {
                 let removed = realm.broker_mut().unsubscribe(subscription, me.id);
                 match removed {
-                    Some(_) => self.reply(Message::Unsubscribed {
-                        request,
-                        details: None,
-                    }),
+                    Some(deleted) => {
+                        self.reply(Message::Unsubscribed {
+                            request,
+                            details: None,
+                        });
+                        let mut events = vec![MetaEvent::pair(
+                            "wamp.subscription.on_unsubscribe",
+                            me.id,
+                            subscription,
+                        )];
+                        if deleted {
+                            events.push(MetaEvent::pair(
+                                "wamp.subscription.on_delete",
+                                me.id,
+                                subscription,
+                            ));
+                        }
+                        meta::publish(&realm, events);
+                    }
                     None => self.reply(Message::error(
                         code::UNSUBSCRIBE,
                         request,
@@ -231,10 +250,25 @@ impl RouterSession {
             } => {
                 let removed = realm.dealer().unregister(registration, me.id);
                 match removed {
-                    Some(_) => self.reply(Message::Unregistered {
-                        request,
-                        details: None,
-                    }),
+                    Some(deleted) => {
+                        self.reply(Message::Unregistered {
+                            request,
+                            details: None,
+                        });
+                        let mut events = vec![MetaEvent::pair(
+                            "wamp.registration.on_unregister",
+                            me.id,
+                            registration,
+                        )];
+                        if deleted {
+                            events.push(MetaEvent::pair(
+                                "wamp.registration.on_delete",
+                                me.id,
+                                registration,
+                            ));
+                        }
+                        meta::publish(&realm, events);
+                    }
                     None => self.reply(Message::error(
                         code::UNREGISTER,
                         request,
@@ -258,16 +292,34 @@ impl RouterSession {
                     ));
                     return Flow::Continue;
                 }
-                let refused = realm
+                if meta::is_meta(&procedure) {
+                    match meta::call(&realm, &me, &procedure, &payload) {
+                        Ok(payload) => self.reply(Message::Result {
+                            request,
+                            details: Dict::new(),
+                            payload,
+                        }),
+                        Err(r) => self.reply(Message::error(
+                            code::CALL,
+                            request,
+                            r.error,
+                            Some(r.message),
+                        )),
+                    }
+                    return Flow::Continue;
+                }
+                let routed = realm
                     .dealer()
                     .call(&me, request, &procedure, &options, payload);
-                if let Err(r) = refused {
-                    self.reply(Message::error(
+                match routed {
+                    Ok(Some(timer)) => spawn_call_timer(&realm, timer),
+                    Ok(None) => {}
+                    Err(r) => self.reply(Message::error(
                         code::CALL,
                         request,
                         r.error,
                         Some(r.message),
-                    ));
+                    )),
                 }
             }
             Message::Yield {
@@ -291,13 +343,10 @@ impl RouterSession {
                     .dealer()
                     .invocation_error(me.id, request, details, error, payload);
             }
-            Message::Cancel { .. } => {
-                // Canceling is not announced; a peer that cancels anyway gets its result later.
-                tracing::debug!(
-                    session = me.id,
-                    "CANCEL ignored: call_canceling not enabled"
-                );
-            }
+            Message::Cancel { request, options } => match CancelMode::from_options(&options) {
+                Ok(mode) => realm.dealer().cancel(me.id, request, mode),
+                Err(m) => return self.protocol_violation(&m),
+            },
             Message::Goodbye { .. } => {
                 self.leave();
                 self.state = State::Idle;
@@ -387,9 +436,15 @@ impl RouterSession {
             Err(m) => return fail(uris::INVALID_ARGUMENT, m),
         };
         let disclose = opt_bool(options, "disclose_me", false);
-        let (publication, _) = realm
-            .broker()
-            .publish(me, topic, &audience, disclose, payload);
+        let retain = opt_bool(options, "retain", false);
+        let (publication, _) = realm.broker().publish(
+            &Publisher::of(me),
+            topic,
+            audience,
+            disclose,
+            retain,
+            payload,
+        );
         if ack {
             self.reply(Message::Published {
                 request,
@@ -425,13 +480,31 @@ impl RouterSession {
                 Some(format!("invalid {} topic URI {topic:?}", policy.as_str())),
             ));
         }
-        // SUBSCRIBED is queued under the broker lock so no EVENT for it can overtake it.
-        let mut broker = realm.broker_mut();
-        let sub = broker.subscribe(topic, policy, me, || self.router.ids.next());
-        self.reply(Message::Subscribed {
-            request,
-            subscription: sub.id,
-        });
+        // SUBSCRIBED (and retained events) are queued under the broker lock so no EVENT for the
+        // subscription can overtake them.
+        let mut events = Vec::new();
+        {
+            let mut broker = realm.broker_mut();
+            let sub = broker.subscribe(topic, policy, me, || self.router.ids.next());
+            self.reply(Message::Subscribed {
+                request,
+                subscription: sub.id,
+            });
+            if opt_bool(options, "get_retained", false) {
+                broker.send_retained(sub.id, me);
+            }
+            if sub.created
+                && let Some(s) = broker.get(sub.id)
+            {
+                events.push(MetaEvent::subscription_created(me.id, s));
+            }
+            events.push(MetaEvent::pair(
+                "wamp.subscription.on_subscribe",
+                me.id,
+                sub.id,
+            ));
+        }
+        meta::publish(realm, events);
     }
 
     fn register(
@@ -484,9 +557,41 @@ impl RouterSession {
     fn leave(&mut self) {
         let state = std::mem::replace(&mut self.state, State::Idle);
         if let State::Established { realm, handle } = state {
-            realm.broker_mut().remove_session(handle.id);
-            realm.dealer().remove_session(handle.id);
+            let subs = realm.broker_mut().remove_session(handle.id);
+            let regs = realm.dealer().remove_session(handle.id).registrations;
             realm.remove_session(handle.id);
+            meta::publish_testaments(&realm, &handle);
+            let mut events = Vec::new();
+            for (id, deleted) in subs {
+                events.push(MetaEvent::pair(
+                    "wamp.subscription.on_unsubscribe",
+                    handle.id,
+                    id,
+                ));
+                if deleted {
+                    events.push(MetaEvent::pair(
+                        "wamp.subscription.on_delete",
+                        handle.id,
+                        id,
+                    ));
+                }
+            }
+            for (id, deleted) in regs {
+                events.push(MetaEvent::pair(
+                    "wamp.registration.on_unregister",
+                    handle.id,
+                    id,
+                ));
+                if deleted {
+                    events.push(MetaEvent::pair(
+                        "wamp.registration.on_delete",
+                        handle.id,
+                        id,
+                    ));
+                }
+            }
+            events.push(MetaEvent::on_leave(&handle));
+            meta::publish(&realm, events);
             tracing::debug!(session = handle.id, realm = realm.name(), "session left");
         }
     }
@@ -496,6 +601,27 @@ impl Drop for RouterSession {
     fn drop(&mut self) {
         self.leave();
     }
+}
+
+/// Arms the timer of a call with a timeout: when it fires the dealer expires the call unless it
+/// finished or a progressive result pushed the deadline back. Holds the realm weakly.
+fn spawn_call_timer(realm: &Arc<Realm>, timer: CallTimer) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let weak = Arc::downgrade(realm);
+    rt.spawn(async move {
+        let mut deadline = timer.deadline;
+        loop {
+            tokio::time::sleep_until(deadline.into()).await;
+            let Some(realm) = weak.upgrade() else { return };
+            let check = realm.dealer().check_timeout(timer.key, Instant::now());
+            match check {
+                TimeoutCheck::Extended(d) => deadline = d,
+                TimeoutCheck::Gone | TimeoutCheck::Expired => return,
+            }
+        }
+    });
 }
 
 /// Reads the client features that change what the router sends.
@@ -538,6 +664,10 @@ fn welcome_details(realm: &Realm, h: &SessionHandle) -> Dict {
                 "publisher_exclusion",
                 "publisher_identification",
                 "subscriber_blackwhite_listing",
+                "event_retention",
+                "event_history",
+                "session_meta_api",
+                "subscription_meta_api",
             ]),
         ),
         (
@@ -546,6 +676,13 @@ fn welcome_details(realm: &Realm, h: &SessionHandle) -> Dict {
                 "pattern_based_registration",
                 "shared_registration",
                 "caller_identification",
+                "progressive_call_results",
+                "call_timeout",
+                "call_canceling",
+                "registration_revocation",
+                "session_meta_api",
+                "registration_meta_api",
+                "testament_meta_api",
             ]),
         ),
     ]);

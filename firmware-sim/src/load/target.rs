@@ -1,0 +1,117 @@
+//! Starting a system under test as its own process, on loopback, on ports it picks itself.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+/// A `brume` hub started for a measurement; killed when dropped.
+pub struct BrumeProcess {
+    child: Child,
+    pub rawsocket: String,
+    pub websocket: String,
+    pub started_in: Duration,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for BrumeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl BrumeProcess {
+    /// The process id, for resident-memory readings.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// The `brume` binary next to the running executable (both are built into the same directory).
+pub fn brume_binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let dir = me.parent().context("executable has no directory")?;
+    let candidate = dir.join("brume");
+    if candidate.exists() {
+        return Ok(candidate);
+    }
+    bail!(
+        "no brume binary beside {}; build it with `cargo build --release -p hub`",
+        me.display()
+    )
+}
+
+/// Starts `brume run` with both listeners on port 0 and waits for them, measuring the time from
+/// spawn to listening.
+pub fn start_brume(binary: &Path, extra_config: &str) -> anyhow::Result<BrumeProcess> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("brume.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[hub]\ndata_dir = {:?}\n{extra_config}\n\
+             [[listeners]]\nname = \"ws\"\nkind = \"websocket\"\naddress = \"127.0.0.1:0\"\n\
+             [[listeners]]\nname = \"rs\"\nkind = \"rawsocket\"\naddress = \"127.0.0.1:0\"\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )?;
+    let started = Instant::now();
+    let mut child = Command::new(binary)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("spawn {}", binary.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut ws, mut rs) = (None, None);
+    while ws.is_none() || rs.is_none() {
+        let line = lines.next().context("brume exited before listening")??;
+        let after = |marker: &str| {
+            line.find(marker).and_then(|i| {
+                line[i + marker.len()..]
+                    .split_whitespace()
+                    .next()
+                    .map(str::to_owned)
+            })
+        };
+        if let Some(u) = after("WebSocket at ") {
+            ws = Some(u);
+        }
+        if let Some(a) = after("RawSocket at ") {
+            rs = Some(format!("rs://{a}"));
+        }
+    }
+    let started_in = started.elapsed();
+    // Keep draining stdout so the hub never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Ok(BrumeProcess {
+        child,
+        rawsocket: rs.context("no RawSocket listener")?,
+        websocket: ws.context("no WebSocket listener")?,
+        started_in,
+        _dir: dir,
+    })
+}
+
+/// Resident set size of a process in KiB (Linux `/proc`).
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .context("no VmRSS in /proc status")
+}
+
+/// Waits a little for a process to settle before reading its idle memory.
+pub fn settle() {
+    std::thread::sleep(Duration::from_millis(500));
+}

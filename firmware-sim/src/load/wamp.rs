@@ -1,0 +1,224 @@
+//! WAMP load: events delivered per second from publishers to subscribers, and RPC round trips
+//! (sequential latency percentiles, and throughput with many calls in flight).
+//!
+//! Publishers keep at most `window` events in flight (published but not yet received by every
+//! subscriber), so the figure is delivered throughput, not how fast bytes can be queued, and the
+//! router's slow-consumer policy never triggers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use hub::wamp::{Dict, Message, Payload, Serializer, Value};
+use tokio::sync::Notify;
+
+use super::peer::Peer;
+
+/// Settings shared by the WAMP scenarios.
+#[derive(Clone, Debug)]
+pub struct WampLoad {
+    pub url: String,
+    pub realm: String,
+    pub serializer: Serializer,
+    pub payload_bytes: usize,
+    pub warmup: Duration,
+    pub measure: Duration,
+}
+
+/// Events per second delivered, summed over subscribers.
+#[derive(Clone, Debug)]
+pub struct PubSubFigure {
+    pub subscribers: usize,
+    pub delivered_per_sec: f64,
+}
+
+/// Round-trip figures.
+#[derive(Clone, Debug)]
+pub struct RpcFigure {
+    pub in_flight: usize,
+    pub calls_per_sec: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+fn payload(bytes: usize) -> Payload {
+    Payload::args(vec![Value::Str("x".repeat(bytes))])
+}
+
+/// 1 publisher → `subscribers` subscribers on one topic.
+pub async fn pubsub(
+    cfg: &WampLoad,
+    subscribers: usize,
+    window: u64,
+) -> anyhow::Result<PubSubFigure> {
+    let counters: Vec<Arc<AtomicU64>> = (0..subscribers)
+        .map(|_| Arc::new(AtomicU64::new(0)))
+        .collect();
+    let progress = Arc::new(Notify::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for received in &counters {
+        let mut sub = Peer::join(&cfg.url, &cfg.realm, cfg.serializer).await?;
+        sub.subscribe("bench.topic").await?;
+        let (received, progress, stop) = (received.clone(), progress.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match sub.recv().await {
+                    Ok(Message::Event { .. }) => {
+                        received.fetch_add(1, Ordering::Relaxed);
+                        progress.notify_one();
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    let slowest = || {
+        counters
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0)
+    };
+    let total = || {
+        counters
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let mut publisher = Peer::join(&cfg.url, &cfg.realm, cfg.serializer).await?;
+    let body = payload(cfg.payload_bytes);
+    let mut published = 0u64;
+    let start = Instant::now();
+    let mut mark: Option<(Instant, u64)> = None;
+    loop {
+        let now = Instant::now();
+        if mark.is_none() && now >= start + cfg.warmup {
+            mark = Some((now, total()));
+        }
+        if let Some((t0, r0)) = mark
+            && now >= t0 + cfg.measure
+        {
+            let delivered = total() - r0;
+            stop.store(true, Ordering::Relaxed);
+            for t in tasks {
+                t.abort();
+            }
+            return Ok(PubSubFigure {
+                subscribers,
+                delivered_per_sec: delivered as f64 / now.duration_since(t0).as_secs_f64(),
+            });
+        }
+        let in_flight = published - slowest();
+        if in_flight >= window {
+            let _ = tokio::time::timeout(Duration::from_millis(50), progress.notified()).await;
+            continue;
+        }
+        let batch = (window - in_flight).clamp(1, 64);
+        for _ in 0..batch {
+            let request = publisher.request_id();
+            publisher.queue(&Message::Publish {
+                request,
+                options: Dict::new(),
+                topic: "bench.topic".into(),
+                payload: body.clone(),
+            })?;
+        }
+        publisher.flush().await?;
+        published += batch;
+    }
+}
+
+/// A callee that echoes every invocation, until the task is aborted.
+async fn echo_callee(cfg: &WampLoad) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut callee = Peer::join(&cfg.url, &cfg.realm, cfg.serializer).await?;
+    callee.register("bench.echo").await?;
+    Ok(tokio::spawn(async move {
+        loop {
+            match callee.recv().await {
+                Ok(Message::Invocation {
+                    request, payload, ..
+                }) => {
+                    let y = Message::Yield {
+                        request,
+                        options: Dict::new(),
+                        payload,
+                    };
+                    if callee.send(&y).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// RPC with `in_flight` calls outstanding (1 = sequential), one caller, one callee.
+pub async fn rpc(cfg: &WampLoad, in_flight: usize) -> anyhow::Result<RpcFigure> {
+    let callee = echo_callee(cfg).await?;
+    let mut caller = Peer::join(&cfg.url, &cfg.realm, cfg.serializer).await?;
+    let body = payload(cfg.payload_bytes);
+    let mut sent_at = std::collections::HashMap::new();
+    let mut latencies = Vec::new();
+    let start = Instant::now();
+    let mut measuring_since: Option<Instant> = None;
+    let mut completed = 0u64;
+    let call = |caller: &mut Peer, sent_at: &mut std::collections::HashMap<u64, Instant>| {
+        let request = caller.request_id();
+        sent_at.insert(request, Instant::now());
+        caller.queue(&Message::Call {
+            request,
+            options: Dict::new(),
+            procedure: "bench.echo".into(),
+            payload: body.clone(),
+        })
+    };
+    for _ in 0..in_flight {
+        call(&mut caller, &mut sent_at)?;
+    }
+    caller.flush().await?;
+    loop {
+        match caller.recv().await? {
+            Message::Result { request, .. } => {
+                let now = Instant::now();
+                if let Some(t) = sent_at.remove(&request)
+                    && measuring_since.is_some()
+                {
+                    latencies.push(now.duration_since(t).as_secs_f64() * 1e6);
+                    completed += 1;
+                }
+                if measuring_since.is_none() && now >= start + cfg.warmup {
+                    measuring_since = Some(now);
+                }
+                if let Some(t0) = measuring_since
+                    && now >= t0 + cfg.measure
+                {
+                    callee.abort();
+                    latencies.sort_by(f64::total_cmp);
+                    return Ok(RpcFigure {
+                        in_flight,
+                        calls_per_sec: completed as f64 / now.duration_since(t0).as_secs_f64(),
+                        p50_us: percentile(&latencies, 0.50),
+                        p99_us: percentile(&latencies, 0.99),
+                    });
+                }
+                call(&mut caller, &mut sent_at)?;
+                caller.flush().await?;
+            }
+            Message::Error { error, .. } => bail!("call failed: {error}"),
+            _ => {}
+        }
+    }
+}
