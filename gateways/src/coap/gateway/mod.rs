@@ -18,12 +18,31 @@
 //!
 //! Bodies are JSON (Content-Format 50, also assumed when none is given) or CBOR (60); other
 //! formats get 4.15. GETs answer in JSON, or CBOR when the request has `Accept: 60` (a commands
-//! observation keeps the format of its registration); other Accept values get 4.06. The commands
-//! representation, how desired values and action requests appear in it, and the reply body are
-//! described in the `commands` module: in short, `{"commands": [{"id", "kind": "desired",
-//! "values"}, {"id", "kind": "action", "action", "input", "deadline_ms"}]}`, always the whole
-//! list of unsettled commands, notified as Confirmable messages so a lost one is retransmitted
-//! and a vanished observer is noticed.
+//! observation keeps the format of its registration); other Accept values get 4.06.
+//!
+//! # Commands and replies
+//!
+//! The representation of `/things/<id>/commands` is always the whole list of commands not yet
+//! settled, each with its own id, and every change is notified as a Confirmable message (a lost
+//! one is retransmitted; an observer that stopped answering is dropped):
+//!
+//! ```json
+//! {"commands": [
+//!   {"id": "desired-7", "kind": "desired", "values": {"setpoint": 22}},
+//!   {"id": "41", "kind": "action", "action": "boost", "input": {"minutes": 5}, "deadline_ms": 1767225600000}
+//! ]}
+//! ```
+//!
+//! Observe only promises the latest state (a newer notification replaces one in flight), so the
+//! device acts on ids it has not seen yet and skips the others. `SetDesired` values merge into
+//! one `desired` entry with a fresh `desired-<n>` id (a prefix reserved by the gateway); a
+//! property leaves it when the device reports that value. An action carries the hub's
+//! correlation id and stays until answered or past `deadline_ms`; at most
+//! [`CoapConfig::max_pending_actions`] wait per device, and more are refused at once with an
+//! error reply. The device answers with `POST /things/<id>/replies`:
+//! `{"id": "41", "output": <value>}` (success), `{"id": "41", "error": "text"}` (failure), or
+//! `{"id": "desired-7"}` (desired values applied; optional when it reports them). Pending
+//! commands live in memory: a gateway restart forgets them, and the hub's calls time out.
 //!
 //! Errors: 4.04 for an unknown path or an unknown thing (the credentials' `UnknownThing`
 //! verdict), 4.05 for the wrong method, 4.01 for bad credentials, 4.00 (with a diagnostic text)

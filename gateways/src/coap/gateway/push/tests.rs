@@ -432,3 +432,52 @@ fn the_thing_table_is_bounded() {
         }]
     ));
 }
+
+#[test]
+fn random_requests_never_panic() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut c = core();
+    let t0 = Instant::now();
+    let segments = [
+        "things", "t1", "t2", "state", "info", "events", "fault", "desired", "commands", "replies",
+        "", "x", "Ünï", "..",
+    ];
+    let methods = [Method::Get, Method::Post, Method::Put, Method::Delete];
+    let formats = [None, Some(0), Some(50), Some(60), Some(42), Some(u16::MAX)];
+    for i in 0..20_000u32 {
+        let path = (0..rng.random_range(0..5))
+            .map(|_| segments[rng.random_range(0..segments.len())].to_owned())
+            .collect::<Vec<_>>();
+        let payload: Vec<u8> = match rng.random_range(0..4) {
+            0 => Vec::new(),
+            1 => (0..rng.random_range(0..64)).map(|_| rng.random()).collect(),
+            2 => json!({"id": "desired-1", "a": [1, {"b": null}]})
+                .to_string()
+                .into_bytes(),
+            _ => {
+                let mut v = Vec::new();
+                ciborium::into_writer(&json!({"id": "41", "output": 1.5}), &mut v).unwrap();
+                v
+            }
+        };
+        let req = Request {
+            id: RequestId(u64::from(i)),
+            peer: "127.0.0.1:1".parse().unwrap(),
+            method: methods[rng.random_range(0..methods.len())],
+            path,
+            query: vec![format!("s={}", if rng.random() { SECRET } else { "x" })],
+            content_format: formats[rng.random_range(0..formats.len())],
+            accept: formats[rng.random_range(0..formats.len())],
+            payload: Bytes::from(payload),
+            observe: None,
+            confirmable: rng.random(),
+        };
+        let r = c.on_request(t0, 0, &req);
+        assert!(r.events.len() <= MAX_EVENTS_PER_REQUEST);
+        if i % 1000 == 0 {
+            c.sweep(t0 + Duration::from_secs(u64::from(i / 100)), u64::from(i));
+        }
+    }
+}
