@@ -44,6 +44,10 @@ rate_limit_per_second = 500.0
 rate_limit_burst = 1000
 # Most observations held at once, over all devices.
 max_observers = 4096
+# Receive buffer of the device socket, in bytes, so bursts from many devices are not dropped by the
+# kernel while the gateway is busy (capped by the OS: net.core.rmem_max on Linux). 0 keeps the
+# OS default.
+recv_buffer_bytes = 1048576
 # Local address of the socket the hub uses as a CoAP client of devices that are servers
 # ("[::]:0" for IPv6 devices).
 client_bind = "0.0.0.0:0"
@@ -85,6 +89,8 @@ pub struct CoapConfig {
     pub rate_limit_burst: u32,
     /// Most observations at once.
     pub max_observers: usize,
+    /// `SO_RCVBUF` of the device socket; 0 keeps the OS default.
+    pub recv_buffer_bytes: usize,
     /// Local address of the client socket.
     pub client_bind: SocketAddr,
     /// Devices that are CoAP servers.
@@ -167,6 +173,7 @@ impl Default for CoapConfig {
             rate_limit_per_second: 500.0,
             rate_limit_burst: 1_000,
             max_observers: 4_096,
+            recv_buffer_bytes: 1 << 20,
             client_bind: SocketAddr::from(([0, 0, 0, 0], 0)),
             devices: Vec::new(),
         }

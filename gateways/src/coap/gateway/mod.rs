@@ -154,12 +154,12 @@ impl CoapGateway {
             let addr = resolve(&device).await?;
             resolved.push((device, addr));
         }
-        let socket = UdpSocket::bind(config.bind)
-            .await
-            .map_err(|source| GatewayError::Bind {
+        let socket = bind_udp(config.bind, config.recv_buffer_bytes).map_err(|source| {
+            GatewayError::Bind {
                 addr: config.bind,
                 source,
-            })?;
+            }
+        })?;
         let drivers = shutdown.child_token();
         let server = spawn_server(socket, config.server_driver(), drivers.clone())
             .map_err(GatewayError::Driver)?;
@@ -251,6 +251,18 @@ impl CoapGateway {
     pub async fn join(self) -> Result<(), GatewayError> {
         self.task.await.map_err(GatewayError::Task)?
     }
+}
+
+/// Binds a UDP socket with a receive buffer of `recv_buffer` bytes (0: the OS default).
+fn bind_udp(addr: SocketAddr, recv_buffer: usize) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if recv_buffer > 0 {
+        socket.set_recv_buffer_size(recv_buffer)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 /// The socket address of a device, resolving its host name if needed.
