@@ -3,9 +3,9 @@
 //! JSON body, keeping `window` of them in flight, for `duration`. Every answered request's latency
 //! (send to ACK) is recorded; the report gives the rate of 2.04 answers and latency percentiles.
 //!
-//! Without a `target`, it starts a gateway in-process (rate limit off, secrets checked) and
-//! drains its events as a hub would, so the figure is the gateway's end to end: datagram in,
-//! `DeviceEvent` delivered, ACK out. Against another gateway, that gateway's per-address rate
+//! Without a `target`, it starts a gateway in-process (rate limit off, secrets checked) on its
+//! own thread and single-threaded runtime, and drains its events as a hub would, so the figure
+//! is the gateway's end to end: datagram in, `DeviceEvent` delivered, ACK out. Against another gateway, that gateway's per-address rate
 //! limit must allow `rate / devices` per second or it will drop the excess.
 //!
 //! Requests are built once and patched (message ID, token) to keep the generator cheap; a request
@@ -20,6 +20,7 @@ use anyhow::Context;
 use coap_lite::{CoapOption, ContentFormat, MessageClass, MessageType, Packet, RequestType};
 use device_models::{DeviceEvent, TypeCatalog};
 use gateways::coap::gateway::{CoapConfig, CoapGateway};
+use gateways::link::HubEnds;
 use gateways::{GatewayIo, StaticCredentials};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
@@ -147,48 +148,79 @@ pub async fn coap_load(config: LoadConfig) -> anyhow::Result<LoadReport> {
     Ok(total.report(elapsed, events))
 }
 
-/// Starts a gateway on loopback port 0 for devices `load-0..n`, with a task counting the events
-/// it delivers until shutdown.
+/// Starts a gateway on loopback port 0 for devices `load-0..n`, on its own thread and
+/// single-threaded runtime (as a hub process would have it, apart from the devices), with a
+/// task counting the `Reported` events it delivers until shutdown.
 async fn in_process_gateway(
     devices: usize,
     shutdown: CancellationToken,
-) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<u64>)> {
+) -> anyhow::Result<(SocketAddr, tokio::sync::oneshot::Receiver<u64>)> {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (count_tx, count_rx) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the gateway runtime")?;
+    std::thread::Builder::new()
+        .name("coap-load-gateway".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match start_gateway(devices, shutdown.clone()).await {
+                    Ok((addr, hub)) => {
+                        let _ = ready_tx.send(Ok(addr));
+                        let _ = count_tx.send(count_reports(hub, shutdown).await);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            });
+        })
+        .context("spawning the gateway thread")?;
+    let addr = ready_rx.await.context("gateway thread")??;
+    Ok((addr, count_rx))
+}
+
+async fn start_gateway(
+    devices: usize,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(SocketAddr, HubEnds)> {
     let secrets = (0..devices)
         .map(|n| (thing_id(n), LOAD_SECRET.to_owned()))
         .collect::<HashMap<_, _>>();
-    let (io, mut hub) = GatewayIo::pair("coap-load", 8_192, Arc::new(StaticCredentials(secrets)));
+    let (io, hub) = GatewayIo::pair("coap-load", 8_192, Arc::new(StaticCredentials(secrets)));
     let config = CoapConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         rate_limit_per_second: 0.0,
         ..CoapConfig::default()
     };
-    let gateway = CoapGateway::start(&config, &TypeCatalog::new(), io, shutdown.clone())
+    let gateway = CoapGateway::start(&config, &TypeCatalog::new(), io, shutdown)
         .await
         .context("starting the in-process gateway")?;
-    let addr = gateway.local_addr();
-    let counter = tokio::spawn(async move {
-        let mut reported = 0u64;
-        let mut count = |e: DeviceEvent| {
-            if matches!(e, DeviceEvent::Reported { .. }) {
-                reported += 1;
-            }
-        };
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                e = hub.events.recv() => match e {
-                    Some(e) => count(e),
-                    None => break,
-                },
-            }
+    Ok((gateway.local_addr(), hub))
+}
+
+/// Counts `Reported` events until shutdown, then those still queued.
+async fn count_reports(mut hub: HubEnds, shutdown: CancellationToken) -> u64 {
+    let mut reported = 0u64;
+    let mut count = |e: DeviceEvent| {
+        if matches!(e, DeviceEvent::Reported { .. }) {
+            reported += 1;
         }
-        while let Ok(e) = hub.events.try_recv() {
-            count(e);
+    };
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            e = hub.events.recv() => match e {
+                Some(e) => count(e),
+                None => break,
+            },
         }
-        drop(gateway);
-        reported
-    });
-    Ok((addr, counter))
+    }
+    while let Ok(e) = hub.events.try_recv() {
+        count(e);
+    }
+    reported
 }
 
 fn thing_id(n: usize) -> String {
