@@ -217,12 +217,12 @@ impl PushDevices {
         entry.peer = Some(req.peer);
 
         let mut events = Vec::with_capacity(MAX_EVENTS_PER_REQUEST);
-        let mut hello_info = None;
+        let mut info_in_hello = false;
         if !entry.greeted {
             // First contact: `Hello`, carrying the info when that is what the device sent.
             let info = match &act {
                 Act::Info(info) => {
-                    hello_info = Some(());
+                    info_in_hello = true;
                     info.clone()
                 }
                 _ => Map::new(),
@@ -263,7 +263,7 @@ impl PushDevices {
                 Reaction::answer(Response::new(ResponseType::Created))
             }
             Act::Info(info) => {
-                if hello_info.is_none() {
+                if !info_in_hello {
                     events.push(DeviceEvent::Info { thing, info });
                 }
                 Reaction::answer(Response::new(ResponseType::Changed))
