@@ -12,9 +12,10 @@ Usage:
       {"commands": [...]}, applies desired values (POST state, then a reply) and answers actions
       (output {"echo": input}), and exits after settling COUNT commands.
   coap_peer.py server PORT
-      A CoAP server device on 127.0.0.1:PORT: observable /sensors/temperature (JSON number) and a
-      writable, observable /config/setpoint. Prints {"ready": true}, then {"put": value} for each
-      setpoint written. Each line on stdin is a new temperature to notify.
+      A CoAP server device on 127.0.0.1:PORT: observable /sensors/temperature (JSON number), a
+      writable, observable /config/setpoint, and /sensors/humidity without Observe (clients must
+      poll it). Prints {"ready": true}, then {"put": value} for each setpoint written. Each line on
+      stdin is a JSON object of new values ({"temperature": 23.5}, {"humidity": 55}).
 """
 
 import asyncio
@@ -110,6 +111,17 @@ async def device(base, count):
     await ctx.shutdown()
 
 
+class Plain(resource.Resource):
+    """A resource that does not do Observe."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+    async def render_get(self, request):
+        return Message(payload=json.dumps(self.value).encode(), content_format=50)
+
+
 class Value(resource.ObservableResource):
     def __init__(self, value, writable):
         super().__init__()
@@ -135,9 +147,11 @@ class Value(resource.ObservableResource):
 async def server(port):
     temperature = Value(20.0, False)
     setpoint = Value(21, True)
+    humidity = Plain(40)
     root = resource.Site()
     root.add_resource(["sensors", "temperature"], temperature)
     root.add_resource(["config", "setpoint"], setpoint)
+    root.add_resource(["sensors", "humidity"], humidity)
     ctx = await aiocoap.Context.create_server_context(root, bind=("127.0.0.1", int(port)))
     out({"ready": True})
     loop = asyncio.get_running_loop()
@@ -145,7 +159,11 @@ async def server(port):
         line = await loop.run_in_executor(None, sys.stdin.readline)
         if not line:
             break
-        temperature.set(json.loads(line))
+        values = json.loads(line)
+        if "temperature" in values:
+            temperature.set(values["temperature"])
+        if "humidity" in values:
+            humidity.value = values["humidity"]
     await ctx.shutdown()
 
 

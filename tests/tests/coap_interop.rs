@@ -40,6 +40,14 @@ struct Gw {
 
 impl Gw {
     async fn start(devices: Vec<DeviceConfig>) -> Self {
+        Self::start_with(CoapConfig {
+            devices,
+            ..CoapConfig::default()
+        })
+        .await
+    }
+
+    async fn start_with(config: CoapConfig) -> Self {
         tests::init_logging();
         let secrets: HashMap<String, String> = [
             "aio", "aio-cbor", "aio-dup", "aio-dev", "lib", "lib-info", "server",
@@ -50,8 +58,7 @@ impl Gw {
         let (io, hub) = GatewayIo::pair("coap", 256, Arc::new(StaticCredentials(secrets)));
         let config = CoapConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
-            devices,
-            ..CoapConfig::default()
+            ..config
         };
         let shutdown = CancellationToken::new();
         let gw = CoapGateway::start(
@@ -395,7 +402,7 @@ fn free_port() -> u16 {
 }
 
 #[tokio::test]
-async fn the_gateway_observes_an_aiocoap_server() {
+async fn the_gateway_observes_and_polls_an_aiocoap_server() {
     let port = free_port();
     let mut server = Peer::spawn(&["server".into(), port.to_string()]).await;
     assert_eq!(server.line().await, json!({"ready": true}));
@@ -403,22 +410,31 @@ async fn the_gateway_observes_an_aiocoap_server() {
         r#"
         properties.temperature.path = "/sensors/temperature"
         properties.setpoint.path = "/config/setpoint"
+        properties.humidity.path = "/sensors/humidity"
         "#,
     )
     .unwrap();
-    let mut gw = Gw::start(vec![DeviceConfig {
-        thing: id("server"),
-        type_id: Some("thermostat".into()),
-        uri: format!("coap://127.0.0.1:{port}"),
-        binding: Some(binding),
-    }])
+    let mut gw = Gw::start_with(CoapConfig {
+        devices: vec![DeviceConfig {
+            thing: id("server"),
+            type_id: Some("thermostat".into()),
+            uri: format!("coap://127.0.0.1:{port}"),
+            binding: Some(binding),
+        }],
+        poll_interval_secs: 1,
+        ..CoapConfig::default()
+    })
     .await;
     assert!(matches!(gw.event().await, DeviceEvent::Hello { thing, .. } if thing == id("server")));
     gw.until("the first temperature", |e| {
         reported(e, "server", "temperature", &json!(20.0))
     })
     .await;
-    server.send("23.5").await;
+    gw.until("the polled humidity", |e| {
+        reported(e, "server", "humidity", &json!(40))
+    })
+    .await;
+    server.send(r#"{"temperature": 23.5}"#).await;
     gw.until("the notified temperature", |e| {
         reported(e, "server", "temperature", &json!(23.5))
     })

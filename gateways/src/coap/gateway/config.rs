@@ -7,13 +7,14 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use device_models::{ThingId, TypeCatalog};
 use serde::{Deserialize, Serialize};
 
 use super::binding::{BindingError, CoapBinding};
 use crate::coap::RateLimitConfig;
-use crate::coap::driver::ServerDriverConfig;
+use crate::coap::driver::{ClientDriverConfig, ServerDriverConfig};
 use crate::coap::server::ServerConfig;
 
 /// The documented default `[coap]` section.
@@ -51,6 +52,8 @@ recv_buffer_bytes = 1048576
 # Local address of the socket the hub uses as a CoAP client of devices that are servers
 # ("[::]:0" for IPv6 devices).
 client_bind = "0.0.0.0:0"
+# Seconds between GETs of a device resource whose server does not do Observe.
+poll_interval_secs = 30
 # Devices that are CoAP servers, observed by the hub. `type` names a thing type whose
 # `[bindings.coap]` maps resources to properties and actions; `binding` gives the same table
 # inline instead. Example:
@@ -93,6 +96,8 @@ pub struct CoapConfig {
     pub recv_buffer_bytes: usize,
     /// Local address of the client socket.
     pub client_bind: SocketAddr,
+    /// Polling period of resources on devices without Observe, in seconds.
+    pub poll_interval_secs: u64,
     /// Devices that are CoAP servers.
     pub devices: Vec<DeviceConfig>,
 }
@@ -175,6 +180,7 @@ impl Default for CoapConfig {
             max_observers: 4_096,
             recv_buffer_bytes: 1 << 20,
             client_bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            poll_interval_secs: 30,
             devices: Vec::new(),
         }
     }
@@ -191,6 +197,9 @@ impl CoapConfig {
     pub fn validate(&self) -> Result<(), CoapConfigError> {
         if self.offline_after_secs == 0 {
             return Err(invalid("offline_after_secs", "must be at least 1"));
+        }
+        if self.poll_interval_secs == 0 {
+            return Err(invalid("poll_interval_secs", "must be at least 1"));
         }
         if self.max_things == 0 {
             return Err(invalid("max_things", "must be at least 1"));
@@ -266,6 +275,13 @@ impl CoapConfig {
             });
         }
         Ok(out)
+    }
+
+    /// The client driver settings this config implies.
+    pub(crate) fn client_driver(&self) -> ClientDriverConfig {
+        let mut config = ClientDriverConfig::default();
+        config.engine.poll_interval = Duration::from_secs(self.poll_interval_secs);
+        config
     }
 
     /// The server driver settings this config implies.

@@ -78,11 +78,12 @@
 //! # Devices that are CoAP servers
 //!
 //! Listed in [`CoapConfig::devices`] with a `coap://host:port` URI and a thing type whose
-//! `[bindings.coap]` table (see [`CoapBinding`]) maps resources to properties and actions. Each
-//! mapped resource is observed (polled when the device does not do Observe, re-registered when an
-//! observation lapses); notifications become `Reported`; `SetDesired` becomes a PUT per property
+//! `[bindings.coap]` table (see [`CoapBinding`]) maps resources to properties and actions (or
+//! with that table inline). Each mapped resource is observed, polled every
+//! [`CoapConfig::poll_interval_secs`] when the device does not do Observe, and re-registered when
+//! an observation lapses; notifications become `Reported`; `SetDesired` becomes a PUT per property
 //! resource; `InvokeAction` becomes a POST whose response is the `ActionReply`. The first answer
-//! produces `Hello`; an observation that times out produces `Offline`.
+//! produces `Hello`; an observation that times out produces `Offline`, the next answer `Online`.
 //!
 //! # Module map
 //!
@@ -127,7 +128,7 @@ pub use payload::{CONTENT_FORMAT_TEXT, PayloadError, PayloadFormat};
 use self::observed::ObservedDevices;
 use self::push::{PushDevices, PushSettings};
 use self::run::{Actor, Inputs, Outbox};
-use crate::coap::driver::{ClientDriverConfig, spawn_client, spawn_server};
+use crate::coap::driver::{spawn_client, spawn_server};
 use crate::link::GatewayIo;
 
 /// A running CoAP gateway.
@@ -173,7 +174,7 @@ impl CoapGateway {
                     addr: config.client_bind,
                     source,
                 })?;
-            let parts = spawn_client(socket, ClientDriverConfig::default(), drivers.clone())
+            let parts = spawn_client(socket, config.client_driver(), drivers.clone())
                 .map_err(GatewayError::Driver)?;
             (
                 Some(parts.handle),
