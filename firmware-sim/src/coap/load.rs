@@ -4,7 +4,7 @@
 //! (send to ACK) is recorded; the report gives the rate of 2.04 answers and latency percentiles.
 //!
 //! Without a `target`, it starts a gateway in-process (rate limit off, secrets checked) on its
-//! own thread and single-threaded runtime, and drains its events as a hub would, so the figure
+//! own runtime, and drains its events as a hub would, so the figure
 //! is the gateway's end to end: datagram in, `DeviceEvent` delivered, ACK out. Against another gateway, that gateway's per-address rate
 //! limit must allow `rate / devices` per second or it will drop the excess.
 //!
@@ -148,8 +148,8 @@ pub async fn coap_load(config: LoadConfig) -> anyhow::Result<LoadReport> {
     Ok(total.report(elapsed, events))
 }
 
-/// Starts a gateway on loopback port 0 for devices `load-0..n`, on its own thread and
-/// single-threaded runtime (as a hub process would have it, apart from the devices), with a
+/// Starts a gateway on loopback port 0 for devices `load-0..n`, on a runtime of its own (two
+/// workers, as the hub process has on two cores; apart from the devices' runtime), with a
 /// task counting the `Reported` events it delivers until shutdown.
 async fn in_process_gateway(
     devices: usize,
@@ -157,7 +157,9 @@ async fn in_process_gateway(
 ) -> anyhow::Result<(SocketAddr, tokio::sync::oneshot::Receiver<u64>)> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (count_tx, count_rx) = tokio::sync::oneshot::channel();
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("coap-load-gateway")
         .enable_all()
         .build()
         .context("building the gateway runtime")?;
