@@ -3,10 +3,10 @@
 //! JSON body, keeping `window` of them in flight, for `duration`. Every answered request's latency
 //! (send to ACK) is recorded; the report gives the rate of 2.04 answers and latency percentiles.
 //!
-//! Without a `target`, it starts a gateway in-process (rate limit off, secrets checked) on its
-//! own runtime, and drains its events as a hub would, so the figure
-//! is the gateway's end to end: datagram in, `DeviceEvent` delivered, ACK out. Against another gateway, that gateway's per-address rate
-//! limit must allow `rate / devices` per second or it will drop the excess.
+//! Without a `target`, it starts a gateway in-process (rate limit off, secrets checked) on a
+//! runtime of its own, and drains its events as a hub would, so the figure is the gateway's end
+//! to end: datagram in, `DeviceEvent` delivered, ACK out. Against another gateway, that gateway's
+//! per-address rate limit must allow `rate / devices` per second or it will drop the excess.
 //!
 //! Requests are built once and patched (message ID, token) to keep the generator cheap; a request
 //! not answered within `request_timeout` counts as a timeout and is not retransmitted.
