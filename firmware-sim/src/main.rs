@@ -25,6 +25,15 @@ enum Ser {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The side-by-side benchmark: Brume, Crossbar.io (if installed) and a plain frame relay,
+    /// started here on loopback and driven by the same generator; prints a markdown table.
+    Bench {
+        /// One short round per scenario (under two minutes).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// A RawSocket relay with no routing (used by `bench` as the machine's limit); prints its URL.
+    Relay,
     /// Measures WAMP pub/sub and RPC against a hub: `--url` for a running one, or a `brume`
     /// started from the same build directory.
     LoadWamp {
@@ -54,6 +63,26 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
+        Command::Bench { quick } => {
+            let plan = if quick {
+                firmware_sim::load::bench::BenchPlan::quick()
+            } else {
+                firmware_sim::load::bench::BenchPlan::full()
+            };
+            let report = rt.block_on(firmware_sim::load::bench::run(plan))?;
+            use std::io::Write as _;
+            std::io::stdout().write_all(report.as_bytes())?;
+            Ok(())
+        }
+        Command::Relay => rt.block_on(async {
+            let url = firmware_sim::load::relay::start().await?;
+            use std::io::Write as _;
+            let mut out = std::io::stdout();
+            writeln!(out, "{url}")?;
+            out.flush()?;
+            std::future::pending::<()>().await;
+            Ok(())
+        }),
         Command::LoadWamp {
             url,
             realm,

@@ -4,16 +4,23 @@
 //! [`DEFAULT_TOML`] is the documentation users read (`brume print-config`) and the source of the
 //! defaults: [`Config::default`] parses it, so the two cannot drift apart.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::router::auth::cryptosign;
+use crate::router::auth::ticket::TicketHash;
+use crate::router::auth::wampcra::{self, CraKey};
+use crate::router::auth::{Principal, PrincipalStore, Secret};
+use crate::router::authz::{self, Action, Authorizer, Rule};
 use crate::router::{RealmConfig, RouterConfig, SlowConsumerPolicy};
 use crate::transport::connection::SessionLimits;
 use crate::transport::listener::WampListener;
+use crate::transport::tls::{TlsAcceptor, TlsError};
 use crate::wamp::{MatchPolicy, Serializer, uri};
 
 /// The embedded default configuration, with comments.
@@ -53,6 +60,8 @@ pub struct Config {
     pub realms: Vec<RealmSection>,
     #[serde(default = "defaults::listeners")]
     pub listeners: Vec<ListenerSection>,
+    #[serde(default)]
+    pub uplink: crate::uplink::UplinkConfig,
 }
 
 /// `[hub]`
@@ -87,6 +96,100 @@ pub struct RealmSection {
     /// Topic patterns whose last events are kept for `wamp.subscription.get_events`.
     #[serde(default)]
     pub history: Vec<HistorySection>,
+    /// `[realms.roles.NAME]`: what each role may do. None configured means no restriction.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub roles: BTreeMap<String, RoleSection>,
+    /// `[[realms.principals]]`: who may authenticate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub principals: Vec<PrincipalSection>,
+}
+
+/// `[realms.roles.NAME]`
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSection {
+    #[serde(default)]
+    pub rules: Vec<RuleSection>,
+}
+
+/// One authorization rule: `{ uri, match, allow }`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSection {
+    pub uri: String,
+    #[serde(rename = "match", default)]
+    pub policy: UriMatch,
+    pub allow: Vec<Action>,
+}
+
+/// How a rule's URI matches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UriMatch {
+    #[default]
+    Exact,
+    Prefix,
+    Wildcard,
+}
+
+impl From<UriMatch> for MatchPolicy {
+    fn from(m: UriMatch) -> Self {
+        match m {
+            UriMatch::Exact => MatchPolicy::Exact,
+            UriMatch::Prefix => MatchPolicy::Prefix,
+            UriMatch::Wildcard => MatchPolicy::Wildcard,
+        }
+    }
+}
+
+/// `[[realms.principals]]`: an authid, its role, and one or more credentials, all in verifier
+/// form. `Debug` hides every secret.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalSection {
+    pub authid: String,
+    pub role: String,
+    /// A ticket hash, `$pbkdf2-sha256$i=N$SALT$HASH`, never the ticket itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wampcra: Option<WampCraSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cryptosign: Option<CryptosignSection>,
+}
+
+/// A principal's WAMP-CRA credential: salted (`derived_key` with `salt`, `iterations`, `keylen`)
+/// or plain (the secret itself, read from `secret_file` or `secret_env`, never inline).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WampCraSection {
+    /// base64(PBKDF2-HMAC-SHA256(password, salt, iterations, keylen)), as Autobahn's
+    /// `derive_key` computes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derived_key: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keylen: Option<u32>,
+    /// A file holding a plain secret (one line; a trailing newline is ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+    /// An environment variable holding a plain secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// Always refused; accepted by the parser only so the error can say what to do instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+}
+
+/// A principal's cryptosign credential.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CryptosignSection {
+    /// Ed25519 public keys, 64 hex digits each; any of them may sign.
+    pub public_keys: Vec<String>,
 }
 
 /// `[[realms.history]]`
@@ -123,6 +226,19 @@ pub struct ListenerSection {
     pub max_message_size: usize,
     #[serde(default)]
     pub allow_anonymous_remote: bool,
+    /// `[listeners.tls]`: serve TLS (`wss://`, `rss://`) with this certificate and key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSection>,
+}
+
+/// `[listeners.tls]`: PEM files, read and checked before any port opens.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// The leaf certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 fn yes() -> bool {
@@ -140,6 +256,8 @@ mod defaults {
             anonymous: true,
             strict_uris: false,
             history: Vec::new(),
+            roles: BTreeMap::new(),
+            principals: Vec::new(),
         }]
     }
     pub fn listeners() -> Vec<ListenerSection> {
@@ -151,6 +269,7 @@ mod defaults {
             serializers: serializers(),
             max_message_size: max_message_size(),
             allow_anonymous_remote: false,
+            tls: None,
         };
         vec![
             listener("websocket", ListenerKind::Websocket, "127.0.0.1:8080"),
@@ -200,6 +319,7 @@ impl Default for Config {
             router: RouterSection::default(),
             realms: defaults::realms(),
             listeners: defaults::listeners(),
+            uplink: crate::uplink::UplinkConfig::default(),
         }
     }
 }
@@ -293,7 +413,39 @@ impl Config {
                 }
             }
         }
+        self.uplink.validate()?;
+        self.realm_configs()?;
         self.listener_plans().map(|_| ())
+    }
+
+    /// Validated realms with their principals and roles, secrets read from their files and
+    /// environment variables.
+    pub fn realm_configs(&self) -> Result<Vec<RealmConfig>, ConfigError> {
+        self.realms
+            .iter()
+            .enumerate()
+            .map(|(i, realm)| {
+                let at = format!("realms[{i}]");
+                Ok(RealmConfig {
+                    name: realm.name.clone(),
+                    strict_uris: realm.strict_uris,
+                    anonymous: realm.anonymous,
+                    history: realm
+                        .history
+                        .iter()
+                        .filter_map(|h| {
+                            Some(crate::router::broker::HistorySpec {
+                                uri: h.topic.clone(),
+                                policy: history_policy(&h.policy).ok()?,
+                                limit: h.limit,
+                            })
+                        })
+                        .collect(),
+                    principals: Arc::new(principal_store(realm, &at)?),
+                    authorizer: Arc::new(authorizer(realm, &at)?),
+                })
+            })
+            .collect()
     }
 
     /// Validated listeners, ready to bind.
@@ -342,6 +494,10 @@ impl Config {
                     "must be between 512 and 16777216",
                 ));
             }
+            let tls = match &l.tls {
+                None => None,
+                Some(t) => Some(tls_acceptor(t, &key("tls"))?),
+            };
             if anonymous && !address.ip().is_loopback() && !l.allow_anonymous_remote {
                 return Err(invalid(
                     key("address"),
@@ -362,6 +518,7 @@ impl Config {
                     serializers,
                     max_message: l.max_message_size,
                     limits: self.session_limits(),
+                    tls,
                 },
             });
         }
@@ -377,32 +534,13 @@ impl Config {
         }
     }
 
-    /// The router's settings.
-    pub fn router_config(&self) -> RouterConfig {
-        RouterConfig {
-            realms: self
-                .realms
-                .iter()
-                .map(|r| RealmConfig {
-                    name: r.name.clone(),
-                    strict_uris: r.strict_uris,
-                    anonymous: r.anonymous,
-                    history: r
-                        .history
-                        .iter()
-                        .filter_map(|h| {
-                            Some(crate::router::broker::HistorySpec {
-                                uri: h.topic.clone(),
-                                policy: history_policy(&h.policy).ok()?,
-                                limit: h.limit,
-                            })
-                        })
-                        .collect(),
-                })
-                .collect(),
+    /// The router's settings (reading the secrets the realms refer to).
+    pub fn router_config(&self) -> Result<RouterConfig, ConfigError> {
+        Ok(RouterConfig {
+            realms: self.realm_configs()?,
             outbound_queue: self.router.outbound_queue,
             slow_consumer: self.router.slow_consumer,
-        }
+        })
     }
 }
 
@@ -415,6 +553,252 @@ fn history_policy(name: &str) -> Result<MatchPolicy, String> {
             "unknown match policy {other:?} (exact, prefix, wildcard)"
         )),
     }
+}
+
+/// A listener's TLS acceptor; errors name `cert_file`, `key_file` or the section.
+fn tls_acceptor(t: &TlsSection, at: &str) -> Result<TlsAcceptor, ConfigError> {
+    TlsAcceptor::from_pem_files(&t.cert_file, &t.key_file).map_err(|e| {
+        let which = match &e {
+            TlsError::Read { path, .. } if *path == t.key_file => "key_file",
+            TlsError::Read { .. } | TlsError::NoCertificate { .. } | TlsError::Pem { .. } => {
+                "cert_file"
+            }
+            TlsError::NoKey { .. } => "key_file",
+            _ => "",
+        };
+        let key = if which.is_empty() {
+            at.to_owned()
+        } else {
+            format!("{at}.{which}")
+        };
+        invalid(key, e.to_string())
+    })
+}
+
+/// A realm's authorizer: no roles, no restriction.
+fn authorizer(realm: &RealmSection, at: &str) -> Result<Authorizer, ConfigError> {
+    if realm.roles.is_empty() {
+        return Ok(Authorizer::allow_all());
+    }
+    let mut roles = Vec::new();
+    for (name, role) in &realm.roles {
+        let at = format!("{at}.roles.{name}");
+        if name == authz::TRUSTED_ROLE {
+            return Err(invalid(
+                at,
+                "role \"trusted\" is reserved for in-process sessions",
+            ));
+        }
+        let mut seen = HashSet::new();
+        let mut rules = Vec::new();
+        for (j, r) in role.rules.iter().enumerate() {
+            let policy = MatchPolicy::from(r.policy);
+            if !uri::is_valid(&r.uri, policy, false) {
+                return Err(invalid(
+                    format!("{at}.rules[{j}].uri"),
+                    format!("{:?} is not a valid {} URI", r.uri, policy.as_str()),
+                ));
+            }
+            if !seen.insert((r.uri.as_str(), r.policy)) {
+                return Err(invalid(
+                    format!("{at}.rules[{j}]"),
+                    format!("a second rule for {} URI {:?}", policy.as_str(), r.uri),
+                ));
+            }
+            rules.push(Rule {
+                uri: r.uri.clone(),
+                policy,
+                allow: r.allow.clone(),
+            });
+        }
+        roles.push((name.clone(), rules));
+    }
+    Authorizer::new(roles).map_err(|e| invalid(format!("{at}.roles"), e.to_string()))
+}
+
+/// A realm's principals, credentials parsed and plain secrets read.
+fn principal_store(realm: &RealmSection, at: &str) -> Result<PrincipalStore, ConfigError> {
+    let mut authids = HashSet::new();
+    let mut keys = HashSet::new();
+    let mut principals = Vec::new();
+    for (j, p) in realm.principals.iter().enumerate() {
+        let at = format!("{at}.principals[{j}]");
+        let key = |k: &str| format!("{at}.{k}");
+        if p.authid.is_empty() {
+            return Err(invalid(key("authid"), "must not be empty"));
+        }
+        if !authids.insert(p.authid.as_str()) {
+            return Err(invalid(
+                key("authid"),
+                format!("authid {:?} is defined twice in this realm", p.authid),
+            ));
+        }
+        if p.role.is_empty() {
+            return Err(invalid(key("role"), "must not be empty"));
+        }
+        if p.role == authz::TRUSTED_ROLE {
+            return Err(invalid(
+                key("role"),
+                "role \"trusted\" is reserved for in-process sessions",
+            ));
+        }
+        if !realm.roles.is_empty() && !realm.roles.contains_key(&p.role) {
+            return Err(invalid(
+                key("role"),
+                format!("role {:?} is not defined in this realm's roles", p.role),
+            ));
+        }
+        let ticket = match &p.ticket {
+            None => None,
+            Some(t) => Some(
+                TicketHash::parse(t.expose()).map_err(|e| invalid(key("ticket"), e.to_string()))?,
+            ),
+        };
+        let wampcra = match &p.wampcra {
+            None => None,
+            Some(w) => Some(cra_key(w, &key("wampcra"))?),
+        };
+        let mut cryptosign_keys = Vec::new();
+        if let Some(c) = &p.cryptosign {
+            if c.public_keys.is_empty() {
+                return Err(invalid(
+                    key("cryptosign.public_keys"),
+                    "at least one public key is needed",
+                ));
+            }
+            for (k, hex) in c.public_keys.iter().enumerate() {
+                let at = key(&format!("cryptosign.public_keys[{k}]"));
+                let pk = cryptosign::parse_public_key(hex).ok_or_else(|| {
+                    invalid(&at, "must be an Ed25519 public key as 64 hex digits")
+                })?;
+                if !keys.insert(pk.to_bytes()) {
+                    return Err(invalid(
+                        &at,
+                        "this key already belongs to another principal",
+                    ));
+                }
+                cryptosign_keys.push(pk);
+            }
+        }
+        if ticket.is_none() && wampcra.is_none() && cryptosign_keys.is_empty() {
+            return Err(invalid(
+                at,
+                "a principal needs a credential: ticket, wampcra or cryptosign",
+            ));
+        }
+        principals.push(Principal {
+            authid: p.authid.clone(),
+            role: p.role.clone(),
+            ticket,
+            wampcra,
+            cryptosign: cryptosign_keys,
+        });
+    }
+    PrincipalStore::new(principals).map_err(|e| invalid(format!("{at}.principals"), e.to_string()))
+}
+
+/// A WAMP-CRA credential: salted from the config, or plain from a file or the environment.
+fn cra_key(w: &WampCraSection, at: &str) -> Result<CraKey, ConfigError> {
+    let key = |k: &str| format!("{at}.{k}");
+    if w.secret.is_some() {
+        return Err(invalid(
+            key("secret"),
+            "a plain WAMP-CRA secret may not be written in the config; put it in a file \
+             (secret_file) or an environment variable (secret_env), or store a salted \
+             derived_key instead (brume new-principal --method wampcra prints one)",
+        ));
+    }
+    let salted =
+        w.derived_key.is_some() || w.salt.is_some() || w.iterations.is_some() || w.keylen.is_some();
+    let plain = w.secret_file.is_some() || w.secret_env.is_some();
+    if salted && plain {
+        return Err(invalid(
+            at,
+            "either derived_key with salt, iterations and keylen (salted), or secret_file or \
+             secret_env (plain), not both",
+        ));
+    }
+    if salted {
+        let missing = |k: &str| {
+            invalid(
+                key(k),
+                "missing: a salted WAMP-CRA key needs derived_key, salt, iterations and keylen",
+            )
+        };
+        let derived_key = w
+            .derived_key
+            .clone()
+            .ok_or_else(|| missing("derived_key"))?;
+        let salt = w.salt.clone().ok_or_else(|| missing("salt"))?;
+        let iterations = w.iterations.ok_or_else(|| missing("iterations"))?;
+        let keylen = w.keylen.ok_or_else(|| missing("keylen"))?;
+        if salt.is_empty() {
+            return Err(invalid(key("salt"), "must not be empty"));
+        }
+        if !(1..=wampcra::MAX_ITERATIONS).contains(&iterations) {
+            return Err(invalid(
+                key("iterations"),
+                format!("must be between 1 and {}", wampcra::MAX_ITERATIONS),
+            ));
+        }
+        if !(1..=wampcra::MAX_KEYLEN).contains(&keylen) {
+            return Err(invalid(
+                key("keylen"),
+                format!("must be between 1 and {}", wampcra::MAX_KEYLEN),
+            ));
+        }
+        let decoded = crate::router::auth::secret::b64_decode(derived_key.expose());
+        if decoded.map(|d| d.len()) != usize::try_from(keylen).ok() {
+            return Err(invalid(
+                key("derived_key"),
+                "must be the base64 of `keylen` bytes, as Autobahn's derive_key prints it",
+            ));
+        }
+        return Ok(CraKey::Salted {
+            derived_key,
+            salt,
+            iterations,
+            keylen,
+        });
+    }
+    let secret = match (&w.secret_file, &w.secret_env) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(at, "give secret_file or secret_env, not both"));
+        }
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    key("secret_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            text.trim_end_matches(['\n', '\r']).to_owned()
+        }
+        (None, Some(var)) => std::env::var(var).map_err(|_| {
+            invalid(
+                key("secret_env"),
+                format!("environment variable {var} is not set (or not UTF-8)"),
+            )
+        })?,
+        (None, None) => {
+            return Err(invalid(
+                at,
+                "needs derived_key, salt, iterations and keylen (salted), or secret_file or \
+                 secret_env (plain)",
+            ));
+        }
+    };
+    if secret.is_empty() {
+        let k = if w.secret_file.is_some() {
+            "secret_file"
+        } else {
+            "secret_env"
+        };
+        return Err(invalid(key(k), "the secret is empty"));
+    }
+    Ok(CraKey::Plain {
+        secret: Secret::new(secret),
+    })
 }
 
 #[cfg(test)]
@@ -485,5 +869,237 @@ mod tests {
         assert!(Config::from_toml(text, "x").is_ok());
         let text = "[[realms]]\nname = \"r\"\nanonymous = false\n[[listeners]]\nname = \"a\"\nkind = \"both\"\naddress = \"0.0.0.0:8080\"\n";
         assert!(Config::from_toml(text, "x").is_ok());
+    }
+
+    /// The commented example of a secure realm in the embedded default.
+    fn documented_example() -> String {
+        let start = DEFAULT_TOML
+            .find("# ----- example: a realm with authentication -----")
+            .unwrap();
+        let end = DEFAULT_TOML.find("# ----- end of example -----").unwrap();
+        DEFAULT_TOML[start..end]
+            .lines()
+            .skip(1)
+            .map(|l| l.strip_prefix("#   ").unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_documented_secure_realm_parses_and_validates() {
+        let c = Config::from_toml(&documented_example(), "example").unwrap();
+        let realms = c.realm_configs().unwrap();
+        let plant = &realms[0];
+        assert_eq!(plant.name, "plant");
+        assert!(!plant.anonymous);
+        assert_eq!(plant.principals.len(), 3);
+        let dashboard = plant.principals.get("dashboard").unwrap();
+        assert_eq!(dashboard.role, "app");
+        assert!(dashboard.ticket.is_some());
+        assert!(plant.principals.get("historian").unwrap().wampcra.is_some());
+        assert_eq!(
+            plant.principals.get("gateway-7").unwrap().cryptosign.len(),
+            1
+        );
+        use crate::router::authz::Action;
+        let a = &plant.authorizer;
+        assert!(a.allows("app", Action::Call, "brume.things.list", MatchPolicy::Exact));
+        assert!(!a.allows(
+            "app",
+            Action::Call,
+            "brume.things.delete",
+            MatchPolicy::Exact
+        ));
+        assert!(a.allows(
+            "device",
+            Action::Publish,
+            "brume.thing.t1.state",
+            MatchPolicy::Exact
+        ));
+        assert!(!a.allows(
+            "anonymous",
+            Action::Subscribe,
+            "brume.x",
+            MatchPolicy::Exact
+        ));
+    }
+
+    #[test]
+    fn realms_without_roles_allow_everything() {
+        let c = Config::default();
+        let realms = c.realm_configs().unwrap();
+        assert!(!realms[0].authorizer.restricts());
+        assert!(realms[0].principals.is_empty());
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s");
+        std::fs::write(&file, "file-secret-value\n").unwrap();
+        let text = format!(
+            "{}\n[[realms.principals]]\nauthid = \"legacy\"\nrole = \"app\"\n\
+             wampcra = {{ secret_file = {:?} }}\n",
+            documented_example(),
+            file.display().to_string()
+        );
+        let c = Config::from_toml(&text, "x").unwrap();
+        let router = c.router_config().unwrap();
+        for shown in [format!("{c:?}"), format!("{router:?}")] {
+            for secret in [
+                "5ffdVEserplTawUNt1cl8a3j2IVWxh4BwuisObl",
+                "RTvdTZP3yqvX1diVYZxsOA",
+                "TMuKrppUDemQi1+dLKtqyVzbbnNqoYhzOX7X9lNnO94=",
+                "file-secret-value",
+            ] {
+                assert!(!shown.contains(secret), "{secret} leaked into {shown}");
+            }
+        }
+        // The plain secret was read from its file.
+        let legacy = router.realms[0].principals.get("legacy").unwrap();
+        assert_eq!(
+            legacy.wampcra.as_ref().unwrap().hmac_key(),
+            b"file-secret-value"
+        );
+    }
+
+    #[test]
+    fn a_plain_secret_from_the_environment() {
+        // PATH is set wherever tests run; a test may not set variables (no unsafe code).
+        let text = "[[realms]]\nname = \"r\"\n[[realms.principals]]\nauthid = \"a\"\nrole = \"x\"\n\
+                    wampcra = { secret_env = \"PATH\" }\n";
+        let c = Config::from_toml(text, "x").unwrap();
+        let realms = c.realm_configs().unwrap();
+        let key = realms[0]
+            .principals
+            .get("a")
+            .unwrap()
+            .wampcra
+            .clone()
+            .unwrap();
+        assert_eq!(key.hmac_key(), std::env::var("PATH").unwrap().as_bytes());
+    }
+
+    #[test]
+    fn security_errors_name_the_key() {
+        let principal = |body: &str| {
+            format!(
+                "[[realms]]\nname = \"r\"\nanonymous = false\n[realms.roles.app]\nrules = []\n\
+                 [[realms.principals]]\nauthid = \"a\"\nrole = \"app\"\n{body}\n"
+            )
+        };
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                principal("wampcra = { secret = \"hunter2\" }"),
+                "realms[0].principals[0].wampcra.secret:",
+                "secret_file",
+            ),
+            (
+                principal("ticket = \"hunter2\""),
+                "realms[0].principals[0].ticket:",
+                "new-principal",
+            ),
+            (
+                principal("wampcra = { derived_key = \"AAAA\", salt = \"s\", iterations = 10 }"),
+                "realms[0].principals[0].wampcra.keylen:",
+                "missing",
+            ),
+            (
+                principal(
+                    "wampcra = { derived_key = \"AAAA\", salt = \"s\", iterations = 10, keylen = 32 }",
+                ),
+                "realms[0].principals[0].wampcra.derived_key:",
+                "base64",
+            ),
+            (
+                principal("wampcra = { secret_file = \"/nonexistent/brume-secret\" }"),
+                "realms[0].principals[0].wampcra.secret_file:",
+                "cannot read",
+            ),
+            (
+                principal("wampcra = { secret_env = \"BRUME_SURELY_UNSET_VARIABLE\" }"),
+                "realms[0].principals[0].wampcra.secret_env:",
+                "not set",
+            ),
+            (
+                principal("wampcra = { secret_env = \"PATH\", salt = \"s\" }"),
+                "realms[0].principals[0].wampcra:",
+                "not both",
+            ),
+            (
+                principal("cryptosign = { public_keys = [\"abcd\"] }"),
+                "realms[0].principals[0].cryptosign.public_keys[0]:",
+                "64 hex",
+            ),
+            (principal(""), "realms[0].principals[0]:", "credential"),
+            (
+                principal("ticket = \"x\"").replace("role = \"app\"", "role = \"admin\""),
+                "realms[0].principals[0].role:",
+                "not defined",
+            ),
+            (
+                principal("cryptosign = { public_keys = [\"9e53bd3d7be4e806d9fbf89c01e5fea41aca7456adc3e432c703ed3fcd626eb5\"] }\n\
+                           [[realms.principals]]\nauthid = \"a\"\nrole = \"app\"\n\
+                           cryptosign = { public_keys = [\"9e53bd3d7be4e806d9fbf89c01e5fea41aca7456adc3e432c703ed3fcd626eb5\"] }"),
+                "realms[0].principals[1].authid:",
+                "twice",
+            ),
+            (
+                "[[realms]]\nname = \"r\"\n[realms.roles.trusted]\nrules = []\n".to_owned(),
+                "realms[0].roles.trusted:",
+                "reserved",
+            ),
+            (
+                "[[realms]]\nname = \"r\"\n[realms.roles.app]\nrules = [{ uri = \"a..b\", allow = [\"call\"] }]\n"
+                    .to_owned(),
+                "realms[0].roles.app.rules[0].uri:",
+                "exact",
+            ),
+            (
+                "[[realms]]\nname = \"r\"\n[realms.roles.app]\nrules = [{ uri = \"a\", allow = [\"call\"] }, { uri = \"a\", match = \"exact\", allow = [] }]\n"
+                    .to_owned(),
+                "realms[0].roles.app.rules[1]:",
+                "second rule",
+            ),
+            (
+                "[[listeners]]\nname = \"t\"\nkind = \"both\"\naddress = \"127.0.0.1:1\"\n\
+                 [listeners.tls]\ncert_file = \"/nonexistent/c.pem\"\nkey_file = \"/nonexistent/k.pem\"\n"
+                    .to_owned(),
+                "listeners[0].tls.cert_file:",
+                "/nonexistent/c.pem",
+            ),
+        ];
+        for (text, key, hint) in cases {
+            let e = err(&text);
+            assert!(e.starts_with(key) && e.contains(hint), "{text}\n=> {e}");
+            // The error never repeats a secret.
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        // Unknown actions and match policies are parse errors naming the field.
+        let e = err(
+            "[[realms]]\nname = \"r\"\n[realms.roles.app]\nrules = [{ uri = \"a\", allow = [\"delete\"] }]\n",
+        );
+        assert!(e.contains("allow") || e.contains("delete"), "{e}");
+        let e = err(
+            "[[realms]]\nname = \"r\"\n[realms.roles.app]\nrules = [{ uri = \"a\", match = \"regex\", allow = [] }]\n",
+        );
+        assert!(e.contains("match") || e.contains("regex"), "{e}");
+    }
+
+    #[test]
+    fn the_readme_security_example_parses() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("A realm with authentication").unwrap();
+        let block = &readme[start..];
+        let body = block
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .unwrap();
+        let c: Config = toml::from_str(body).unwrap();
+        // Realms validate fully; the listener's certificate files only exist on a real host.
+        let realms = c.realm_configs().unwrap();
+        assert_eq!(realms[0].principals.len(), 3);
+        assert!(c.listeners[0].tls.is_some());
     }
 }

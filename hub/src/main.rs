@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use hub::config::{Config, DEFAULT_TOML};
-use tokio_util::sync::CancellationToken;
+use hub::router::auth::AuthMethod;
+use hub::router::auth::generate::new_principal;
 
 /// Brume: an IoT edge hub with a WAMP router, device gateways and a cloud uplink.
 #[derive(Parser, Debug)]
@@ -30,6 +31,44 @@ enum Command {
     PrintConfig,
     /// Validates a config file and names the offending key if it is wrong.
     CheckConfig { file: PathBuf },
+    /// Prints the config entry for a new principal with a fresh secret (or Ed25519 key pair).
+    ///
+    /// The entry (stdout) holds only what the router needs to check the credential: a ticket
+    /// hash, a WAMP-CRA derived key, a public key. The secret for the client is printed once,
+    /// on stderr; it is not stored anywhere.
+    NewPrincipal {
+        /// The realm the principal belongs to (named in the entry's comment).
+        #[arg(long, default_value = "brume")]
+        realm: String,
+        /// The principal's authid (what the client sends in HELLO).
+        #[arg(long)]
+        authid: String,
+        /// The role, as listed under the realm's roles.
+        #[arg(long)]
+        role: String,
+        /// The credential: a ticket, a WAMP-CRA secret (stored as a salted derived key), or an
+        /// Ed25519 key pair.
+        #[arg(long, value_enum)]
+        method: PrincipalMethod,
+    },
+}
+
+/// Credential kinds `new-principal` can generate.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum PrincipalMethod {
+    Ticket,
+    Wampcra,
+    Cryptosign,
+}
+
+impl From<PrincipalMethod> for AuthMethod {
+    fn from(m: PrincipalMethod) -> Self {
+        match m {
+            PrincipalMethod::Ticket => AuthMethod::Ticket,
+            PrincipalMethod::Wampcra => AuthMethod::WampCra,
+            PrincipalMethod::Cryptosign => AuthMethod::Cryptosign,
+        }
+    }
 }
 
 fn init_logging(verbose: u8) {
@@ -60,6 +99,24 @@ fn main() -> anyhow::Result<()> {
             writeln!(std::io::stdout(), "{}: ok", file.display())?;
             Ok(())
         }
+        Command::NewPrincipal {
+            realm,
+            authid,
+            role,
+            method,
+        } => {
+            use std::io::Write as _;
+            let p = new_principal(&realm, &authid, &role, method.into())?;
+            std::io::stdout().write_all(p.toml.as_bytes())?;
+            writeln!(
+                std::io::stderr(),
+                "\n{} for {authid:?}, shown once; give it to the client and keep it out of the \
+                 config:\n{}",
+                p.secret_kind,
+                p.secret.expose()
+            )?;
+            Ok(())
+        }
         Command::Run { config } => {
             init_logging(cli.verbose);
             let config = match &config {
@@ -76,32 +133,17 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let stop = CancellationToken::new();
+    // Signal handlers first: a signal that arrives while the hub starts must still stop it
+    // gracefully rather than kill it.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let hub = hub::server::Hub::start(config).await?;
-    let signal_stop = stop.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        signal_stop.cancel();
-    });
-    stop.cancelled().await;
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
     hub.shutdown().await;
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the hub");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -25,6 +25,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("uplink: {0}")]
+    Uplink(#[from] crate::uplink::UplinkError),
     #[error("listener {name}: cannot bind {address}: {source}")]
     Bind {
         name: String,
@@ -65,24 +67,44 @@ impl Hub {
             let addr = l.local_addr().unwrap_or(plan.address);
             bound.push((l, addr, plan));
         }
-        let router = Router::new(config.router_config());
+        let router = Router::new(config.router_config()?);
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(config.router.max_connections));
+        // Internal services attach before any listener accepts, so the first client finds them.
+        if config.uplink.enabled {
+            let realm = config.realms[0].name.clone();
+            crate::uplink::start(
+                &router,
+                &realm,
+                &config.hub.id,
+                &config.hub.data_dir,
+                config.uplink.clone(),
+                shutdown.clone(),
+                &tracker,
+            )
+            .await?;
+        }
         let mut addrs = Vec::new();
         for (l, addr, plan) in bound {
+            // RawSocket has no standard URL scheme; TLS ones are shown as rss://.
+            let (ws, rs) = if plan.spec.tls.is_some() {
+                ("wss", format!("rss://{addr}"))
+            } else {
+                ("ws", addr.to_string())
+            };
             match plan.kind {
                 ListenerKind::Websocket => tracing::info!(
                     listener = %plan.spec.name,
-                    "WAMP over WebSocket at ws://{addr}{}",
+                    "WAMP over WebSocket at {ws}://{addr}{}",
                     plan.spec.path
                 ),
                 ListenerKind::Rawsocket => {
-                    tracing::info!(listener = %plan.spec.name, "WAMP over RawSocket at {addr}")
+                    tracing::info!(listener = %plan.spec.name, "WAMP over RawSocket at {rs}")
                 }
                 ListenerKind::Both => tracing::info!(
                     listener = %plan.spec.name,
-                    "WAMP over RawSocket at {addr} and WebSocket at ws://{addr}{}",
+                    "WAMP over RawSocket at {rs} and WebSocket at {ws}://{addr}{}",
                     plan.spec.path
                 ),
             }

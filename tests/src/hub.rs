@@ -35,6 +35,7 @@ impl TestHub {
             serializers: vec!["json".into(), "msgpack".into()],
             max_message_size: 1024 * 1024,
             allow_anonymous_remote: false,
+            tls: None,
         }];
         edit(&mut config);
         let hub = Hub::start(config).await.expect("hub starts");
@@ -88,3 +89,89 @@ pub const COMBOS: [(&str, Serializer); 4] = [
     ("rawsocket", Serializer::Json),
     ("rawsocket", Serializer::MsgPack),
 ];
+
+/// The `brume` binary of this build, brought up to date once per test process (`cargo test -p
+/// tests` alone does not build other packages' binaries, and a stale one would test old code).
+pub fn brume_binary() -> std::path::PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    let exe = std::env::current_exe().expect("test executable");
+    // target/<profile>/deps/<test> → target/<profile>/brume
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    BUILT.call_once(|| {
+        let mut cmd = std::process::Command::new(env!("CARGO"));
+        cmd.args(["build", "-p", "hub", "--bin", "brume"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .current_dir(crate::peers::workspace_root())
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building brume failed");
+    });
+    profile_dir.join("brume")
+}
+
+/// A `brume run` process on a config file; killed when dropped.
+pub struct BrumeProcess {
+    pub child: std::process::Child,
+    pub rs_url: String,
+}
+
+impl BrumeProcess {
+    /// Starts `brume run --config <config>` and waits for its RawSocket listener's log line.
+    pub fn start(config: &std::path::Path) -> BrumeProcess {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(brume_binary())
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn brume");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let Ok(line) =
+                rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("brume did not log its RawSocket listener");
+            };
+            if let Some(i) = line.find("RawSocket at ") {
+                let addr = line[i + "RawSocket at ".len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default();
+                // Keep draining the log so brume never blocks on a full pipe.
+                std::thread::spawn(move || for _ in rx {});
+                return BrumeProcess {
+                    child,
+                    rs_url: format!("rs://{addr}"),
+                };
+            }
+        }
+    }
+
+    /// SIGKILL, the crash case.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for BrumeProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

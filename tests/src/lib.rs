@@ -3,11 +3,17 @@
 //! - [`hub`]: a hub started in-process on port 0 with a temporary data directory.
 //! - [`peers`]: third-party peers (Autobahn, Crossbar.io, mosquitto, aiocoap, libcoap), installed
 //!   pinned on first use so the test command works on a fresh machine.
+//! - [`cloud`]: Crossbar.io as the cloud router, and a switchable TCP proxy to stage outages.
 //! - [`raw`]: a bare RawSocket/WebSocket speaker for feeding the router bad input.
+//! - [`auth`]: a realm with one principal per authentication method, and their secrets.
+//! - [`certs`]: a throwaway CA and a server certificate for TLS tests.
 //!
 //! The harness fails a test by panicking, so unwrap and expect are its error reporting.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod auth;
+pub mod certs;
+pub mod cloud;
 pub mod hub;
 pub mod peers;
 pub mod raw;

@@ -46,6 +46,18 @@ impl WampTransport for AnyTransport {
             AnyTransport::Ws(t) => t.max_outgoing(),
         }
     }
+    async fn ping(&mut self) -> Result<(), TransportError> {
+        match self {
+            AnyTransport::Raw(t) => t.ping().await,
+            AnyTransport::Ws(t) => t.ping().await,
+        }
+    }
+    fn last_activity(&self) -> std::time::Instant {
+        match self {
+            AnyTransport::Raw(t) => t.last_activity(),
+            AnyTransport::Ws(t) => t.last_activity(),
+        }
+    }
 }
 
 /// A joined session driven message by message.

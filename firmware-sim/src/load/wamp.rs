@@ -65,7 +65,8 @@ pub async fn pubsub(
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 match sub.recv().await {
-                    Ok(Message::Event { .. }) => {
+                    // The relay forwards PUBLISH frames unchanged; routers send EVENTs.
+                    Ok(Message::Event { .. } | Message::Publish { .. }) => {
                         received.fetch_add(1, Ordering::Relaxed);
                         progress.notify_one();
                     }

@@ -18,6 +18,10 @@ pub trait ClientConn: Send + 'static {
     fn recv(&mut self) -> impl Future<Output = Result<Option<Message>, ClientError>> + Send;
     /// Closes the connection.
     fn close(&mut self) -> impl Future<Output = ()> + Send;
+    /// Sends a keepalive ping, if the connection has such a thing.
+    fn ping(&mut self) -> impl Future<Output = Result<(), ClientError>> + Send;
+    /// When the router was last heard from (`None` for connections that cannot go half-open).
+    fn last_activity(&self) -> Option<std::time::Instant>;
 }
 
 /// An in-process connection: sending runs the router's session state machine directly, receiving
@@ -62,6 +66,14 @@ impl ClientConn for LocalConn {
         self.session = None;
         self.rx.close();
     }
+
+    async fn ping(&mut self) -> Result<(), ClientError> {
+        Ok(())
+    }
+
+    fn last_activity(&self) -> Option<std::time::Instant> {
+        None
+    }
 }
 
 /// A connection over RawSocket or WebSocket.
@@ -88,5 +100,13 @@ impl<T: WampTransport + 'static> ClientConn for RemoteConn<T> {
 
     async fn close(&mut self) {
         self.transport.close().await;
+    }
+
+    async fn ping(&mut self) -> Result<(), ClientError> {
+        Ok(self.transport.ping().await?)
+    }
+
+    fn last_activity(&self) -> Option<std::time::Instant> {
+        Some(self.transport.last_activity())
     }
 }

@@ -36,6 +36,11 @@ pub(crate) enum Command {
         payload: Payload,
         ack: Option<Reply<Id>>,
     },
+    /// Acknowledged publishes sent in order in one go; each result arrives on its own reply.
+    PublishBatch {
+        items: Vec<(String, Payload)>,
+        replies: Vec<Reply<Id>>,
+    },
     Subscribe {
         topic: String,
         options: Dict,
@@ -99,6 +104,7 @@ pub(crate) struct Driver<C> {
     registrations: HashMap<Id, mpsc::Sender<Invocation>>,
     next_handler: u64,
     closed: watch::Sender<Option<String>>,
+    keepalive: Option<Duration>,
 }
 
 /// Why the driver loop ended.
@@ -109,7 +115,12 @@ enum End {
 
 impl<C: ClientConn> Driver<C> {
     /// Starts the driver for an established session and returns its handle.
-    pub(crate) fn spawn(conn: C, session: Id, details: Dict) -> Client {
+    pub(crate) fn spawn(
+        conn: C,
+        session: Id,
+        details: Dict,
+        keepalive: Option<Duration>,
+    ) -> Client {
         let (tx, cmds) = mpsc::channel(256);
         let (closed, closed_rx) = watch::channel(None);
         let driver = Driver {
@@ -127,14 +138,31 @@ impl<C: ClientConn> Driver<C> {
             registrations: HashMap::new(),
             next_handler: 1,
             closed,
+            keepalive,
         };
         tokio::spawn(driver.run());
         Client::from_parts(tx, session, details, closed_rx)
     }
 
     async fn run(mut self) {
+        let tick = self.keepalive.unwrap_or(Duration::from_secs(3600));
+        let mut keepalive = tokio::time::interval(tick);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let end = loop {
             tokio::select! {
+                _ = keepalive.tick(), if self.keepalive.is_some() => {
+                    // Ping when idle; give up when nothing came back for two intervals (a
+                    // half-open link swallows writes without an error).
+                    if let Some(last) = self.conn.last_activity() {
+                        let idle = last.elapsed();
+                        if idle > tick * 2 {
+                            break End::Reason(format!("keepalive: nothing heard for {idle:?}"));
+                        }
+                        if idle >= tick && self.conn.ping().await.is_err() {
+                            break End::Reason("keepalive ping failed".into());
+                        }
+                    }
+                }
                 cmd = self.cmds.recv() => match cmd {
                     // Every handle is gone: leave politely.
                     None => break End::Reason(self.goodbye().await),
@@ -250,6 +278,21 @@ impl<C: ClientConn> Driver<C> {
                         payload,
                     })
                     .await
+            }
+            Command::PublishBatch { items, replies } => {
+                for ((topic, payload), reply) in items.into_iter().zip(replies) {
+                    let request = self.ids.next_id();
+                    self.publishes.insert(request, reply);
+                    self.conn
+                        .send(Message::Publish {
+                            request,
+                            options: crate::wamp::dict([("acknowledge", true.into())]),
+                            topic,
+                            payload,
+                        })
+                        .await?;
+                }
+                Ok(())
             }
             Command::Subscribe {
                 topic,

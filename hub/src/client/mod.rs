@@ -87,6 +87,8 @@ pub enum ClientError {
     Address(String),
     #[error("authentication: {0}")]
     Auth(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::transport::tls::TlsError),
     #[error("timed out")]
     Timeout,
 }
@@ -220,7 +222,23 @@ pub struct Client {
 impl Client {
     /// Joins `realm` of an in-process router as a trusted session (no HELLO, no serialization).
     pub fn local(router: &Arc<Router>, realm: &str, auth: AuthInfo) -> Result<Client, ClientError> {
-        let (tx, rx) = mpsc::channel(router.outbound_queue().max(DELIVERY_QUEUE));
+        Client::local_with_queue(
+            router,
+            realm,
+            auth,
+            router.outbound_queue().max(DELIVERY_QUEUE),
+        )
+    }
+
+    /// Like [`Client::local`] with an outbound queue of `queue` messages, for internal services
+    /// that must absorb bursts (the slow-consumer policy applies beyond it).
+    pub fn local_with_queue(
+        router: &Arc<Router>,
+        realm: &str,
+        auth: AuthInfo,
+        queue: usize,
+    ) -> Result<Client, ClientError> {
+        let (tx, rx) = mpsc::channel(queue.max(1));
         let kill = tokio_util::sync::CancellationToken::new();
         let mut session =
             RouterSession::new(router.clone(), TransportInfo::local(), tx, kill.clone());
@@ -243,7 +261,7 @@ impl Client {
             rx,
             kill,
         };
-        Ok(Driver::spawn(conn, id, details))
+        Ok(Driver::spawn(conn, id, details, None))
     }
 
     pub(crate) fn from_parts(
@@ -380,6 +398,34 @@ impl Client {
             ack: Some(reply),
         })
         .await?
+    }
+
+    /// Publishes many events with acknowledgement, sent in order; returns each one's outcome in
+    /// the same order. The uplink uses it to keep a window of publications in flight.
+    pub async fn publish_batch_acked(
+        &self,
+        items: Vec<(String, Payload)>,
+    ) -> Vec<Result<Id, ClientError>> {
+        let mut replies = Vec::with_capacity(items.len());
+        let mut waits = Vec::with_capacity(items.len());
+        for _ in 0..items.len() {
+            let (tx, rx) = oneshot::channel();
+            replies.push(tx);
+            waits.push(rx);
+        }
+        if self
+            .tx
+            .send(Command::PublishBatch { items, replies })
+            .await
+            .is_err()
+        {
+            return waits.iter().map(|_| Err(ClientError::Closed)).collect();
+        }
+        let mut out = Vec::with_capacity(waits.len());
+        for w in waits {
+            out.push(w.await.unwrap_or(Err(ClientError::Closed)));
+        }
+        out
     }
 
     /// Subscribes to a topic (options: `match`, ...). If the consumer falls more than

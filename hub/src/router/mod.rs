@@ -1,5 +1,7 @@
 //! The WAMP router: realms, sessions, the broker and the dealer.
 //!
+//! - [`auth`]: authentication (principals, ticket, WAMP-CRA, cryptosign) between HELLO and WELCOME.
+//! - [`authz`]: authorization: roles and their rules for call, register, publish and subscribe.
 //! - [`patterns`]: the URI pattern index (hash + tries) behind both broker and dealer.
 //! - [`outbound`]: messages on their way out, encoded once per serializer, and the session handle
 //!   with its bounded queue and slow-consumer policy.
@@ -10,6 +12,8 @@
 //! - [`session`]: the per-session protocol state machine, fed one message at a time by a transport
 //!   task or an in-process client, with no I/O of its own.
 
+pub mod auth;
+pub mod authz;
 pub mod broker;
 pub mod dealer;
 pub mod meta;

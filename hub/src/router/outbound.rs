@@ -79,6 +79,8 @@ pub struct TransportInfo {
     /// `None` for in-process sessions, which receive messages unserialized.
     pub serializer: Option<Serializer>,
     pub tls: bool,
+    /// The TLS 1.3 `tls-exporter` value, for WAMP-cryptosign channel binding.
+    pub channel_binding: Option<crate::transport::tls::ChannelBinding>,
 }
 
 impl TransportInfo {
@@ -89,6 +91,7 @@ impl TransportInfo {
             peer: None,
             serializer: None,
             tls: false,
+            channel_binding: None,
         }
     }
 }

@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use super::auth::PrincipalStore;
+use super::authz::Authorizer;
 use super::broker::Broker;
 use super::dealer::Dealer;
 use super::outbound::SessionHandle;
@@ -22,16 +24,22 @@ pub struct RealmConfig {
     pub anonymous: bool,
     /// Topic patterns whose events are kept for `wamp.subscription.get_events`.
     pub history: Vec<super::broker::HistorySpec>,
+    /// Who may authenticate, and how.
+    pub principals: Arc<PrincipalStore>,
+    /// What each role may do.
+    pub authorizer: Arc<Authorizer>,
 }
 
 impl RealmConfig {
-    /// A realm with loose URIs and anonymous access.
+    /// A realm with loose URIs, anonymous access, no principals and no restrictions.
     pub fn open(name: &str) -> Self {
         RealmConfig {
             name: name.to_owned(),
             strict_uris: false,
             anonymous: true,
             history: Vec::new(),
+            principals: Arc::default(),
+            authorizer: Arc::new(Authorizer::allow_all()),
         }
     }
 }

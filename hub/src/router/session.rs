@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Router;
+use super::auth::handshake::{self, Channel, HelloAuth, RealmAuth, Step};
+use super::authz::{self, Action};
 use super::broker::{Audience, Publisher};
 use super::dealer::{CallTimer, CancelMode, TimeoutCheck};
 use super::meta::{self, MetaEvent};
@@ -32,6 +34,13 @@ pub enum Flow {
 enum State {
     /// No session: waiting for HELLO (initially, or after a GOODBYE exchange).
     Idle,
+    /// CHALLENGE sent; waiting for AUTHENTICATE (the HELLO deadline still runs).
+    Challenging {
+        realm: Arc<Realm>,
+        features: PeerFeatures,
+        session: Id,
+        pending: Box<handshake::Pending>,
+    },
     Established {
         realm: Arc<Realm>,
         handle: Arc<SessionHandle>,
@@ -99,19 +108,22 @@ impl RouterSession {
             .realm(realm)
             .cloned()
             .ok_or(uris::NO_SUCH_REALM)?;
-        let handle = self.establish(&realm, auth, features);
+        let handle = self.establish(&realm, auth, features, None);
         Ok(handle.id)
     }
 
+    /// Joins `realm`, as session `preferred` if that id is still free (the id a WAMP-CRA
+    /// challenge announced), else under a fresh random id.
     fn establish(
         &mut self,
         realm: &Arc<Realm>,
         auth: AuthInfo,
         features: PeerFeatures,
+        mut preferred: Option<Id>,
     ) -> Arc<SessionHandle> {
         let handle = loop {
             let h = Arc::new(SessionHandle::new(
-                ids::random_id(),
+                preferred.take().unwrap_or_else(ids::random_id),
                 realm.name().to_owned(),
                 auth.clone(),
                 self.transport.clone(),
@@ -185,6 +197,7 @@ impl RouterSession {
     pub fn handle(&mut self, msg: Message) -> Flow {
         let established = match &self.state {
             State::Idle => return self.handle_idle(msg),
+            State::Challenging { .. } => return self.handle_challenging(msg),
             State::Closing => {
                 return match msg {
                     Message::Goodbye { .. } | Message::Abort { .. } => Flow::Close,
@@ -283,6 +296,21 @@ impl RouterSession {
                 procedure,
                 payload,
             } => {
+                if let Err(m) = authz::check(
+                    &realm.config.authorizer,
+                    &me,
+                    Action::Call,
+                    &procedure,
+                    &options,
+                ) {
+                    self.reply(Message::error(
+                        code::CALL,
+                        request,
+                        uris::NOT_AUTHORIZED,
+                        Some(m),
+                    ));
+                    return Flow::Continue;
+                }
                 if !uri::is_valid(&procedure, MatchPolicy::Exact, realm.config.strict_uris) {
                     self.reply(Message::error(
                         code::CALL,
@@ -391,24 +419,109 @@ impl RouterSession {
             Some(Value::List(l)) => l.iter().filter_map(Value::as_str).collect(),
             Some(_) => return self.protocol_violation("HELLO.Details.authmethods must be a list"),
         };
-        if !(realm.config.anonymous && methods.contains(&"anonymous")) {
-            tracing::info!(peer = ?self.transport.peer, realm = realm.name(), ?methods, "no matching authentication method");
-            self.reply(Message::abort(
-                uris::NO_MATCHING_AUTH_METHOD,
-                Some("no acceptable authentication method"),
-            ));
-            return Flow::Close;
+        let session = ids::random_id();
+        let step = handshake::start(
+            RealmAuth {
+                anonymous: realm.config.anonymous,
+                principals: &realm.config.principals,
+            },
+            &HelloAuth::new(&methods, &details),
+            Channel {
+                tls_exporter: self
+                    .transport
+                    .channel_binding
+                    .as_ref()
+                    .map(|c| c.as_bytes()),
+                session,
+                now: std::time::SystemTime::now(),
+            },
+        );
+        match step {
+            Ok(Step::Welcome(auth)) => self.welcome(&realm, auth, features, session),
+            Ok(Step::Challenge {
+                method,
+                extra,
+                pending,
+            }) => {
+                self.reply(Message::Challenge {
+                    method: method.as_str().to_owned(),
+                    extra,
+                });
+                self.state = State::Challenging {
+                    realm,
+                    features,
+                    session,
+                    pending,
+                };
+                Flow::Continue
+            }
+            Err(refusal) => {
+                tracing::info!(
+                    peer = ?self.transport.peer,
+                    realm = realm.name(),
+                    ?methods,
+                    authid = ?details.get("authid").and_then(|v| v.as_str()),
+                    reason = refusal.reason,
+                    message = %refusal.message,
+                    "HELLO refused"
+                );
+                self.reply(Message::abort(refusal.reason, Some(&refusal.message)));
+                Flow::Close
+            }
         }
-        let auth = AuthInfo {
-            authid: format!("anonymous-{:x}", ids::random_id()),
-            authrole: "anonymous".into(),
-            authmethod: "anonymous".into(),
-            authprovider: "static".into(),
+    }
+
+    /// AUTHENTICATE (or anything else) while a CHALLENGE is outstanding.
+    fn handle_challenging(&mut self, msg: Message) -> Flow {
+        let State::Challenging {
+            realm,
+            features,
+            session,
+            pending,
+        } = std::mem::replace(&mut self.state, State::Idle)
+        else {
+            return Flow::Close;
         };
-        let handle = self.establish(&realm, auth, features);
+        let signature = match msg {
+            Message::Authenticate { signature, .. } => signature,
+            Message::Abort { .. } | Message::Goodbye { .. } => return Flow::Close,
+            other => {
+                return self
+                    .protocol_violation(&format!("expected AUTHENTICATE, got {}", other.name()));
+            }
+        };
+        match pending.finish(&signature) {
+            Ok(auth) => self.welcome(&realm, auth, features, session),
+            Err(failure) => {
+                tracing::warn!(
+                    peer = ?self.transport.peer,
+                    realm = realm.name(),
+                    authid = %failure.authid,
+                    authmethod = failure.method.as_str(),
+                    cause = failure.cause,
+                    "authentication failed"
+                );
+                self.reply(Message::abort(
+                    uris::AUTHENTICATION_FAILED,
+                    Some("authentication failed"),
+                ));
+                Flow::Close
+            }
+        }
+    }
+
+    /// Establishes the session and sends WELCOME.
+    fn welcome(
+        &mut self,
+        realm: &Arc<Realm>,
+        auth: AuthInfo,
+        features: PeerFeatures,
+        session: Id,
+    ) -> Flow {
+        let handle = self.establish(realm, auth, features, Some(session));
         self.reply(Message::Welcome {
             session: handle.id,
-            details: welcome_details(&realm, &handle),
+            details: welcome_details(realm, &handle),
         });
         Flow::Continue
     }
@@ -428,6 +541,15 @@ impl RouterSession {
                 self.reply(Message::error(code::PUBLISH, request, error, Some(message)));
             }
         };
+        if let Err(m) = authz::check(
+            &realm.config.authorizer,
+            me,
+            Action::Publish,
+            topic,
+            options,
+        ) {
+            return fail(uris::NOT_AUTHORIZED, m);
+        }
         if !uri::is_valid(topic, MatchPolicy::Exact, realm.config.strict_uris) {
             return fail(uris::INVALID_URI, format!("invalid topic URI {topic:?}"));
         }
@@ -461,6 +583,20 @@ impl RouterSession {
         options: &Dict,
         topic: &str,
     ) {
+        if let Err(m) = authz::check(
+            &realm.config.authorizer,
+            me,
+            Action::Subscribe,
+            topic,
+            options,
+        ) {
+            return self.reply(Message::error(
+                code::SUBSCRIBE,
+                request,
+                uris::NOT_AUTHORIZED,
+                Some(m),
+            ));
+        }
         let policy = match MatchPolicy::from_options(options) {
             Ok(p) => p,
             Err(m) => {
@@ -515,6 +651,20 @@ impl RouterSession {
         options: &Dict,
         procedure: &str,
     ) {
+        if let Err(m) = authz::check(
+            &realm.config.authorizer,
+            me,
+            Action::Register,
+            procedure,
+            options,
+        ) {
+            return self.reply(Message::error(
+                code::REGISTER,
+                request,
+                uris::NOT_AUTHORIZED,
+                Some(m),
+            ));
+        }
         let policy = match MatchPolicy::from_options(options) {
             Ok(p) => p,
             Err(m) => {

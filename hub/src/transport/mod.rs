@@ -2,12 +2,14 @@
 //!
 //! - [`rawsocket`]: the RawSocket handshake and framing.
 //! - [`websocket`]: WebSocket with WAMP subprotocols.
+//! - [`tls`]: TLS for listeners and clients, and the `tls-exporter` channel binding.
 //! - [`connection`]: the one task per connection that drives a [`crate::router::RouterSession`].
 //! - [`listener`]: accept loops with admission control, sniffing RawSocket vs HTTP on one port.
 
 pub mod connection;
 pub mod listener;
 pub mod rawsocket;
+pub mod tls;
 pub mod websocket;
 
 use std::future::Future;
@@ -26,6 +28,10 @@ pub trait WampTransport: Send {
     fn close(&mut self) -> impl Future<Output = ()> + Send;
     /// The largest message the peer accepts.
     fn max_outgoing(&self) -> usize;
+    /// Sends a transport-level ping (RawSocket PING, WebSocket ping), for keepalive.
+    fn ping(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
+    /// When anything (a message, a pong) last arrived from the peer.
+    fn last_activity(&self) -> std::time::Instant;
 }
 
 /// Why a transport failed.

@@ -149,6 +149,7 @@ pub struct RawSocket<S> {
     /// Largest frame the peer accepts (what it announced).
     max_out: usize,
     oversize_dropped: u64,
+    last_activity: std::time::Instant,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> RawSocket<S> {
@@ -225,6 +226,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> RawSocket<S> {
             max_in,
             max_out,
             oversize_dropped: 0,
+            last_activity: std::time::Instant::now(),
         }
     }
 
@@ -238,7 +240,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> RawSocket<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> WampTransport for RawSocket<S> {
     async fn recv(&mut self) -> Result<Option<Bytes>, TransportError> {
         loop {
-            match decode_frame(&mut self.rbuf, self.max_in)? {
+            let frame = decode_frame(&mut self.rbuf, self.max_in)?;
+            if frame.is_some() {
+                self.last_activity = std::time::Instant::now();
+            }
+            match frame {
                 Some((FrameKind::Message, body)) => return Ok(Some(body)),
                 Some((FrameKind::Ping, body)) => {
                     // A PONG must echo the PING at once.
@@ -286,6 +292,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> WampTransport for RawSocket<S> {
 
     fn max_outgoing(&self) -> usize {
         self.max_out
+    }
+
+    async fn ping(&mut self) -> Result<(), TransportError> {
+        self.push_frame(FrameKind::Ping, b"brume");
+        self.flush().await
+    }
+
+    fn last_activity(&self) -> std::time::Instant {
+        self.last_activity
     }
 }
 

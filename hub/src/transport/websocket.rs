@@ -21,6 +21,7 @@ pub struct WebSocket<S> {
     serializer: Serializer,
     pending: Vec<WsMessage>,
     max_out: usize,
+    last_activity: std::time::Instant,
 }
 
 fn ws_config(max_message: usize) -> WebSocketConfig {
@@ -131,6 +132,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> WebSocket<S> {
             serializer,
             pending: Vec::new(),
             max_out,
+            last_activity: std::time::Instant::now(),
         }
     }
 }
@@ -138,7 +140,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> WebSocket<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> WampTransport for WebSocket<S> {
     async fn recv(&mut self) -> Result<Option<Bytes>, TransportError> {
         loop {
-            match self.ws.next().await {
+            let next = self.ws.next().await;
+            self.last_activity = std::time::Instant::now();
+            match next {
                 None => return Ok(None),
                 Some(Err(e)) => return Err(TransportError::WebSocket(e.to_string())),
                 Some(Ok(WsMessage::Text(t))) => return Ok(Some(Bytes::from(t))),
@@ -189,6 +193,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> WampTransport for WebSocket<S> {
 
     fn max_outgoing(&self) -> usize {
         self.max_out
+    }
+
+    async fn ping(&mut self) -> Result<(), TransportError> {
+        self.pending
+            .push(WsMessage::Ping(bytes::Bytes::from_static(b"brume")));
+        self.flush().await
+    }
+
+    fn last_activity(&self) -> std::time::Instant {
+        self.last_activity
     }
 }
 

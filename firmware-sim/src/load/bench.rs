@@ -1,0 +1,281 @@
+//! The side-by-side benchmark: Brume, Crossbar.io and a plain frame relay (the machine's limit),
+//! each started here on loopback and driven by the same generator, several rounds each,
+//! reported as medians and ratios in one markdown table.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hub::wamp::Serializer;
+
+use super::cpu;
+use super::target::{BrumeProcess, brume_binary, rss_kib, settle, start_brume};
+use super::wamp::{self, WampLoad};
+use super::{crossbar, relay_process};
+
+/// How long and how often to measure.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchPlan {
+    pub rounds: usize,
+    pub warmup: Duration,
+    pub measure: Duration,
+}
+
+impl BenchPlan {
+    pub fn quick() -> Self {
+        BenchPlan {
+            rounds: 1,
+            warmup: Duration::from_millis(500),
+            measure: Duration::from_secs(1),
+        }
+    }
+    pub fn full() -> Self {
+        BenchPlan {
+            rounds: 3,
+            warmup: Duration::from_secs(1),
+            measure: Duration::from_secs(3),
+        }
+    }
+}
+
+/// One system under test.
+enum System {
+    Brume(BrumeProcess),
+    Crossbar(crossbar::CrossbarProcess),
+    Relay(relay_process::RelayProcess),
+}
+
+impl System {
+    fn url(&self, websocket: bool) -> Option<String> {
+        match self {
+            System::Brume(b) => Some(if websocket {
+                b.websocket.clone()
+            } else {
+                b.rawsocket.clone()
+            }),
+            System::Crossbar(c) => Some(if websocket {
+                c.websocket.clone()
+            } else {
+                c.rawsocket.clone()
+            }),
+            System::Relay(r) => (!websocket).then(|| r.url.clone()),
+        }
+    }
+    fn pids(&self) -> Vec<u32> {
+        match self {
+            System::Brume(b) => vec![b.pid()],
+            System::Crossbar(c) => c.pids(),
+            System::Relay(r) => vec![r.pid()],
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Scenario {
+    PubSub { subs: usize, websocket: bool },
+    RpcSequential,
+    RpcParallel,
+}
+
+impl Scenario {
+    fn name(self) -> String {
+        match self {
+            Scenario::PubSub { subs, websocket } => format!(
+                "pub/sub 1 → {subs}, {}, events/s",
+                if websocket {
+                    "WebSocket JSON"
+                } else {
+                    "RawSocket MessagePack"
+                }
+            ),
+            Scenario::RpcSequential => {
+                "RPC sequential, RawSocket MessagePack, p99 latency (p50)".into()
+            }
+            Scenario::RpcParallel => "RPC 100 in flight, RawSocket MessagePack, calls/s".into(),
+        }
+    }
+}
+
+/// One measurement: the figure (higher is better), a text rendering, and CPU use.
+#[derive(Clone, Debug)]
+struct Sample {
+    score: f64,
+    text: String,
+    sut_cpu: f64,
+    gen_cpu: f64,
+}
+
+async fn measure(
+    sys: &System,
+    scenario: Scenario,
+    plan: BenchPlan,
+) -> anyhow::Result<Option<Sample>> {
+    let websocket = matches!(
+        scenario,
+        Scenario::PubSub {
+            websocket: true,
+            ..
+        }
+    );
+    if matches!(sys, System::Relay(_)) && !matches!(scenario, Scenario::PubSub { .. }) {
+        return Ok(None);
+    }
+    let Some(url) = sys.url(websocket) else {
+        return Ok(None);
+    };
+    let cfg = WampLoad {
+        url,
+        realm: "brume".into(),
+        serializer: if websocket {
+            Serializer::Json
+        } else {
+            Serializer::MsgPack
+        },
+        payload_bytes: 32,
+        warmup: plan.warmup,
+        measure: plan.measure,
+    };
+    let pids = sys.pids();
+    let me = std::process::id();
+    let (sut0, gen0, t0) = (cpu::total(&pids), cpu::cpu_seconds(me), Instant::now());
+    let (score, text) = match scenario {
+        Scenario::PubSub { subs, .. } => {
+            let f = wamp::pubsub(&cfg, subs, 1000).await?;
+            (f.delivered_per_sec, format!("{:.0}", f.delivered_per_sec))
+        }
+        Scenario::RpcSequential => {
+            let f = wamp::rpc(&cfg, 1).await?;
+            (
+                1e6 / f.p99_us.max(1.0),
+                format!("{:.0} µs ({:.0} µs)", f.p99_us, f.p50_us),
+            )
+        }
+        Scenario::RpcParallel => {
+            let f = wamp::rpc(&cfg, 100).await?;
+            (f.calls_per_sec, format!("{:.0}", f.calls_per_sec))
+        }
+    };
+    let wall = t0.elapsed().as_secs_f64();
+    Ok(Some(Sample {
+        score,
+        text,
+        sut_cpu: (cpu::total(&pids) - sut0) / wall * 100.0,
+        gen_cpu: (cpu::cpu_seconds(me) - gen0) / wall * 100.0,
+    }))
+}
+
+fn median(mut samples: Vec<Sample>) -> Option<Sample> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_by(|a, b| a.score.total_cmp(&b.score));
+    Some(samples.swap_remove(samples.len() / 2))
+}
+
+/// Runs every scenario and returns the markdown report.
+pub async fn run(plan: BenchPlan) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let mut notes = Vec::new();
+    let brume = start_brume(&brume_binary()?, "[router]\noutbound_queue = 4096\n")
+        .context("starting brume")?;
+    settle();
+    let brume_rss = rss_kib(brume.pid()).unwrap_or(0);
+    let brume_start = brume.started_in;
+    let mut systems = vec![("Brume", System::Brume(brume))];
+    match crossbar::find() {
+        Some(bin) => match crossbar::start(&bin) {
+            Ok(cb) => {
+                settle();
+                let rss: u64 = cb.pids().iter().filter_map(|p| rss_kib(*p).ok()).sum();
+                notes.push(format!(
+                    "Crossbar.io: listening {:.0} ms after spawn, idle RSS {rss} KiB (controller and router worker)",
+                    cb.started_in.as_secs_f64() * 1e3
+                ));
+                systems.push(("Crossbar.io", System::Crossbar(cb)));
+            }
+            Err(e) => notes.push(format!("Crossbar.io skipped: {e}")),
+        },
+        None => notes.push(
+            "Crossbar.io skipped: not installed (run `cargo test -p tests --test autobahn_interop` once to install the pinned peers, or set BRUME_CROSSBAR)"
+                .into(),
+        ),
+    }
+    systems.push(("relay", System::Relay(relay_process::start()?)));
+    notes.insert(
+        0,
+        format!(
+            "Brume: listening {:.1} ms after spawn, idle RSS {brume_rss} KiB",
+            brume_start.as_secs_f64() * 1e3
+        ),
+    );
+
+    let scenarios = [
+        Scenario::PubSub {
+            subs: 1,
+            websocket: false,
+        },
+        Scenario::PubSub {
+            subs: 10,
+            websocket: false,
+        },
+        Scenario::PubSub {
+            subs: 1,
+            websocket: true,
+        },
+        Scenario::PubSub {
+            subs: 10,
+            websocket: true,
+        },
+        Scenario::RpcSequential,
+        Scenario::RpcParallel,
+    ];
+    writeln!(
+        out,
+        "| scenario | Brume | Crossbar.io | Brume ÷ Crossbar.io | loopback relay | Brume ÷ relay | CPU: generator / Brume |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|---|")?;
+    for scenario in scenarios {
+        let mut medians = Vec::new();
+        for (name, sys) in &systems {
+            let mut samples = Vec::new();
+            for _ in 0..plan.rounds {
+                match measure(sys, scenario, plan).await {
+                    Ok(Some(s)) => samples.push(s),
+                    Ok(None) => {}
+                    Err(e) => notes.push(format!("{name}, {}: failed: {e}", scenario.name())),
+                }
+            }
+            medians.push(median(samples));
+        }
+        let cell = |i: usize| medians.get(i).cloned().flatten();
+        let (b, c, r) = (cell(0), cell(1), cell(2));
+        let text = |s: &Option<Sample>| s.as_ref().map_or("–".into(), |s| s.text.clone());
+        let ratio = |a: &Option<Sample>, z: &Option<Sample>| match (a, z) {
+            (Some(a), Some(z)) if z.score > 0.0 => format!("{:.1}×", a.score / z.score),
+            _ => "–".into(),
+        };
+        let cpu = b.as_ref().map_or("–".into(), |s| {
+            format!("{:.0}% / {:.0}%", s.gen_cpu, s.sut_cpu)
+        });
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            scenario.name(),
+            text(&b),
+            text(&c),
+            ratio(&b, &c),
+            text(&r),
+            if matches!(scenario, Scenario::PubSub { .. }) {
+                ratio(&b, &r)
+            } else {
+                "–".into()
+            },
+            cpu
+        )?;
+    }
+    writeln!(out)?;
+    for n in notes {
+        writeln!(out, "- {n}")?;
+    }
+    Ok(out)
+}

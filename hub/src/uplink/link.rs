@@ -1,0 +1,308 @@
+//! The cloud session: connect, register, report drops, replay the queue; on any failure, back off
+//! with jitter and do it all again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::{Shared, cloud_topic, status};
+use crate::client::{Client, ClientAuth, ClientError, ConnectOptions, Invocation, WampError};
+use crate::wamp::{Dict, Payload, Value, dict, uris};
+
+/// Cloud calls served at once; more wait.
+const CONCURRENT_CALLS: usize = 64;
+
+/// Runs the link until shutdown.
+pub(super) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let initial = Duration::from_millis(shared.config.reconnect_initial_ms);
+    let cap = Duration::from_millis(shared.config.reconnect_max_ms);
+    let mut backoff = initial;
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        match connect(&shared).await {
+            Ok(cloud) => {
+                backoff = initial;
+                tracing::info!(url = %shared.config.url, session = cloud.session_id(), "uplink connected");
+                if let Some(s) = shared.status.set_connected(true, None) {
+                    status::announce(&shared, s).await;
+                }
+                let reason = serve(&shared, &cloud, &shutdown).await;
+                if shutdown.is_cancelled() {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), cloud.leave()).await;
+                    return;
+                }
+                tracing::warn!(%reason, "uplink lost; events are kept in the queue");
+                if let Some(s) = shared.status.set_connected(false, Some(reason)) {
+                    status::announce(&shared, s).await;
+                }
+            }
+            Err(e) => {
+                tracing::info!(url = %shared.config.url, error = %e, retry_in = ?backoff, "uplink cannot connect");
+                shared.status.set_connected(false, Some(e.to_string()));
+            }
+        }
+        // Full jitter between half the back-off and all of it, so hubs do not reconnect in step.
+        let delay = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        backoff = (backoff * 2).min(cap);
+    }
+}
+
+async fn connect(shared: &Shared) -> Result<Client, ClientError> {
+    let c = &shared.config;
+    let secret = || c.secret().map_err(|e| ClientError::Auth(e.to_string()));
+    let auth = match c.auth.method.as_str() {
+        "ticket" => ClientAuth::Ticket {
+            authid: c.auth.authid.clone(),
+            ticket: secret()?,
+        },
+        "wampcra" => ClientAuth::WampCra {
+            authid: c.auth.authid.clone(),
+            secret: secret()?,
+        },
+        "cryptosign" => ClientAuth::Cryptosign {
+            authid: (!c.auth.authid.is_empty()).then(|| c.auth.authid.clone()),
+            key: crate::router::auth::cryptosign::PrivateKey::from_hex(&secret()?).ok_or_else(
+                || {
+                    ClientError::Auth(
+                        "the cryptosign secret is not a 64-hex-digit Ed25519 seed".into(),
+                    )
+                },
+            )?,
+            channel_binding: c.auth.channel_binding,
+        },
+        _ => ClientAuth::Anonymous,
+    };
+    let serializer = c
+        .serializer()
+        .map_err(|e| ClientError::Address(e.to_string()))?;
+    let mut opts = ConnectOptions::new(&c.url, &c.realm)
+        .serializer(serializer)
+        .auth(auth);
+    opts.keepalive = Some(Duration::from_secs(c.keepalive_secs.max(1)));
+    if let Some(ca) = &c.auth.ca_file {
+        let tls =
+            crate::transport::tls::TlsClientConfig::with_root_pem_file(std::path::Path::new(ca))
+                .map_err(|e| ClientError::Auth(e.to_string()))?;
+        opts = opts.tls(tls);
+    }
+    Client::connect(&opts).await
+}
+
+/// Serves one cloud session until it ends; returns why.
+async fn serve(shared: &Arc<Shared>, cloud: &Client, shutdown: &CancellationToken) -> String {
+    if let Err(e) = register_procedures(shared, cloud).await {
+        return format!("cannot register the hub's procedures: {e}");
+    }
+    let mut last_expiry = tokio::time::Instant::now();
+    loop {
+        if let Err(e) = report_drops(shared, cloud).await {
+            return e;
+        }
+        if last_expiry.elapsed() > Duration::from_secs(10) {
+            last_expiry = tokio::time::Instant::now();
+            let now = now_ms();
+            if let Ok(n) = shared.with_queue(move |q| q.expire(now)).await {
+                shared.status.add_dropped(n);
+            }
+        }
+        let window = shared.config.window;
+        let batch = match shared.with_queue(move |q| q.peek(0, window)).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the uplink queue");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            tokio::select! {
+                () = shutdown.cancelled() => return "shutdown".into(),
+                reason = cloud.closed() => return reason.unwrap_or_else(|| "closed".into()),
+                () = shared.queued.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            continue;
+        }
+        let items: Vec<(String, Payload)> = batch
+            .iter()
+            .map(|e| {
+                let (args, mut kwargs) = e.payload.clone().into_parts();
+                kwargs.insert(
+                    "_brume".into(),
+                    Value::Dict(dict([
+                        ("hub", Value::from(shared.hub_id.as_str())),
+                        ("seq", Value::from(e.seq)),
+                        ("at", Value::from(e.at_ms)),
+                    ])),
+                );
+                (
+                    cloud_topic(&shared.config.prefix, &shared.hub_id, &e.topic),
+                    Payload::new(args, kwargs),
+                )
+            })
+            .collect();
+        let results = tokio::select! {
+            () = shutdown.cancelled() => return "shutdown".into(),
+            r = cloud.publish_batch_acked(items) => r,
+        };
+        let mut acked = Vec::new();
+        let mut rejected = Vec::new();
+        let mut lost = None;
+        for (e, r) in batch.iter().zip(results) {
+            match r {
+                Ok(_) => acked.push(e.seq),
+                // The cloud router refused this one (not authorized, invalid URI): it will never
+                // go up, so it is dropped and counted rather than wedging the queue.
+                Err(ClientError::Wamp(w)) => {
+                    tracing::warn!(topic = %e.topic, error = %w, "cloud router refused an event; dropped");
+                    rejected.push(e.seq);
+                }
+                Err(other) => {
+                    lost.get_or_insert_with(|| other.to_string());
+                }
+            }
+        }
+        let n_rejected = rejected.len() as u64;
+        let _ = shared
+            .with_queue(move |q| {
+                q.ack(&acked)?;
+                q.reject(&rejected)
+            })
+            .await;
+        shared.status.add_dropped(n_rejected);
+        if let Some(reason) = lost {
+            return reason;
+        }
+    }
+}
+
+/// Publishes unreported drop counts on `<prefix>.<hub>.uplink.dropped` and forgets them once the
+/// cloud acknowledged.
+async fn report_drops(shared: &Arc<Shared>, cloud: &Client) -> Result<(), String> {
+    let dropped = match shared.with_queue(|q| q.dropped()).await {
+        Ok(d) if !d.is_empty() => d,
+        _ => return Ok(()),
+    };
+    let counts: Dict = dropped
+        .iter()
+        .map(|(t, n)| (t.clone(), Value::from(*n)))
+        .collect();
+    let total: u64 = dropped.iter().map(|(_, n)| n).sum();
+    let topic = format!("{}.{}.uplink.dropped", shared.config.prefix, shared.hub_id);
+    let payload = Payload::kwargs(dict([
+        ("hub", Value::from(shared.hub_id.as_str())),
+        ("total", Value::from(total)),
+        ("counts", Value::Dict(counts)),
+    ]));
+    match cloud.publish_acked(&topic, payload, Dict::new()).await {
+        Ok(_) => {
+            tracing::warn!(total, "reported dropped uplink events to the cloud");
+            let _ = shared.with_queue(move |q| q.clear_dropped(&dropped)).await;
+            Ok(())
+        }
+        Err(e) => Err(format!("cannot report drops: {e}")),
+    }
+}
+
+/// Registers the hub's procedures on the cloud router (taking over stale registrations of an
+/// earlier session of this hub) and serves them by calling the local ones.
+async fn register_procedures(shared: &Arc<Shared>, cloud: &Client) -> Result<(), ClientError> {
+    let base = format!("{}.{}", shared.config.prefix, shared.hub_id);
+    let calls = Arc::new(Semaphore::new(CONCURRENT_CALLS));
+    let exact = [
+        ("things.list", "brume.things.list"),
+        ("things.get", "brume.things.get"),
+        ("things.set", "brume.things.set"),
+        ("things.describe", "brume.things.describe"),
+        ("uplink.status", "brume.uplink.status"),
+    ];
+    for (cloud_name, local) in exact {
+        let reg = cloud
+            .register(
+                &format!("{base}.{cloud_name}"),
+                dict([("force_reregister", Value::Bool(true))]),
+            )
+            .await?;
+        let local = local.to_owned();
+        spawn_forwarder(shared.clone(), reg, calls.clone(), move |_| {
+            Some(local.clone())
+        });
+    }
+    let prefix = format!("{base}.thing.");
+    let reg = cloud
+        .register(
+            &prefix,
+            dict([
+                ("match", Value::from("prefix")),
+                ("force_reregister", Value::Bool(true)),
+            ]),
+        )
+        .await?;
+    spawn_forwarder(shared.clone(), reg, calls, move |inv| {
+        let rest = inv.procedure.as_deref()?.strip_prefix(&prefix)?;
+        // Only actions: <thing id>.action.<name>.
+        let parts: Vec<&str> = rest.split('.').collect();
+        (parts.len() == 3 && parts[1] == "action").then(|| format!("brume.thing.{rest}"))
+    });
+    Ok(())
+}
+
+fn spawn_forwarder(
+    shared: Arc<Shared>,
+    mut reg: crate::client::Registration,
+    calls: Arc<Semaphore>,
+    map: impl Fn(&Invocation) -> Option<String> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        while let Some(inv) = reg.next().await {
+            let Some(local) = map(&inv) else {
+                let _ = inv
+                    .fail(WampError::new(
+                        uris::NO_SUCH_PROCEDURE,
+                        "no such procedure on this hub",
+                    ))
+                    .await;
+                continue;
+            };
+            let Ok(permit) = calls.clone().acquire_owned().await else {
+                return;
+            };
+            let client = shared.local.clone();
+            tokio::spawn(async move {
+                let mut options = Dict::new();
+                if let Some(t) = inv.details.get("timeout") {
+                    options.insert("timeout".into(), t.clone());
+                }
+                match client.call_with(&local, inv.payload.clone(), options).await {
+                    Ok(r) => {
+                        let _ = inv.reply(r.payload).await;
+                    }
+                    Err(ClientError::Wamp(e)) => {
+                        let _ = inv.fail(e).await;
+                    }
+                    Err(other) => {
+                        let _ = inv
+                            .fail(WampError::new(uris::UNAVAILABLE, other.to_string()))
+                            .await;
+                    }
+                }
+                drop(permit);
+            });
+        }
+    });
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,150 @@
+//! The uplink: the hub as an ordinary WAMP client of a cloud router, losing nothing across
+//! outages.
+//!
+//! - [`config`]: `[uplink]` (cloud URL, realm, credentials, forwarding rules, bounds).
+//! - [`queue`]: the durable, bounded store-and-forward queue (SQLite).
+//! - [`ingest`]: a local session subscribed to the forwarding rules, writing every event into the
+//!   queue.
+//! - [`link`]: the cloud session: connect with jittered back-off, register the hub's procedures,
+//!   report drops, replay the queue in order with acknowledged publishes.
+//! - [`status`]: `brume.uplink.status` and the `brume.uplink.on_status` topic.
+//!
+//! Every event goes through the queue, connected or not, so order is one thing to get right and
+//! an outage changes nothing but delay. Each event goes up as
+//! `<prefix>.<hub id>.<topic without "brume.">` with its payload and a `_brume` keyword argument
+//! `{hub, seq, at}`; `(hub, seq)` lets consumers drop the duplicates a reconnect can cause.
+
+pub mod config;
+mod ingest;
+mod link;
+pub mod queue;
+mod status;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::UplinkConfig;
+use queue::UplinkQueue;
+pub use status::UplinkStatus;
+
+use crate::client::{Client, ClientError};
+use crate::router::{AuthInfo, Router};
+
+/// Why the uplink could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Queue(#[from] queue::QueueError),
+    #[error("uplink local session: {0}")]
+    Local(#[from] ClientError),
+}
+
+/// State shared by the uplink's tasks.
+pub(crate) struct Shared {
+    pub config: UplinkConfig,
+    pub hub_id: String,
+    pub queue: Mutex<UplinkQueue>,
+    /// Signalled when events were queued.
+    pub queued: Notify,
+    pub status: status::StatusCell,
+    pub local: Client,
+}
+
+impl Shared {
+    /// Runs `f` on the queue on a blocking thread (SQLite calls block).
+    pub async fn with_queue<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut UplinkQueue) -> Result<T, queue::QueueError> + Send + 'static,
+    ) -> Result<T, queue::QueueError> {
+        let me = self.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut q = me.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let r = f(&mut q);
+            me.status.set_queue(q.len(), q.bytes());
+            r
+        })
+        .await;
+        match result {
+            Ok(r) => r,
+            Err(e) => Err(queue::QueueError::Corrupt {
+                seq: 0,
+                reason: format!("queue task failed: {e}"),
+            }),
+        }
+    }
+}
+
+/// Maps a local topic to its cloud topic: `brume.thing.t1.state` → `<prefix>.<hub>.thing.t1.state`.
+pub fn cloud_topic(prefix: &str, hub: &str, local: &str) -> String {
+    let rest = local.strip_prefix("brume.").unwrap_or(local);
+    format!("{prefix}.{hub}.{rest}")
+}
+
+/// Starts the uplink's tasks (ingest, link, status) under `tracker`, stopping on `shutdown`.
+pub async fn start(
+    router: &Arc<Router>,
+    realm: &str,
+    hub_id: &str,
+    data_dir: &Path,
+    config: UplinkConfig,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(), UplinkError> {
+    config.validate()?;
+    let rules = config.rules()?;
+    let limits = config.limits();
+    let path = data_dir.join("uplink.db");
+    let queue = tokio::task::spawn_blocking(move || UplinkQueue::open(&path, limits))
+        .await
+        .map_err(|e| queue::QueueError::Corrupt {
+            seq: 0,
+            reason: e.to_string(),
+        })??;
+    let local = Client::local_with_queue(
+        router,
+        realm,
+        AuthInfo {
+            authid: "brume-uplink".into(),
+            authrole: "trusted".into(),
+            authmethod: "trusted".into(),
+            authprovider: "static".into(),
+        },
+        65_536,
+    )?;
+    let status = status::StatusCell::new(&config.url, queue.len(), queue.bytes());
+    let shared = Arc::new(Shared {
+        config,
+        hub_id: hub_id.to_owned(),
+        queue: Mutex::new(queue),
+        queued: Notify::new(),
+        status,
+        local,
+    });
+    let subscriptions = ingest::subscribe(&shared, &rules).await?;
+    let status_reg = shared
+        .local
+        .register("brume.uplink.status", crate::wamp::Dict::new())
+        .await?;
+    tracker.spawn(ingest::run(shared.clone(), subscriptions, shutdown.clone()));
+    tracker.spawn(status::serve(shared.clone(), status_reg, shutdown.clone()));
+    tracker.spawn(link::run(shared, shutdown));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cloud_topics() {
+        assert_eq!(
+            super::cloud_topic("brume.hub", "edge-1", "brume.thing.t1.state"),
+            "brume.hub.edge-1.thing.t1.state"
+        );
+        assert_eq!(super::cloud_topic("p", "h", "com.app.x"), "p.h.com.app.x");
+    }
+}

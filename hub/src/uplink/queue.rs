@@ -1,0 +1,516 @@
+//! The uplink's store-and-forward queue: events waiting to go up to the cloud, in SQLite, bounded
+//! by bytes and by age, surviving crashes.
+//!
+//! Rules:
+//! - Every event gets the next sequence number of this hub; rows go up in sequence order and are
+//!   deleted only once the cloud router acknowledged them.
+//! - Over the byte bound, the oldest *telemetry* is dropped first; lifecycle events go only when no
+//!   telemetry is left. Past the age bound, events are dropped whatever their kind. Every drop is
+//!   counted by topic until it has been reported to the cloud, so loss is never silent.
+//! - The database runs in WAL mode with `synchronous = FULL`, in batched transactions: a queued
+//!   event survives a crash of the process or the machine once its batch committed.
+//!
+//! The queue is a plain struct over a connection (no async); the uplink owns it on a blocking
+//! thread.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::de::DeserializeSeed;
+
+use crate::wamp::value::{Flavor, Seed, Ser};
+use crate::wamp::{Payload, Value};
+
+/// What kind of event a row holds, which decides what is dropped first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// State reports and device events: dropped first when the queue is full.
+    Telemetry,
+    /// Things coming online, going offline, provisioned or deleted: kept longest.
+    Lifecycle,
+}
+
+impl Kind {
+    fn code(self) -> i64 {
+        match self {
+            Kind::Telemetry => 0,
+            Kind::Lifecycle => 1,
+        }
+    }
+    fn from_code(c: i64) -> Kind {
+        if c == 1 {
+            Kind::Lifecycle
+        } else {
+            Kind::Telemetry
+        }
+    }
+}
+
+/// Bounds of the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueLimits {
+    pub max_bytes: u64,
+    pub max_age: Duration,
+}
+
+/// An event to queue.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub topic: String,
+    pub kind: Kind,
+    pub payload: Payload,
+    pub at_ms: u64,
+}
+
+/// A queued event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueuedEvent {
+    pub seq: u64,
+    pub topic: String,
+    pub kind: Kind,
+    pub payload: Payload,
+    pub at_ms: u64,
+}
+
+/// Why the queue failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("uplink queue database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("uplink queue row {seq} is corrupt: {reason}")]
+    Corrupt { seq: u64, reason: String },
+}
+
+/// The durable queue.
+#[derive(Debug)]
+pub struct UplinkQueue {
+    conn: Connection,
+    limits: QueueLimits,
+    count: u64,
+    bytes: u64,
+}
+
+/// Largest single event accepted into the queue; larger ones are dropped and counted.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+
+fn encode(p: &Payload) -> Vec<u8> {
+    let v = Value::List(vec![
+        Value::List(p.arg_list().to_vec()),
+        Value::Dict(p.kwarg_dict().cloned().unwrap_or_default()),
+    ]);
+    rmp_serde::to_vec(&Ser(&v, Flavor::Binary)).unwrap_or_default()
+}
+
+fn decode(seq: u64, bytes: &[u8]) -> Result<Payload, QueueError> {
+    let corrupt = |reason: String| QueueError::Corrupt { seq, reason };
+    let mut rd = bytes;
+    let mut de = rmp_serde::Deserializer::new(&mut rd);
+    let v = Seed::new(Flavor::Binary)
+        .deserialize(&mut de)
+        .map_err(|e| corrupt(e.to_string()))?;
+    match v {
+        Value::List(mut parts) if parts.len() == 2 => {
+            let kwargs = parts.pop();
+            let args = parts.pop();
+            match (args, kwargs) {
+                (Some(Value::List(a)), Some(Value::Dict(k))) => Ok(Payload::new(a, k)),
+                _ => Err(corrupt("payload is not [args, kwargs]".into())),
+            }
+        }
+        _ => Err(corrupt("payload is not [args, kwargs]".into())),
+    }
+}
+
+impl UplinkQueue {
+    /// Opens (or creates) the queue at `path`.
+    pub fn open(path: &Path, limits: QueueLimits) -> Result<UplinkQueue, QueueError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS queue (
+                 seq INTEGER PRIMARY KEY,
+                 topic TEXT NOT NULL,
+                 kind INTEGER NOT NULL,
+                 payload BLOB NOT NULL,
+                 bytes INTEGER NOT NULL,
+                 at_ms INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS dropped (
+                 topic TEXT PRIMARY KEY,
+                 count INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS meta (
+                 key TEXT PRIMARY KEY,
+                 value INTEGER NOT NULL
+             );",
+        )?;
+        let (count, bytes): (i64, i64) = conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM queue",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(UplinkQueue {
+            conn,
+            limits,
+            count: count as u64,
+            bytes: bytes as u64,
+        })
+    }
+
+    /// Events queued.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes queued (topics and payloads).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The last sequence number handed out (0 if none yet). Survives restarts and acks, so
+    /// sequence numbers never repeat for this hub.
+    fn last_seq(&self) -> Result<u64, QueueError> {
+        let stored: Option<i64> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'last_seq'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(stored.unwrap_or(0) as u64)
+    }
+
+    /// Queues events in one transaction, then enforces the bounds. Returns the sequence numbers
+    /// given.
+    pub fn push(&mut self, events: &[NewEvent]) -> Result<Vec<u64>, QueueError> {
+        let mut seq = self.last_seq()?;
+        let mut given = Vec::with_capacity(events.len());
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO queue (seq, topic, kind, payload, bytes, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut count_drop = tx.prepare_cached(
+                "INSERT INTO dropped (topic, count) VALUES (?1, 1)
+                 ON CONFLICT(topic) DO UPDATE SET count = count + 1",
+            )?;
+            for e in events {
+                let payload = encode(&e.payload);
+                let size = payload.len() + e.topic.len();
+                if size > MAX_EVENT_BYTES {
+                    tracing::warn!(topic = %e.topic, size, "event too large for the uplink queue; dropped");
+                    count_drop.execute(params![e.topic])?;
+                    continue;
+                }
+                seq += 1;
+                insert.execute(params![
+                    seq as i64,
+                    e.topic,
+                    e.kind.code(),
+                    payload,
+                    size as i64,
+                    e.at_ms as i64
+                ])?;
+                self.count += 1;
+                self.bytes += size as u64;
+                given.push(seq);
+            }
+        }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('last_seq', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![seq as i64],
+        )?;
+        tx.commit()?;
+        self.enforce_bytes()?;
+        Ok(given)
+    }
+
+    /// Drops the oldest telemetry (then the oldest of anything) until the byte bound holds.
+    fn enforce_bytes(&mut self) -> Result<(), QueueError> {
+        for kind in [Some(Kind::Telemetry), None] {
+            if self.bytes <= self.limits.max_bytes {
+                return Ok(());
+            }
+            let excess = self.bytes - self.limits.max_bytes;
+            // The newest sequence number that must go for the excess to be freed.
+            let sql = match kind {
+                Some(_) => "SELECT seq, bytes FROM queue WHERE kind = ?1 ORDER BY seq",
+                None => "SELECT seq, bytes FROM queue WHERE ?1 >= 0 ORDER BY seq",
+            };
+            let mut freed = 0u64;
+            let mut upto = None;
+            {
+                let mut stmt = self.conn.prepare(sql)?;
+                let mut rows = stmt.query(params![kind.map_or(0, Kind::code)])?;
+                while let Some(row) = rows.next()? {
+                    let seq: i64 = row.get(0)?;
+                    let bytes: i64 = row.get(1)?;
+                    freed += bytes as u64;
+                    upto = Some(seq);
+                    if freed >= excess {
+                        break;
+                    }
+                }
+            }
+            if let Some(upto) = upto {
+                self.drop_where(
+                    match kind {
+                        Some(_) => "kind = 0 AND seq <= ?1",
+                        None => "seq <= ?1",
+                    },
+                    upto,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the rows matching `cond` (with `?1` bound to `arg`), counting them as dropped.
+    fn drop_where(&mut self, cond: &str, arg: i64) -> Result<u64, QueueError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            &format!(
+                "INSERT INTO dropped (topic, count)
+                 SELECT topic, COUNT(*) FROM queue WHERE {cond} GROUP BY topic
+                 ON CONFLICT(topic) DO UPDATE SET count = count + excluded.count"
+            ),
+            params![arg],
+        )?;
+        let (n, b): (i64, i64) = tx.query_row(
+            &format!("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM queue WHERE {cond}"),
+            params![arg],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        tx.execute(&format!("DELETE FROM queue WHERE {cond}"), params![arg])?;
+        tx.commit()?;
+        self.count -= n as u64;
+        self.bytes -= b as u64;
+        if n > 0 {
+            tracing::warn!(
+                dropped = n,
+                bytes = b,
+                "uplink queue over its bounds; oldest events dropped and counted"
+            );
+        }
+        Ok(n as u64)
+    }
+
+    /// Drops events older than the age bound; returns how many.
+    pub fn expire(&mut self, now_ms: u64) -> Result<u64, QueueError> {
+        let cutoff = now_ms.saturating_sub(self.limits.max_age.as_millis() as u64);
+        self.drop_where("at_ms < ?1", cutoff as i64)
+    }
+
+    /// Up to `limit` events with a sequence number above `after`, in order.
+    pub fn peek(&self, after: u64, limit: usize) -> Result<Vec<QueuedEvent>, QueueError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, topic, kind, payload, at_ms FROM queue WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let rows = stmt.query_map(params![after as i64, limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, i64>(4)? as u64,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, topic, kind, payload, at_ms) = row?;
+            out.push(QueuedEvent {
+                seq,
+                topic,
+                kind: Kind::from_code(kind),
+                payload: decode(seq, &payload)?,
+                at_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes acknowledged events.
+    pub fn ack(&mut self, seqs: &[u64]) -> Result<(), QueueError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        let mut removed = 0u64;
+        let mut freed = 0u64;
+        {
+            let mut size = tx.prepare_cached("SELECT bytes FROM queue WHERE seq = ?1")?;
+            let mut delete = tx.prepare_cached("DELETE FROM queue WHERE seq = ?1")?;
+            for &seq in seqs {
+                if let Some(b) = size
+                    .query_row(params![seq as i64], |r| r.get::<_, i64>(0))
+                    .optional()?
+                {
+                    delete.execute(params![seq as i64])?;
+                    removed += 1;
+                    freed += b as u64;
+                }
+            }
+        }
+        tx.commit()?;
+        self.count -= removed;
+        self.bytes -= freed;
+        Ok(())
+    }
+
+    /// Deletes events that can never be delivered, counting them as dropped.
+    pub fn reject(&mut self, seqs: &[u64]) -> Result<(), QueueError> {
+        for &seq in seqs {
+            self.drop_where("seq = ?1", seq as i64)?;
+        }
+        Ok(())
+    }
+
+    /// Drop counts by topic not yet reported.
+    pub fn dropped(&self) -> Result<Vec<(String, u64)>, QueueError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT topic, count FROM dropped ORDER BY topic")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Forgets drop counts once reported (subtracting what was reported, so drops counted in the
+    /// meantime are kept).
+    pub fn clear_dropped(&mut self, reported: &[(String, u64)]) -> Result<(), QueueError> {
+        let tx = self.conn.transaction()?;
+        for (topic, n) in reported {
+            tx.execute(
+                "UPDATE dropped SET count = count - ?2 WHERE topic = ?1",
+                params![topic, *n as i64],
+            )?;
+        }
+        tx.execute("DELETE FROM dropped WHERE count <= 0", [])?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wamp::dict;
+
+    fn ev(topic: &str, kind: Kind, n: i64, at_ms: u64) -> NewEvent {
+        NewEvent {
+            topic: topic.into(),
+            kind,
+            payload: Payload::new(vec![Value::Int(n)], dict([("x", Value::from("y"))])),
+            at_ms,
+        }
+    }
+
+    fn open(dir: &tempfile::TempDir, max_bytes: u64) -> UplinkQueue {
+        UplinkQueue::open(
+            &dir.path().join("q.db"),
+            QueueLimits {
+                max_bytes,
+                max_age: Duration::from_secs(3600),
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn push_peek_ack_in_order_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = open(&dir, 1 << 20);
+        let seqs = q
+            .push(&[
+                ev("a", Kind::Telemetry, 1, 0),
+                ev("b", Kind::Lifecycle, 2, 0),
+                ev("a", Kind::Telemetry, 3, 0),
+            ])
+            .unwrap();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        let got = q.peek(0, 10).unwrap();
+        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(got[1].kind, Kind::Lifecycle);
+        assert_eq!(got[2].payload.arg(0), Some(&Value::Int(3)));
+        q.ack(&[1]).unwrap();
+        drop(q);
+        let mut q = open(&dir, 1 << 20);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.peek(0, 10).unwrap()[0].seq, 2);
+        // Sequence numbers keep counting after a restart, even with the queue drained.
+        q.ack(&[2, 3]).unwrap();
+        assert!(q.is_empty());
+        assert_eq!(q.bytes(), 0);
+        assert_eq!(q.push(&[ev("a", Kind::Telemetry, 4, 0)]).unwrap(), vec![4]);
+    }
+
+    #[test]
+    fn over_the_byte_bound_oldest_telemetry_goes_first_and_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = open(&dir, 1 << 20);
+        let one = encode(&ev("t", Kind::Telemetry, 0, 0).payload).len() as u64 + 1;
+        drop(q);
+        // Room for 5 events.
+        let mut q = open(&dir, one * 5);
+        q.push(&[ev("l", Kind::Lifecycle, 0, 0)]).unwrap();
+        for i in 1..=8 {
+            q.push(&[ev("t", Kind::Telemetry, i, 0)]).unwrap();
+        }
+        let kept: Vec<i64> = q
+            .peek(0, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.payload.arg(0).unwrap().as_i64().unwrap())
+            .collect();
+        assert_eq!(
+            kept,
+            vec![0, 5, 6, 7, 8],
+            "lifecycle kept, oldest telemetry dropped"
+        );
+        assert_eq!(q.dropped().unwrap(), vec![("t".to_owned(), 4)]);
+        q.clear_dropped(&[("t".to_owned(), 4)]).unwrap();
+        assert!(q.dropped().unwrap().is_empty());
+    }
+
+    #[test]
+    fn age_bound_drops_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = UplinkQueue::open(
+            &dir.path().join("q.db"),
+            QueueLimits {
+                max_bytes: 1 << 20,
+                max_age: Duration::from_secs(10),
+            },
+        )
+        .unwrap();
+        q.push(&[
+            ev("old", Kind::Lifecycle, 1, 1_000),
+            ev("new", Kind::Telemetry, 2, 15_000),
+        ])
+        .unwrap();
+        assert_eq!(q.expire(20_000).unwrap(), 1);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.dropped().unwrap(), vec![("old".to_owned(), 1)]);
+    }
+
+    #[test]
+    fn oversized_events_are_dropped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = open(&dir, 1 << 30);
+        let big = NewEvent {
+            topic: "big".into(),
+            kind: Kind::Telemetry,
+            payload: Payload::args(vec![Value::from("x".repeat(MAX_EVENT_BYTES + 1))]),
+            at_ms: 0,
+        };
+        assert!(q.push(&[big]).unwrap().is_empty());
+        assert_eq!(q.dropped().unwrap(), vec![("big".to_owned(), 1)]);
+    }
+}

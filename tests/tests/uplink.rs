@@ -1,0 +1,483 @@
+//! The uplink against a real cloud router (Crossbar.io): forwarding, cloud calls to edge devices,
+//! outages, a half-open link, a crash, and the queue bounds.
+
+// Test helpers fail the test by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::Stdio;
+use std::time::Duration;
+
+use hub::client::{Client, ConnectOptions};
+use hub::uplink::UplinkConfig;
+use hub::wamp::{Dict, Payload, Serializer, Value, dict};
+use tests::cloud::{Crossbar, Proxy, ProxyMode};
+use tests::hub::TestHub;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+
+fn uplink_to(hub: &str, addr: std::net::SocketAddr) -> UplinkConfig {
+    let mut c = UplinkConfig {
+        enabled: true,
+        url: format!("ws://{addr}/ws"),
+        realm: "cloud".into(),
+        reconnect_initial_ms: 100,
+        reconnect_max_ms: 400,
+        keepalive_secs: 1,
+        ..UplinkConfig::default()
+    };
+    c.auth.method = "ticket".into();
+    c.auth.authid = hub.into();
+    c.auth.secret = Some(format!("secret-{hub}"));
+    c
+}
+
+async fn hub_with_uplink(
+    hub: &str,
+    addr: std::net::SocketAddr,
+    edit: impl FnOnce(&mut UplinkConfig),
+) -> TestHub {
+    let mut up = uplink_to(hub, addr);
+    edit(&mut up);
+    let id = hub.to_owned();
+    TestHub::start_with(move |c| {
+        c.hub.id = id;
+        c.uplink = up;
+    })
+    .await
+}
+
+/// A cloud app subscribed to every hub's events; events arrive on the returned channel as
+/// (topic, kwargs).
+async fn cloud_subscriber(cb: &Crossbar) -> (Client, mpsc::UnboundedReceiver<(String, Dict)>) {
+    let opts = ConnectOptions::new(&cb.app_url(), "cloud").serializer(Serializer::MsgPack);
+    let client = Client::connect(&opts).await.expect("cloud app joins");
+    let mut sub = client
+        .subscribe_lossless("brume.hub.", dict([("match", Value::from("prefix"))]))
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(ev) = sub.next().await {
+            let kw = ev.payload.kwarg_dict().cloned().unwrap_or_default();
+            if tx.send((ev.topic.unwrap_or_default(), kw)).is_err() {
+                return;
+            }
+        }
+    });
+    (client, rx)
+}
+
+async fn status(local: &Client) -> Dict {
+    local
+        .call("brume.uplink.status", vec![], Dict::new())
+        .await
+        .unwrap()
+        .payload
+        .kwarg_dict()
+        .cloned()
+        .unwrap()
+}
+
+async fn wait_status(local: &Client, what: &str, mut ok: impl FnMut(&Dict) -> bool) {
+    let r = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if ok(&status(local).await) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        r.is_ok(),
+        "uplink never reached: {what} (last {:?})",
+        status(local).await
+    );
+}
+
+fn connected(s: &Dict) -> bool {
+    s.get("connected").and_then(Value::as_bool) == Some(true)
+}
+
+fn queued(s: &Dict) -> u64 {
+    s.get("queued").and_then(Value::as_u64).unwrap_or(u64::MAX)
+}
+
+fn state(thing: &str, n: i64) -> (String, Payload) {
+    (
+        format!("brume.thing.{thing}.state"),
+        Payload::kwargs(dict([(
+            "values",
+            Value::Dict(dict([("n", Value::Int(n))])),
+        )])),
+    )
+}
+
+/// Receives cloud events until `want` distinct (hub, seq) were seen; returns them per thing in
+/// arrival order (after dropping duplicates).
+async fn collect(
+    rx: &mut mpsc::UnboundedReceiver<(String, Dict)>,
+    want: usize,
+) -> BTreeMap<String, Vec<i64>> {
+    let mut seen = HashSet::new();
+    let mut per_thing: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let r = tokio::time::timeout(Duration::from_secs(60), async {
+        while seen.len() < want {
+            let (topic, kw) = rx.recv().await.expect("cloud subscription open");
+            let Some(meta) = kw.get("_brume").and_then(Value::as_dict) else {
+                continue;
+            };
+            let key = (
+                meta["hub"].as_str().unwrap().to_owned(),
+                meta["seq"].as_u64().unwrap(),
+            );
+            if !seen.insert(key) || !topic.contains(".thing.") {
+                continue;
+            }
+            let n = kw["values"].as_dict().unwrap()["n"].as_i64().unwrap();
+            per_thing.entry(topic).or_default().push(n);
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "only {} of {want} events arrived", seen.len());
+    per_thing
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hubs_forward_state_and_serve_cloud_calls() {
+    let cb = Crossbar::start(&["edge-a", "edge-b"]).await;
+    let a = hub_with_uplink("edge-a", cb.hub_addr(), |_| {}).await;
+    let b = hub_with_uplink("edge-b", cb.hub_addr(), |_| {}).await;
+    let mut locals = Vec::new();
+    for (name, h) in [("edge-a", &a), ("edge-b", &b)] {
+        let local = h.local_client("device-sim");
+        wait_status(&local, "connected", connected).await;
+        // A stand-in for the device behind this hub.
+        let mut reg = local
+            .register("brume.thing.t1.action.toggle", Dict::new())
+            .await
+            .unwrap();
+        let hub_name = name.to_owned();
+        tokio::spawn(async move {
+            while let Some(inv) = reg.next().await {
+                let on = inv.payload.kwarg("on").cloned().unwrap_or(Value::Null);
+                let _ = inv
+                    .reply(Payload::kwargs(dict([
+                        ("hub", Value::from(hub_name.as_str())),
+                        ("on", on),
+                    ])))
+                    .await;
+            }
+        });
+        locals.push(local);
+    }
+
+    // The cloud app (Autobahn) subscribes, then the hubs report.
+    let python = tokio::task::spawn_blocking(tests::peers::python)
+        .await
+        .unwrap();
+    let mut app = tokio::process::Command::new(python)
+        .arg(tests::peers::scripts_dir().join("cloud_app.py"))
+        .args([cb.app_url(), "edge-a".into(), "edge-b".into()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(app.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if l == "READY" {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(ready, Ok(true), "the cloud app subscribed");
+    for local in &locals {
+        local
+            .publish_acked(
+                "brume.thing.t1.state",
+                Payload::kwargs(dict([(
+                    "values",
+                    Value::Dict(dict([("temperature", Value::Float(21.5))])),
+                )])),
+                Dict::new(),
+            )
+            .await
+            .unwrap();
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), app.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut stdout = String::new();
+    while let Ok(Some(l)) = lines.next_line().await {
+        stdout.push_str(&l);
+        stdout.push('\n');
+    }
+    assert!(
+        out.status.success() && stdout.contains("ALL OK"),
+        "cloud app failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A Rust cloud client reaches procedures behind each hub too, and errors come back intact.
+    let cloud = Client::connect(&ConnectOptions::new(&cb.app_url(), "cloud"))
+        .await
+        .unwrap();
+    let r = cloud
+        .call(
+            "brume.hub.edge-b.thing.t1.action.toggle",
+            vec![],
+            dict([("on", Value::Bool(false))]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.payload.kwarg("hub"), Some(&Value::from("edge-b")));
+    let err = cloud
+        .call("brume.hub.edge-a.thing.t1.state", vec![], Dict::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no_such_procedure"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_loses_nothing_and_local_apps_never_notice() {
+    let mut cb = Crossbar::start(&["edge-a"]).await;
+    let proxy = Proxy::start(cb.hub_addr()).await;
+    let hub = hub_with_uplink("edge-a", proxy.addr, |_| {}).await;
+    let local = hub.local_client("devices");
+    wait_status(&local, "connected", connected).await;
+    let (_cloud, mut rx) = cloud_subscriber(&cb).await;
+    let app = hub.client("rawsocket", Serializer::MsgPack).await;
+    let mut local_app = app
+        .subscribe_lossless("brume.thing.", dict([("match", Value::from("prefix"))]))
+        .await
+        .unwrap();
+
+    let things = ["t0", "t1", "t2", "t3", "t4"];
+    let mut n = 0i64;
+    let mut publish = async |count: usize| {
+        let mut batch = Vec::new();
+        for _ in 0..count {
+            let thing = things[(n as usize) % things.len()];
+            batch.push(state(thing, n));
+            n += 1;
+        }
+        for (topic, payload) in batch {
+            local.publish(&topic, payload, Dict::new()).await.unwrap();
+        }
+    };
+    publish(100).await;
+    let before = collect(&mut rx, 100).await;
+    assert_eq!(before.values().map(Vec::len).sum::<usize>(), 100);
+
+    // The cloud goes away: the link is cut and Crossbar is killed.
+    proxy.set(ProxyMode::Closed);
+    cb.stop().await;
+    wait_status(&local, "disconnected", |s| !connected(s)).await;
+    publish(3000).await;
+    // Local apps get everything during the outage.
+    for _ in 0..3100 {
+        tokio::time::timeout(Duration::from_secs(10), local_app.next())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    wait_status(&local, "3000 queued", |s| queued(s) == 3000).await;
+
+    // Crossbar comes back; a cloud app subscribes; then the link is restored.
+    cb.restart().await;
+    let (_cloud, mut rx) = cloud_subscriber(&cb).await;
+    proxy.set(ProxyMode::Open);
+    let after = collect(&mut rx, 3000).await;
+    for (topic, ns) in &after {
+        assert!(
+            ns.windows(2).all(|w| w[0] < w[1]),
+            "{topic} arrived in order"
+        );
+    }
+    let all: HashSet<i64> = after.values().flatten().copied().collect();
+    assert_eq!(
+        all,
+        (100..3100).collect::<HashSet<i64>>(),
+        "every event exactly once after dedup"
+    );
+    wait_status(&local, "the queue empties", |s| {
+        connected(s) && queued(s) == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_link_is_detected_and_redialled() {
+    let cb = Crossbar::start(&["edge-a"]).await;
+    let proxy = Proxy::start(cb.hub_addr()).await;
+    let hub = hub_with_uplink("edge-a", proxy.addr, |_| {}).await;
+    let local = hub.local_client("devices");
+    wait_status(&local, "connected", connected).await;
+    let (_cloud, mut rx) = cloud_subscriber(&cb).await;
+    proxy.set(ProxyMode::Frozen);
+    // Nothing comes back through a frozen link: the keepalive notices within a few seconds.
+    wait_status(&local, "the half-open link is dropped", |s| !connected(s)).await;
+    for i in 0..50 {
+        let (t, p) = state("t1", i);
+        local.publish(&t, p, Dict::new()).await.unwrap();
+    }
+    proxy.set(ProxyMode::Open);
+    let got = collect(&mut rx, 50).await;
+    assert_eq!(
+        got["brume.hub.edge-a.thing.t1.state"],
+        (0..50).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_bounds_drop_oldest_telemetry_and_report_exact_counts() {
+    let cb = Crossbar::start(&["edge-a"]).await;
+    let proxy = Proxy::start(cb.hub_addr()).await;
+    proxy.set(ProxyMode::Closed);
+    let hub = hub_with_uplink("edge-a", proxy.addr, |u| u.queue_max_bytes = 16 * 1024).await;
+    let local = hub.local_client("devices");
+    for i in 0..1000 {
+        let (t, p) = state("t1", i);
+        local.publish(&t, p, Dict::new()).await.unwrap();
+    }
+    for i in 0..3 {
+        local
+            .publish(
+                "brume.things.on_online",
+                Payload::args(vec![Value::Int(i)]),
+                Dict::new(),
+            )
+            .await
+            .unwrap();
+    }
+    wait_status(&local, "everything ingested", |s| {
+        s.get("dropped").is_some() && queued(s) < 1000
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_cloud, mut rx) = cloud_subscriber(&cb).await;
+    proxy.set(ProxyMode::Open);
+    wait_status(&local, "drained", |s| connected(s) && queued(s) == 0).await;
+    let mut telemetry = Vec::new();
+    let mut lifecycle = 0;
+    let mut reported = None;
+    while let Ok(Some((topic, kw))) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await
+    {
+        if topic.ends_with(".uplink.dropped") {
+            reported = Some(kw);
+        } else if topic.ends_with(".things.on_online") {
+            lifecycle += 1;
+        } else {
+            telemetry.push(kw["values"].as_dict().unwrap()["n"].as_i64().unwrap());
+        }
+    }
+    let reported = reported.expect("drops were reported on <prefix>.<hub>.uplink.dropped");
+    let counts = reported["counts"].as_dict().unwrap();
+    let dropped = counts["brume.thing.t1.state"].as_u64().unwrap() as usize;
+    assert_eq!(lifecycle, 3, "lifecycle events are kept over telemetry");
+    assert!(dropped > 0 && !telemetry.is_empty());
+    assert_eq!(
+        telemetry.len() + dropped,
+        1000,
+        "received + reported dropped = published"
+    );
+    assert_eq!(
+        telemetry,
+        ((1000 - telemetry.len()) as i64..1000).collect::<Vec<_>>(),
+        "the oldest went first"
+    );
+    assert_eq!(reported["total"].as_u64(), Some(dropped as u64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_events_survive_a_crash_of_the_hub() {
+    use tests::hub::BrumeProcess;
+    let cb = Crossbar::start(&["edge-a"]).await;
+    let proxy = Proxy::start(cb.hub_addr()).await;
+    proxy.set(ProxyMode::Closed);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("brume.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[hub]\nid = \"edge-a\"\ndata_dir = {:?}\n\
+             [[listeners]]\nname = \"rs\"\nkind = \"rawsocket\"\naddress = \"127.0.0.1:0\"\n\
+             [uplink]\nenabled = true\nurl = \"ws://{}/ws\"\nrealm = \"cloud\"\n\
+             reconnect_initial_ms = 100\nreconnect_max_ms = 400\n\
+             [uplink.auth]\nmethod = \"ticket\"\nauthid = \"edge-a\"\nsecret = \"secret-edge-a\"\n",
+            dir.path().join("data").display().to_string(),
+            proxy.addr
+        ),
+    )
+    .unwrap();
+    let mut hub = BrumeProcess::start(&config);
+    let devices = Client::connect(&ConnectOptions::new(&hub.rs_url, "brume"))
+        .await
+        .unwrap();
+    for i in 0..500 {
+        let (t, p) = state("t1", i);
+        devices.publish(&t, p, Dict::new()).await.unwrap();
+    }
+    wait_status(&devices, "500 queued", |s| queued(s) == 500).await;
+    hub.kill9();
+    drop(devices);
+
+    let hub = BrumeProcess::start(&config);
+    let (_cloud, mut rx) = cloud_subscriber(&cb).await;
+    proxy.set(ProxyMode::Open);
+    let got = collect(&mut rx, 500).await;
+    assert_eq!(
+        got["brume.hub.edge-a.thing.t1.state"],
+        (0..500).collect::<Vec<_>>(),
+        "every queued event, in order"
+    );
+    let devices = Client::connect(&ConnectOptions::new(&hub.rs_url, "brume"))
+        .await
+        .unwrap();
+    wait_status(&devices, "the queue empties", |s| {
+        connected(s) && queued(s) == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uplink_authenticates_by_wampcra_and_cryptosign() {
+    let cb = Crossbar::start(&["edge-c", "edge-d"]).await;
+    let cra = hub_with_uplink("edge-c", cb.hub_addr(), |u| {
+        u.auth.method = "wampcra".into();
+        u.auth.secret = Some("cra-edge-c".into());
+    })
+    .await;
+    let cs = hub_with_uplink("edge-d", cb.hub_addr(), |u| {
+        u.auth.method = "cryptosign".into();
+        u.auth.secret = Some(tests::cloud::HUB_SEED.into());
+    })
+    .await;
+    let (_cloud, mut rx) = cloud_subscriber(&cb).await;
+    for (hub, name) in [(&cra, "edge-c"), (&cs, "edge-d")] {
+        let local = hub.local_client("devices");
+        wait_status(&local, &format!("{name} connected"), connected).await;
+        let (t, p) = state("t1", 7);
+        local.publish(&t, p, Dict::new()).await.unwrap();
+        let got = collect(&mut rx, 1).await;
+        assert_eq!(got[&format!("brume.hub.{name}.thing.t1.state")], vec![7]);
+    }
+    // A wrong secret never connects, and the status says why.
+    let bad = hub_with_uplink("edge-c", cb.hub_addr(), |u| {
+        u.auth.method = "wampcra".into();
+        u.auth.secret = Some("wrong".into());
+    })
+    .await;
+    let local = bad.local_client("devices");
+    wait_status(&local, "an error recorded", |s| {
+        s.get("last_error").is_some_and(|e| *e != Value::Null)
+    })
+    .await;
+    assert!(!connected(&status(&local).await));
+}
