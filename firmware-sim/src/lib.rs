@@ -10,12 +10,14 @@
 //!   they can, one WAMP subscriber counting state events.
 //! - [`load`]: load generators that measure a running hub (and, side by side, its peers).
 //! - [`mqtt`]: simulated MQTT devices following Brume's conventions, singly or as a fleet.
+//! - [`coap`]: simulated CoAP devices (pushing, and CoAP servers) and the CoAP load generator.
 //! - [`raw`]: raw UDP, TCP and serial devices that follow the frame bindings of their thing types.
 //!
 //! Protocol simulators (MQTT, CoAP, UDP/TCP, serial devices) live beside these and talk to the
 //! hub's gateways over real sockets instead of the in-process link.
 
 pub mod bench;
+pub mod coap;
 pub mod device;
 pub mod gateway;
 pub mod load;

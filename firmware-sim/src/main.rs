@@ -6,9 +6,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use firmware_sim::bench::{BenchOptions, bench_things};
+use firmware_sim::coap;
 use firmware_sim::load::target::{brume_binary, rss_kib, settle, start_brume};
 use firmware_sim::load::wamp::{self, WampLoad};
 use hub::wamp::Serializer;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Simulated devices and load tools for Brume")]
@@ -54,6 +56,10 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         payload: usize,
     },
+    /// Simulated CoAP devices (`push`, `server`).
+    Coap(coap::cli::CoapArgs),
+    /// Measures confirmable CoAP POSTs per second and their latency against a gateway.
+    CoapLoad(coap::cli::LoadArgs),
     /// Simulated MQTT devices (one with --id, or a fleet) reporting state, answering actions.
     Mqtt(firmware_sim::mqtt::MqttArgs),
     /// Raw UDP, TCP and serial devices.
@@ -127,6 +133,14 @@ fn main() -> anyhow::Result<()> {
             seconds,
             payload,
         } => rt.block_on(load_wamp(url, realm, serializer, seconds, payload)),
+        Command::Coap(args) => rt.block_on(coap_devices(args)),
+        Command::CoapLoad(args) => rt.block_on(async {
+            init_logging(1);
+            let report = coap::cli::load(args).await?;
+            use std::io::Write as _;
+            writeln!(std::io::stdout(), "{report}")?;
+            Ok(())
+        }),
         Command::Mqtt(args) => {
             let summary = rt.block_on(firmware_sim::mqtt::run_cli(args))?;
             std::io::Write::write_all(&mut std::io::stdout(), summary.as_bytes())?;
@@ -159,6 +173,27 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Logs to stderr (`RUST_LOG` sets the level, `info` by default).
+/// Runs simulated CoAP devices until Ctrl-C.
+async fn coap_devices(args: coap::cli::CoapArgs) -> anyhow::Result<()> {
+    init_logging(1);
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        on_signal.cancel();
+    });
+    if matches!(args.command, coap::cli::CoapCommand::Server(_)) {
+        use std::io::Write as _;
+        writeln!(
+            std::io::stdout(),
+            "# binding for a thing type:\n{}",
+            coap::SERVER_DEVICE_BINDING
+        )?;
+    }
+    coap::cli::run(args, shutdown).await
 }
 
 async fn load_wamp(

@@ -4,7 +4,7 @@
 //! - [`link`]: what a gateway gets from the hub ([`GatewayIo`]: events out, commands in,
 //!   device credentials).
 //! - [`coap`]: the CoAP protocol engine (server and client endpoints, sans
-//!   I/O) and its tokio drivers.
+//!   I/O), its tokio drivers, and the CoAP gateway built on them ([`coap::gateway`]).
 //! - [`raw`]: UDP, TCP and serial devices whose framing and codec come from their thing type's
 //!   `[bindings.frame]`.
 //! - [`mqtt`]: the MQTT gateway: an embedded broker (rumqttd's router behind our own connection

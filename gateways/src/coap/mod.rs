@@ -14,6 +14,7 @@
 //! | [`server`] | the server endpoint engine: `handle_datagram` / `poll_transmit` / `poll_event` |
 //! | [`client`] | the client endpoint engine: requests and observations of CoAP devices |
 //! | [`driver`] | tokio tasks owning a `UdpSocket` and an engine, with bounded channels |
+//! | [`gateway`] | the CoAP gateway on top: device resources, auth, presence, observed devices |
 //! | `error` | error enums per layer |
 //!
 //! The engines take the current `Instant` as an argument and never read the
@@ -24,6 +25,7 @@ pub mod client;
 mod dedup;
 pub mod driver;
 mod error;
+pub mod gateway;
 mod message;
 mod observe;
 mod ratelimit;

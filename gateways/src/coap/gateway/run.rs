@@ -1,0 +1,333 @@
+//! The gateway task: one actor that owns both cores ([`PushDevices`], [`ObservedDevices`]) and
+//! talks to the CoAP drivers and the hub through bounded channels.
+//!
+//! **Shared state rule.** Nothing is shared: the actor owns all device state, so no locks. It
+//! never waits on a device, and never waits on the hub either:
+//! - a request's events go out through permits reserved *before* the request is handled, so
+//!   either all of them are queued or the device gets 5.03 Service Unavailable (Max-Age 1) and
+//!   retries: a hub that cannot keep up pushes back on devices instead of losing their data;
+//! - other events (offline, values from observed devices, command refusals) go through a
+//!   bounded [`Outbox`] drained as the hub makes room.
+//!
+//! Waiting happens only on the drivers' command channels, which their tasks drain without ever
+//! waiting on the actor, so the two cannot deadlock.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use device_models::{DeviceCommand, DeviceEvent, ThingId};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::task::JoinHandle;
+use tokio::time::{Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, warn};
+
+use super::error::GatewayError;
+use super::observed::{ObservedDevices, Planned};
+use super::push::{MAX_EVENTS_PER_REQUEST, PushDevices};
+use crate::coap::client::ClientEvent;
+use crate::coap::driver::{ClientHandle, ServerHandle};
+use crate::coap::server::{Request, Response, ServerEvent};
+use crate::coap::{DriverError, ResponseType};
+
+/// Most events held in the outbox; past it, `Reported` values are dropped (newer ones follow)
+/// and other events are dropped with an error log.
+const OUTBOX_CAP: usize = 4_096;
+
+/// Everything the actor receives from.
+pub(crate) struct Inputs {
+    pub server_events: mpsc::Receiver<ServerEvent>,
+    pub commands: mpsc::Receiver<DeviceCommand>,
+    pub client_events: Option<mpsc::Receiver<ClientEvent>>,
+    pub sweep: Interval,
+}
+
+/// The actor's state.
+pub(crate) struct Actor {
+    pub push: PushDevices,
+    pub observed: ObservedDevices,
+    pub server: ServerHandle,
+    pub server_task: JoinHandle<Result<(), DriverError>>,
+    pub client: Option<ClientHandle>,
+    pub events: mpsc::Sender<DeviceEvent>,
+    pub outbox: Outbox,
+    pub shutdown: CancellationToken,
+}
+
+/// A sweep interval for an offline timeout: a quarter of it, between 100 ms and 1 s.
+pub(crate) fn sweep_interval(offline_after: Duration) -> Interval {
+    let period = (offline_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    interval
+}
+
+/// Milliseconds since the Unix epoch, for event timestamps.
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The engines' clock: tokio's, so paused-time tests work.
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+async fn recv_client(rx: &mut Option<mpsc::Receiver<ClientEvent>>) -> Option<ClientEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs until `shutdown` is cancelled or the server driver stops.
+pub(crate) async fn run(mut actor: Actor, mut inputs: Inputs) -> Result<(), GatewayError> {
+    let events = actor.events.clone();
+    let shutdown = actor.shutdown.clone();
+    let mut commands_open = true;
+    let result = loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            event = inputs.server_events.recv() => match event {
+                Some(event) => {
+                    if let Err(e) = actor.on_server_event(event).await {
+                        break Err(e);
+                    }
+                }
+                None => break actor.server_stopped().await,
+            },
+            command = inputs.commands.recv(), if commands_open => match command {
+                Some(command) => {
+                    if let Err(e) = actor.on_command(command).await {
+                        break Err(e);
+                    }
+                }
+                None => {
+                    debug!("hub closed the command channel");
+                    commands_open = false;
+                }
+            },
+            event = recv_client(&mut inputs.client_events) => match event {
+                Some(event) => {
+                    for e in actor.observed.on_event(event, wall_ms()) {
+                        actor.outbox.push(&actor.events, e);
+                    }
+                }
+                None => {
+                    error!("CoAP client driver stopped; devices that are servers are no longer observed");
+                    inputs.client_events = None;
+                }
+            },
+            permit = events.reserve(), if !actor.outbox.is_empty() => match permit {
+                Ok(permit) => {
+                    if let Some(e) = actor.outbox.queue.pop_front() {
+                        permit.send(e);
+                    }
+                }
+                Err(_) => {
+                    debug!("hub closed the event channel");
+                    actor.outbox.queue.clear();
+                }
+            },
+            _ = inputs.sweep.tick() => {
+                if let Err(e) = actor.on_sweep().await {
+                    break Err(e);
+                }
+            }
+        }
+    };
+    // Stops the drivers too (their tokens are children of this one).
+    actor.shutdown.cancel();
+    result
+}
+
+impl Actor {
+    async fn on_server_event(&mut self, event: ServerEvent) -> Result<(), GatewayError> {
+        match event {
+            ServerEvent::Request(request) => self.on_request(request).await,
+            ServerEvent::ObserverAdded { path, .. } => {
+                self.push.on_observer(&path, true);
+                Ok(())
+            }
+            ServerEvent::ObserverRemoved { path, peer, reason } => {
+                debug!(%path, %peer, ?reason, "observer removed");
+                self.push.on_observer(&path, false);
+                Ok(())
+            }
+        }
+    }
+
+    async fn on_request(&mut self, request: Request) -> Result<(), GatewayError> {
+        let id = request.id;
+        let (response, notify) = self.react(&request);
+        self.server
+            .respond(id, response)
+            .await
+            .map_err(GatewayError::Driver)?;
+        if let Some(thing) = notify {
+            self.notify(&thing).await?;
+        }
+        Ok(())
+    }
+
+    /// Handles a request with its events' channel slots reserved first (see the module docs).
+    fn react(&mut self, request: &Request) -> (Response, Option<ThingId>) {
+        let wanted = MAX_EVENTS_PER_REQUEST.min(self.events.max_capacity());
+        let permits = if self.outbox.is_empty() {
+            self.events.try_reserve_many(wanted)
+        } else {
+            // Older events wait in the outbox; new ones must not overtake them.
+            Err(TrySendError::Full(()))
+        };
+        match permits {
+            Ok(mut permits) => {
+                let reaction = self.push.on_request(now(), wall_ms(), request);
+                for event in reaction.events {
+                    match permits.next() {
+                        Some(permit) => permit.send(event),
+                        None => self.outbox.push(&self.events, event),
+                    }
+                }
+                (reaction.response, reaction.notify)
+            }
+            Err(TrySendError::Full(())) => {
+                debug!(peer = %request.peer, "hub queue full; asking the device to retry");
+                (busy(), None)
+            }
+            Err(TrySendError::Closed(())) => {
+                debug!("hub closed the event channel");
+                (busy(), None)
+            }
+        }
+    }
+
+    async fn on_command(&mut self, command: DeviceCommand) -> Result<(), GatewayError> {
+        if self.observed.owns(command.thing()) {
+            match self.observed.plan(&command) {
+                Ok(planned) => {
+                    for p in planned {
+                        self.start_request(p).await;
+                    }
+                }
+                Err(events) => self.queue_events(events),
+            }
+            return Ok(());
+        }
+        let outcome = self.push.on_command(wall_ms(), command);
+        self.queue_events(outcome.events);
+        if let Some(thing) = outcome.notify {
+            self.notify(&thing).await?;
+        }
+        Ok(())
+    }
+
+    async fn start_request(&mut self, p: Planned) {
+        let Some(client) = &self.client else {
+            self.queue_events(ObservedDevices::not_started(
+                p.purpose,
+                "CoAP client not running",
+            ));
+            return;
+        };
+        match client
+            .request(p.peer, p.method, &p.uri, p.content_format, p.payload)
+            .await
+        {
+            Ok(id) => self.observed.requested(id, p.purpose),
+            Err(e) => {
+                let events = ObservedDevices::not_started(p.purpose, &e.to_string());
+                self.queue_events(events);
+            }
+        }
+    }
+
+    /// Sends `thing`'s commands to its observers, and keeps the observer count the engine
+    /// reports.
+    async fn notify(&mut self, thing: &ThingId) -> Result<(), GatewayError> {
+        let Some((path, notification)) = self.push.notification(thing) else {
+            return Ok(());
+        };
+        let count = self
+            .server
+            .notify(&path, notification)
+            .await
+            .map_err(GatewayError::Driver)?;
+        debug!(%thing, observers = count, "commands notified");
+        self.push.set_observers(thing, count);
+        Ok(())
+    }
+
+    async fn on_sweep(&mut self) -> Result<(), GatewayError> {
+        let sweep = self.push.sweep(now(), wall_ms());
+        self.queue_events(sweep.offline);
+        for thing in sweep.probes {
+            debug!(%thing, "probing a silent observer");
+            self.notify(&thing).await?;
+        }
+        Ok(())
+    }
+
+    fn queue_events(&mut self, events: Vec<DeviceEvent>) {
+        for e in events {
+            self.outbox.push(&self.events, e);
+        }
+    }
+
+    /// The server driver's event channel closed: report why.
+    async fn server_stopped(&mut self) -> Result<(), GatewayError> {
+        if self.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        match (&mut self.server_task).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(GatewayError::Driver(e)),
+            Err(e) => Err(GatewayError::Task(e)),
+        }
+    }
+}
+
+/// 5.03 with a short Max-Age: the device retries after a second.
+fn busy() -> Response {
+    Response::new(ResponseType::ServiceUnavailable).with_max_age(1)
+}
+
+/// Events waiting for room in the hub's channel, in order.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    queue: VecDeque<DeviceEvent>,
+    dropped: u64,
+}
+
+impl Outbox {
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Sends at once when the channel has room and nothing is waiting; else queues, within
+    /// [`OUTBOX_CAP`].
+    fn push(&mut self, tx: &mpsc::Sender<DeviceEvent>, event: DeviceEvent) {
+        let event = if self.queue.is_empty() {
+            match tx.try_send(event) {
+                Ok(()) | Err(TrySendError::Closed(_)) => return,
+                Err(TrySendError::Full(e)) => e,
+            }
+        } else {
+            event
+        };
+        if self.queue.len() >= OUTBOX_CAP {
+            self.dropped += 1;
+            if matches!(event, DeviceEvent::Reported { .. }) {
+                warn!(
+                    dropped = self.dropped,
+                    "hub is lagging; reported values dropped"
+                );
+            } else {
+                error!(dropped = self.dropped, event = ?event, "hub is lagging; event dropped");
+            }
+            return;
+        }
+        self.queue.push_back(event);
+    }
+}
