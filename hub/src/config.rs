@@ -64,6 +64,15 @@ pub struct Config {
     pub things: ThingsSection,
     #[serde(default)]
     pub uplink: crate::uplink::UplinkConfig,
+    /// `[mqtt]`: the MQTT gateway and its embedded broker.
+    #[serde(default)]
+    pub mqtt: gateways::mqtt::MqttConfig,
+    /// `[coap]`: the CoAP gateway.
+    #[serde(default)]
+    pub coap: gateways::coap::gateway::CoapConfig,
+    /// `[raw]`: raw UDP, TCP and serial device listeners.
+    #[serde(default)]
+    pub raw: gateways::raw::RawConfig,
 }
 
 /// `[hub]`
@@ -445,6 +454,9 @@ impl Default for Config {
             realms: defaults::realms(),
             listeners: defaults::listeners(),
             things: ThingsSection::default(),
+            mqtt: gateways::mqtt::MqttConfig::default(),
+            coap: gateways::coap::gateway::CoapConfig::default(),
+            raw: gateways::raw::RawConfig::default(),
             uplink: crate::uplink::UplinkConfig::default(),
         }
     }

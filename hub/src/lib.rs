@@ -4,6 +4,8 @@
 //! - [`router`]: realms, sessions, broker and dealer.
 //! - [`transport`]: RawSocket and WebSocket framing, listeners and the per-connection task.
 //! - [`client`]: a WAMP client used for in-process sessions, the uplink and load tools.
+//! - [`device_gateways`]: the MQTT, CoAP and raw device gateways as the hub runs them, and the
+//!   MQTT ↔ WAMP bridge.
 //! - [`config`]: the typed configuration, its embedded default and its validation.
 //! - [`things`]: the things service: registry (SQLite), desired vs reported state, actions, and
 //!   the gateway attachment API.
@@ -12,6 +14,7 @@
 
 pub mod client;
 pub mod config;
+pub mod device_gateways;
 pub mod router;
 pub mod server;
 pub mod things;

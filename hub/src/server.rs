@@ -27,6 +27,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Things(#[from] crate::things::ThingsError),
+    #[error(transparent)]
+    Gateway(#[from] crate::device_gateways::GatewayStartError),
     #[error("uplink: {0}")]
     Uplink(#[from] crate::uplink::UplinkError),
     #[error("listener {name}: cannot bind {address}: {source}")]
@@ -47,6 +49,7 @@ pub struct Hub {
     tracker: TaskTracker,
     grace: Duration,
     things: crate::things::Things,
+    gateways: crate::device_gateways::Gateways,
 }
 
 impl Hub {
@@ -54,6 +57,8 @@ impl Hub {
     pub async fn start(config: Config) -> Result<Hub, ServerError> {
         config.validate()?;
         let plans = config.listener_plans()?;
+        let catalog = crate::things::load_catalog(&config)?;
+        crate::device_gateways::validate(&config.mqtt, &config.coap, &config.raw, &catalog)?;
         std::fs::create_dir_all(&config.hub.data_dir).map_err(|source| ServerError::DataDir {
             path: config.hub.data_dir.display().to_string(),
             source,
@@ -74,7 +79,29 @@ impl Hub {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let td = td_context(&config, &bound);
-        let things = crate::things::start(&config, td, &router, shutdown.clone(), &tracker).await?;
+        let things = crate::things::start(
+            &config,
+            td,
+            &router,
+            shutdown.clone(),
+            catalog.clone(),
+            &tracker,
+        )
+        .await?;
+        // Gateways attach before any WAMP listener accepts, so the first client finds devices.
+        let realm = config.things.realm_name(&config.realms).to_owned();
+        let gateways = crate::device_gateways::start(
+            &config.mqtt,
+            &config.coap,
+            &config.raw,
+            &catalog,
+            &things.link,
+            &router,
+            &realm,
+            shutdown.clone(),
+            &tracker,
+        )
+        .await?;
         let permits = Arc::new(Semaphore::new(config.router.max_connections));
         // Internal services attach before any listener accepts, so the first client finds them.
         if config.uplink.enabled {
@@ -130,7 +157,18 @@ impl Hub {
             tracker,
             grace: Duration::from_secs(config.hub.shutdown_grace_secs),
             things,
+            gateways,
         })
+    }
+
+    /// Where the device gateways listen (MQTT, CoAP, raw listeners).
+    pub fn gateway_addrs(&self) -> &crate::device_gateways::GatewayAddrs {
+        &self.gateways.addrs
+    }
+
+    /// The running device gateways (MQTT handle, raw listener statistics, bridge counters).
+    pub fn gateways(&self) -> &crate::device_gateways::Gateways {
+        &self.gateways
     }
 
     /// The handle gateways (and simulated devices) attach to the things service with.

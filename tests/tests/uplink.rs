@@ -407,6 +407,7 @@ async fn queued_events_survive_a_crash_of_the_hub() {
         &config,
         format!(
             "[hub]\nid = \"edge-a\"\ndata_dir = {:?}\n\
+             [mqtt]\nlisten = \"127.0.0.1:0\"\n[coap]\nbind = \"127.0.0.1:0\"\n\
              [[listeners]]\nname = \"rs\"\nkind = \"rawsocket\"\naddress = \"127.0.0.1:0\"\n\
              [uplink]\nenabled = true\nurl = \"ws://{}/ws\"\nrealm = \"cloud\"\n\
              reconnect_initial_ms = 100\nreconnect_max_ms = 400\n\

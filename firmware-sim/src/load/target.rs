@@ -53,6 +53,7 @@ pub fn start_brume(binary: &Path, extra_config: &str) -> anyhow::Result<BrumePro
         &config,
         format!(
             "[hub]\ndata_dir = {:?}\n{extra_config}\n\
+             [mqtt]\nlisten = \"127.0.0.1:0\"\n[coap]\nbind = \"127.0.0.1:0\"\n\
              [[listeners]]\nname = \"ws\"\nkind = \"websocket\"\naddress = \"127.0.0.1:0\"\n\
              [[listeners]]\nname = \"rs\"\nkind = \"rawsocket\"\naddress = \"127.0.0.1:0\"\n",
             dir.path().join("data").display().to_string()

@@ -452,7 +452,7 @@ impl MqttHandle {
 
     /// Stops the command loop, closes every connection (up to the grace period) and the
     /// listener.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         self.stop.cancel();
         self.tasks.close();
         self.tasks.wait().await;

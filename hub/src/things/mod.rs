@@ -112,7 +112,17 @@ pub struct Things {
     pub store_stats: Arc<store::StoreStats>,
 }
 
-/// Loads the types and the database, joins the realm, registers the procedures and spawns the
+/// The built-in thing types plus the user's type directory (`[things] types_dir`).
+pub fn load_catalog(config: &Config) -> Result<TypeCatalog, ThingsError> {
+    let mut catalog = TypeCatalog::builtin()?;
+    if let Some(dir) = &config.things.types_dir {
+        let loaded = catalog.load_dir(dir)?;
+        tracing::info!(dir = %dir.display(), types = ?loaded, "user thing types loaded");
+    }
+    Ok(catalog)
+}
+
+/// Loads the database, joins the realm, registers the procedures and spawns the
 /// service's tasks on `tracker`; they stop when `shutdown` is cancelled, after the database
 /// writer has committed everything.
 pub async fn start(
@@ -120,14 +130,10 @@ pub async fn start(
     td: TdContext,
     router: &Arc<Router>,
     shutdown: CancellationToken,
+    catalog: TypeCatalog,
     tracker: &TaskTracker,
 ) -> Result<Things, ThingsError> {
     let t = &config.things;
-    let mut catalog = TypeCatalog::builtin()?;
-    if let Some(dir) = &t.types_dir {
-        let loaded = catalog.load_dir(dir)?;
-        tracing::info!(dir = %dir.display(), types = ?loaded, "user thing types loaded");
-    }
     let database = t.database_path(&config.hub.data_dir);
     let (queue, log_max, path) = (t.store_queue, t.action_log_max, database.clone());
     let (store, loaded) =

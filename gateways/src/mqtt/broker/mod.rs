@@ -266,7 +266,7 @@ impl Broker {
     /// Stops accepting, tells every connection to close, and waits for them up to the grace
     /// period. rumqttd's router thread has no stop: it stays parked, idle, until the process
     /// exits (retained messages stay in its memory).
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         self.shutdown.cancel();
         self.tracker.close();
         if tokio::time::timeout(self.grace, self.tracker.wait())

@@ -479,7 +479,10 @@ fn provision_delete_info_types_and_describe() {
     assert_eq!(td["id"], json!("urn:brume:hub-1:a1"));
     assert!(td["actions"]["arm"].is_object());
     let types = f.answer(Request::TypesList).unwrap();
-    assert_eq!(types.as_array().unwrap().len(), 4);
+    assert_eq!(
+        types.as_array().unwrap().len(),
+        device_models::TypeCatalog::builtin().unwrap().len()
+    );
     let relay = f
         .answer(Request::TypesGet {
             type_id: "relay".into(),

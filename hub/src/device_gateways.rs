@@ -1,0 +1,441 @@
+//! The device gateways as the hub runs them: their config sections (`[mqtt]`, `[coap]`,
+//! `[raw]`) checked before any port opens, each attached to the things service's gateway link,
+//! the MQTT gateway's directory of thing types kept in step with the registry, and the plain
+//! MQTT ↔ WAMP bridge (`a/b/c` ↔ `mqtt.a.b.c`).
+//!
+//! Bridge rules: an MQTT message on a topic no thing owns is published on WAMP as
+//! `mqtt.<levels joined by dots>` with one positional argument, the payload decoded as JSON when
+//! it is JSON and as bytes otherwise; topics whose levels are not valid URI components (empty, or
+//! holding `.`, `#` or whitespace) are not bridged, and counted. An event published on WAMP to
+//! `mqtt.a.b.c` goes to MQTT `a/b/c` with its first argument as the payload: bytes as they are, a
+//! string as UTF-8, anything else as JSON. Loops cannot form: the bridge is one WAMP session
+//! (publisher exclusion keeps its own publications from it) and the MQTT gateway never reports
+//! what the bridge injected.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use device_models::{DeviceEvent, ThingId, TypeCatalog};
+use gateways::GatewayIo;
+use gateways::coap::gateway::{CoapConfig, CoapGateway};
+use gateways::mqtt::{MqttConfig, MqttGateway, MqttHandle};
+use gateways::raw::{self, RawConfig};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::client::Client;
+use crate::config::ConfigError;
+use crate::router::{AuthInfo, Router};
+use crate::things::GatewayLink;
+use crate::wamp::{Dict, Payload, Value, dict};
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayStartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{gateway}: cannot attach to the things service: {reason}")]
+    Attach { gateway: String, reason: String },
+    #[error("mqtt: {0}")]
+    Mqtt(#[from] gateways::mqtt::MqttError),
+    #[error("coap: {0}")]
+    Coap(#[from] gateways::coap::gateway::GatewayError),
+    #[error("raw: {0}")]
+    Raw(#[from] gateways::raw::RawError),
+    #[error("mqtt bridge session: {0}")]
+    Bridge(#[from] crate::client::ClientError),
+}
+
+/// Checks the gateway sections, naming the key at fault.
+pub fn validate(
+    mqtt: &MqttConfig,
+    coap: &CoapConfig,
+    raw: &RawConfig,
+    catalog: &TypeCatalog,
+) -> Result<(), ConfigError> {
+    let invalid = |key: &str, reason: String| ConfigError::Invalid {
+        key: key.to_owned(),
+        reason,
+    };
+    if mqtt.enabled {
+        mqtt.validate()
+            .map_err(|e| invalid("mqtt", e.to_string()))?;
+    }
+    if coap.enabled {
+        coap.validate()
+            .map_err(|e| invalid("coap", e.to_string()))?;
+        coap.resolve_devices(catalog)
+            .map_err(|e| invalid("coap.devices", e.to_string()))?;
+    }
+    raw.prepare(catalog)
+        .map_err(|e| invalid("raw", e.to_string()))?;
+    Ok(())
+}
+
+/// Where the running gateways listen.
+#[derive(Debug, Default, Clone)]
+pub struct GatewayAddrs {
+    pub mqtt: Option<SocketAddr>,
+    pub coap: Option<SocketAddr>,
+    /// Raw listeners by name (serial ports have no address).
+    pub raw: Vec<(String, Option<SocketAddr>)>,
+}
+
+/// What the hub keeps of the running gateways.
+#[derive(Debug, Default)]
+pub struct Gateways {
+    pub addrs: GatewayAddrs,
+    pub mqtt: Option<Arc<MqttHandle>>,
+    /// Raw listener statistics by name.
+    pub raw_stats: Vec<(String, Arc<raw::ListenerStats>)>,
+    /// MQTT messages the bridge could not carry (topics that are not valid URIs, or refused).
+    pub bridge_skipped: Arc<AtomicU64>,
+}
+
+async fn attach(link: &GatewayLink, name: &str) -> Result<GatewayIo, GatewayStartError> {
+    link.attach(name)
+        .await
+        .map_err(|e| GatewayStartError::Attach {
+            gateway: name.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+/// Starts every enabled gateway under `tracker`.
+#[allow(clippy::too_many_arguments)]
+pub async fn start(
+    mqtt: &MqttConfig,
+    coap: &CoapConfig,
+    raw_config: &RawConfig,
+    catalog: &TypeCatalog,
+    link: &GatewayLink,
+    router: &Arc<Router>,
+    realm: &str,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<Gateways, GatewayStartError> {
+    let mut out = Gateways::default();
+    if mqtt.enabled {
+        let io = attach(link, "mqtt").await?;
+        let (io, raw_events) = split_raw(io, tracker, shutdown.clone());
+        let handle = Arc::new(MqttGateway::start(mqtt.clone(), io).await?);
+        tracing::info!("MQTT broker at mqtt://{}", handle.local_addr());
+        out.addrs.mqtt = Some(handle.local_addr());
+        let local = internal_client(router, realm, "brume-mqtt")?;
+        tracker.spawn(sync_directory(
+            local.clone(),
+            handle.clone(),
+            catalog.clone(),
+            shutdown.clone(),
+        ));
+        if mqtt.raw_bridge {
+            tracker.spawn(bridge_to_wamp(
+                local.clone(),
+                raw_events,
+                out.bridge_skipped.clone(),
+            ));
+            let sub = local
+                .subscribe("mqtt.", dict([("match", Value::from("prefix"))]))
+                .await?;
+            tracker.spawn(bridge_to_mqtt(
+                local,
+                sub,
+                handle.clone(),
+                out.bridge_skipped.clone(),
+                shutdown.clone(),
+            ));
+        }
+        let stop = handle.clone();
+        let token = shutdown.clone();
+        tracker.spawn(async move {
+            token.cancelled().await;
+            stop.shutdown().await;
+        });
+        out.mqtt = Some(handle);
+    }
+    if coap.enabled {
+        let io = attach(link, "coap").await?;
+        let gw = CoapGateway::start(coap, catalog, io, shutdown.clone()).await?;
+        tracing::info!("CoAP gateway at coap://{}", gw.local_addr());
+        out.addrs.coap = Some(gw.local_addr());
+        tracker.spawn(async move {
+            if let Err(e) = gw.join().await {
+                tracing::error!(error = %e, "CoAP gateway stopped");
+            }
+        });
+    }
+    for listener in raw_config
+        .prepare(catalog)
+        .map_err(|e| ConfigError::Invalid {
+            key: "raw".into(),
+            reason: e.to_string(),
+        })?
+    {
+        let name = listener.name().to_owned();
+        let io = attach(link, &name).await?;
+        let l = raw::start(listener, io, shutdown.clone()).await?;
+        match l.local_addr() {
+            Some(a) => tracing::info!(listener = %name, "raw device listener at {a}"),
+            None => tracing::info!(listener = %name, "raw serial device port"),
+        }
+        out.addrs.raw.push((name.clone(), l.local_addr()));
+        out.raw_stats.push((name, l.stats().clone()));
+        tracker.spawn(l.join());
+    }
+    Ok(out)
+}
+
+fn internal_client(
+    router: &Arc<Router>,
+    realm: &str,
+    name: &str,
+) -> Result<Client, crate::client::ClientError> {
+    Client::local_with_queue(
+        router,
+        realm,
+        AuthInfo {
+            authid: name.into(),
+            authrole: "trusted".into(),
+            authmethod: "trusted".into(),
+            authprovider: "static".into(),
+        },
+        16_384,
+    )
+}
+
+/// Puts a task between a gateway and the things service that takes raw (unmodelled) messages
+/// aside for the bridge; everything else passes on with the same back-pressure.
+fn split_raw(
+    io: GatewayIo,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> (GatewayIo, mpsc::Receiver<(String, Bytes)>) {
+    let (tx, mut rx) = mpsc::channel::<DeviceEvent>(1024);
+    let (raw_tx, raw_rx) = mpsc::channel(1024);
+    let things = io.events.clone();
+    tracker.spawn(async move {
+        loop {
+            let ev = tokio::select! {
+                () = shutdown.cancelled() => return,
+                ev = rx.recv() => match ev { Some(ev) => ev, None => return },
+            };
+            match ev {
+                DeviceEvent::Raw { source, payload } => {
+                    // A full bridge queue drops the message (counted by the bridge's absence of
+                    // it) rather than holding device reports back.
+                    if raw_tx.try_send((source, payload)).is_err() {
+                        tracing::debug!("MQTT bridge queue full; raw message dropped");
+                    }
+                }
+                other => {
+                    if things.send(other).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    (
+        GatewayIo {
+            name: io.name,
+            events: tx,
+            commands: io.commands,
+            credentials: io.credentials,
+        },
+        raw_rx,
+    )
+}
+
+/// `a/b/c` → `mqtt.a.b.c`, if every level is a valid URI component.
+pub fn mqtt_to_wamp(topic: &str) -> Option<String> {
+    let ok = topic
+        .split('/')
+        .all(|l| !l.is_empty() && !l.contains(['.', '#']) && !l.chars().any(char::is_whitespace));
+    ok.then(|| format!("mqtt.{}", topic.replace('/', ".")))
+}
+
+/// `mqtt.a.b.c` → `a/b/c`.
+pub fn wamp_to_mqtt(topic: &str) -> Option<String> {
+    let rest = topic.strip_prefix("mqtt.")?;
+    (!rest.is_empty()).then(|| rest.replace('.', "/"))
+}
+
+/// An MQTT payload as a WAMP argument: JSON when it parses, bytes otherwise.
+pub fn payload_to_wamp(payload: &Bytes) -> Value {
+    match serde_json::from_slice::<serde_json::Value>(payload) {
+        Ok(v) => Value::from(v),
+        Err(_) => Value::Bytes(payload.clone()),
+    }
+}
+
+/// A WAMP payload as MQTT bytes: the first argument (bytes as they are, a string as UTF-8,
+/// anything else as JSON), or the keyword arguments as a JSON object, or nothing.
+pub fn payload_to_mqtt(p: &Payload) -> Bytes {
+    match p.arg(0) {
+        Some(Value::Bytes(b)) => b.clone(),
+        Some(Value::Str(s)) => Bytes::from(s.clone()),
+        Some(v) => Bytes::from(serde_json::Value::from(v).to_string()),
+        None => match p.kwarg_dict() {
+            Some(d) => Bytes::from(serde_json::Value::from(&Value::Dict(d.clone())).to_string()),
+            None => Bytes::new(),
+        },
+    }
+}
+
+async fn bridge_to_wamp(
+    local: Client,
+    mut raw: mpsc::Receiver<(String, Bytes)>,
+    skipped: Arc<AtomicU64>,
+) {
+    while let Some((source, payload)) = raw.recv().await {
+        let topic = source.strip_prefix("mqtt:").unwrap_or(&source);
+        let Some(uri) = mqtt_to_wamp(topic) else {
+            if (skipped.fetch_add(1, Ordering::Relaxed) + 1).is_power_of_two() {
+                tracing::info!(%topic, "MQTT topic is not a valid WAMP URI; not bridged");
+            }
+            continue;
+        };
+        let args = vec![payload_to_wamp(&payload)];
+        if local
+            .publish(&uri, Payload::args(args), Dict::new())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn bridge_to_mqtt(
+    _local: Client,
+    mut sub: crate::client::Subscription,
+    handle: Arc<MqttHandle>,
+    skipped: Arc<AtomicU64>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let ev = tokio::select! {
+            () = shutdown.cancelled() => return,
+            ev = sub.next() => match ev { Some(ev) => ev, None => return },
+        };
+        let Some(topic) = ev.topic.as_deref().and_then(wamp_to_mqtt) else {
+            continue;
+        };
+        let sent = handle
+            .publish_raw(&topic, payload_to_mqtt(&ev.payload), false)
+            .await;
+        if let Err(e) = sent
+            && (skipped.fetch_add(1, Ordering::Relaxed) + 1).is_power_of_two()
+        {
+            tracing::info!(%topic, error = %e, "WAMP event not bridged to MQTT");
+        }
+    }
+}
+
+/// Tells the MQTT gateway every thing's type (for its checks and `[bindings.mqtt]`), now and as
+/// things are provisioned and deleted. A thing's MQTT device name is its id.
+async fn sync_directory(
+    local: Client,
+    handle: Arc<MqttHandle>,
+    catalog: TypeCatalog,
+    shutdown: CancellationToken,
+) {
+    let register = |thing: &str, ty: &str| {
+        let (Ok(id), Some(t)) = (ThingId::new(thing), catalog.get(ty)) else {
+            return;
+        };
+        if let Err(e) = handle.register(id, t.clone(), None) {
+            tracing::warn!(thing, error = %e, "thing not registered with the MQTT gateway");
+        }
+    };
+    let mut provisioned = match local
+        .subscribe("brume.things.on_provision", Dict::new())
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return tracing::error!(error = %e, "MQTT directory: cannot subscribe"),
+    };
+    let mut deleted = match local.subscribe("brume.things.on_delete", Dict::new()).await {
+        Ok(s) => s,
+        Err(e) => return tracing::error!(error = %e, "MQTT directory: cannot subscribe"),
+    };
+    match local.call("brume.things.list", vec![], Dict::new()).await {
+        Ok(r) => {
+            for t in r
+                .payload
+                .arg(0)
+                .and_then(Value::as_list)
+                .into_iter()
+                .flatten()
+            {
+                let d = t.as_dict();
+                if let (Some(thing), Some(ty)) = (
+                    d.and_then(|d| d.get("thing")).and_then(Value::as_str),
+                    d.and_then(|d| d.get("type")).and_then(Value::as_str),
+                ) {
+                    register(thing, ty);
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "MQTT directory: cannot list things"),
+    }
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            ev = provisioned.next() => {
+                let Some(ev) = ev else { return };
+                if let (Some(thing), Some(ty)) = (
+                    ev.payload.kwarg("thing").and_then(Value::as_str),
+                    ev.payload.kwarg("type").and_then(Value::as_str),
+                ) {
+                    register(thing, ty);
+                }
+            }
+            ev = deleted.next() => {
+                let Some(ev) = ev else { return };
+                if let Some(Ok(id)) = ev.payload.kwarg("thing").and_then(Value::as_str).map(ThingId::new) {
+                    handle.unregister(&id);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_mapping() {
+        assert_eq!(mqtt_to_wamp("a/b/c").as_deref(), Some("mqtt.a.b.c"));
+        assert_eq!(mqtt_to_wamp("a//c"), None);
+        assert_eq!(mqtt_to_wamp("a/b.c"), None);
+        assert_eq!(mqtt_to_wamp("sensors/kitchen temp"), None);
+        assert_eq!(wamp_to_mqtt("mqtt.a.b.c").as_deref(), Some("a/b/c"));
+        assert_eq!(wamp_to_mqtt("other.a"), None);
+    }
+
+    #[test]
+    fn payload_mapping() {
+        assert_eq!(
+            payload_to_wamp(&Bytes::from_static(br#"{"t": 1}"#)),
+            Value::Dict(dict([("t", Value::Int(1))]))
+        );
+        assert_eq!(
+            payload_to_wamp(&Bytes::from_static(b"\xff\x00")),
+            Value::Bytes(Bytes::from_static(b"\xff\x00"))
+        );
+        assert_eq!(
+            payload_to_mqtt(&Payload::args(vec![Value::from("on")])),
+            Bytes::from_static(b"on")
+        );
+        assert_eq!(
+            payload_to_mqtt(&Payload::args(vec![Value::Int(5)])),
+            Bytes::from_static(b"5")
+        );
+        assert_eq!(payload_to_mqtt(&Payload::empty()), Bytes::new());
+    }
+}
