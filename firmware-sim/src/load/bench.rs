@@ -176,8 +176,8 @@ fn median(mut samples: Vec<Sample>) -> Option<Sample> {
 pub async fn run(plan: BenchPlan) -> anyhow::Result<String> {
     let mut out = String::new();
     let mut notes = Vec::new();
-    let brume = start_brume(&brume_binary()?, "[router]\noutbound_queue = 4096\n")
-        .context("starting brume")?;
+    let brume =
+        start_brume(&brume_binary()?, "router.outbound_queue = 4096").context("starting brume")?;
     settle();
     let brume_rss = rss_kib(brume.pid()).unwrap_or(0);
     let brume_start = brume.started_in;
@@ -274,8 +274,159 @@ pub async fn run(plan: BenchPlan) -> anyhow::Result<String> {
         )?;
     }
     writeln!(out)?;
+    drop(systems);
+    mqtt_section(&mut out, &mut notes, plan).await?;
+    writeln!(out)?;
     for n in notes {
         writeln!(out, "- {n}")?;
     }
     Ok(out)
+}
+
+/// A thing type whose one state property is the generator's sequence number.
+const BENCH_SENSOR: &str = "id = \"bench_sensor\"\ntitle = \"Benchmark sensor\"\nversion = \"1.0\"\n\n[properties.seq]\ntype = \"integer\"\n";
+
+/// MQTT telemetry and idle-connection memory: Brume (MQTT in, WAMP out, registry writes
+/// included) against mosquitto (MQTT in, MQTT out).
+async fn mqtt_section(
+    out: &mut String,
+    notes: &mut Vec<String>,
+    plan: BenchPlan,
+) -> anyhow::Result<()> {
+    use super::mqtt::{Sink, find_mosquitto, idle_connections, start_mosquitto, telemetry};
+    use rumqttc::QoS;
+    let types = tempfile::tempdir()?;
+    std::fs::write(types.path().join("bench_sensor.toml"), BENCH_SENSOR)?;
+    let settings = format!(
+        "router.outbound_queue = 4096\nmqtt.max_connections = 20000\nthings.provisioning = \"auto\"\n\
+         things.auto_type = \"bench_sensor\"\nthings.types_dir = {:?}\n",
+        types.path().display().to_string()
+    );
+    let brume = start_brume(&brume_binary()?, &settings).context("starting brume for MQTT")?;
+    let Some(brume_mqtt) = brume.mqtt else {
+        notes.push("MQTT scenarios skipped: brume did not report its MQTT address".into());
+        return Ok(());
+    };
+    let mosquitto = match find_mosquitto() {
+        Some(bin) => match start_mosquitto(&bin) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                notes.push(format!("mosquitto skipped: {e}"));
+                None
+            }
+        },
+        None => {
+            notes.push("mosquitto skipped: not installed (apt-get install mosquitto, or set BRUME_MOSQUITTO)".into());
+            None
+        }
+    };
+    writeln!(
+        out,
+        "| MQTT, 100 devices → 1 subscriber | Brume (MQTT → WAMP, registry writes included) | mosquitto (MQTT → MQTT) | Brume ÷ mosquitto | CPU: generator / Brume |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|")?;
+    let me = std::process::id();
+    for (qos, name) in [(QoS::AtMostOnce, "QoS 0"), (QoS::AtLeastOnce, "QoS 1")] {
+        let mut cells = Vec::new();
+        let mut brume_cpu = String::from("–");
+        for (i, target) in [
+            Some((brume_mqtt, Sink::Wamp(brume.rawsocket.clone()), brume.pid())),
+            mosquitto.as_ref().map(|m| (m.addr, Sink::Mqtt, m.pid())),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let Some((addr, sink, pid)) = target else {
+                cells.push(None);
+                continue;
+            };
+            let mut samples = Vec::new();
+            for _ in 0..plan.rounds {
+                let (sut0, gen0, t0) =
+                    (cpu::cpu_seconds(pid), cpu::cpu_seconds(me), Instant::now());
+                match telemetry(
+                    addr,
+                    sink.clone(),
+                    100,
+                    qos,
+                    plan.warmup,
+                    plan.measure,
+                    2000,
+                )
+                .await
+                {
+                    Ok(f) => {
+                        let wall = t0.elapsed().as_secs_f64();
+                        if i == 0 {
+                            brume_cpu = format!(
+                                "{:.0}% / {:.0}%",
+                                (cpu::cpu_seconds(me) - gen0) / wall * 100.0,
+                                (cpu::cpu_seconds(pid) - sut0) / wall * 100.0
+                            );
+                        }
+                        samples.push(f);
+                    }
+                    Err(e) => notes.push(format!("MQTT {name}: failed: {e}")),
+                }
+            }
+            samples.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
+            cells.push(samples.get(samples.len() / 2).cloned());
+        }
+        let text = |c: &Option<super::mqtt::TelemetryFigure>| {
+            c.as_ref().map_or("–".into(), |f| {
+                format!(
+                    "{:.0} msg/s, p50 {:.0} µs, p99 {:.0} µs",
+                    f.per_sec, f.p50_us, f.p99_us
+                )
+            })
+        };
+        let ratio = match (&cells[0], cells.get(1).and_then(Option::as_ref)) {
+            (Some(b), Some(m)) if m.per_sec > 0.0 => format!("{:.2}×", b.per_sec / m.per_sec),
+            _ => "–".into(),
+        };
+        writeln!(
+            out,
+            "| {name} telemetry | {} | {} | {ratio} | {brume_cpu} |",
+            text(&cells[0]),
+            text(cells.get(1).unwrap_or(&None))
+        )?;
+    }
+    // Resident memory per idle connection.
+    let idle = if plan.rounds == 1 { 2_000 } else { 10_000 };
+    let mut per = Vec::new();
+    for target in [
+        Some((brume_mqtt, brume.pid())),
+        mosquitto.as_ref().map(|m| (m.addr, m.pid())),
+    ] {
+        let Some((addr, pid)) = target else {
+            per.push(None);
+            continue;
+        };
+        settle();
+        let before = rss_kib(pid)?;
+        match idle_connections(addr, idle).await {
+            Ok(conns) => {
+                settle();
+                let after = rss_kib(pid)?;
+                per.push(Some(after.saturating_sub(before) as f64 / idle as f64));
+                drop(conns);
+            }
+            Err(e) => {
+                notes.push(format!("idle connections: failed: {e}"));
+                per.push(None);
+            }
+        }
+    }
+    let kib = |v: &Option<f64>| v.map_or("–".into(), |k| format!("{k:.2} KiB per connection"));
+    let ratio = match (per[0], per.get(1).copied().flatten()) {
+        (Some(b), Some(m)) if m > 0.0 => format!("{:.1}× the memory", b / m),
+        _ => "–".into(),
+    };
+    writeln!(
+        out,
+        "| {idle} idle connections, resident memory | {} | {} | {ratio} | – |",
+        kib(&per[0]),
+        kib(per.get(1).unwrap_or(&None))
+    )?;
+    Ok(())
 }

@@ -6,12 +6,14 @@
 //! - [`target`]: starting the system under test (the `brume` binary) on free ports.
 //! - [`crossbar`]: starting Crossbar.io the same way, for side-by-side figures.
 //! - [`relay`], [`relay_process`]: a frame relay with no routing: the machine's limit.
+//! - [`mqtt`]: MQTT telemetry and idle-connection memory, Brume against mosquitto.
 //! - [`cpu`]: CPU time of processes, to say which side limited a figure.
 //! - [`bench`]: the side-by-side benchmark and its markdown table.
 
 pub mod bench;
 pub mod cpu;
 pub mod crossbar;
+pub mod mqtt;
 pub mod peer;
 pub mod relay;
 pub mod relay_process;

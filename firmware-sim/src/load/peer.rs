@@ -136,10 +136,15 @@ impl Peer {
 
     /// Subscribes and waits for SUBSCRIBED.
     pub async fn subscribe(&mut self, topic: &str) -> anyhow::Result<Id> {
+        self.subscribe_with(topic, Dict::new()).await
+    }
+
+    /// Subscribes with options (e.g. `match`) and waits for SUBSCRIBED.
+    pub async fn subscribe_with(&mut self, topic: &str, options: Dict) -> anyhow::Result<Id> {
         let request = self.request_id();
         self.send(&Message::Subscribe {
             request,
-            options: Dict::new(),
+            options,
             topic: topic.to_owned(),
         })
         .await?;

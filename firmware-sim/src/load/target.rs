@@ -12,6 +12,8 @@ pub struct BrumeProcess {
     child: Child,
     pub rawsocket: String,
     pub websocket: String,
+    /// The MQTT broker's address, if the hub logged one.
+    pub mqtt: Option<std::net::SocketAddr>,
     pub started_in: Duration,
     _dir: tempfile::TempDir,
 }
@@ -44,16 +46,17 @@ pub fn brume_binary() -> anyhow::Result<PathBuf> {
     )
 }
 
-/// Starts `brume run` with both listeners on port 0 and waits for them, measuring the time from
-/// spawn to listening.
-pub fn start_brume(binary: &Path, extra_config: &str) -> anyhow::Result<BrumeProcess> {
+/// Starts `brume run` with both listeners (and the gateways) on port 0 and waits for them,
+/// measuring the time from spawn to listening. `settings` are root-level dotted keys, e.g.
+/// `router.outbound_queue = 4096`.
+pub fn start_brume(binary: &Path, settings: &str) -> anyhow::Result<BrumeProcess> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("brume.toml");
     std::fs::write(
         &config,
         format!(
-            "[hub]\ndata_dir = {:?}\n{extra_config}\n\
-             [mqtt]\nlisten = \"127.0.0.1:0\"\n[coap]\nbind = \"127.0.0.1:0\"\n\
+            "{settings}\nmqtt.listen = \"127.0.0.1:0\"\ncoap.bind = \"127.0.0.1:0\"\n\
+             [hub]\ndata_dir = {:?}\n\
              [[listeners]]\nname = \"ws\"\nkind = \"websocket\"\naddress = \"127.0.0.1:0\"\n\
              [[listeners]]\nname = \"rs\"\nkind = \"rawsocket\"\naddress = \"127.0.0.1:0\"\n",
             dir.path().join("data").display().to_string()
@@ -71,7 +74,7 @@ pub fn start_brume(binary: &Path, extra_config: &str) -> anyhow::Result<BrumePro
         .with_context(|| format!("spawn {}", binary.display()))?;
     let stdout = child.stdout.take().context("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
-    let (mut ws, mut rs) = (None, None);
+    let (mut ws, mut rs, mut mqtt) = (None, None, None);
     while ws.is_none() || rs.is_none() {
         let line = lines.next().context("brume exited before listening")??;
         let after = |marker: &str| {
@@ -88,6 +91,9 @@ pub fn start_brume(binary: &Path, extra_config: &str) -> anyhow::Result<BrumePro
         if let Some(a) = after("RawSocket at ") {
             rs = Some(format!("rs://{a}"));
         }
+        if let Some(a) = after("MQTT broker at mqtt://") {
+            mqtt = a.parse().ok();
+        }
     }
     let started_in = started.elapsed();
     // Keep draining stdout so the hub never blocks on a full pipe.
@@ -96,6 +102,7 @@ pub fn start_brume(binary: &Path, extra_config: &str) -> anyhow::Result<BrumePro
         child,
         rawsocket: rs.context("no RawSocket listener")?,
         websocket: ws.context("no WebSocket listener")?,
+        mqtt,
         started_in,
         _dir: dir,
     })
