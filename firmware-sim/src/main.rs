@@ -37,6 +37,15 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Uplink replay: queue N events while the cloud router is unreachable, then measure how
+    /// fast they reach a subscriber on Crossbar.io once the link opens.
+    BenchUplink {
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        /// Also replay into a second brume process, to show the uplink's own limit.
+        #[arg(long)]
+        with_brume_cloud: bool,
+    },
     /// A RawSocket relay with no routing (used by `bench` as the machine's limit); prints its URL.
     Relay,
     /// Measures WAMP pub/sub and RPC against a hub: `--url` for a running one, or a `brume`
@@ -115,6 +124,28 @@ fn main() -> anyhow::Result<()> {
             let report = rt.block_on(firmware_sim::load::bench::run(plan))?;
             use std::io::Write as _;
             std::io::stdout().write_all(report.as_bytes())?;
+            Ok(())
+        }
+        Command::BenchUplink {
+            events,
+            with_brume_cloud,
+        } => {
+            use firmware_sim::load::uplink::{Cloud, replay};
+            let mut clouds = vec![("Crossbar.io", Cloud::Crossbar)];
+            if with_brume_cloud {
+                clouds.push(("a second brume", Cloud::Brume));
+            }
+            for (name, cloud) in clouds {
+                let f = rt.block_on(replay(events, cloud))?;
+                writeln!(
+                    std::io::stdout(),
+                    "uplink replay of {} events into {name}: {:.0} events/s (CPU: hub {:.0}%, cloud router {:.0}%)",
+                    f.events,
+                    f.per_sec,
+                    f.hub_cpu,
+                    f.cloud_cpu
+                )?;
+            }
             Ok(())
         }
         Command::Relay => rt.block_on(async {

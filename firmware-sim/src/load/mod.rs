@@ -7,6 +7,7 @@
 //! - [`crossbar`]: starting Crossbar.io the same way, for side-by-side figures.
 //! - [`relay`], [`relay_process`]: a frame relay with no routing: the machine's limit.
 //! - [`mqtt`]: MQTT telemetry and idle-connection memory, Brume against mosquitto.
+//! - [`uplink`]: how fast the uplink replays its queue into Crossbar.io after an outage.
 //! - [`cpu`]: CPU time of processes, to say which side limited a figure.
 //! - [`bench`]: the side-by-side benchmark and its markdown table.
 
@@ -18,4 +19,5 @@ pub mod peer;
 pub mod relay;
 pub mod relay_process;
 pub mod target;
+pub mod uplink;
 pub mod wamp;
