@@ -46,6 +46,21 @@ enum Command {
         #[arg(long)]
         with_brume_cloud: bool,
     },
+    /// MQTT telemetry from N devices to one WAMP subscriber through a brume started here (or
+    /// a running broker with --broker and --wamp), QoS 0 or 1: messages/s and latency.
+    LoadMqtt {
+        #[arg(long, default_value_t = 100)]
+        devices: usize,
+        #[arg(long, default_value_t = 0)]
+        qos: u8,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// host:port of a running MQTT broker (with --wamp, the hub's RawSocket URL).
+        #[arg(long, requires = "wamp")]
+        broker: Option<std::net::SocketAddr>,
+        #[arg(long)]
+        wamp: Option<String>,
+    },
     /// A RawSocket relay with no routing (used by `bench` as the machine's limit); prints its URL.
     Relay,
     /// Measures WAMP pub/sub and RPC against a hub: `--url` for a running one, or a `brume`
@@ -148,6 +163,38 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::LoadMqtt { devices, qos, seconds, broker, wamp } => rt.block_on(async {
+            use firmware_sim::load::mqtt::{Sink, telemetry};
+            let qos = if qos == 0 { rumqttc::QoS::AtMostOnce } else { rumqttc::QoS::AtLeastOnce };
+            let mut started = None;
+            let types = tempfile::tempdir()?;
+            let (broker, wamp) = match (broker, wamp) {
+                (Some(b), Some(w)) => (b, w),
+                _ => {
+                    std::fs::write(types.path().join("bench_sensor.toml"), firmware_sim::load::bench::BENCH_SENSOR)?;
+                    let settings = format!(
+                        "router.outbound_queue = 4096\nmqtt.max_connections = 20000\nthings.provisioning = \"auto\"\n\
+                         things.auto_type = \"bench_sensor\"\nthings.types_dir = {:?}\n",
+                        types.path().display().to_string()
+                    );
+                    let p = start_brume(&brume_binary()?, &settings)?;
+                    let b = p.mqtt.context("brume did not report its MQTT address")?;
+                    let w = p.rawsocket.clone();
+                    writeln!(std::io::stdout(), "brume pid {}", p.pid())?;
+                    started = Some(p);
+                    (b, w)
+                }
+            };
+            let f = telemetry(broker, Sink::Wamp(wamp), devices, qos, Duration::from_secs(1), Duration::from_secs(seconds), 2000).await?;
+            writeln!(
+                std::io::stdout(),
+                "MQTT telemetry, {devices} devices, QoS {}: {:.0} messages/s delivered to WAMP, p50 {:.0} µs, p99 {:.0} µs",
+                if qos == rumqttc::QoS::AtMostOnce { 0 } else { 1 },
+                f.per_sec, f.p50_us, f.p99_us
+            )?;
+            drop(started);
+            Ok(())
+        }),
         Command::Relay => rt.block_on(async {
             let url = firmware_sim::load::relay::start().await?;
             use std::io::Write as _;

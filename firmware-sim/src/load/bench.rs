@@ -284,7 +284,7 @@ pub async fn run(plan: BenchPlan) -> anyhow::Result<String> {
 }
 
 /// A thing type whose one state property is the generator's sequence number.
-const BENCH_SENSOR: &str = "id = \"bench_sensor\"\ntitle = \"Benchmark sensor\"\nversion = \"1.0\"\n\n[properties.seq]\ntype = \"integer\"\n";
+pub const BENCH_SENSOR: &str = "id = \"bench_sensor\"\ntitle = \"Benchmark sensor\"\nversion = \"1.0\"\n\n[properties.seq]\ntype = \"integer\"\n";
 
 /// MQTT telemetry and idle-connection memory: Brume (MQTT in, WAMP out, registry writes
 /// included) against mosquitto (MQTT in, MQTT out).
