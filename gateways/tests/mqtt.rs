@@ -708,3 +708,56 @@ async fn mqtt5_clients_get_reason_codes_and_limits() {
         .await;
     task.abort();
 }
+
+#[tokio::test]
+async fn publishes_nobody_subscribed_to_skip_the_router_and_are_still_acked() {
+    let mut hub = start().await;
+    hub.register("dev-1", "boiler", None);
+    let mut dev = Client::connect(hub.device_options("dev-1")).await.unwrap();
+
+    // No MQTT subscriber: the hub still gets the state, the QoS 1 PUBACK comes from the
+    // connection task, and the router never sees the message.
+    dev.publish_acked("things/dev-1/state", r#"{"temperature": 20}"#)
+        .await;
+    hub.expect(|e| matches!(e, DeviceEvent::Reported { .. }).then_some(()))
+        .await;
+    assert_eq!(hub.gateway.stats().unrouted, 1);
+
+    // Once a client subscribes (here through a wildcard), messages go through the router again
+    // and reach it.
+    let mut sensor = Client::connect(hub.options("sensor")).await.unwrap();
+    sensor.publish_acked("sensors/room/t", "20.5").await;
+    until_stats(&hub, |s| s.unrouted == 2).await;
+    let mut watcher = Client::connect(hub.options("watcher")).await.unwrap();
+    assert_eq!(
+        watcher.subscribe("sensors/+/t").await,
+        [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    sensor.publish_acked("sensors/room/t", "21.5").await;
+    let (topic, payload, _) = watcher.next_publish().await;
+    assert_eq!(
+        (topic.as_str(), payload.as_slice()),
+        ("sensors/room/t", &b"21.5"[..])
+    );
+    assert_eq!(hub.gateway.stats().unrouted, 2);
+
+    // Retained messages always reach the router, which keeps them for later subscribers.
+    sensor.publish("sensors/config", "v1", true).await;
+    let mut late = Client::connect(hub.options("late")).await.unwrap();
+    late.subscribe("sensors/config").await;
+    let (_, payload, retain) = late.next_publish().await;
+    assert_eq!((payload.as_slice(), retain), (&b"v1"[..], true));
+
+    // After an unsubscribe, and once a clean session is gone, its filters no longer count.
+    watcher.client.unsubscribe("sensors/+/t").await.unwrap();
+    watcher
+        .expect(|p| matches!(p, Packet::UnsubAck(_)).then_some(()))
+        .await;
+    sensor.publish_acked("sensors/room/t", "22.5").await;
+    until_stats(&hub, |s| s.unrouted == 3).await;
+    late.disconnect().await;
+    sensor.publish_acked("sensors/config", "v2").await;
+    until_stats(&hub, |s| s.unrouted == 4).await;
+    // The raw bridge got every one of them.
+    assert_eq!(hub.gateway.stats().raw_in, 5);
+}

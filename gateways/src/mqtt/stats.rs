@@ -14,6 +14,7 @@ pub struct Stats {
     pub(crate) acl_denied_subscribe: AtomicU64,
     pub(crate) wills_published: AtomicU64,
     pub(crate) messages_in: AtomicU64,
+    pub(crate) unrouted: AtomicU64,
     pub(crate) events_out: AtomicU64,
     pub(crate) events_dropped: AtomicU64,
     pub(crate) rejected_payloads: AtomicU64,
@@ -43,6 +44,8 @@ pub struct MqttStats {
     pub wills_published: u64,
     /// Messages published by clients that the ACL let through.
     pub messages_in: u64,
+    /// Of those, PUBLISHes no MQTT client was subscribed to, which skipped the MQTT router.
+    pub unrouted: u64,
     /// Device events handed to the hub.
     pub events_out: u64,
     /// Device events lost because the hub's side of the channel is gone.
@@ -74,6 +77,7 @@ impl Stats {
             acl_denied_subscribe: get(&self.acl_denied_subscribe),
             wills_published: get(&self.wills_published),
             messages_in: get(&self.messages_in),
+            unrouted: get(&self.unrouted),
             events_out: get(&self.events_out),
             events_dropped: get(&self.events_dropped),
             rejected_payloads: get(&self.rejected_payloads),

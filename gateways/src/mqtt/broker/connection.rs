@@ -162,6 +162,7 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
     let links = shared.links.clone();
     let (id, clean) = (router_id.clone(), connect.clean_session);
     let built = tokio::task::spawn_blocking(move || links(&id, clean)).await;
+    let clean = connect.clean_session;
     let (link_tx, link_rx, ack) = match built {
         Ok(Ok(link)) => link,
         Ok(Err(error)) => {
@@ -213,6 +214,8 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
         will,
         idle,
         limits,
+        subscribed: Vec::new(),
+        clean,
     };
     let ack = ConnAck {
         session_present,
@@ -305,6 +308,10 @@ struct Connection<H: Hooks> {
     will: Option<(String, LastWill)>,
     idle: Duration,
     limits: super::Limits,
+    /// Filters this connection counted in the broker's [`Interest`](super::interest::Interest).
+    subscribed: Vec<String>,
+    /// A clean session: its subscriptions end with the connection.
+    clean: bool,
 }
 
 impl<H: Hooks> Connection<H> {
@@ -372,12 +379,13 @@ impl<H: Hooks> Connection<H> {
     async fn read_packets(&mut self, shared: &Shared<H>) -> Flow {
         let mut count = 0;
         loop {
+            let delivery = publish_delivery(&self.rbuf);
             match self
                 .codec
                 .read(&mut self.rbuf, self.limits.max_packet_bytes, true)
             {
                 Ok(Some(packet)) => {
-                    if let Flow::End(end) = self.incoming(packet, shared).await {
+                    if let Flow::End(end) = self.incoming(packet, delivery, shared).await {
                         return Flow::End(end);
                     }
                     count += 1;
@@ -404,7 +412,14 @@ impl<H: Hooks> Connection<H> {
         }
     }
 
-    async fn incoming(&mut self, packet: Packet, shared: &Shared<H>) -> Flow {
+    /// Handles one packet from the client; `delivery` is the QoS and packet id of a PUBLISH, read
+    /// from its bytes (rumqttd keeps them private).
+    async fn incoming(
+        &mut self,
+        packet: Packet,
+        delivery: Option<(u8, u16)>,
+        shared: &Shared<H>,
+    ) -> Flow {
         let Some(session) = self.session.as_mut() else {
             return Flow::End(SessionEnd::Lost);
         };
@@ -429,6 +444,20 @@ impl<H: Hooks> Connection<H> {
                 self.hooks
                     .published(session, &topic, &publish.payload, publish.retain)
                     .await;
+                // Nobody can be subscribed: skip the router (see `interest`). Retained messages and
+                // QoS 2 always go to the router, which stores the one and runs the other's flow.
+                let qos = delivery.map(|(qos, _)| qos);
+                if !publish.retain && matches!(qos, Some(0 | 1)) && !shared.interest_in(&topic) {
+                    shared.stats.unrouted.fetch_add(1, Ordering::Relaxed);
+                    if let Some((1, pkid)) = delivery {
+                        let ack = PubAck {
+                            pkid,
+                            reason: PubAckReason::Success,
+                        };
+                        self.queue(Packet::PubAck(ack, None));
+                    }
+                    return Flow::Continue;
+                }
                 if let Some(p) = properties.as_mut() {
                     p.topic_alias = None;
                 }
@@ -469,8 +498,21 @@ impl<H: Hooks> Connection<H> {
                     self.queue(Packet::SubAck(ack, None));
                     Flow::Continue
                 } else {
+                    shared.subscribed(subscribe.filters.iter().map(|f| f.path.as_str()));
+                    self.subscribed
+                        .extend(subscribe.filters.iter().map(|f| f.path.clone()));
                     self.forward(Packet::Subscribe(subscribe, properties)).await
                 }
+            }
+            Packet::Unsubscribe(unsubscribe, properties) => {
+                for filter in &unsubscribe.filters {
+                    if let Some(at) = self.subscribed.iter().position(|f| f == filter) {
+                        self.subscribed.swap_remove(at);
+                        shared.unsubscribed([filter.as_str()]);
+                    }
+                }
+                self.forward(Packet::Unsubscribe(unsubscribe, properties))
+                    .await
             }
             Packet::PingReq(_) => {
                 self.queue(Packet::PingResp(PingResp));
@@ -587,6 +629,15 @@ impl<H: Hooks> Connection<H> {
             }
             shared.stats.wills_published.fetch_add(1, Ordering::Relaxed);
         }
+        if self.clean {
+            shared.unsubscribed(
+                self.subscribed
+                    .drain(..)
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(String::as_str),
+            );
+        }
         if end != SessionEnd::TakenOver {
             let bye = Disconnect {
                 reason_code: DisconnectReasonCode::NormalDisconnection,
@@ -596,4 +647,33 @@ impl<H: Hooks> Connection<H> {
         self.hooks.closed(session, end).await;
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.stream.shutdown()).await;
     }
+}
+
+/// The QoS and packet id (0 for QoS 0) of the PUBLISH at the start of `buf`, if one is there
+/// whole enough to read them.
+fn publish_delivery(buf: &[u8]) -> Option<(u8, u16)> {
+    let &first = buf.first()?;
+    if first >> 4 != 3 {
+        return None;
+    }
+    let qos = (first >> 1) & 0b11;
+    // Remaining length: 1 to 4 bytes with a continuation bit.
+    let mut at = 1;
+    loop {
+        let b = *buf.get(at)?;
+        at += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        if at > 4 {
+            return None;
+        }
+    }
+    if qos == 0 {
+        return Some((0, 0));
+    }
+    let topic_len = usize::from(u16::from_be_bytes([*buf.get(at)?, *buf.get(at + 1)?]));
+    let pkid_at = at + 2 + topic_len;
+    let pkid = u16::from_be_bytes([*buf.get(pkid_at)?, *buf.get(pkid_at + 1)?]);
+    Some((qos, pkid))
 }

@@ -9,6 +9,7 @@
 //! | `codec` | picks MQTT 3.1.1 or 5 from the CONNECT; guards around rumqttd's codecs |
 //! | `connection` | one task per client: CONNECT, auth, ACL, keep-alive, last will, cleanup |
 //! | `hub_link` | the gateway's own router link: publishes at QoS 0/1, drains the router |
+//! | `interest` | the filters clients subscribed, so that unwanted PUBLISHes skip the router |
 //! | `listener` | the accept loop with admission control and back-off |
 //!
 //! Shared state: the hooks (behind `Arc`, their own locking rule), a connection-slot pool (a
@@ -18,11 +19,12 @@
 mod codec;
 mod connection;
 mod hub_link;
+mod interest;
 mod listener;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -154,8 +156,34 @@ struct Shared<H> {
     limits: Limits,
     stats: Arc<Stats>,
     slots: Arc<Mutex<SlotPool>>,
+    /// Filters clients subscribed (a short `RwLock`, never held across `.await`).
+    interest: RwLock<interest::Interest>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+}
+
+impl<H> Shared<H> {
+    /// Whether some client may be subscribed to `topic`.
+    fn interest_in(&self, topic: &str) -> bool {
+        self.interest
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .matches(topic)
+    }
+
+    fn subscribed<'f>(&self, filters: impl IntoIterator<Item = &'f str>) {
+        let mut interest = self.interest.write().unwrap_or_else(|e| e.into_inner());
+        for f in filters {
+            interest.add(f);
+        }
+    }
+
+    fn unsubscribed<'f>(&self, filters: impl IntoIterator<Item = &'f str>) {
+        let mut interest = self.interest.write().unwrap_or_else(|e| e.into_inner());
+        for f in filters {
+            interest.remove(f);
+        }
+    }
 }
 
 /// A running broker.
@@ -238,6 +266,7 @@ impl Broker {
             },
             stats,
             slots: Arc::new(Mutex::new(SlotPool::default())),
+            interest: RwLock::default(),
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
         });
