@@ -19,14 +19,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use device_models::{DeviceEvent, ThingId, TypeCatalog};
 use gateways::GatewayIo;
-use gateways::coap::gateway::{CoapConfig, CoapGateway};
+use gateways::coap::gateway::{CoapConfig, CoapGateway, DeviceConfig};
 use gateways::mqtt::{MqttConfig, MqttGateway, MqttHandle};
 use gateways::raw::{self, RawConfig};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::client::Client;
+use crate::client::{Client, ClientError};
 use crate::config::ConfigError;
 use crate::router::{AuthInfo, Router};
 use crate::things::GatewayLink;
@@ -47,6 +47,8 @@ pub enum GatewayStartError {
     Raw(#[from] gateways::raw::RawError),
     #[error("mqtt bridge session: {0}")]
     Bridge(#[from] crate::client::ClientError),
+    #[error("coap: cannot provision the configured devices: {0}")]
+    CoapDevices(#[source] crate::client::ClientError),
 }
 
 /// Checks the gateway sections, naming the key at fault.
@@ -157,6 +159,13 @@ pub async fn start(
         out.mqtt = Some(handle);
     }
     if coap.enabled {
+        if coap.devices.iter().any(|d| d.type_id.is_some()) {
+            let local = internal_client(router, realm, "brume-coap")
+                .map_err(GatewayStartError::CoapDevices)?;
+            provision_coap_devices(&local, &coap.devices)
+                .await
+                .map_err(GatewayStartError::CoapDevices)?;
+        }
         let io = attach(link, "coap").await?;
         let gw = CoapGateway::start(coap, catalog, io, shutdown.clone()).await?;
         tracing::info!("CoAP gateway at coap://{}", gw.local_addr());
@@ -186,6 +195,48 @@ pub async fn start(
         tracker.spawn(l.join());
     }
     Ok(out)
+}
+
+/// Makes every `[[coap.devices]]` entry that names its type a thing of that type, before the
+/// gateway starts observing it. Listing a device in the config is the operator's explicit word,
+/// and the hub must know the thing before the first notification: under explicit provisioning an
+/// unknown thing's reports are dropped, and the observed values that rarely change (a setpoint)
+/// would then stay unknown, the thing offline, until they changed.
+async fn provision_coap_devices(
+    local: &Client,
+    devices: &[DeviceConfig],
+) -> Result<(), ClientError> {
+    for device in devices {
+        let Some(ty) = device.type_id.as_deref() else {
+            continue;
+        };
+        let thing = Value::from(device.thing.as_str());
+        match local
+            .call("brume.things.get", vec![thing.clone()], Dict::new())
+            .await
+        {
+            Ok(r) => {
+                let known = r.payload.arg(0).and_then(Value::as_dict);
+                let known = known.and_then(|d| d.get("type")).and_then(Value::as_str);
+                if known != Some(ty) {
+                    tracing::warn!(thing = %device.thing, configured = ty, registered = ?known,
+                        "CoAP device's configured type differs from its registered type");
+                }
+            }
+            Err(ClientError::Wamp(e)) if e.uri == crate::things::errors::NO_SUCH_THING => {
+                local
+                    .call(
+                        "brume.things.provision",
+                        vec![],
+                        dict([("thing", thing), ("type", Value::from(ty))]),
+                    )
+                    .await?;
+                tracing::info!(thing = %device.thing, r#type = ty, "CoAP device provisioned from the config");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn internal_client(

@@ -14,8 +14,9 @@ Usage:
   coap_peer.py server PORT
       A CoAP server device on 127.0.0.1:PORT: observable /sensors/temperature (JSON number), a
       writable, observable /config/setpoint, and /sensors/humidity without Observe (clients must
-      poll it). Prints {"ready": true}, then {"put": value} for each setpoint written. Each line on
-      stdin is a JSON object of new values ({"temperature": 23.5}, {"humidity": 55}).
+      poll it), and /actions/boost, whose POST answers {"echo": input}. Prints {"ready": true},
+      then {"put": value} for each setpoint written and {"post": input} for each boost. Each line
+      on stdin is a JSON object of new values ({"temperature": 23.5}, {"humidity": 55}).
 """
 
 import asyncio
@@ -122,6 +123,15 @@ class Plain(resource.Resource):
         return Message(payload=json.dumps(self.value).encode(), content_format=50)
 
 
+class Echo(resource.Resource):
+    """An action: POST with a JSON input, answered with {"echo": input}."""
+
+    async def render_post(self, request):
+        value = json.loads(request.payload) if request.payload else None
+        out({"post": value})
+        return Message(code=Code.CHANGED, payload=json.dumps({"echo": value}).encode(), content_format=50)
+
+
 class Value(resource.ObservableResource):
     def __init__(self, value, writable):
         super().__init__()
@@ -152,6 +162,7 @@ async def server(port):
     root.add_resource(["sensors", "temperature"], temperature)
     root.add_resource(["config", "setpoint"], setpoint)
     root.add_resource(["sensors", "humidity"], humidity)
+    root.add_resource(["actions", "boost"], Echo())
     ctx = await aiocoap.Context.create_server_context(root, bind=("127.0.0.1", int(port)))
     out({"ready": True})
     loop = asyncio.get_running_loop()

@@ -29,7 +29,8 @@ require_auth = false
 # Let devices on a non-loopback `bind` omit their secret. Unsafe outside a closed network.
 allow_unauthenticated_remote = false
 # A device that sent nothing for this long, and holds no observation of its commands, is offline.
-# An observed device silent this long is probed with a confirmable notification.
+# An observed device silent this long is probed with a confirmable notification, and is offline
+# once that goes unacknowledged: CoAP retransmits it for up to about 93 s first.
 offline_after_secs = 180
 # Max-Age of the commands resource: observers re-register after it lapses, which also keeps NAT
 # bindings open.
@@ -56,7 +57,8 @@ client_bind = "0.0.0.0:0"
 poll_interval_secs = 30
 # Devices that are CoAP servers, observed by the hub. `type` names a thing type whose
 # `[bindings.coap]` maps resources to properties and actions; `binding` gives the same table
-# inline instead. Example:
+# inline instead. The hub provisions each device that names its `type` at start, unless the
+# things registry already holds it. Example:
 #   [[coap.devices]]
 #   thing = "boiler-1"
 #   type = "thermostat"
@@ -108,8 +110,8 @@ pub struct CoapConfig {
 pub struct DeviceConfig {
     /// The thing it is.
     pub thing: ThingId,
-    /// Its thing type: the source of the binding (unless `binding` is given) and the type hint
-    /// of its `Hello`.
+    /// Its thing type: the source of the binding (unless `binding` is given), the type hint
+    /// of its `Hello`, and the type the hub provisions it with at start if it is not a thing yet.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub type_id: Option<String>,
     /// `coap://host[:port]` (port 5683 by default).

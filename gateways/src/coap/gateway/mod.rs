@@ -61,7 +61,8 @@
 //! produces `Online`. A device that sent nothing for [`CoapConfig::offline_after_secs`] and holds
 //! no observation of its commands goes `Offline`. An observed but silent device is probed with a
 //! Confirmable notification every `offline_after_secs`; if it does not acknowledge, the engine
-//! drops the observation and the device goes offline.
+//! drops the observation once the notification's retransmissions are spent (about 93 s with the
+//! default transmission parameters) and the device goes offline.
 //!
 //! # Authentication
 //!
