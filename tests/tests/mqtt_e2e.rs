@@ -277,7 +277,42 @@ async fn set_is_retained_desired_and_resolves_when_the_device_reports() {
         .unwrap();
     dev.subscribe("things/th1/desired").await;
     dev.no_publish().await;
-    dev.disconnect().await;
+
+    // Two values at once, applied one at a time: what is retained shrinks to what is left.
+    dev.publish("things/th1/status", "online", false).await;
+    app.wait_thing("th1", |t| t["online"] == true).await;
+    let set = app.call(
+        "brume.things.set",
+        json!({"thing": "th1", "values": {"setpoint": 19, "mode": "heat"}}),
+    );
+    let device = async {
+        let (_, payload, _) = dev.next_publish().await;
+        assert_eq!(json_of(&payload), json!({"setpoint": 19, "mode": "heat"}));
+        dev.publish("things/th1/state", r#"{"setpoint": 19.0}"#, false)
+            .await;
+        let (topic, payload, _) = dev.next_publish().await;
+        assert_eq!(topic, "things/th1/desired");
+        assert_eq!(json_of(&payload), json!({"mode": "heat"}));
+        // The device restarts now (its new connection takes over the old one): the retained
+        // message hands it only the mode.
+        let mut again = Device::connect(device_options(&hub, "th1-fw2", "th1", &secret))
+            .await
+            .unwrap();
+        again.subscribe("things/th1/desired").await;
+        let (_, payload, retain) = again.next_publish().await;
+        assert!(retain);
+        assert_eq!(json_of(&payload), json!({"mode": "heat"}));
+        again
+            .publish("things/th1/state", r#"{"mode": "heat"}"#, false)
+            .await;
+        let (_, payload, _) = again.next_publish().await;
+        assert!(payload.is_empty(), "cleared once all is reported");
+        again.disconnect().await;
+    };
+    let (result, ()) = tokio::join!(set, device);
+    let settled = &result.unwrap()["settled"];
+    assert_eq!(settled["setpoint"]["value"], 19.0);
+    assert_eq!(settled["mode"]["value"], "heat");
     app.quit().await;
 }
 

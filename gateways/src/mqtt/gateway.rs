@@ -9,7 +9,7 @@
 //! reads (its TCP window fills), never another device's.
 //!
 //! Retained desired state: `things/<id>/desired` holds what the last `SetDesired` asked for, and
-//! the gateway remembers it ([`Core::retained_desired`]). When the device reports values equal to
+//! the gateway remembers it (`Core::retained_desired`). When the device reports values equal to
 //! it, those are dropped from the retained message (republished with what is left, or cleared
 //! with an empty retained message once nothing is), so a device that restarts later is not handed
 //! a setting it already applied, which would undo any change made since.
