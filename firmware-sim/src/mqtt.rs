@@ -279,6 +279,10 @@ pub async fn run_device(
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if p.topic == topic("desired") {
+                        if p.payload.is_empty() {
+                            // The hub cleared its retained desired state: nothing is pending.
+                            continue;
+                        }
                         let Ok(Value::Object(desired)) = serde_json::from_slice(&p.payload) else {
                             warn!(thing = %id, "desired state is not a JSON object");
                             continue;

@@ -7,14 +7,22 @@
 //! locked briefly and never across an `.await`. Events go to the hub through the bounded
 //! `GatewayIo::events` channel; a connection task waits for room there, which slows that device's
 //! reads (its TCP window fills), never another device's.
+//!
+//! Retained desired state: `things/<id>/desired` holds what the last `SetDesired` asked for, and
+//! the gateway remembers it (`Core::retained_desired`). When the device reports values equal to
+//! it, those are dropped from the retained message (republished with what is left, or cleared
+//! with an empty retained message once nothing is), so a device that restarts later is not handed
+//! a setting it already applied, which would undo any change made since.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use device_models::value::values_equal;
 use device_models::{DeviceCommand, DeviceEvent, ThingId, ThingType};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,7 +37,7 @@ use super::directory::{Directory, Registered};
 use super::error::{MqttError, PublishError, RegisterError};
 use super::pending::{Pending, PendingActions};
 use super::stats::{MqttStats, Stats, bump};
-use super::topics::{is_topic_name, thing_topic};
+use super::topics::{ThingTopic, is_topic_name, parse_thing_topic, thing_topic};
 use crate::link::{CredentialCheck, DeviceCredentials, GatewayIo};
 
 /// Milliseconds since the Unix epoch.
@@ -50,6 +58,9 @@ pub struct Core {
     events: mpsc::Sender<DeviceEvent>,
     directory: RwLock<Directory>,
     pending: Mutex<PendingActions>,
+    /// Per thing, the values of its retained `things/<id>/desired` that the device has not yet
+    /// reported back. Locked briefly, never across an `.await`.
+    retained_desired: Mutex<HashMap<ThingId, Map<String, Value>>>,
     stats: Arc<Stats>,
     /// Set once the broker runs; used to publish a vanished device's `offline` status.
     publisher: OnceLock<mpsc::Sender<Outbound>>,
@@ -63,6 +74,39 @@ impl Core {
 
     fn directory_mut(&self) -> std::sync::RwLockWriteGuard<'_, Directory> {
         self.directory.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn retained_desired(&self) -> std::sync::MutexGuard<'_, HashMap<ThingId, Map<String, Value>>> {
+        // Every update leaves the map consistent, so a poisoned lock is still usable.
+        self.retained_desired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What `things/<id>/desired` must become after the device reported `values`: the retained
+    /// desired values they match are settled, and the message is republished with the rest, or
+    /// cleared (an empty retained message) when none is left. `None` when nothing settled.
+    fn settle_retained(&self, thing: &ThingId, values: &Map<String, Value>) -> Option<Outbound> {
+        let mut retained = self.retained_desired();
+        let pending = retained.get_mut(thing)?;
+        let before = pending.len();
+        pending.retain(|name, want| !values.get(name).is_some_and(|got| values_equal(want, got)));
+        if pending.len() == before {
+            return None;
+        }
+        let payload = if pending.is_empty() {
+            retained.remove(thing);
+            Bytes::new()
+        } else {
+            Bytes::from(Value::Object(pending.clone()).to_string())
+        };
+        debug!(%thing, cleared = payload.is_empty(), "retained desired state settled");
+        Some(Outbound {
+            topic: thing_topic(thing.as_str(), "desired"),
+            payload,
+            retain: true,
+            at_least_once: true,
+        })
     }
 
     async fn emit(&self, events: Vec<DeviceEvent>) {
@@ -95,6 +139,8 @@ impl Core {
                     rest = left;
                 }
                 if !rest.is_empty() {
+                    // The retained message is replaced whole, and so is what is remembered of it.
+                    self.retained_desired().insert(thing.clone(), rest.clone());
                     out.push(Outbound {
                         topic: thing_topic(thing.as_str(), "desired"),
                         payload: Bytes::from(Value::Object(rest).to_string()),
@@ -216,9 +262,17 @@ impl Hooks for Core {
         session: &mut DeviceSession,
         topic: &str,
         payload: &Bytes,
-        _retain: bool,
+        retain: bool,
     ) {
         bump(&self.stats.messages_in);
+        if retain
+            && let Some(thing) = &session.thing
+            && let Some((id, ThingTopic::Desired)) = parse_thing_topic(topic)
+            && id == thing.as_str()
+        {
+            // The device replaced (or cleared) its retained desired state itself.
+            self.retained_desired().remove(thing);
+        }
         let outcome = {
             let directory = self.directory();
             Translator {
@@ -244,6 +298,23 @@ impl Hooks for Core {
         }
         if outcome.unmatched_reply {
             bump(&self.stats.replies_unmatched);
+        }
+        // Settle the retained desired state before the hub hears of the report (and resolves
+        // the `set` waiting on it), so nobody sees the call done with the old value retained.
+        let settled: Vec<Outbound> = outcome
+            .events
+            .iter()
+            .filter_map(|event| match event {
+                DeviceEvent::Reported { thing, values, .. } => self.settle_retained(thing, values),
+                _ => None,
+            })
+            .collect();
+        if let Some(publisher) = self.publisher.get() {
+            for message in settled {
+                if publisher.send(message).await.is_err() {
+                    debug!("broker stopped; retained desired state left as it was");
+                }
+            }
         }
         self.emit(outcome.events).await;
     }
@@ -301,6 +372,7 @@ impl MqttGateway {
             events,
             directory: RwLock::new(Directory::default()),
             pending: Mutex::new(PendingActions::new(config.max_pending_actions)),
+            retained_desired: Mutex::new(HashMap::new()),
             stats: stats.clone(),
             publisher: OnceLock::new(),
         });
@@ -403,9 +475,16 @@ impl MqttHandle {
             })
     }
 
+    /// Whether the thing's type is registered, so that its reports are checked here and its
+    /// binding topics are in force (the hub registers things as they are provisioned).
+    pub fn is_registered(&self, thing: &ThingId) -> bool {
+        self.core.directory().get(thing).is_some()
+    }
+
     /// Forgets a thing's registration (its topics become the conventions' only).
     pub fn unregister(&self, thing: &ThingId) {
         self.core.directory_mut().remove(thing);
+        self.core.retained_desired().remove(thing);
     }
 
     /// Publishes a message from the WAMP side of the raw bridge (`mqtt.a.b.c` → `a/b/c`). It

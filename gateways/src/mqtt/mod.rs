@@ -13,7 +13,7 @@
 //! | `things/<id>/info` | device → hub | JSON object of info values | `Info` |
 //! | `things/<id>/status` | device → hub, retained, the last will says `offline` | `online` / `offline`, or `{"status": "online", "type": "<type>", "info": {..}}` | `Hello` (first contact) / `Online` / `Offline` |
 //! | `things/<id>/replies` | device → hub | `{"correlation": "..", "result": ..}` or `{.., "error": ".."}` | `ActionReply` |
-//! | `things/<id>/desired` | hub → device, retained, QoS 1 | JSON object of desired values | from `SetDesired` |
+//! | `things/<id>/desired` | hub → device, retained, QoS 1 | JSON object of desired values; cleared (empty retained message) once the device reported them all | from `SetDesired` |
 //! | `things/<id>/actions/<name>` | hub → device, QoS 1 | `{"correlation", "input", "deadline_ms"}` | from `InvokeAction` |
 //! | anything outside `things/` and bound topics | both | bytes | `Raw { source: "mqtt:<topic>" }` / [`MqttHandle::publish_raw`] |
 //!
