@@ -23,8 +23,10 @@
 //! # Commands and replies
 //!
 //! The representation of `/things/<id>/commands` is always the whole list of commands not yet
-//! settled, each with its own id, and every change is notified as a Confirmable message (a lost
-//! one is retransmitted; an observer that stopped answering is dropped):
+//! settled, each with its own id. Every new command is notified as a Confirmable message (a lost
+//! one is retransmitted; an observer that stopped answering is dropped); a command that leaves
+//! the list (reported, answered, expired) is not notified on its own, so the next notification or
+//! GET is the first to show it gone:
 //!
 //! ```json
 //! {"commands": [
