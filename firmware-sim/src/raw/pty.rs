@@ -6,7 +6,13 @@
 //! fail as when a USB adapter is pulled, and its reopen attempts fail until the next `plug`, which
 //! gets a new `/dev/pts/N` behind the same path. (`SerialStream::pair` alone cannot model a replug:
 //! its path changes every time.)
+//!
+//! The device end is made close-on-exec: `SerialStream::pair` opens the pty without `O_CLOEXEC`, so
+//! every process spawned afterwards (a Python peer, a `brume` binary) would inherit a copy, and
+//! dropping the device end would then not close the pty: the host would not see the unplug until
+//! those processes exit.
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -33,6 +39,7 @@ impl PtyPort {
     /// opened by the host through the path.
     pub fn plug(&self) -> anyhow::Result<SerialStream> {
         let (device, host) = SerialStream::pair().context("create a pty pair")?;
+        close_on_exec(&device)?;
         let target = host.name().context("the pty has no name")?;
         drop(host);
         let file_name = self
@@ -55,4 +62,12 @@ impl PtyPort {
     pub fn unplug(&self) {
         let _ = std::fs::remove_file(&self.link);
     }
+}
+
+/// Keeps `fd` out of processes spawned later.
+fn close_on_exec(fd: &impl AsRawFd) -> anyhow::Result<()> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+        .context("mark the pty close-on-exec")?;
+    Ok(())
 }

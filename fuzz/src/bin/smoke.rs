@@ -16,6 +16,12 @@ use std::time::{Duration, Instant};
 
 use brume_fuzz::{TARGETS, Target};
 
+// Built with the libFuzzer targets (`fuzz/run`), every crate carries the coverage instrumentation,
+// whose callbacks libFuzzer defines: link it in too, with an empty target (this binary's `main`
+// stays the smoke runner's, so libFuzzer never runs here).
+#[cfg(feature = "libfuzzer")]
+libfuzzer_sys::fuzz_target!(|_data: &[u8]| {});
+
 /// xorshift64*: enough randomness to fuzz with, and no dependency.
 struct Rng(u64);
 

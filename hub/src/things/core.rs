@@ -22,7 +22,7 @@ use device_models::{
     DeviceCommand, Stamped, TdContext, Thing, ThingId, ThingState, ThingType, TypeCatalog,
     TypeOrigin,
 };
-use serde_json::{Value as Json, json};
+use serde_json::{Map, Value as Json, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -134,6 +134,65 @@ impl UnknownLog {
     }
 }
 
+/// Devices that gateways report present but that are not provisioned (their traffic is dropped),
+/// with the gateway they are on and the info they announced, so that provisioning one while it is
+/// connected brings it online at once. Otherwise it would stay offline, its commands refused,
+/// until it spoke again: a device that reports only on change, or only when polled (many raw TCP
+/// and serial devices), might never. An entry goes when its gateway says the device is offline or
+/// detaches. Bounded: past [`Unprovisioned::MAX`] devices, further ones are not remembered, and
+/// past [`Unprovisioned::MAX_INFO`] info keys a device's further keys are not (the info is checked
+/// against the thing type only once it is provisioned).
+#[derive(Debug, Default)]
+struct Unprovisioned {
+    devices: HashMap<ThingId, Present>,
+}
+
+#[derive(Debug)]
+struct Present {
+    gateway: GatewayId,
+    info: Map<String, Json>,
+}
+
+impl Unprovisioned {
+    const MAX: usize = 4096;
+    const MAX_INFO: usize = 64;
+
+    /// `thing` was heard on `gw`, announcing `info`.
+    fn heard(&mut self, thing: &ThingId, gw: GatewayId, info: &Map<String, Json>) {
+        if self.devices.len() >= Self::MAX && !self.devices.contains_key(thing) {
+            return;
+        }
+        let p = self
+            .devices
+            .entry(thing.clone())
+            .or_insert_with(|| Present {
+                gateway: gw,
+                info: Map::new(),
+            });
+        p.gateway = gw;
+        for (k, v) in info {
+            if p.info.len() < Self::MAX_INFO || p.info.contains_key(k) {
+                p.info.insert(k.clone(), v.clone());
+            }
+        }
+    }
+
+    /// `gw` says `thing` is gone.
+    fn gone(&mut self, thing: &ThingId, gw: GatewayId) {
+        if self.devices.get(thing).is_some_and(|p| p.gateway == gw) {
+            self.devices.remove(thing);
+        }
+    }
+
+    fn detached(&mut self, gw: GatewayId) {
+        self.devices.retain(|_, p| p.gateway != gw);
+    }
+
+    fn take(&mut self, thing: &ThingId) -> Option<Present> {
+        self.devices.remove(thing)
+    }
+}
+
 /// Why a command did not reach a gateway.
 enum SendFailure {
     /// The gateway's command queue is full.
@@ -157,6 +216,7 @@ pub struct Core {
     next_action: u64,
     deadlines: BinaryHeap<Reverse<(Instant, Deadline)>>,
     unknown: UnknownLog,
+    unprovisioned: Unprovisioned,
     stats: Arc<ThingsStats>,
     /// The secrets gateways check devices against, kept in step with `things`.
     credentials: Arc<RegistryCredentials>,
@@ -227,6 +287,7 @@ impl Core {
             next_action: loaded.last_action_id + 1,
             deadlines: BinaryHeap::new(),
             unknown: UnknownLog::default(),
+            unprovisioned: Unprovisioned::default(),
             stats,
             credentials,
             out: Outbox::default(),
@@ -262,6 +323,7 @@ impl Core {
             return;
         };
         tracing::info!(gateway = id, name = %gw.name, "gateway detached");
+        self.unprovisioned.detached(id);
         let gone: Vec<ThingId> = self
             .things
             .iter()

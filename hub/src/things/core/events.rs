@@ -24,12 +24,13 @@ impl Core {
                         self.device_info(&thing, &info);
                     }
                 } else if !self.auto_provision(&thing, type_hint.as_deref(), &info, now, now_ms) {
+                    self.unprovisioned.heard(&thing, gw, &info);
                     return;
                 }
                 self.heard_from(&thing, gw);
             }
             DeviceEvent::Online { thing } => {
-                if self.known(&thing, now, "online") {
+                if self.known(&thing, gw, now, "online") {
                     self.heard_from(&thing, gw);
                 }
             }
@@ -41,6 +42,7 @@ impl Core {
                 if from_its_gateway {
                     self.go_offline(&thing, "its gateway says so");
                 }
+                self.unprovisioned.gone(&thing, gw);
             }
             DeviceEvent::Reported {
                 thing,
@@ -50,15 +52,18 @@ impl Core {
                 if !self.things.contains_key(&thing)
                     && !self.auto_provision(&thing, None, &Map::new(), now, now_ms)
                 {
+                    self.unprovisioned.heard(&thing, gw, &Map::new());
                     return;
                 }
                 self.heard_from(&thing, gw);
                 self.report(&thing, &values, at_ms);
             }
             DeviceEvent::Info { thing, info } => {
-                if self.known(&thing, now, "info") {
+                if self.known(&thing, gw, now, "info") {
                     self.heard_from(&thing, gw);
                     self.device_info(&thing, &info);
+                } else {
+                    self.unprovisioned.heard(&thing, gw, &info);
                 }
             }
             DeviceEvent::Event {
@@ -67,7 +72,7 @@ impl Core {
                 payload,
                 at_ms,
             } => {
-                if self.known(&thing, now, "event") {
+                if self.known(&thing, gw, now, "event") {
                     self.heard_from(&thing, gw);
                     self.device_event(&thing, name, payload, at_ms);
                 }
@@ -84,13 +89,30 @@ impl Core {
         }
     }
 
-    /// True if the thing is provisioned; otherwise counts and (rate-limited) logs it.
-    fn known(&mut self, thing: &ThingId, now: Instant, what: &str) -> bool {
+    /// True if the thing is provisioned; otherwise counts and (rate-limited) logs it, and
+    /// remembers that it is present on `gw`.
+    fn known(&mut self, thing: &ThingId, gw: GatewayId, now: Instant, what: &str) -> bool {
         if self.things.contains_key(thing) {
             return true;
         }
         self.unknown_device(thing, now, what);
+        self.unprovisioned.heard(thing, gw, &Map::new());
         false
+    }
+
+    /// A thing just provisioned whose device a gateway reported present: online at once, on
+    /// that gateway, with the info the device announced.
+    pub(super) fn adopt_present(&mut self, thing: &ThingId) {
+        let Some(present) = self.unprovisioned.take(thing) else {
+            return;
+        };
+        if !self.gateways.contains_key(&present.gateway) {
+            return;
+        }
+        if !present.info.is_empty() {
+            self.device_info(thing, &present.info);
+        }
+        self.heard_from(thing, present.gateway);
     }
 
     fn unknown_device(&mut self, thing: &ThingId, now: Instant, why: &str) {

@@ -151,6 +151,7 @@ impl Core {
         t.apply_info(&info);
         tracing::info!(thing = %thing, r#type = %ty.id, "thing provisioned");
         self.insert_thing(t, ty, Some(hash), false);
+        self.adopt_present(&thing);
         let summary = self
             .things
             .get(&thing)

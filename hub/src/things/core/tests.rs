@@ -428,6 +428,99 @@ fn explicit_provisioning_drops_unknown_devices_and_auto_provisions_them() {
 }
 
 #[test]
+fn a_device_present_before_it_is_provisioned_is_online_once_provisioned() {
+    let mut f = fixture(Provisioning::Explicit, None);
+    f.event(DeviceEvent::Hello {
+        thing: id("r1"),
+        type_hint: Some("relay".into()),
+        info: obj(json!({"firmware": "3.0"})),
+    });
+    f.report("r1", json!({"on": true}), 1);
+    // A device that came and went before it was provisioned is not taken for present.
+    f.report("r2", json!({"on": true}), 1);
+    f.event(DeviceEvent::Offline { thing: id("r2") });
+    assert!(f.core.is_empty());
+    assert!(
+        f.topics().is_empty(),
+        "nothing is published of unknown devices"
+    );
+
+    let p = f
+        .answer(Request::Provision {
+            thing: id("r1"),
+            type_id: "relay".into(),
+            info: Map::new(),
+        })
+        .unwrap();
+    assert_eq!(p["thing"]["online"], json!(true));
+    assert_eq!(p["thing"]["info"]["firmware"], json!("3.0"));
+    let topics: Vec<String> = f.topics().into_iter().map(|(t, _)| t).collect();
+    assert_eq!(
+        topics,
+        ["brume.things.on_provision", "brume.things.on_online"]
+    );
+    // Its commands go to the gateway it is on.
+    let mut rx = f.call(Request::Action {
+        thing: id("r1"),
+        action: "toggle".into(),
+        input: Json::Null,
+        timeout: None,
+    });
+    assert!(matches!(
+        f.commands.try_recv(),
+        Ok(DeviceCommand::InvokeAction { .. })
+    ));
+    assert!(rx.try_recv().is_err(), "waiting for the device");
+
+    f.provision("r2", "relay");
+    let r2 = f
+        .answer(Request::Get {
+            thing: id("r2"),
+            property: None,
+        })
+        .unwrap();
+    assert_eq!(r2["online"], json!(false));
+
+    // A detached gateway's devices are forgotten too.
+    f.report("r3", json!({"on": false}), 1);
+    f.core.detach(GW);
+    f.provision("r3", "relay");
+    assert!(
+        f.topics()
+            .iter()
+            .all(|(t, _)| t != "brume.things.on_online")
+    );
+}
+
+#[test]
+fn unprovisioned_devices_are_remembered_within_bounds() {
+    let mut u = Unprovisioned::default();
+    for n in 0..Unprovisioned::MAX + 10 {
+        u.heard(&id(&format!("d{n}")), GW, &Map::new());
+    }
+    assert_eq!(u.devices.len(), Unprovisioned::MAX);
+    assert!(u.take(&id(&format!("d{}", Unprovisioned::MAX))).is_none());
+
+    let many: Map<String, Json> = (0..Unprovisioned::MAX_INFO + 10)
+        .map(|n| (format!("k{n}"), json!(n)))
+        .collect();
+    u.heard(&id("d0"), 8, &many);
+    u.heard(&id("d0"), 8, &obj(json!({"k0": "again"})));
+    let d0 = u.take(&id("d0")).unwrap();
+    assert_eq!((d0.gateway, d0.info.len()), (8, Unprovisioned::MAX_INFO));
+    assert_eq!(d0.info["k0"], json!("again"), "known keys are updated");
+
+    // Gone only from the gateway it is on.
+    u.heard(&id("d1"), 8, &Map::new());
+    u.gone(&id("d1"), GW);
+    assert!(u.devices.contains_key(&id("d1")));
+    u.gone(&id("d1"), 8);
+    assert!(!u.devices.contains_key(&id("d1")));
+    u.detached(GW);
+    assert!(u.devices.is_empty(), "d1 gone, d0 taken, the rest on GW");
+}
+
+#[test]
 fn provision_delete_info_types_and_describe() {
     let mut f = fixture(Provisioning::Explicit, None);
     let p = f
