@@ -125,7 +125,12 @@ fn init_logging(verbose: u8) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    // Device simulators and the CoAP load report what they do by default.
+    let verbose = match cli.command {
+        Command::Raw(_) | Command::CoapLoad(_) => cli.verbose.max(1),
+        _ => cli.verbose,
+    };
+    init_logging(verbose);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -213,7 +218,6 @@ fn main() -> anyhow::Result<()> {
         } => rt.block_on(load_wamp(url, realm, serializer, seconds, payload)),
         Command::Coap(args) => rt.block_on(coap_devices(args)),
         Command::CoapLoad(args) => rt.block_on(async {
-            init_logging(1);
             let report = coap::cli::load(args).await?;
             use std::io::Write as _;
             writeln!(std::io::stdout(), "{report}")?;
@@ -224,12 +228,7 @@ fn main() -> anyhow::Result<()> {
             std::io::Write::write_all(&mut std::io::stdout(), summary.as_bytes())?;
             Ok(())
         }
-        Command::Raw(args) => {
-            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-            tracing_subscriber::fmt().with_env_filter(filter).init();
-            rt.block_on(firmware_sim::raw::cli::run(args))
-        }
+        Command::Raw(args) => rt.block_on(firmware_sim::raw::cli::run(args)),
         Command::BenchThings {
             devices,
             gateways,
