@@ -164,6 +164,37 @@ async fn measure(
     }))
 }
 
+/// One row of the WAMP table: Brume, Crossbar.io and the relay in fixed columns, "–" where a
+/// system was skipped or failed; the relay ratio only for pub/sub (the relay does no RPC).
+fn table_row(
+    name: &str,
+    pubsub: bool,
+    brume: &Option<Sample>,
+    crossbar: &Option<Sample>,
+    relay: &Option<Sample>,
+) -> String {
+    let text = |s: &Option<Sample>| s.as_ref().map_or("–".into(), |s| s.text.clone());
+    let ratio = |a: &Option<Sample>, z: &Option<Sample>| match (a, z) {
+        (Some(a), Some(z)) if z.score > 0.0 => format!("{:.1}×", a.score / z.score),
+        _ => "–".into(),
+    };
+    let cpu = brume.as_ref().map_or("–".into(), |s| {
+        format!("{:.0}% / {:.0}%", s.gen_cpu, s.sut_cpu)
+    });
+    format!(
+        "| {name} | {} | {} | {} | {} | {} | {cpu} |",
+        text(brume),
+        text(crossbar),
+        ratio(brume, crossbar),
+        text(relay),
+        if pubsub {
+            ratio(brume, relay)
+        } else {
+            "–".into()
+        },
+    )
+}
+
 fn median(mut samples: Vec<Sample>) -> Option<Sample> {
     if samples.is_empty() {
         return None;
@@ -181,7 +212,9 @@ pub async fn run(plan: BenchPlan) -> anyhow::Result<String> {
     settle();
     let brume_rss = rss_kib(brume.pid()).unwrap_or(0);
     let brume_start = brume.started_in;
-    let mut systems = vec![("Brume", System::Brume(brume))];
+    // Fixed columns: Brume, Crossbar.io (None when skipped), the relay.
+    let mut systems = vec![("Brume", Some(System::Brume(brume)))];
+    let mut crossbar = None;
     match crossbar::find() {
         Some(bin) => match crossbar::start(&bin) {
             Ok(cb) => {
@@ -191,7 +224,7 @@ pub async fn run(plan: BenchPlan) -> anyhow::Result<String> {
                     "Crossbar.io: listening {:.0} ms after spawn, idle RSS {rss} KiB (controller and router worker)",
                     cb.started_in.as_secs_f64() * 1e3
                 ));
-                systems.push(("Crossbar.io", System::Crossbar(cb)));
+                crossbar = Some(System::Crossbar(cb));
             }
             Err(e) => notes.push(format!("Crossbar.io skipped: {e}")),
         },
@@ -200,7 +233,8 @@ pub async fn run(plan: BenchPlan) -> anyhow::Result<String> {
                 .into(),
         ),
     }
-    systems.push(("relay", System::Relay(relay_process::start()?)));
+    systems.push(("Crossbar.io", crossbar));
+    systems.push(("relay", Some(System::Relay(relay_process::start()?))));
     notes.insert(
         0,
         format!(
@@ -237,6 +271,10 @@ pub async fn run(plan: BenchPlan) -> anyhow::Result<String> {
     for scenario in scenarios {
         let mut medians = Vec::new();
         for (name, sys) in &systems {
+            let Some(sys) = sys else {
+                medians.push(None);
+                continue;
+            };
             let mut samples = Vec::new();
             for _ in 0..plan.rounds {
                 match measure(sys, scenario, plan).await {
@@ -247,31 +285,9 @@ pub async fn run(plan: BenchPlan) -> anyhow::Result<String> {
             }
             medians.push(median(samples));
         }
-        let cell = |i: usize| medians.get(i).cloned().flatten();
-        let (b, c, r) = (cell(0), cell(1), cell(2));
-        let text = |s: &Option<Sample>| s.as_ref().map_or("–".into(), |s| s.text.clone());
-        let ratio = |a: &Option<Sample>, z: &Option<Sample>| match (a, z) {
-            (Some(a), Some(z)) if z.score > 0.0 => format!("{:.1}×", a.score / z.score),
-            _ => "–".into(),
-        };
-        let cpu = b.as_ref().map_or("–".into(), |s| {
-            format!("{:.0}% / {:.0}%", s.gen_cpu, s.sut_cpu)
-        });
-        writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            scenario.name(),
-            text(&b),
-            text(&c),
-            ratio(&b, &c),
-            text(&r),
-            if matches!(scenario, Scenario::PubSub { .. }) {
-                ratio(&b, &r)
-            } else {
-                "–".into()
-            },
-            cpu
-        )?;
+        let [b, c, r]: [Option<Sample>; 3] = medians.try_into().unwrap_or_default();
+        let pubsub = matches!(scenario, Scenario::PubSub { .. });
+        writeln!(out, "{}", table_row(&scenario.name(), pubsub, &b, &c, &r))?;
     }
     writeln!(out)?;
     drop(systems);
@@ -429,4 +445,30 @@ async fn mqtt_section(
         kib(per.get(1).unwrap_or(&None))
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(score: f64) -> Option<Sample> {
+        Some(Sample {
+            score,
+            text: format!("{score}"),
+            sut_cpu: 50.0,
+            gen_cpu: 40.0,
+        })
+    }
+
+    #[test]
+    fn a_skipped_system_leaves_its_column_empty() {
+        assert_eq!(
+            table_row("s", true, &sample(400.0), &None, &sample(1000.0)),
+            "| s | 400 | – | – | 1000 | 0.4× | 40% / 50% |"
+        );
+        assert_eq!(
+            table_row("s", false, &sample(30.0), &sample(10.0), &None),
+            "| s | 30 | 10 | 3.0× | – | – | 40% / 50% |"
+        );
+    }
 }
