@@ -150,3 +150,98 @@ pub fn assert_success(script: &str, out: &Output) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs a peer script to completion (see [`run_script`]), asserts it succeeded, and parses each
+/// line it printed as JSON.
+pub async fn run_script_json(
+    script: &str,
+    args: &[String],
+    deadline: std::time::Duration,
+) -> Vec<serde_json::Value> {
+    let out = run_script(script, args, deadline).await;
+    assert_success(script, &out);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// A long-running peer script that takes commands as lines on stdin and reports one JSON value
+/// per line on stdout (stderr goes to the test's output). Killed when dropped.
+pub struct LinePeer {
+    script: String,
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    wait: std::time::Duration,
+}
+
+impl LinePeer {
+    /// Starts `script` from `tests/peers` with `args`; `wait` bounds every later read and the
+    /// final exit.
+    pub async fn spawn(script: &str, args: &[String], wait: std::time::Duration) -> LinePeer {
+        use tokio::io::AsyncBufReadExt;
+        let python = tokio::task::spawn_blocking(python)
+            .await
+            .expect("install task");
+        let mut child = tokio::process::Command::new(python)
+            .arg(scripts_dir().join(script))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn python");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        LinePeer {
+            script: script.to_owned(),
+            child,
+            stdin,
+            stdout,
+            wait,
+        }
+    }
+
+    /// The next line, parsed as JSON; panics if none comes in time or the peer exited.
+    pub async fn line(&mut self) -> serde_json::Value {
+        let line = tokio::time::timeout(self.wait, self.stdout.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no line from {} in time", self.script))
+            .expect("read the peer's stdout")
+            .unwrap_or_else(|| panic!("{} exited", self.script));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    /// The next line, parsed as JSON, or `None` once `deadline` passes first; panics if the peer
+    /// exited.
+    pub async fn line_before(
+        &mut self,
+        deadline: tokio::time::Instant,
+    ) -> Option<serde_json::Value> {
+        let line = tokio::time::timeout_at(deadline, self.stdout.next_line())
+            .await
+            .ok()?
+            .expect("read the peer's stdout")
+            .unwrap_or_else(|| panic!("{} exited", self.script));
+        Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")))
+    }
+
+    /// Sends one command line.
+    pub async fn send(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.stdin.write_all(line.as_bytes()).await.expect("write");
+        self.stdin.write_all(b"\n").await.expect("write");
+        self.stdin.flush().await.expect("flush");
+    }
+
+    /// Waits for the peer to exit and asserts it succeeded.
+    pub async fn finish(mut self) {
+        let status = tokio::time::timeout(self.wait, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit in time", self.script))
+            .expect("wait for the peer");
+        assert!(status.success(), "{} failed: {status}", self.script);
+    }
+}

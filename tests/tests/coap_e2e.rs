@@ -15,9 +15,9 @@ use gateways::coap::gateway::DeviceConfig;
 use hub::config::Config;
 use serde_json::{Value, json};
 use tests::hub::TestHub;
-use tests::peers::{apt, assert_success, python, run_script, scripts_dir};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tests::peers::{LinePeer, apt, run_script_json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
 use tokio::time::{Instant, timeout};
 
 /// How long to wait for anything a peer does (Python peers start slowly on a busy machine).
@@ -114,9 +114,7 @@ struct CallError {
 
 /// Autobahn-Python as the WAMP application, driven line by line (see `coap_wamp_app.py`).
 struct App {
-    _child: Child,
-    stdin: ChildStdin,
-    stdout: Lines<BufReader<ChildStdout>>,
+    peer: LinePeer,
     /// Events received and not yet taken, as (topic, kwargs).
     events: VecDeque<(String, Value)>,
     results: HashMap<String, Result<Value, CallError>>,
@@ -125,22 +123,9 @@ struct App {
 
 impl App {
     async fn spawn(hub: &TestHub) -> App {
-        let python = tokio::task::spawn_blocking(python).await.unwrap();
-        let mut child = Command::new(python)
-            .arg(scripts_dir().join(APP))
-            .args([hub.ws_url(), "json".to_owned()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let peer = LinePeer::spawn(APP, &[hub.ws_url(), "json".to_owned()], WAIT).await;
         let mut app = App {
-            _child: child,
-            stdin,
-            stdout,
+            peer,
             events: VecDeque::new(),
             results: HashMap::new(),
             next_id: 0,
@@ -157,20 +142,16 @@ impl App {
 
     /// Reads one line, files events and call results away, and returns any other line.
     async fn pump(&mut self, deadline: Instant, what: &str) -> Option<Value> {
-        let line = timeout(
-            deadline.saturating_duration_since(Instant::now()),
-            self.stdout.next_line(),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-        .unwrap()
-        .expect("the WAMP app is running");
-        self.file(&line)
+        let line = self
+            .peer
+            .line_before(deadline)
+            .await
+            .unwrap_or_else(|| panic!("timed out waiting for {what}"));
+        self.file(line)
     }
 
     /// Files an event or a call result away; returns any other line.
-    fn file(&mut self, line: &str) -> Option<Value> {
-        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    fn file(&mut self, v: Value) -> Option<Value> {
         if let Some(topic) = v.get("event").and_then(Value::as_str) {
             self.events
                 .push_back((topic.to_owned(), v["kwargs"].clone()));
@@ -191,10 +172,7 @@ impl App {
     }
 
     async fn send(&mut self, command: Value) {
-        let mut line = command.to_string();
-        line.push('\n');
-        self.stdin.write_all(line.as_bytes()).await.unwrap();
-        self.stdin.flush().await.unwrap();
+        self.peer.send(&command.to_string()).await;
     }
 
     /// Subscribes (`match`: exact, prefix or wildcard) and waits for the router's confirmation.
@@ -271,15 +249,8 @@ impl App {
     /// is waiting).
     async fn no_event(&mut self, prefix: &str) {
         let deadline = Instant::now() + QUIET;
-        while Instant::now() < deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match timeout(left, self.stdout.next_line()).await {
-                Err(_) => break,
-                Ok(line) => {
-                    let line = line.unwrap().expect("the WAMP app is running");
-                    self.file(&line);
-                }
-            }
+        while let Some(line) = self.peer.line_before(deadline).await {
+            self.file(line);
         }
         let unexpected: Vec<_> = self
             .events
@@ -292,68 +263,22 @@ impl App {
 
 /// Runs `coap_peer.py` to completion and returns its JSON lines.
 async fn device(args: &[&str]) -> Vec<Value> {
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    let out = run_script(DEVICE, &args, WAIT).await;
-    assert_success(DEVICE, &out);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
+    run_script_json(DEVICE, &strings(args), WAIT).await
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| (*a).to_owned()).collect()
+}
+
+/// A long-running `coap_peer.py`, read line by line.
+async fn device_peer(args: &[&str]) -> LinePeer {
+    LinePeer::spawn(DEVICE, &strings(args), WAIT).await
 }
 
 /// One confirmable POST from aiocoap; returns the response code as aiocoap prints it.
 async fn aiocoap_post(uri: &str, format: &str, body: &str) -> String {
     let lines = device(&["post", uri, format, body]).await;
     lines[0]["code"].as_str().unwrap().to_owned()
-}
-
-/// A long-running `coap_peer.py`, read line by line.
-struct Peer {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: Lines<BufReader<ChildStdout>>,
-}
-
-impl Peer {
-    async fn spawn(args: &[&str]) -> Peer {
-        let python = tokio::task::spawn_blocking(python).await.unwrap();
-        let mut child = Command::new(python)
-            .arg(scripts_dir().join(DEVICE))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        Peer {
-            child,
-            stdin,
-            stdout,
-        }
-    }
-
-    async fn line(&mut self) -> Value {
-        let line = timeout(WAIT, self.stdout.next_line())
-            .await
-            .expect("a line from the device in time")
-            .unwrap()
-            .expect("the device is still running");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
-    }
-
-    async fn send(&mut self, line: &str) {
-        self.stdin.write_all(line.as_bytes()).await.unwrap();
-        self.stdin.write_all(b"\n").await.unwrap();
-        self.stdin.flush().await.unwrap();
-    }
-
-    async fn finish(mut self) {
-        let status = timeout(WAIT, self.child.wait()).await.unwrap().unwrap();
-        assert!(status.success(), "{DEVICE} failed: {status}");
-    }
 }
 
 /// Runs `coap-client-notls` and returns what it printed: error codes on stderr, and with `-v 7`
@@ -430,7 +355,7 @@ async fn a_wamp_action_call_reaches_an_observing_aiocoap_device_and_returns_its_
     let secret = app.provision("dev-a").await;
     app.subscribe("brume.things.on_online", "exact").await;
     let base = format!("coap://{}/things/dev-a?s={secret}", coap_addr(&hub));
-    let mut device = Peer::spawn(&["device", &base, "1"]).await;
+    let mut device = device_peer(&["device", &base, "1"]).await;
     assert_eq!(device.line().await, json!({"commands": []}));
     assert_eq!(app.event("brume.things.on_online").await["thing"], "dev-a");
 
@@ -531,7 +456,7 @@ async fn things_set_reaches_an_observing_aiocoap_device_and_resolves_when_it_rep
 
     // The device connects (observes its commands) and gets the pending value.
     let base = format!("coap://{}/things/dev-s?s={secret}", coap_addr(&hub));
-    let mut device = Peer::spawn(&["device", &base, "2"]).await;
+    let mut device = device_peer(&["device", &base, "2"]).await;
     assert_eq!(app.event("brume.things.on_online").await["thing"], "dev-s");
     loop {
         let seen = device.line().await;
@@ -578,7 +503,7 @@ async fn things_set_reaches_an_observing_aiocoap_device_and_resolves_when_it_rep
 async fn the_hub_observes_an_aiocoap_server_and_writes_its_setpoint() {
     let port = free_port();
     let port_arg = port.to_string();
-    let mut server = Peer::spawn(&["server", &port_arg]).await;
+    let mut server = device_peer(&["server", &port_arg]).await;
     assert_eq!(server.line().await, json!({"ready": true}));
     let hub = hub_with(|c| {
         c.coap.poll_interval_secs = 1;

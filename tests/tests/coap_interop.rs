@@ -14,9 +14,8 @@ use gateways::coap::gateway::{CoapBinding, CoapConfig, CoapGateway, DeviceConfig
 use gateways::link::HubEnds;
 use gateways::{GatewayIo, StaticCredentials};
 use serde_json::{Map, Value, json};
-use tests::peers::{apt, assert_success, python, run_script, scripts_dir};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tests::peers::{LinePeer, apt, run_script_json};
+use tokio::process::Command;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
@@ -119,61 +118,7 @@ impl Drop for Gw {
 
 /// Runs `coap_peer.py` to completion and returns its JSON lines.
 async fn peer(args: &[String]) -> Vec<Value> {
-    let out = run_script(SCRIPT, args, WAIT).await;
-    assert_success(SCRIPT, &out);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
-
-/// A long-running `coap_peer.py`, read line by line.
-struct Peer {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: tokio::io::Lines<BufReader<ChildStdout>>,
-}
-
-impl Peer {
-    async fn spawn(args: &[String]) -> Self {
-        let python = tokio::task::spawn_blocking(python).await.unwrap();
-        let mut child = Command::new(python)
-            .arg(scripts_dir().join(SCRIPT))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        Self {
-            child,
-            stdin,
-            stdout,
-        }
-    }
-
-    async fn line(&mut self) -> Value {
-        let line = timeout(WAIT, self.stdout.next_line())
-            .await
-            .expect("a line from the peer in time")
-            .unwrap()
-            .expect("the peer is still running");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
-    }
-
-    async fn send(&mut self, line: &str) {
-        self.stdin.write_all(line.as_bytes()).await.unwrap();
-        self.stdin.write_all(b"\n").await.unwrap();
-        self.stdin.flush().await.unwrap();
-    }
-
-    async fn finish(mut self) {
-        let status = timeout(WAIT, self.child.wait()).await.unwrap().unwrap();
-        assert!(status.success(), "{SCRIPT} failed: {status}");
-    }
+    run_script_json(SCRIPT, args, WAIT).await
 }
 
 /// Runs `coap-client-notls` and returns (stdout, stderr); it reports error codes on stderr.
@@ -327,7 +272,7 @@ async fn coap_client_puts_4_kib_of_info_block_wise() {
 async fn an_aiocoap_device_observes_its_commands_and_answers() {
     let mut gw = Gw::start(Vec::new()).await;
     let base = format!("coap://{}/things/aio-dev?s={SECRET}", gw.addr);
-    let mut device = Peer::spawn(&["device".into(), base, "2".into()]).await;
+    let mut device = LinePeer::spawn(SCRIPT, &["device".into(), base, "2".into()], WAIT).await;
     assert_eq!(device.line().await, json!({"commands": []}));
     assert!(matches!(gw.event().await, DeviceEvent::Hello { thing, .. } if thing == id("aio-dev")));
 
@@ -404,7 +349,7 @@ fn free_port() -> u16 {
 #[tokio::test]
 async fn the_gateway_observes_and_polls_an_aiocoap_server() {
     let port = free_port();
-    let mut server = Peer::spawn(&["server".into(), port.to_string()]).await;
+    let mut server = LinePeer::spawn(SCRIPT, &["server".into(), port.to_string()], WAIT).await;
     assert_eq!(server.line().await, json!({"ready": true}));
     let binding: CoapBinding = toml::from_str(
         r#"
