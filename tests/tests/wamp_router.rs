@@ -296,3 +296,68 @@ async fn shutdown_sends_goodbye_system_shutdown() {
     }
     drop(data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_unregister_and_leaving_publish_their_meta_events() {
+    let hub = TestHub::start().await;
+    let watcher = hub.local_client("watcher");
+    let mut meta = watcher
+        .subscribe("wamp.", dict([("match", Value::from("prefix"))]))
+        .await
+        .unwrap();
+    // (topic, session, subscription or registration) of the next meta event this test is about.
+    let mut next = async || loop {
+        let ev = tokio::time::timeout(WAIT, meta.next())
+            .await
+            .expect("a meta event in time")
+            .expect("subscription open");
+        let topic = ev.topic.unwrap_or_default();
+        if topic.ends_with(".on_unsubscribe")
+            || topic.ends_with(".on_unregister")
+            || topic.ends_with(".on_delete")
+        {
+            let id = |i| ev.payload.arg(i).and_then(Value::as_u64).unwrap();
+            return (topic, id(0), id(1));
+        }
+    };
+
+    let a = hub.client("rawsocket", Serializer::Json).await;
+    let b = hub.client("websocket", Serializer::MsgPack).await;
+    let (sa, sb) = (a.session_id(), b.session_id());
+    let sub_a = a.subscribe("com.m.t", Dict::new()).await.unwrap();
+    let sub_b = b.subscribe("com.m.t", Dict::new()).await.unwrap();
+    let sub = sub_a.id;
+    assert_eq!(sub_b.id, sub);
+
+    // Not the last subscriber: no on_delete.
+    a.unsubscribe(sub_a).await.unwrap();
+    assert_eq!(
+        next().await,
+        ("wamp.subscription.on_unsubscribe".into(), sa, sub)
+    );
+    let reg = a.register("com.m.p", Dict::new()).await.unwrap();
+    let reg_id = reg.id;
+    a.unregister(reg).await.unwrap();
+    assert_eq!(
+        next().await,
+        ("wamp.registration.on_unregister".into(), sa, reg_id)
+    );
+    assert_eq!(
+        next().await,
+        ("wamp.registration.on_delete".into(), sa, reg_id)
+    );
+
+    // Leaving ends b's subscription (the last one) and registration.
+    let q = b.register("com.m.q", Dict::new()).await.unwrap().id;
+    b.leave().await.unwrap();
+    let mut left = vec![next().await, next().await, next().await, next().await];
+    left.sort();
+    let mut want = vec![
+        ("wamp.registration.on_delete".to_owned(), sb, q),
+        ("wamp.registration.on_unregister".to_owned(), sb, q),
+        ("wamp.subscription.on_delete".to_owned(), sb, sub),
+        ("wamp.subscription.on_unsubscribe".to_owned(), sb, sub),
+    ];
+    want.sort();
+    assert_eq!(left, want);
+}

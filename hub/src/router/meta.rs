@@ -70,6 +70,49 @@ impl MetaEvent {
     pub fn pair(topic: &'static str, session: Id, id: Id) -> Self {
         MetaEvent::new(topic, vec![Value::from(session), Value::from(id)])
     }
+
+    /// `wamp.subscription.on_unsubscribe`, then `on_delete` when `deleted` (the session was the
+    /// subscription's last subscriber).
+    pub fn unsubscribed(
+        session: Id,
+        subscription: Id,
+        deleted: bool,
+    ) -> impl Iterator<Item = Self> {
+        Self::left(
+            "wamp.subscription.on_unsubscribe",
+            "wamp.subscription.on_delete",
+            session,
+            subscription,
+            deleted,
+        )
+    }
+
+    /// `wamp.registration.on_unregister`, then `on_delete` when `deleted` (the session was the
+    /// registration's last callee).
+    pub fn unregistered(
+        session: Id,
+        registration: Id,
+        deleted: bool,
+    ) -> impl Iterator<Item = Self> {
+        Self::left(
+            "wamp.registration.on_unregister",
+            "wamp.registration.on_delete",
+            session,
+            registration,
+            deleted,
+        )
+    }
+
+    fn left(
+        leave: &'static str,
+        delete: &'static str,
+        session: Id,
+        id: Id,
+        deleted: bool,
+    ) -> impl Iterator<Item = Self> {
+        std::iter::once(Self::pair(leave, session, id))
+            .chain(deleted.then(|| Self::pair(delete, session, id)))
+    }
 }
 
 /// Publishes meta events into the realm.

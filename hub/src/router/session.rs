@@ -230,19 +230,8 @@ impl RouterSession {
                             request,
                             details: None,
                         });
-                        let mut events = vec![MetaEvent::pair(
-                            "wamp.subscription.on_unsubscribe",
-                            me.id,
-                            subscription,
-                        )];
-                        if deleted {
-                            events.push(MetaEvent::pair(
-                                "wamp.subscription.on_delete",
-                                me.id,
-                                subscription,
-                            ));
-                        }
-                        meta::publish(&realm, events);
+                        let events = MetaEvent::unsubscribed(me.id, subscription, deleted);
+                        meta::publish(&realm, events.collect());
                     }
                     None => self.reply(Message::error(
                         code::UNSUBSCRIBE,
@@ -268,19 +257,8 @@ impl RouterSession {
                             request,
                             details: None,
                         });
-                        let mut events = vec![MetaEvent::pair(
-                            "wamp.registration.on_unregister",
-                            me.id,
-                            registration,
-                        )];
-                        if deleted {
-                            events.push(MetaEvent::pair(
-                                "wamp.registration.on_delete",
-                                me.id,
-                                registration,
-                            ));
-                        }
-                        meta::publish(&realm, events);
+                        let events = MetaEvent::unregistered(me.id, registration, deleted);
+                        meta::publish(&realm, events.collect());
                     }
                     None => self.reply(Message::error(
                         code::UNREGISTER,
@@ -711,35 +689,15 @@ impl RouterSession {
             let regs = realm.dealer().remove_session(handle.id).registrations;
             realm.remove_session(handle.id);
             meta::publish_testaments(&realm, &handle);
-            let mut events = Vec::new();
-            for (id, deleted) in subs {
-                events.push(MetaEvent::pair(
-                    "wamp.subscription.on_unsubscribe",
-                    handle.id,
-                    id,
-                ));
-                if deleted {
-                    events.push(MetaEvent::pair(
-                        "wamp.subscription.on_delete",
-                        handle.id,
-                        id,
-                    ));
-                }
-            }
-            for (id, deleted) in regs {
-                events.push(MetaEvent::pair(
-                    "wamp.registration.on_unregister",
-                    handle.id,
-                    id,
-                ));
-                if deleted {
-                    events.push(MetaEvent::pair(
-                        "wamp.registration.on_delete",
-                        handle.id,
-                        id,
-                    ));
-                }
-            }
+            let session = handle.id;
+            let mut events: Vec<MetaEvent> = subs
+                .into_iter()
+                .flat_map(|(id, deleted)| MetaEvent::unsubscribed(session, id, deleted))
+                .chain(
+                    regs.into_iter()
+                        .flat_map(|(id, deleted)| MetaEvent::unregistered(session, id, deleted)),
+                )
+                .collect();
             events.push(MetaEvent::on_leave(&handle));
             meta::publish(&realm, events);
             tracing::debug!(session = handle.id, realm = realm.name(), "session left");
