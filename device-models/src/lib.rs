@@ -43,6 +43,8 @@ pub use gateway::{DeviceCommand, DeviceEvent};
 pub use key_path::KeyPath;
 pub use load::LoadError;
 pub use schema::{DataSchema, DefinitionError, DefinitionRule, SchemaType, ValueError, Violation};
-pub use td::{AffordanceSelector, ExtraForm, TdContext, TdSecurity, thing_description};
+pub use td::{
+    AffordanceSelector, ExtraForm, TdContext, TdSecurity, rfc3339_from_ms, thing_description,
+};
 pub use thing::{ReportOutcome, Stamped, Thing, ThingId, ThingIdError, ThingState};
 pub use thing_type::{Action, Event, Property, PropertyKind, ThingType};

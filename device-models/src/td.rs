@@ -420,8 +420,9 @@ fn fill_placeholders(value: &mut Value, thing: &str, name: &str) {
     }
 }
 
-/// Milliseconds since the Unix epoch as an RFC 3339 UTC date-time (`2024-05-01T12:00:00.000Z`).
-fn rfc3339_from_ms(ms: u64) -> String {
+/// Milliseconds since the Unix epoch as an RFC 3339 UTC date-time (`2024-05-01T12:00:00.000Z`),
+/// the one date format of Brume's outputs (Thing Descriptions, WAMP meta data, challenges).
+pub fn rfc3339_from_ms(ms: u64) -> String {
     let secs = ms / 1000;
     let days = secs / 86_400;
     let rem = secs % 86_400;

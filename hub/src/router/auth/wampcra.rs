@@ -4,12 +4,13 @@
 //! (Autobahn's `derive_key`), and the CHALLENGE carries salt, iterations and keylen so the client
 //! can derive it. The router therefore only ever needs the derived key, never the password.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use hmac::{KeyInit as _, Mac as _};
 use sha2::Sha256;
 
 use super::secret::{Secret, b64, b64_decode, b64_nopad, random_bytes};
+use crate::router::meta::iso8601;
 use crate::wamp::{Dict, Id, Value};
 
 type HmacSha256 = hmac::Hmac<Sha256>;
@@ -125,36 +126,12 @@ pub fn challenge_text(authid: &str, authrole: &str, session: Id, now: SystemTime
     challenge.to_string()
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` in UTC.
-pub fn iso8601(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     // Vectors computed with Python's hashlib/hmac, which Autobahn's derive_key/compute_wcs wrap.
     const DERIVED: &str = "Eu7CQLfR+/Ffb+275A4s9/6H/RGKYxM4s6IMrsNKzC8=";
