@@ -18,7 +18,7 @@ async fn expect<T>(
     events: &mut mpsc::Receiver<DeviceEvent>,
     mut pick: impl FnMut(&DeviceEvent) -> Option<T>,
 ) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let e = tokio::time::timeout_at(deadline, events.recv())
             .await

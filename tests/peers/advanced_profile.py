@@ -39,30 +39,33 @@ async def run(url, ser):
     check(parts == [0, 1, 2] and r == "done", "progressive results arrive before the final one: %r %r" % (parts, r))
 
     # --- cancel: the callee is interrupted
-    interrupted = asyncio.Event()
+    started, interrupted = asyncio.Event(), asyncio.Event()
 
     async def hang():
+        started.set()
         try:
-            await asyncio.sleep(30)
+            await asyncio.Event().wait()
         except asyncio.CancelledError:
             interrupted.set()
             raise
 
     await b.register(hang, "com.adv.hang")
     pending = asyncio.ensure_future(a.call("com.adv.hang"))
-    await asyncio.sleep(0.2)
+    # Cancel once the callee is running the call, so the cancel has an invocation to interrupt.
+    await asyncio.wait_for(started.wait(), 20)
     pending.cancel()
-    await asyncio.wait_for(interrupted.wait(), 5)
+    await asyncio.wait_for(interrupted.wait(), 20)
     check(True, "a canceled call interrupts the callee")
 
     # --- timeout: the caller gets wamp.error.timeout and the callee is interrupted
+    started.clear()
     interrupted.clear()
     await b.register(hang, "com.adv.slow")
     t0 = asyncio.get_running_loop().time()
     await expect_error(a.call("com.adv.slow", options=CallOptions(timeout=300)), ["wamp.error.timeout"], "call timeout")
     took = asyncio.get_running_loop().time() - t0
     check(0.25 <= took < 3, "the timeout fired after about 300 ms: %.2f s" % took)
-    await asyncio.wait_for(interrupted.wait(), 5)
+    await asyncio.wait_for(interrupted.wait(), 20)
     check(True, "a timed-out call interrupts the callee")
 
     # --- shared registration, concurrency cap, force_reregister
@@ -75,15 +78,17 @@ async def run(url, ser):
         c.register(lambda: "x", "com.adv.shared", options=RegisterOptions(invoke="random")),
         ["wamp.error.procedure_already_exists"], "a different policy is refused")
 
-    gate = asyncio.Event()
+    gate, running = asyncio.Event(), asyncio.Event()
 
     async def gated():
+        running.set()
         await gate.wait()
         return "ok"
 
     await b.register(gated, "com.adv.capped", options=RegisterOptions(concurrency=1))
     first = asyncio.ensure_future(a.call("com.adv.capped"))
-    await asyncio.sleep(0.2)
+    # The second call is made while the first one holds the only slot.
+    await asyncio.wait_for(running.wait(), 20)
     await expect_error(a.call("com.adv.capped"), ["wamp.error.no_available_callee"], "concurrency cap")
     gate.set()
     check(await first == "ok", "the capped call still completes")
@@ -147,7 +152,7 @@ async def run(url, ser):
     check(will == ("gone", d_id), "a killed session's testament is published: %r" % (will,))
     left = await next_item(leaves, "on_leave")
     check(left[0] == d_id, "wamp.session.on_leave")
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(d.left.wait(), 20)
     check(getattr(d, "leave_details", None) is not None and d.leave_details.reason == "wamp.close.killed",
           "the killed session heard wamp.close.killed")
     await expect_error(a.call("wamp.session.kill", a._session_id), ["wamp.error.invalid_argument"], "no killing oneself")

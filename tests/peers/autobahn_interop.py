@@ -128,16 +128,19 @@ async def run(url_a, ser_a, url_b, ser_b):
     # --- a callee that leaves fails its pending call with canceled
     c = await join(url_b, ser_b)
     never = asyncio.get_running_loop().create_future()
+    started = asyncio.Event()
 
     async def hang():
+        started.set()
         await never
 
     await c.register(hang, "com.test.hang")
     pending = asyncio.ensure_future(a.call("com.test.hang"))
-    await asyncio.sleep(0.2)
+    # The callee leaves while it is running the call.
+    await asyncio.wait_for(started.wait(), 20)
     c.leave()
     try:
-        await asyncio.wait_for(pending, 5)
+        await asyncio.wait_for(pending, 20)
         raise AssertionError("call to a departed callee succeeded")
     except ApplicationError as e:
         check(e.error in ("wamp.error.canceled", "wamp.error.cancelled"), "callee leaving cancels its pending call: " + e.error)

@@ -11,11 +11,11 @@ Usage:
       A device behind NAT: observes URI_BASE/commands, prints each notification as
       {"commands": [...]}, applies desired values (POST state, then a reply) and answers actions
       (output {"echo": input}), and exits after settling COUNT commands.
-  coap_peer.py server PORT
-      A CoAP server device on 127.0.0.1:PORT: observable /sensors/temperature (JSON number), a
+  coap_peer.py server
+      A CoAP server device on 127.0.0.1, on a UDP port the system picks: observable /sensors/temperature (JSON number), a
       writable, observable /config/setpoint, and /sensors/humidity without Observe (clients must
-      poll it), and /actions/boost, whose POST answers {"echo": input}. Prints {"ready": true},
-      then {"put": value} for each setpoint written and {"post": input} for each boost. Each line
+      poll it), and /actions/boost, whose POST answers {"echo": input}. Prints
+      {"ready": true, "port": PORT} once bound, then {"put": value} for each setpoint written and {"post": input} for each boost. Each line
       on stdin is a JSON object of new values ({"temperature": 23.5}, {"humidity": 55}).
 """
 
@@ -59,7 +59,7 @@ async def duplicate(host, port, path, query, body):
     msg.token = b"\x42\x43"
     data = msg.encode()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.settimeout(5)
+    sock.settimeout(20)
     answers = []
     for _ in range(2):
         sock.sendto(data, (host, int(port)))
@@ -154,7 +154,17 @@ class Value(resource.ObservableResource):
         self.updated_state()
 
 
-async def server(port):
+def udp_port(ctx):
+    """The UDP port a server context bound (aiocoap has no public accessor for it)."""
+    for tman in ctx.request_interfaces:
+        mman = getattr(tman, "token_interface", None)
+        sock = getattr(getattr(getattr(mman, "message_interface", None), "transport", None), "get_extra_info", None)
+        if sock is not None:
+            return sock("socket").getsockname()[1]
+    raise SystemExit("no UDP transport in the server context")
+
+
+async def server():
     temperature = Value(20.0, False)
     setpoint = Value(21, True)
     humidity = Plain(40)
@@ -163,8 +173,8 @@ async def server(port):
     root.add_resource(["config", "setpoint"], setpoint)
     root.add_resource(["sensors", "humidity"], humidity)
     root.add_resource(["actions", "boost"], Echo())
-    ctx = await aiocoap.Context.create_server_context(root, bind=("127.0.0.1", int(port)))
-    out({"ready": True})
+    ctx = await aiocoap.Context.create_server_context(root, bind=("127.0.0.1", 0), transports=["udp6"])
+    out({"ready": True, "port": udp_port(ctx)})
     loop = asyncio.get_running_loop()
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -187,7 +197,7 @@ def main():
     elif cmd == "device":
         coro = device(args[0], int(args[1]))
     elif cmd == "server":
-        coro = server(args[0])
+        coro = server()
     else:
         raise SystemExit(f"unknown command {cmd}")
     asyncio.run(coro)

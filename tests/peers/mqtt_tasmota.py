@@ -74,10 +74,10 @@ def main(host, port, topic, username, password):
                 "AM2301": {"Temperature": float(words[1]), "Humidity": float(words[2])},
                 "TempUnit": "C",
             }
-            client.publish("tele/%s/SENSOR" % topic, json.dumps(doc), qos=1).wait_for_publish(5)
+            client.publish("tele/%s/SENSOR" % topic, json.dumps(doc), qos=1).wait_for_publish(20)
             print("sent sensor", flush=True)
         elif words[0] == "raw":
-            client.publish("tele/%s/%s" % (topic, words[1]), words[2].rstrip("\n"), qos=1).wait_for_publish(5)
+            client.publish("tele/%s/%s" % (topic, words[1]), words[2].rstrip("\n"), qos=1).wait_for_publish(20)
             print("sent raw", flush=True)
         elif words[0] == "quit":
             break

@@ -53,11 +53,11 @@ class Follow:
         await session.subscribe(on_online, "brume.things.on_online")
         await session.subscribe(on_offline, "brume.things.on_offline")
 
-    async def state(self, thing, timeout=5):
+    async def state(self, thing, timeout=20):
         """The next state event of `thing`: the values that changed."""
         return await next_item(self._queue(self.states, thing), "a state event of " + thing, timeout)
 
-    async def state_until(self, thing, wanted, what, timeout=5):
+    async def state_until(self, thing, wanted, what, timeout=20):
         """State events of `thing` until every value of `wanted` has been seen (in one or more)."""
         seen = {}
         deadline = asyncio.get_running_loop().time() + timeout
@@ -69,8 +69,8 @@ class Follow:
         check(True, what)
         return seen
 
-    async def came_online(self, thing, timeout=5):
+    async def came_online(self, thing, timeout=20):
         return await next_item(self._queue(self.online, thing), "on_online of " + thing, timeout)
 
-    async def went_offline(self, thing, timeout=5):
+    async def went_offline(self, thing, timeout=20):
         return await next_item(self._queue(self.offline, thing), "on_offline of " + thing, timeout)

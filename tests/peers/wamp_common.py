@@ -28,6 +28,12 @@ async def join(url, ser, realm="brume", authmethods=None, authid=None, on_challe
     joined = loop.create_future()
 
     class Session(ApplicationSession):
+        def __init__(self, config):
+            super().__init__(config)
+            # Set once the router ended the session (GOODBYE or ABORT heard), for tests that
+            # wait on that instead of on time.
+            self.left = asyncio.Event()
+
         def onConnect(self):
             self.join(self.config.realm, authmethods=authmethods, authid=authid)
 
@@ -43,6 +49,7 @@ async def join(url, ser, realm="brume", authmethods=None, authid=None, on_challe
 
         def onLeave(self, details):
             self.leave_details = details
+            self.left.set()
             if not joined.done():
                 joined.set_exception(RuntimeError("ABORT %s %s" % (details.reason, details.message)))
             self.disconnect()
@@ -56,7 +63,7 @@ async def join(url, ser, realm="brume", authmethods=None, authid=None, on_challe
     else:
         factory = WampRawSocketClientFactory(make, serializer=serializer(ser))
     await loop.create_connection(factory, u.hostname, u.port)
-    return await asyncio.wait_for(joined, 10)
+    return await asyncio.wait_for(joined, 20)
 
 
 def check(cond, what):
@@ -65,7 +72,7 @@ def check(cond, what):
     print("ok:", what.split(":")[0] if ":" in what else what, flush=True)
 
 
-async def next_item(queue, what, timeout=5):
+async def next_item(queue, what, timeout=20):
     try:
         return await asyncio.wait_for(queue.get(), timeout)
     except asyncio.TimeoutError:

@@ -1,46 +1,55 @@
-//! A cloud for uplink tests: Crossbar.io started on free loopback ports with a config written
-//! here, and a TCP proxy between a hub and Crossbar that a test can cut, restore or freeze.
+//! A cloud for uplink tests: Crossbar.io started with a config written here, listening on Unix
+//! sockets in its own directory (so no TCP port is picked for it and freed before it binds), each
+//! reached through a loopback proxy bound to port 0; and a TCP proxy between a hub and Crossbar
+//! that a test can cut, restore or freeze.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::watch;
-
-/// A free TCP port on loopback (bound, read, released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// The Ed25519 seed every test hub uses for cryptosign with Crossbar.
 pub const HUB_SEED: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
 
+/// Crossbar's socket for cloud apps, in its cbdir.
+const APP_SOCKET: &str = "app.sock";
+/// Crossbar's socket for hubs, in its cbdir.
+const HUB_SOCKET: &str = "hub.sock";
+
 /// Crossbar.io with realm `cloud`: an anonymous WebSocket transport for cloud apps and an
 /// authenticated one for hubs, where each hub id `<h>` is a principal for ticket (`secret-<h>`),
-/// WAMP-CRA (`cra-<h>`) and cryptosign (the key of [`HUB_SEED`]).
+/// WAMP-CRA (`cra-<h>`) and cryptosign (the key of [`HUB_SEED`]). Both transports listen on
+/// Unix sockets; `app_url` and `hub_addr` are loopback proxies to them that stay up while
+/// Crossbar restarts (a connection made while it is down is accepted, then closed).
 pub struct Crossbar {
-    pub app_port: u16,
-    pub hub_port: u16,
+    app: Proxy,
+    hub: Proxy,
     dir: tempfile::TempDir,
     child: Option<tokio::process::Child>,
+    /// Where Crossbar's own output goes, for failure messages.
+    log: PathBuf,
 }
 
 impl Crossbar {
     /// Starts Crossbar and waits until both transports accept connections.
     pub async fn start(hubs: &[&str]) -> Crossbar {
         let dir = tempfile::tempdir().expect("temp dir");
+        let cbdir = dir.path().join(".crossbar");
+        let app = Proxy::start(Target::Unix(cbdir.join(APP_SOCKET))).await;
+        let hub = Proxy::start(Target::Unix(cbdir.join(HUB_SOCKET))).await;
+        let log = dir.path().join("crossbar.log");
         let mut cb = Crossbar {
-            app_port: free_port(),
-            hub_port: free_port(),
+            app,
+            hub,
             dir,
             child: None,
+            log,
         };
         cb.write_config(hubs);
         cb.restart().await;
@@ -51,12 +60,16 @@ impl Crossbar {
         self.dir.path().join(".crossbar")
     }
 
+    fn sockets(&self) -> [PathBuf; 2] {
+        [self.cbdir().join(APP_SOCKET), self.cbdir().join(HUB_SOCKET)]
+    }
+
     pub fn app_url(&self) -> String {
-        format!("ws://127.0.0.1:{}/ws", self.app_port)
+        format!("ws://{}/ws", self.app.addr)
     }
 
     pub fn hub_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.hub_port))
+        self.hub.addr
     }
 
     fn write_config(&self, hubs: &[&str]) {
@@ -110,14 +123,14 @@ impl Crossbar {
                 "transports": [
                     {
                         "type": "websocket",
-                        "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": self.app_port},
+                        "endpoint": {"type": "unix", "path": APP_SOCKET},
                         "serializers": ["json", "msgpack"],
                         "auth": {"anonymous": {"type": "static", "role": "anonymous"}},
                         "options": {"auto_ping_interval": 0, "max_message_size": 1048576}
                     },
                     {
                         "type": "websocket",
-                        "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": self.hub_port},
+                        "endpoint": {"type": "unix", "path": HUB_SOCKET},
                         "serializers": ["json", "msgpack"],
                         "auth": {
                             "ticket": {"type": "static", "principals": principals},
@@ -134,52 +147,87 @@ impl Crossbar {
             .expect("crossbar config");
     }
 
-    /// (Re)starts the Crossbar process and waits for its ports.
+    /// (Re)starts the Crossbar process and waits until both of its sockets accept connections.
     pub async fn restart(&mut self) {
         self.stop().await;
+        // A socket file left by a killed Crossbar would make its bind fail.
+        for socket in self.sockets() {
+            let _ = std::fs::remove_file(socket);
+        }
         let python = tokio::task::spawn_blocking(crate::peers::python)
             .await
             .expect("install");
         let crossbar = python.parent().expect("venv bin").join("crossbar");
+        let log = std::fs::File::create(&self.log).expect("crossbar log file");
+        let log2 = log.try_clone().expect("crossbar log file");
         // Its own process group, so the controller and its workers die together.
         let child = tokio::process::Command::new(crossbar)
             .args(["start", "--cbdir"])
             .arg(self.cbdir())
             .process_group(0)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
             .kill_on_drop(true)
             .spawn()
             .expect("spawn crossbar");
         self.child = Some(child);
-        for port in [self.app_port, self.hub_port] {
-            let ready = tokio::time::timeout(Duration::from_secs(60), async {
-                while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            })
-            .await;
-            assert!(
-                ready.is_ok(),
-                "crossbar did not listen on {port} within 60 s"
-            );
+        for socket in self.sockets() {
+            self.wait_for(&socket).await;
         }
     }
 
-    /// Stops Crossbar (SIGKILL: the worst case for its peers) and waits until its ports are free.
+    /// Waits until `socket` accepts a connection; fails with Crossbar's log if Crossbar exits
+    /// first or takes longer than a minute (it starts in a few seconds on an idle machine).
+    async fn wait_for(&mut self, socket: &Path) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if UnixStream::connect(socket).await.is_ok() {
+                return;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                panic!(
+                    "crossbar exited ({status}) before listening on {}:\n{}",
+                    socket.display(),
+                    self.log_tail()
+                );
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "crossbar did not listen on {} within 60 s:\n{}",
+                socket.display(),
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The last lines Crossbar printed.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Stops Crossbar (SIGKILL: the worst case for its peers) and waits until it is gone: the
+    /// process group is reaped and its sockets refuse connections.
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             kill_group(&child);
             let _ = child.kill().await;
             let _ = child.wait().await;
-            for port in [self.app_port, self.hub_port] {
-                let _ = tokio::time::timeout(Duration::from_secs(10), async {
-                    while TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            for socket in self.sockets() {
+                let gone = tokio::time::timeout(Duration::from_secs(30), async {
+                    while UnixStream::connect(&socket).await.is_ok() {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 })
                 .await;
+                assert!(gone.is_ok(), "crossbar still serves {}", socket.display());
             }
         }
     }
@@ -216,7 +264,20 @@ pub enum ProxyMode {
     Frozen = 2,
 }
 
-/// A TCP proxy from a local port to a target, switchable at run time.
+/// Where a [`Proxy`] forwards to.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl From<SocketAddr> for Target {
+    fn from(addr: SocketAddr) -> Target {
+        Target::Tcp(addr)
+    }
+}
+
+/// A TCP proxy from a loopback port (bound to port 0) to a target, switchable at run time.
 pub struct Proxy {
     pub addr: SocketAddr,
     mode: Arc<AtomicU8>,
@@ -224,7 +285,8 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub async fn start(target: SocketAddr) -> Proxy {
+    pub async fn start(target: impl Into<Target>) -> Proxy {
+        let target = target.into();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
         let addr = listener.local_addr().expect("proxy addr");
         let mode = Arc::new(AtomicU8::new(ProxyMode::Open as u8));
@@ -236,35 +298,19 @@ impl Proxy {
                     drop(inbound);
                     continue;
                 }
-                let mut watch = ch.subscribe();
+                let watch = ch.subscribe();
+                let target = target.clone();
                 tokio::spawn(async move {
-                    let Ok(outbound) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let (mut ri, mut wi) = inbound.into_split();
-                    let (mut ro, mut wo) = outbound.into_split();
-                    let pump = async {
-                        tokio::select! {
-                            _ = tokio::io::copy(&mut ri, &mut wo) => {}
-                            _ = tokio::io::copy(&mut ro, &mut wi) => {}
-                        }
-                    };
-                    tokio::pin!(pump);
-                    loop {
-                        let now = *watch.borrow_and_update();
-                        if now == ProxyMode::Closed as u8 {
-                            break;
-                        }
-                        if now == ProxyMode::Frozen as u8 {
-                            // Hold the sockets, forward nothing: a half-open link.
-                            if watch.changed().await.is_err() {
-                                break;
+                    match target {
+                        Target::Tcp(a) => {
+                            if let Ok(out) = TcpStream::connect(a).await {
+                                pump(inbound, out, watch).await;
                             }
-                            continue;
                         }
-                        tokio::select! {
-                            () = &mut pump => break,
-                            r = watch.changed() => if r.is_err() { break },
+                        Target::Unix(p) => {
+                            if let Ok(out) = UnixStream::connect(p).await {
+                                pump(inbound, out, watch).await;
+                            }
                         }
                     }
                 });
@@ -280,5 +326,39 @@ impl Proxy {
     pub fn set(&self, mode: ProxyMode) {
         self.mode.store(mode as u8, Ordering::SeqCst);
         self.changed.send_replace(mode as u8);
+    }
+}
+
+/// Forwards both ways between `inbound` and `outbound` as the mode says, until either side
+/// closes or the mode becomes [`ProxyMode::Closed`].
+async fn pump<O>(inbound: TcpStream, outbound: O, mut watch: watch::Receiver<u8>)
+where
+    O: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut ri, mut wi) = inbound.into_split();
+    let (mut ro, mut wo) = tokio::io::split(outbound);
+    let pump = async {
+        tokio::select! {
+            _ = tokio::io::copy(&mut ri, &mut wo) => {}
+            _ = tokio::io::copy(&mut ro, &mut wi) => {}
+        }
+    };
+    tokio::pin!(pump);
+    loop {
+        let now = *watch.borrow_and_update();
+        if now == ProxyMode::Closed as u8 {
+            break;
+        }
+        if now == ProxyMode::Frozen as u8 {
+            // Hold the sockets, forward nothing: a half-open link.
+            if watch.changed().await.is_err() {
+                break;
+            }
+            continue;
+        }
+        tokio::select! {
+            () = &mut pump => break,
+            r = watch.changed() => if r.is_err() { break },
+        }
     }
 }

@@ -120,12 +120,57 @@ pub fn apt(binary: &str, package: &str) -> PathBuf {
     found(binary).unwrap_or_else(|| panic!("{package} installed but {binary} not found"))
 }
 
-/// Runs a Python peer script from `tests/peers` with arguments, with a deadline.
+/// Everything a child writes to one of its pipes, collected as it writes it, so that a failure
+/// can show what a peer said even when it hangs or is killed.
+pub struct PipeText {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+/// How much of a peer's output a failure message shows: the newest part.
+const SHOWN: usize = 16 * 1024;
+
+impl PipeText {
+    /// Starts collecting from `pipe` until it closes.
+    pub fn collect(pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> PipeText {
+        use tokio::io::AsyncBufReadExt;
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = text.clone();
+        let reader = tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(pipe).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        PipeText { text, reader }
+    }
+
+    /// The newest part of what was collected so far, for a failure message.
+    pub fn tail(&self) -> String {
+        let s = self.text.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cut = s.len().saturating_sub(SHOWN);
+        while !s.is_char_boundary(cut) {
+            cut += 1;
+        }
+        s[cut..].to_owned()
+    }
+
+    /// Everything, once the pipe has closed (the child exited).
+    pub async fn finish(self) -> String {
+        let _ = self.reader.await;
+        std::mem::take(&mut *self.text.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Runs a Python peer script from `tests/peers` with arguments, with a deadline. Panics with the
+/// script's output so far if it does not finish in time.
 pub async fn run_script(script: &str, args: &[String], deadline: std::time::Duration) -> Output {
     let python = tokio::task::spawn_blocking(python)
         .await
         .expect("install task");
-    let child = tokio::process::Command::new(python)
+    let mut child = tokio::process::Command::new(python)
         .arg(scripts_dir().join(script))
         .args(args)
         .stdin(Stdio::null())
@@ -134,9 +179,20 @@ pub async fn run_script(script: &str, args: &[String], deadline: std::time::Dura
         .kill_on_drop(true)
         .spawn()
         .expect("spawn python");
-    match tokio::time::timeout(deadline, child.wait_with_output()).await {
-        Ok(out) => out.expect("python ran"),
-        Err(_) => panic!("{script} did not finish within {deadline:?}"),
+    let stdout = PipeText::collect(child.stdout.take().expect("piped stdout"));
+    let stderr = PipeText::collect(child.stderr.take().expect("piped stderr"));
+    let status = match tokio::time::timeout(deadline, child.wait()).await {
+        Ok(status) => status.expect("python ran"),
+        Err(_) => panic!(
+            "{script} did not finish within {deadline:?}\n--- stdout\n{}\n--- stderr\n{}",
+            stdout.tail(),
+            stderr.tail()
+        ),
+    };
+    Output {
+        status,
+        stdout: stdout.finish().await.into_bytes(),
+        stderr: stderr.finish().await.into_bytes(),
     }
 }
 
@@ -167,10 +223,11 @@ pub async fn run_script_json(
 }
 
 /// A long-running peer script that takes commands as lines on stdin and reports one JSON value
-/// per line on stdout (stderr goes to the test's output). Killed when dropped.
+/// per line on stdout; its stderr is collected and shown when it fails. Killed when dropped.
 pub struct LinePeer {
     script: String,
     child: tokio::process::Child,
+    stderr: PipeText,
     stdin: tokio::process::ChildStdin,
     stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
     wait: std::time::Duration,
@@ -189,43 +246,60 @@ impl LinePeer {
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn python");
+        let stderr = PipeText::collect(child.stderr.take().expect("piped stderr"));
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
         LinePeer {
             script: script.to_owned(),
             child,
+            stderr,
             stdin,
             stdout,
             wait,
         }
     }
 
-    /// The next line, parsed as JSON; panics if none comes in time or the peer exited.
+    /// The next line, parsed as JSON; panics, with the peer's stderr, if none comes in time or
+    /// the peer exited.
     pub async fn line(&mut self) -> serde_json::Value {
-        let line = tokio::time::timeout(self.wait, self.stdout.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("no line from {} in time", self.script))
-            .expect("read the peer's stdout")
-            .unwrap_or_else(|| panic!("{} exited", self.script));
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+        let deadline = tokio::time::Instant::now() + self.wait;
+        match self.line_before(deadline).await {
+            Some(v) => v,
+            None => self.fail(&format!("no line within {:?}", self.wait)),
+        }
     }
 
-    /// The next line, parsed as JSON, or `None` once `deadline` passes first; panics if the peer
-    /// exited.
+    /// The next line, parsed as JSON, or `None` once `deadline` passes first; panics, with the
+    /// peer's stderr, if the peer exited.
     pub async fn line_before(
         &mut self,
         deadline: tokio::time::Instant,
     ) -> Option<serde_json::Value> {
-        let line = tokio::time::timeout_at(deadline, self.stdout.next_line())
-            .await
-            .ok()?
-            .expect("read the peer's stdout")
-            .unwrap_or_else(|| panic!("{} exited", self.script));
-        Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        let line = match tokio::time::timeout_at(deadline, self.stdout.next_line()).await {
+            Err(_) => return None,
+            Ok(Ok(Some(line))) => line,
+            Ok(Ok(None)) => self.fail("exited"),
+            Ok(Err(e)) => self.fail(&format!("unreadable stdout: {e}")),
+        };
+        match serde_json::from_str(&line) {
+            Ok(v) => Some(v),
+            Err(e) => self.fail(&format!("printed a line that is not JSON ({e}): {line}")),
+        }
+    }
+
+    /// Fails the test: one line saying what went wrong, then what the peer wrote on stderr.
+    fn fail(&mut self, why: &str) -> ! {
+        let status = self.child.try_wait().ok().flatten();
+        let status = status.map_or_else(|| "still running".to_owned(), |s| s.to_string());
+        panic!(
+            "{}: {why} ({status})\n--- its stderr\n{}",
+            self.script,
+            self.stderr.tail()
+        )
     }
 
     /// Sends one command line.
@@ -238,10 +312,12 @@ impl LinePeer {
 
     /// Waits for the peer to exit and asserts it succeeded.
     pub async fn finish(mut self) {
-        let status = tokio::time::timeout(self.wait, self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("{} did not exit in time", self.script))
-            .expect("wait for the peer");
-        assert!(status.success(), "{} failed: {status}", self.script);
+        let status = match tokio::time::timeout(self.wait, self.child.wait()).await {
+            Ok(status) => status.expect("wait for the peer"),
+            Err(_) => self.fail("did not exit in time"),
+        };
+        if !status.success() {
+            self.fail("failed");
+        }
     }
 }

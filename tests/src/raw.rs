@@ -36,7 +36,8 @@ impl RawConn {
         let _ = self.stream.write_all(body).await;
     }
 
-    /// Reads one frame (type, body), or `None` on close or timeout.
+    /// Reads one frame (type, body), or `None` once the router closed the connection. Panics if
+    /// neither happens within [`WAIT`]: a silent router is a failure, never taken for a close.
     pub async fn recv(&mut self) -> Option<(u8, Vec<u8>)> {
         let fut = async {
             let mut h = [0u8; 4];
@@ -46,13 +47,22 @@ impl RawConn {
             self.stream.read_exact(&mut body).await.ok()?;
             Some((h[0] & 0x07, body))
         };
-        tokio::time::timeout(Duration::from_secs(5), fut)
-            .await
-            .ok()
-            .flatten()
+        match tokio::time::timeout(WAIT, fut).await {
+            Ok(frame) => frame,
+            Err(_) => panic!("the router neither sent a frame nor closed within {WAIT:?}"),
+        }
+    }
+
+    /// Reads one message frame and parses it as JSON; panics on a close or a non-JSON body.
+    pub async fn recv_json(&mut self) -> serde_json::Value {
+        let (kind, body) = self.recv().await.expect("a message, not a close");
+        assert_eq!(kind, 0, "a message frame");
+        serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)))
     }
 
     /// Reads frames until the router closes the connection; returns the JSON messages seen.
+    /// Panics if the router stays silent for [`WAIT`] without closing.
     pub async fn recv_until_closed(&mut self) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
         while let Some((kind, body)) = self.recv().await {
@@ -63,3 +73,7 @@ impl RawConn {
         out
     }
 }
+
+/// How long the router may stay silent before a read fails the test: far above any answer time,
+/// so that only a router that never answers reaches it.
+pub const WAIT: Duration = Duration::from_secs(20);

@@ -12,7 +12,7 @@ use hub::wamp::{Dict, Payload, Serializer, Value, dict, uris};
 use tests::hub::{COMBOS, TestHub};
 use tests::peers::{assert_success, run_script};
 
-const WAIT: Duration = Duration::from_secs(5);
+const WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autobahn_advanced_profile_over_every_transport() {
@@ -235,6 +235,8 @@ async fn flushed_testaments_are_not_published() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progressive_results_restart_the_timeout() {
+    const STEP: Duration = Duration::from_millis(800);
+    const TIMEOUT: Duration = Duration::from_millis(2000);
     let hub = TestHub::start().await;
     let callee = hub.local_client("callee");
     let mut reg = callee
@@ -244,7 +246,7 @@ async fn progressive_results_restart_the_timeout() {
     tokio::spawn(async move {
         while let Some(inv) = reg.next().await {
             for i in 0..4 {
-                tokio::time::sleep(Duration::from_millis(150)).await;
+                tokio::time::sleep(STEP).await;
                 inv.progress(Payload::args(vec![Value::Int(i)]))
                     .await
                     .unwrap();
@@ -254,12 +256,13 @@ async fn progressive_results_restart_the_timeout() {
     });
     let caller = hub.client("rawsocket", Serializer::MsgPack).await;
     let (tx, mut rx) = tokio::sync::mpsc::channel(10);
-    // 600 ms of work in 150 ms steps under a 400 ms timeout: each progressive result restarts it.
+    // Four steps under a timeout that is shorter than all of them together but far longer than
+    // one (by more than any scheduling delay): each progressive result restarts it.
     let r = caller
         .call_progressive(
             "com.slowstream",
             Payload::empty(),
-            dict([("timeout", Value::Int(400))]),
+            dict([("timeout", Value::Int(TIMEOUT.as_millis() as i64))]),
             tx,
         )
         .await
@@ -326,11 +329,6 @@ async fn raw_session(hub: &TestHub, roles: &str) -> tests::raw::RawConn {
     c
 }
 
-async fn recv_json(c: &mut tests::raw::RawConn) -> serde_json::Value {
-    let (_, body) = c.recv().await.expect("a message");
-    serde_json::from_slice(&body).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_modes_skip_and_killnowait() {
     let hub = TestHub::start().await;
@@ -340,7 +338,7 @@ async fn cancel_modes_skip_and_killnowait() {
     )
     .await;
     callee.send(br#"[64, 1, {}, "com.cancel"]"#).await;
-    assert_eq!(recv_json(&mut callee).await[0], 65);
+    assert_eq!(callee.recv_json().await[0], 65);
     let mut caller = raw_session(
         &hub,
         r#"{"caller": {"features": {"call_canceling": true}}}"#,
@@ -349,10 +347,10 @@ async fn cancel_modes_skip_and_killnowait() {
 
     // skip: the caller hears canceled at once, the callee hears nothing.
     caller.send(br#"[48, 1, {}, "com.cancel"]"#).await;
-    let inv = recv_json(&mut callee).await;
+    let inv = callee.recv_json().await;
     assert_eq!(inv[0], 68);
     caller.send(br#"[49, 1, {"mode": "skip"}]"#).await;
-    let err = recv_json(&mut caller).await;
+    let err = caller.recv_json().await;
     assert_eq!(
         (err[0].clone(), err[2].clone(), err[4].clone()),
         (8.into(), 1.into(), "wamp.error.canceled".into())
@@ -364,12 +362,12 @@ async fn cancel_modes_skip_and_killnowait() {
 
     // killnowait: the caller hears canceled at once, the callee gets INTERRUPT.
     caller.send(br#"[48, 2, {}, "com.cancel"]"#).await;
-    let inv = recv_json(&mut callee).await;
+    let inv = callee.recv_json().await;
     assert_eq!(inv[0], 68);
     caller.send(br#"[49, 2, {"mode": "killnowait"}]"#).await;
-    let err = recv_json(&mut caller).await;
+    let err = caller.recv_json().await;
     assert_eq!((err[0].clone(), err[2].clone()), (8.into(), 2.into()));
-    let interrupt = recv_json(&mut callee).await;
+    let interrupt = callee.recv_json().await;
     assert_eq!(
         (interrupt[0].clone(), interrupt[1].clone()),
         (69.into(), inv[1].clone())
@@ -378,9 +376,9 @@ async fn cancel_modes_skip_and_killnowait() {
 
     // kill: INTERRUPT, and the caller gets what the callee answers.
     caller.send(br#"[48, 3, {}, "com.cancel"]"#).await;
-    let inv = recv_json(&mut callee).await;
+    let inv = callee.recv_json().await;
     caller.send(br#"[49, 3, {"mode": "kill"}]"#).await;
-    let interrupt = recv_json(&mut callee).await;
+    let interrupt = callee.recv_json().await;
     assert_eq!(interrupt[2]["mode"], "kill");
     callee
         .send(
@@ -391,7 +389,7 @@ async fn cancel_modes_skip_and_killnowait() {
             .as_bytes(),
         )
         .await;
-    let err = recv_json(&mut caller).await;
+    let err = caller.recv_json().await;
     assert_eq!(
         (err[0].clone(), err[2].clone(), err[5][0].clone()),
         (8.into(), 3.into(), "stopped".into())
@@ -404,7 +402,7 @@ async fn half_open_callee_is_replaced_with_force_reregister() {
     // A callee that registered and then went silent (its socket stays open, nobody reads it).
     let mut stale = raw_session(&hub, r#"{"callee": {}}"#).await;
     stale.send(br#"[64, 1, {}, "com.takeover"]"#).await;
-    assert_eq!(recv_json(&mut stale).await[0], 65);
+    assert_eq!(stale.recv_json().await[0], 65);
 
     let fresh = hub.client("rawsocket", Serializer::MsgPack).await;
     let plain = fresh
@@ -431,7 +429,7 @@ async fn half_open_callee_is_replaced_with_force_reregister() {
         .unwrap();
     assert_eq!(r.payload.arg(0), Some(&Value::from("fresh")));
     // The stale callee was told its registration was revoked.
-    let revoked = recv_json(&mut stale).await;
+    let revoked = stale.recv_json().await;
     assert_eq!(
         (revoked[0].clone(), revoked[1].clone()),
         (67.into(), 0.into())

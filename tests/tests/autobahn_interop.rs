@@ -105,7 +105,7 @@ async fn autobahn_with_an_in_process_rust_session() {
         let args = vec![hub.url(transport), ser_name(ser).to_owned()];
         let out = run_script("autobahn_with_rust.py", &args, Duration::from_secs(120)).await;
         assert_success("autobahn_with_rust.py", &out);
-        let ev = tokio::time::timeout(Duration::from_secs(5), events.next())
+        let ev = tokio::time::timeout(Duration::from_secs(20), events.next())
             .await
             .expect("event from Autobahn in time")
             .expect("subscription open");

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-const WAIT: Duration = Duration::from_secs(5);
+const WAIT: Duration = Duration::from_secs(20);
 
 /// Sends `frames` after a JSON RawSocket handshake and returns what the router said before closing.
 async fn rawsocket_json(hub: &TestHub, frames: &[&[u8]]) -> Vec<serde_json::Value> {

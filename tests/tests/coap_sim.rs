@@ -21,7 +21,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "sim-secret";
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(20);
 
 fn id(s: &str) -> ThingId {
     ThingId::new(s).unwrap()

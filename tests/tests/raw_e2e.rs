@@ -26,7 +26,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(20);
 
 /// Listener names, as `gateway_addrs().raw` and `gateways().raw_stats` list them.
 const UDP: &str = "beacons";

@@ -19,14 +19,26 @@ async fn stuck_subscriber(hub: &TestHub, topic: &str) -> RawConn {
     let (mut c, _) = RawConn::handshake(hub.addr, 1).await;
     c.send(br#"[1, "brume", {"roles": {"subscriber": {}}}]"#)
         .await;
-    assert!(c.recv().await.is_some(), "WELCOME");
+    let welcome = c.recv_json().await;
+    assert_eq!(welcome[0], 2, "WELCOME: {welcome}");
     c.send(format!(r#"[32, 1, {{}}, "{topic}"]"#).as_bytes())
         .await;
-    assert!(c.recv().await.is_some(), "SUBSCRIBED");
+    let subscribed = c.recv_json().await;
+    assert_eq!(subscribed[0], 33, "SUBSCRIBED: {subscribed}");
+    assert_eq!(
+        subscribed[1], 1,
+        "SUBSCRIBED answers request 1: {subscribed}"
+    );
     c
 }
 
-/// Publishes EVENTS events of 32 KiB and returns how many the healthy subscriber received.
+/// How many events the publisher may be ahead of the healthy subscriber: well inside the
+/// 64-message outbound queue, so the healthy subscriber keeps up by construction however slowly
+/// the machine runs it, while the stuck one, which never reads, overflows its queue.
+const WINDOW: usize = 16;
+
+/// Publishes EVENTS events of 32 KiB, never more than [`WINDOW`] ahead of the healthy subscriber,
+/// and returns how many the healthy subscriber received.
 async fn flood(hub: &TestHub, topic: &str) -> usize {
     let publisher = hub.client("rawsocket", Serializer::MsgPack).await;
     let healthy: Client = hub.client("rawsocket", Serializer::MsgPack).await;
@@ -34,12 +46,21 @@ async fn flood(hub: &TestHub, topic: &str) -> usize {
         .subscribe_lossless(topic, Dict::new())
         .await
         .unwrap();
+    let (received_tx, mut received) = tokio::sync::watch::channel(0usize);
     let counter = tokio::spawn(async move {
         let mut n = 0;
         while n < EVENTS {
-            match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
-                Ok(Some(_)) => n += 1,
-                _ => break,
+            match sub.next().await {
+                Some(ev) => {
+                    assert_eq!(
+                        ev.payload.arg(0),
+                        Some(&Value::Int(n as i64)),
+                        "the healthy subscriber gets every event, in order"
+                    );
+                    n += 1;
+                    received_tx.send_replace(n);
+                }
+                None => break,
             }
         }
         n
@@ -47,6 +68,9 @@ async fn flood(hub: &TestHub, topic: &str) -> usize {
     let chunk = Value::Str("x".repeat(32 * 1024));
     let publishing = async {
         for i in 0..EVENTS {
+            // Wait for the healthy subscriber to come within the window (or to be gone, which
+            // the count below reports).
+            let _ = received.wait_for(|&n| i < n + WINDOW).await;
             publisher
                 .publish_acked(
                     topic,
@@ -57,7 +81,7 @@ async fn flood(hub: &TestHub, topic: &str) -> usize {
                 .unwrap();
         }
     };
-    tokio::time::timeout(Duration::from_secs(30), publishing)
+    tokio::time::timeout(Duration::from_secs(120), publishing)
         .await
         .expect("the publisher is never stalled by a stuck subscriber");
     counter.await.unwrap()
@@ -81,7 +105,7 @@ fn stuck_session(realm: &hub::router::Realm) -> u64 {
 }
 
 async fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
-    tokio::time::timeout(Duration::from_secs(10), async {
+    tokio::time::timeout(Duration::from_secs(30), async {
         while !cond() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

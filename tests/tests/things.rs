@@ -16,7 +16,7 @@ use hub::wamp::{Dict, Serializer, Value, dict};
 use serde_json::{Value as Json, json};
 use tests::hub::TestHub;
 
-const WAIT: Duration = Duration::from_secs(5);
+const WAIT: Duration = Duration::from_secs(20);
 
 fn id(s: &str) -> ThingId {
     ThingId::new(s).unwrap()

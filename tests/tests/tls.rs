@@ -83,7 +83,7 @@ async fn every_method_over_wss_and_rss() {
             )
             .await
             .unwrap();
-            let ev = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next())
+            let ev = tokio::time::timeout(std::time::Duration::from_secs(20), sub.next())
                 .await
                 .unwrap()
                 .unwrap();
@@ -163,7 +163,7 @@ impl RawTls {
     }
 
     async fn recv(&mut self) -> Message {
-        let bytes = tokio::time::timeout(std::time::Duration::from_secs(5), self.t.recv())
+        let bytes = tokio::time::timeout(std::time::Duration::from_secs(20), self.t.recv())
             .await
             .expect("a message in time")
             .unwrap()

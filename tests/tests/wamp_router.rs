@@ -11,7 +11,7 @@ use hub::client::{Client, ClientError, ConnectOptions};
 use hub::wamp::{Dict, Payload, Serializer, Value, dict, uris};
 use tests::hub::{COMBOS, TestHub};
 
-const WAIT: Duration = Duration::from_secs(5);
+const WAIT: Duration = Duration::from_secs(20);
 
 fn blob() -> Value {
     Value::Bytes(Bytes::from((0..=255u8).collect::<Vec<_>>()))

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// How long a test waits for one expected event.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+pub const PATIENCE: Duration = Duration::from_secs(20);
 
 /// Test logs (`RUST_LOG=gateways=debug` to see them).
 pub fn init_logging() {

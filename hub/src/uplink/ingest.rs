@@ -104,6 +104,7 @@ pub(super) async fn run(
         match shared.with_queue(move |q| q.push(&events)).await {
             Ok(seqs) => {
                 tracing::trace!(queued = seqs.len(), lifecycle, "uplink events queued");
+                shared.status.add_accepted(seqs.len() as u64);
                 shared.queued.notify_one();
             }
             Err(e) => tracing::error!(error = %e, "cannot queue uplink events; they are lost"),

@@ -18,6 +18,9 @@ pub struct UplinkStatus {
     pub since: SystemTime,
     pub queued: u64,
     pub queued_bytes: u64,
+    /// Events written to the queue since start (before any bound dropped some of them): what a
+    /// local app published and the uplink took in.
+    pub accepted: u64,
     /// Events dropped (bounds, undeliverable) since start, reported or not.
     pub dropped: u64,
     pub last_error: Option<String>,
@@ -31,6 +34,7 @@ impl UplinkStatus {
             ("since", Value::from(iso8601(self.since))),
             ("queued", Value::from(self.queued)),
             ("queued_bytes", Value::from(self.queued_bytes)),
+            ("accepted", Value::from(self.accepted)),
             ("dropped", Value::from(self.dropped)),
             (
                 "last_error",
@@ -51,6 +55,7 @@ impl StatusCell {
             since: SystemTime::now(),
             queued,
             queued_bytes,
+            accepted: 0,
             dropped: 0,
             last_error: None,
         }))
@@ -68,6 +73,10 @@ impl StatusCell {
         let mut s = self.lock();
         s.queued = queued;
         s.queued_bytes = bytes;
+    }
+
+    pub fn add_accepted(&self, n: u64) {
+        self.lock().accepted += n;
     }
 
     pub fn add_dropped(&self, n: u64) {

@@ -24,7 +24,7 @@ use tests::hub::TestHub;
 use tests::peers;
 
 /// How long anything expected may take.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub const WAIT: Duration = Duration::from_secs(20);
 /// How long "nothing more arrives" is watched for.
 pub const QUIET: Duration = Duration::from_millis(300);
 
