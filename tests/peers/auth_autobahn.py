@@ -7,7 +7,8 @@ Usage: auth_autobahn.py CASES.json
 Each case is a dict:
   name, url, serializer ("json"|"msgpack"), realm, method, authid (or null), secret (ticket,
   password, or the cryptosign private key as hex), channel_binding (optional), ca (PEM file for
-  wss/rss), and what to expect:
+  wss/rss), tls_version (optional, "1.2" or "1.3": the only TLS version the client offers; the
+  version negotiated must be that one), and what to expect:
     expect = "welcome" with authid, authrole, authmethod: WELCOME with exactly that identity;
     expect = "abort" with reason and optional message / message_contains: ABORT;
     expect = "closed" with at_least_seconds and within_seconds: the client never answers the
@@ -104,15 +105,23 @@ async def attempt(case):
     context = None
     if u.scheme in ("wss", "rss"):
         context = ssl.create_default_context(cafile=case["ca"])
+        version = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}.get(case.get("tls_version"))
+        if version is not None:
+            context.minimum_version = version
+            context.maximum_version = version
     if u.scheme in ("ws", "wss"):
         factory = WampWebSocketClientFactory(make, url=case["url"], serializers=[serializer(case["serializer"])])
     else:
         factory = WampRawSocketClientFactory(make, serializer=serializer(case["serializer"]))
     started = time.monotonic()
-    await loop.create_connection(
+    transport, _ = await loop.create_connection(
         factory, u.hostname, u.port, ssl=context, server_hostname=u.hostname if context else None
     )
-    kind, details = await asyncio.wait_for(outcome, 15)
+    tls = transport.get_extra_info("ssl_object")
+    negotiated = tls.version() if tls is not None else None
+    kind, details = await asyncio.wait_for(outcome, 20)
+    if case.get("tls_version"):
+        check(negotiated == "TLSv" + case["tls_version"], "%s: negotiated %s" % (case["name"], negotiated))
     return kind, details, time.monotonic() - started
 
 

@@ -115,6 +115,21 @@ async fn autobahn_authenticates_with_every_method_over_every_transport_plain_and
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autobahn_joins_over_tls_1_2_and_tls_1_3() {
+    let s = Setup::start().await;
+    let mut cases = Vec::new();
+    for version in ["1.2", "1.3"] {
+        for (transport, ser) in [("websocket", "json"), ("rawsocket", "msgpack")] {
+            let name = format!("ticket over {transport} with TLS {version} only");
+            let mut case = s.case(&name, transport, true, ser, "ticket");
+            case["tls_version"] = json!(version);
+            cases.push(case);
+        }
+    }
+    s.run(cases).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autobahn_failures_look_alike_and_are_final() {
     let s = Setup::start().await;
     let mut cases = Vec::new();
