@@ -12,6 +12,7 @@
 //! | `wamp_json`, `wamp_msgpack` | `hub::wamp::Serializer::{Json, MsgPack}.decode` |
 //! | `rawsocket_frame` | `hub::transport::rawsocket::decode_frame` |
 //! | `coap_server`, `coap_client` | the CoAP engines' datagram parsing and handling |
+//! | `mqtt_packets` | `gateways::mqtt::codec`: the CONNECT's protocol level, then packets (3.1.1 and 5) |
 //!
 //! Stream targets take the first input byte as a chunk size and push the rest in pieces of that
 //! size, so frames split across reads are covered; after the input is drained, the decoder must
@@ -60,6 +61,7 @@ pub const TARGETS: &[(&str, Target, Seeds)] = &[
     ("rawsocket_frame", rawsocket_frame, seeds::rawsocket_frame),
     ("coap_server", coap_server, seeds::coap_server),
     ("coap_client", coap_client, seeds::coap_client),
+    ("mqtt_packets", mqtt_packets, seeds::mqtt_packets),
 ];
 
 const BEACON: &str = include_str!("../../device-models/tests/data/frames/udp_beacon.toml");
@@ -257,6 +259,44 @@ pub fn rawsocket_frame(data: &[u8]) {
                 Err(_) => return,
             }
         }
+    }
+}
+
+/// MQTT packets as a broker connection reads them, from a buffer filled piece by piece: the
+/// CONNECT picks the codec, then every packet a client may send.
+pub fn mqtt_packets(data: &[u8]) {
+    use gateways::mqtt::codec::Codec;
+    let Some((&chunk, rest)) = data.split_first() else {
+        return;
+    };
+    let chunk = usize::from(chunk % 32) + 1;
+    let max = 1 << 16;
+    let mut buf = BytesMut::new();
+    let mut codec: Option<Codec> = None;
+    let mut connected = false;
+    for piece in rest.chunks(chunk) {
+        buf.extend_from_slice(piece);
+        loop {
+            if codec.is_none() {
+                match Codec::detect(&buf) {
+                    Ok(Some(c)) => codec = Some(c),
+                    Ok(None) => break,
+                    Err(_) => return,
+                }
+            }
+            let Some(c) = codec.as_mut() else { break };
+            match c.read(&mut buf, max, connected) {
+                Ok(Some(packet)) => {
+                    connected = true;
+                    // What the broker answers goes through the same codec.
+                    let mut out = BytesMut::new();
+                    let _ = c.write(packet, &mut out);
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+        assert!(buf.len() <= 2 * max + chunk, "the codec buffered {} bytes", buf.len());
     }
 }
 
@@ -491,6 +531,41 @@ pub mod seeds {
         vec![
             framed(&[&post]),
             framed(&[&post, &post, &observe, &reset, &ping]),
+        ]
+    }
+
+    pub fn mqtt_packets() -> Vec<Vec<u8>> {
+        // CONNECT (3.1.1, client id "d1", clean session), PUBLISH QoS 1 things/d1/state, PINGREQ.
+        let connect_311 = [
+            0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 2, b'd', b'1',
+        ];
+        let mut publish = vec![0x32, 0];
+        publish.extend_from_slice(&[0, 15]);
+        publish.extend_from_slice(b"things/d1/state");
+        publish.extend_from_slice(&[0, 1]);
+        publish.extend_from_slice(br#"{"t":21.5}"#);
+        publish[1] = u8::try_from(publish.len() - 2).unwrap_or(0);
+        let ping = [0xC0, 0];
+        // CONNECT (5, no properties), SUBSCRIBE things/d1/desired QoS 1 (no properties).
+        let connect_5 = [
+            0x10, 15, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0, 0, 2, b'd', b'1',
+        ];
+        let mut subscribe = vec![0x82, 0, 0, 1, 0];
+        subscribe.extend_from_slice(&[0, 17]);
+        subscribe.extend_from_slice(b"things/d1/desired");
+        subscribe.push(1);
+        subscribe[1] = u8::try_from(subscribe.len() - 2).unwrap_or(0);
+        let chunked = |chunk: u8, parts: &[&[u8]]| {
+            let mut out = vec![chunk];
+            for p in parts {
+                out.extend_from_slice(p);
+            }
+            out
+        };
+        vec![
+            chunked(31, &[&connect_311, &publish, &ping]),
+            chunked(2, &[&connect_311, &publish]),
+            chunked(31, &[&connect_5, &subscribe, &ping]),
         ]
     }
 

@@ -2,8 +2,8 @@
 //!
 //! Python peers (Autobahn, Crossbar.io, paho-mqtt, aiocoap) go into a virtualenv under
 //! `target/peers/venv`, pinned by `tests/peers/requirements.txt`; a stamp holding the file's
-//! content makes reinstalling happen only when the pins change. Debian packages (mosquitto,
-//! libcoap, socat) are installed with apt-get when their binary is missing. A file lock makes
+//! content makes reinstalling happen only when the pins change. Debian packages (mosquitto
+//! clients, libcoap) are installed with apt-get when their binary is missing. A file lock makes
 //! concurrent test binaries install once.
 
 use std::fs::{self, File};

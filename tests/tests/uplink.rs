@@ -483,3 +483,134 @@ async fn uplink_authenticates_by_wampcra_and_cryptosign() {
     .await;
     assert!(!connected(&status(&local).await));
 }
+
+/// Calls `procedure` in the cloud with kwargs and returns its one result as JSON.
+async fn cloud_call(
+    cloud: &Client,
+    procedure: &str,
+    kwargs: serde_json::Value,
+) -> serde_json::Value {
+    let Value::Dict(kw) = Value::from(kwargs) else {
+        panic!("kwargs must be an object");
+    };
+    let r = cloud
+        .call(procedure, vec![], kw)
+        .await
+        .unwrap_or_else(|e| panic!("{procedure}: {e}"));
+    match (r.payload.arg(0), r.payload.kwarg_dict()) {
+        (Some(v), _) => serde_json::Value::from(v),
+        (None, Some(kw)) => serde_json::Value::from(&Value::Dict(kw.clone())),
+        (None, None) => serde_json::Value::Null,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_apps_read_and_set_things_and_see_the_link_status() {
+    use firmware_sim::device::{Kind, SimDevice};
+    use firmware_sim::gateway::{SimGateway, SimOptions};
+    use serde_json::json;
+
+    let cb = Crossbar::start(&["edge-a"]).await;
+    let proxy = Proxy::start(cb.hub_addr()).await;
+    proxy.set(ProxyMode::Closed);
+    let hub = hub_with_uplink("edge-a", proxy.addr, |_| {}).await;
+    let local = hub.local_client("watcher");
+    // Subscribed while the link is down, so every change of its state is seen.
+    let mut on_status = local
+        .subscribe_lossless("brume.uplink.on_status", Dict::new())
+        .await
+        .unwrap();
+    local
+        .call(
+            "brume.things.provision",
+            vec![],
+            dict([("thing", Value::from("r1")), ("type", Value::from("relay"))]),
+        )
+        .await
+        .unwrap();
+    let _devices = SimGateway::start(
+        hub.hub.things(),
+        vec![SimDevice::new(
+            device_models::ThingId::new("r1").unwrap(),
+            Kind::Relay,
+            1,
+        )],
+        SimOptions::default(),
+    )
+    .await
+    .unwrap();
+    // The next status change that says `connected` is `want` (failed attempts while the link
+    // is down are changes too: their `last_error` differs).
+    let status_change = async |sub: &mut hub::client::Subscription, want: bool| -> Dict {
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(30), sub.next())
+                .await
+                .unwrap_or_else(|_| panic!("no status change to connected = {want}"))
+                .expect("subscribed");
+            let status = ev
+                .payload
+                .kwarg_dict()
+                .cloned()
+                .expect("the status as kwargs");
+            if status.get("connected") == Some(&Value::Bool(want)) {
+                return status;
+            }
+        }
+    };
+
+    proxy.set(ProxyMode::Open);
+    let up = status_change(&mut on_status, true).await;
+    assert!(up.get("since").is_some(), "{up:?}");
+    wait_status(&local, "connected", connected).await;
+
+    let cloud = Client::connect(&ConnectOptions::new(&cb.app_url(), "cloud"))
+        .await
+        .unwrap();
+    // The device is online behind the hub; the cloud sees it through the hub's procedures.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = cloud_call(
+            &cloud,
+            "brume.hub.edge-a.things.get",
+            json!({"thing": "r1"}),
+        )
+        .await;
+        if t["online"] == true {
+            assert_eq!(t["type"], "relay");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "r1 never came online: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let list = cloud_call(&cloud, "brume.hub.edge-a.things.list", json!({})).await;
+    assert_eq!(list[0]["thing"], "r1", "{list}");
+    let set = cloud_call(
+        &cloud,
+        "brume.hub.edge-a.things.set",
+        json!({"thing": "r1", "property": "on", "value": true}),
+    )
+    .await;
+    assert_eq!(set["settled"]["on"]["value"], true, "{set}");
+    let td = cloud_call(
+        &cloud,
+        "brume.hub.edge-a.things.describe",
+        json!({"thing": "r1"}),
+    )
+    .await;
+    assert!(
+        td["id"].as_str().is_some_and(|id| id.contains("r1")),
+        "{td}"
+    );
+    assert!(td["properties"]["on"].is_object(), "{td}");
+    let status = cloud_call(&cloud, "brume.hub.edge-a.uplink.status", json!({})).await;
+    assert_eq!(status["connected"], true, "{status}");
+    assert_eq!(status["url"], format!("ws://{}/ws", proxy.addr), "{status}");
+
+    // The link going down is a status change too.
+    proxy.set(ProxyMode::Closed);
+    let down = status_change(&mut on_status, false).await;
+    assert!(down.get("last_error").is_some(), "{down:?}");
+}

@@ -88,10 +88,12 @@
 //! | [`pending`] | actions waiting for replies, bounded |
 //! | [`stats`] | counters, [`MqttStats`] |
 //! | [`error`] | error enums |
+//! | [`codec`] | MQTT 3.1.1 and 5 packets on a connection (rumqttd's codecs, guarded) |
 
 pub mod acl;
 pub mod binding;
 mod broker;
+pub use broker::codec;
 pub mod config;
 pub mod device;
 pub mod directory;

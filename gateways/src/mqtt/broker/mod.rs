@@ -16,7 +16,7 @@
 //! short `Mutex`, never held across `.await`), and rumqttd's router, which is an actor on its own
 //! OS thread fed through its channel.
 
-mod codec;
+pub mod codec;
 mod connection;
 mod hub_link;
 mod interest;
