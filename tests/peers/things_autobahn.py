@@ -77,6 +77,23 @@ async def run(url, ser):
     await expect_error(s.call("brume.thing.nobody.action.toggle"), "brume.error.no_such_thing", "unknown thing")
     await expect_error(s.call("brume.thing.r1.action.fly"), "brume.error.no_such_action", "unknown action")
 
+    # Every procedure takes the same arguments positionally, thing first.
+    r = await s.call("brume.things.set", "th1", "setpoint", 21)
+    check(r["settled"]["setpoint"]["value"] == 21, "set(thing, property, value): %r" % r)
+    r = await s.call("brume.things.set", "th1", {"mode": "off"})
+    check(r["settled"]["mode"]["value"] == "off", "set(thing, values): %r" % r)
+    p = await s.call("brume.things.get", "th1", "setpoint")
+    check(p["value"] == 21, "get(thing, property): %r" % p)
+    relays = await s.call("brume.things.list", "relay", True)
+    check([t["thing"] for t in relays] == ["r1"], "list(type, online): %r" % relays)
+    await s.call("brume.things.update_info", "r1", "location", "hall")
+    info = await s.call("brume.things.get", "r1", "location")
+    check(info["value"] == "hall", "update_info(thing, property, value): %r" % info)
+    td = await s.call("brume.things.describe", "r1")
+    check(td["id"].endswith(":r1"), "describe(thing)")
+    relay = await s.call("brume.types.get", "relay")
+    check(relay["id"] == "relay", "types.get(type)")
+
     td = await s.call("brume.things.describe", thing="r1")
     check(td["id"].endswith(":r1") and "toggle" in td["actions"], "describe returns a Thing Description")
     types = await s.call("brume.types.list")

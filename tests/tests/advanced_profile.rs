@@ -394,6 +394,64 @@ async fn cancel_modes_skip_and_killnowait() {
         (err[0].clone(), err[2].clone(), err[5][0].clone()),
         (8.into(), 3.into(), "stopped".into())
     );
+
+    // kill, answered with another error (as Autobahn callees do): the caller still hears
+    // wamp.error.canceled, with the callee's arguments, as from Crossbar.io.
+    caller.send(br#"[48, 4, {}, "com.cancel"]"#).await;
+    let inv = callee.recv_json().await;
+    caller.send(br#"[49, 4, {"mode": "kill"}]"#).await;
+    let interrupt = callee.recv_json().await;
+    assert_eq!(interrupt[2]["mode"], "kill");
+    callee
+        .send(
+            format!(
+                "[8, 68, {}, {{}}, \"wamp.error.runtime_error\", [\"interrupted\"]]",
+                inv[1]
+            )
+            .as_bytes(),
+        )
+        .await;
+    let err = caller.recv_json().await;
+    assert_eq!(
+        (
+            err[0].clone(),
+            err[2].clone(),
+            err[4].clone(),
+            err[5][0].clone()
+        ),
+        (
+            8.into(),
+            4.into(),
+            "wamp.error.canceled".into(),
+            "interrupted".into()
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_timeout_reaches_callees_that_announce_call_timeout() {
+    let hub = TestHub::start().await;
+    let mut with = raw_session(&hub, r#"{"callee": {"features": {"call_timeout": true}}}"#).await;
+    with.send(br#"[64, 1, {}, "com.with"]"#).await;
+    assert_eq!(with.recv_json().await[0], 65);
+    let mut without = raw_session(&hub, r#"{"callee": {}}"#).await;
+    without.send(br#"[64, 1, {}, "com.without"]"#).await;
+    assert_eq!(without.recv_json().await[0], 65);
+    let mut caller = raw_session(&hub, r#"{"caller": {}}"#).await;
+    caller
+        .send(br#"[48, 1, {"timeout": 30000}, "com.with"]"#)
+        .await;
+    let inv = with.recv_json().await;
+    assert_eq!(
+        (inv[0].clone(), inv[3]["timeout"].clone()),
+        (68.into(), 30000.into())
+    );
+    caller
+        .send(br#"[48, 2, {"timeout": 30000}, "com.without"]"#)
+        .await;
+    let inv = without.recv_json().await;
+    assert_eq!(inv[0], 68);
+    assert!(inv[3].get("timeout").is_none(), "{inv}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -860,3 +860,99 @@ async fn the_thing_description_declares_authentication_when_the_realm_needs_it()
         json!("auto")
     );
 }
+
+/// The next command the gateway under test receives.
+async fn next_command(io: &mut gateways::GatewayIo) -> device_models::DeviceCommand {
+    tokio::time::timeout(WAIT, io.commands.recv())
+        .await
+        .expect("a command in time")
+        .expect("attached")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_timeout_and_a_cancel_reach_the_device_action() {
+    let hub = hub_with(|_| {}).await;
+    let c = hub.local_client("app");
+    provision(&c, "r1", "relay").await;
+    // A gateway the test plays by hand: the device is online and never answers by itself.
+    let mut io = hub.hub.things().attach("by-hand").await.unwrap();
+    io.events
+        .send(DeviceEvent::Hello {
+            thing: id("r1"),
+            type_hint: Some("relay".into()),
+            info: Default::default(),
+        })
+        .await
+        .unwrap();
+    wait_online(&c, "r1").await;
+
+    // The CALL's timeout (400 ms, under the type's 5 s) is the deadline the device is given.
+    let caller = hub.client("rawsocket", Serializer::MsgPack).await;
+    let before = hub::things::now_ms();
+    let call = tokio::spawn({
+        let caller = caller.clone();
+        async move {
+            caller
+                .call_with(
+                    "brume.thing.r1.action.toggle",
+                    hub::wamp::Payload::empty(),
+                    dict([("timeout", Value::Int(400))]),
+                )
+                .await
+        }
+    });
+    let device_models::DeviceCommand::InvokeAction { deadline_ms, .. } =
+        next_command(&mut io).await
+    else {
+        panic!("an action command");
+    };
+    let after = hub::things::now_ms();
+    assert!(
+        (before + 400..=after + 400).contains(&deadline_ms),
+        "the device's deadline {deadline_ms} is the call's, not the type's (sent between {before} and {after})"
+    );
+    match call.await.unwrap() {
+        Err(ClientError::Wamp(e)) => assert_eq!(e.uri, "wamp.error.timeout"),
+        other => panic!("expected wamp.error.timeout, got {other:?}"),
+    }
+
+    // A CANCEL (mode kill) reaches the waiting action: the caller gets wamp.error.canceled and
+    // the action is logged as canceled, not left to expire.
+    let (mut raw, _) = tests::raw::RawConn::handshake(hub.addr, 1).await;
+    raw.send(br#"[1, "brume", {"roles": {"caller": {"features": {"call_canceling": true}}}}]"#)
+        .await;
+    assert_eq!(raw.recv_json().await[0], 2, "WELCOME");
+    raw.send(br#"[48, 7, {}, "brume.thing.r1.action.toggle", [], {}]"#)
+        .await;
+    let device_models::DeviceCommand::InvokeAction { correlation, .. } =
+        next_command(&mut io).await
+    else {
+        panic!("an action command");
+    };
+    raw.send(br#"[49, 7, {"mode": "kill"}]"#).await;
+    let answer = raw.recv_json().await;
+    assert_eq!(answer[0], 8, "ERROR: {answer}");
+    assert_eq!(answer[2], 7, "{answer}");
+    assert_eq!(answer[4], "wamp.error.canceled", "{answer}");
+    // The device answers late: the reply belongs to no call any more.
+    let invalid = ThingsStats::get(&hub.hub.things().stats().invalid_messages);
+    io.events
+        .send(DeviceEvent::ActionReply {
+            thing: id("r1"),
+            correlation,
+            outcome: Ok(json!(true)),
+        })
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    while ThingsStats::get(&hub.hub.things().stats().invalid_messages) == invalid {
+        assert!(start.elapsed() < WAIT, "the late reply was not refused");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let db = hub.hub.things_database().to_owned();
+    hub.hub.shutdown().await;
+    let log = hub::things::store::read_action_log(&db).unwrap();
+    let statuses: Vec<&str> = log.iter().map(|r| r.status.as_str()).collect();
+    assert_eq!(statuses[1], "canceled", "{statuses:?}");
+}

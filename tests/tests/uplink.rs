@@ -612,5 +612,8 @@ async fn cloud_apps_read_and_set_things_and_see_the_link_status() {
     // The link going down is a status change too.
     proxy.set(ProxyMode::Closed);
     let down = status_change(&mut on_status, false).await;
-    assert!(down.get("last_error").and_then(Value::as_str).is_some(), "{down:?}");
+    assert!(
+        down.get("last_error").and_then(Value::as_str).is_some(),
+        "{down:?}"
+    );
 }

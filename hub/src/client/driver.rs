@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::conn::ClientConn;
-use super::{CallResult, Client, ClientError, Event, Invocation, WampError};
+use super::{CallResult, Client, ClientError, Event, Interrupt, Invocation, WampError};
 use crate::wamp::ids::RequestIds;
 use crate::wamp::message::{code, opt_str};
 use crate::wamp::{Dict, Id, Message, Payload, uris};
@@ -102,6 +102,8 @@ pub(crate) struct Driver<C> {
     unregisters: HashMap<Id, (Id, Reply<()>)>,
     subscriptions: HashMap<Id, Vec<Handler>>,
     registrations: HashMap<Id, mpsc::Sender<Invocation>>,
+    /// Invocations handed to the application and not answered yet, to tell of an INTERRUPT.
+    interrupts: HashMap<Id, oneshot::Sender<Interrupt>>,
     next_handler: u64,
     closed: watch::Sender<Option<String>>,
     keepalive: Option<Duration>,
@@ -136,6 +138,7 @@ impl<C: ClientConn> Driver<C> {
             unregisters: HashMap::new(),
             subscriptions: HashMap::new(),
             registrations: HashMap::new(),
+            interrupts: HashMap::new(),
             next_handler: 1,
             closed,
             keepalive,
@@ -369,6 +372,8 @@ impl<C: ClientConn> Driver<C> {
                 let mut options = Dict::new();
                 if progress {
                     options.insert("progress".into(), true.into());
+                } else {
+                    self.interrupts.remove(&request);
                 }
                 self.conn
                     .send(Message::Yield {
@@ -379,6 +384,7 @@ impl<C: ClientConn> Driver<C> {
                     .await
             }
             Command::InvocationError { request, error } => {
+                self.interrupts.remove(&request);
                 self.conn
                     .send(Message::Error {
                         request_type: code::INVOCATION,
@@ -443,11 +449,19 @@ impl<C: ClientConn> Driver<C> {
                 self.deliver_invocation(request, registration, details, payload)
                     .await
             }
-            Message::Interrupt { request, .. } => {
-                tracing::debug!(
-                    request,
-                    "INTERRUPT received; the handler's reply will be ignored"
-                );
+            Message::Interrupt { request, options } => {
+                let interrupt = Interrupt {
+                    mode: opt_str(&options, "mode").unwrap_or("kill").to_owned(),
+                    reason: opt_str(&options, "reason")
+                        .unwrap_or(uris::CANCELED)
+                        .to_owned(),
+                };
+                match self.interrupts.remove(&request) {
+                    Some(tx) => {
+                        let _ = tx.send(interrupt);
+                    }
+                    None => tracing::debug!(request, "INTERRUPT for no invocation in progress"),
+                }
             }
             Message::Published {
                 request,
@@ -654,6 +668,7 @@ impl<C: ClientConn> Driver<C> {
                 .await;
             return;
         };
+        let (interrupt_tx, interrupt) = oneshot::channel();
         let inv = Invocation {
             request,
             registration,
@@ -661,9 +676,12 @@ impl<C: ClientConn> Driver<C> {
             details,
             payload,
             responder: self.responder.upgrade(),
+            interrupt,
         };
         match tx.try_send(inv) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.interrupts.insert(request, interrupt_tx);
+            }
             Err(mpsc::error::TrySendError::Full(mut inv)) => {
                 inv.responder = None;
                 let _ = self

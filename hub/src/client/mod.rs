@@ -152,9 +152,39 @@ pub struct Invocation {
     pub details: Dict,
     pub payload: Payload,
     responder: Option<mpsc::Sender<Command>>,
+    interrupt: oneshot::Receiver<Interrupt>,
+}
+
+/// An INTERRUPT of an invocation in progress: the caller canceled the call, or it timed out.
+/// The answer still goes out (an error, usually `wamp.error.canceled`); under mode `killnowait`
+/// the router no longer waits for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interrupt {
+    /// `kill` or `killnowait`.
+    pub mode: String,
+    /// `wamp.error.canceled` or `wamp.error.timeout`.
+    pub reason: String,
 }
 
 impl Invocation {
+    /// The call's timeout, when the caller gave one and the router passed it on (this client
+    /// announces `call_timeout` for in-process sessions). The router enforces it too; a callee
+    /// uses it to bound its own work.
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        self.details
+            .get("timeout")
+            .and_then(Value::as_u64)
+            .filter(|ms| *ms > 0)
+            .map(std::time::Duration::from_millis)
+    }
+
+    /// Resolves when the router interrupts this invocation; `None` once it never can (the
+    /// session ended, or the invocation was answered). Cancel-safe: wait on it in a `select!`
+    /// beside the work.
+    pub async fn interrupted(&mut self) -> Option<Interrupt> {
+        (&mut self.interrupt).await.ok()
+    }
+
     /// Whether the caller accepts progressive results.
     pub fn receive_progress(&self) -> bool {
         crate::wamp::message::opt_bool(&self.details, "receive_progress", false)
@@ -242,10 +272,12 @@ impl Client {
         let kill = tokio_util::sync::CancellationToken::new();
         let mut session =
             RouterSession::new(router.clone(), TransportInfo::local(), tx, kill.clone());
+        // In-process callees (the things API) honour INTERRUPT and bound their work by the
+        // call's timeout: see [`Invocation::interrupted`] and [`Invocation::timeout`].
         let features = PeerFeatures {
             progressive_call_results: true,
-            call_canceling: false,
-            call_timeout: false,
+            call_canceling: true,
+            call_timeout: true,
         };
         let id = session
             .join_trusted(realm, auth.clone(), features)

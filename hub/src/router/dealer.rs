@@ -122,6 +122,9 @@ struct Pending {
     /// The call's timeout, restarted by every progressive result.
     timeout: Option<Duration>,
     deadline: Option<Instant>,
+    /// The caller canceled with mode `kill`: the callee's answer to the INTERRUPT reaches the
+    /// caller as `wamp.error.canceled`.
+    killed: bool,
 }
 
 /// What [`Dealer::register`] did.
@@ -376,6 +379,16 @@ impl Dealer {
         if progress {
             details.insert("receive_progress".into(), Value::Bool(true));
         }
+        // A callee that announced `call_timeout` learns the deadline, so it can bound its own
+        // work by it (the dealer still enforces it).
+        if let Some(t) = timeout
+            && callee_session.features.call_timeout
+        {
+            details.insert(
+                "timeout".into(),
+                Value::from(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            );
+        }
         let inv = callee_session.next_invocation_id();
         if !callee_session.send(Outgoing::new(Message::Invocation {
             request: inv,
@@ -401,6 +414,7 @@ impl Dealer {
                 progress,
                 timeout,
                 deadline,
+                killed: false,
             },
         );
         self.by_call.insert((caller.id, request), key);
@@ -455,7 +469,8 @@ impl Dealer {
         }
     }
 
-    /// Handles an ERROR answering an INVOCATION: the error goes to the caller.
+    /// Handles an ERROR answering an INVOCATION: the error goes to the caller, as
+    /// `wamp.error.canceled` (with the callee's arguments) when the caller canceled with `kill`.
     pub fn invocation_error(
         &mut self,
         callee: Id,
@@ -467,6 +482,11 @@ impl Dealer {
         let Some(p) = self.finish((callee, request)) else {
             tracing::debug!(callee, request, "ERROR for no pending invocation; ignored");
             return;
+        };
+        let error = if p.killed {
+            uris::CANCELED.to_owned()
+        } else {
+            error
         };
         p.caller.send(Outgoing::new(Message::Error {
             request_type: code::CALL,
@@ -485,7 +505,7 @@ impl Dealer {
         let Some(&key) = self.by_call.get(&(caller, request)) else {
             return;
         };
-        let Some(p) = self.pending.get(&key) else {
+        let Some(p) = self.pending.get_mut(&key) else {
             return;
         };
         let mode = if p.callee.features.call_canceling {
@@ -503,7 +523,10 @@ impl Dealer {
             }));
         };
         match mode {
-            CancelMode::Kill => interrupt(p, "kill"),
+            CancelMode::Kill => {
+                p.killed = true;
+                interrupt(p, "kill");
+            }
             CancelMode::Skip | CancelMode::KillNoWait => {
                 if let Some(p) = self.finish(key) {
                     if mode == CancelMode::KillNoWait {

@@ -1,8 +1,11 @@
 //! The WAMP procedures of the things service: registration, argument parsing into
 //! [`Request`]s, and answering.
 //!
-//! Every procedure takes keyword arguments (the thing id may also come as the first positional
-//! argument) and returns one positional value. Each invocation is handled in its own task, so a
+//! Every procedure takes keyword arguments, or the same arguments positionally in the order of
+//! DESIGN.md §2 (thing first): `list(type, online)`, `get(thing, property)`, `provision(thing,
+//! type, info)`, `set(thing, property, value)` or `set(thing, values)`, `update_info` likewise,
+//! `delete`/`describe(thing)`, `types.get(type)`; an action's input is one positional value or
+//! the keyword arguments. Each returns one positional value. Each invocation is handled in its own task, so a
 //! `set` waiting for a device never holds up other calls; at most [`MAX_IN_FLIGHT`] calls are in
 //! progress at once, beyond which the router's own queue (and its `wamp.error.unavailable`)
 //! takes over.
@@ -130,13 +133,19 @@ impl<'a> Args<'a> {
         }
     }
 
-    /// `{property, value}` or `{values}`: the values to write.
+    /// `{property, value}` or `{values}` (positionally, after the thing: `property, value` or
+    /// one dict of values): the values to write.
     fn values(&self) -> Result<Map<String, Json>, ApiError> {
-        let single = self.str("property", None)?;
-        let many = self.object("values", None)?;
+        let (property_at, values_at) = match self.args.get(1) {
+            Some(Value::Dict(_)) => (None, Some(1)),
+            Some(_) => (Some(1), None),
+            None => (None, None),
+        };
+        let single = self.str("property", property_at)?;
+        let many = self.object("values", values_at)?;
         match (single, many) {
             (Some(p), None) => {
-                let value = self.get("value", None).ok_or_else(|| {
+                let value = self.get("value", property_at.map(|_| 2)).ok_or_else(|| {
                     ApiError::invalid("argument \"value\" is required with \"property\"")
                 })?;
                 let mut m = Map::new();
@@ -182,7 +191,7 @@ pub fn parse(
     let a = Args::new(payload);
     Ok(match proc {
         Procedure::List => {
-            let online = match a.get("online", None) {
+            let online = match a.get("online", Some(1)) {
                 None | Some(Value::Null) => None,
                 Some(Value::Bool(b)) => Some(*b),
                 Some(other) => {
@@ -193,7 +202,7 @@ pub fn parse(
                 }
             };
             Request::List {
-                type_id: a.str("type", None)?.map(str::to_owned),
+                type_id: a.str("type", Some(0))?.map(str::to_owned),
                 online,
             }
         }
@@ -300,25 +309,37 @@ pub async fn serve(
 
 async fn answer(
     proc: Procedure,
-    inv: Invocation,
+    mut inv: Invocation,
     requests: mpsc::Sender<(Request, super::request::Reply)>,
 ) {
+    let stopped = || ApiError::new(uris::CANCELED, "the things service has stopped");
     let result = match parse(proc, inv.procedure.as_deref(), &inv.payload, &inv.details) {
         Err(e) => Err(e),
         Ok(req) => {
+            let waits_on_device = matches!(req, Request::Set { .. } | Request::Action { .. });
             let (tx, rx) = oneshot::channel();
-            if requests.send((req, tx)).await.is_err() {
-                Err(ApiError::new(
-                    uris::CANCELED,
-                    "the things service has stopped",
-                ))
-            } else {
-                rx.await.unwrap_or_else(|_| {
-                    Err(ApiError::new(
-                        uris::CANCELED,
-                        "the things service has stopped",
-                    ))
-                })
+            let work = async {
+                if requests.send((req, tx)).await.is_err() {
+                    return Err(stopped());
+                }
+                rx.await.unwrap_or_else(|_| Err(stopped()))
+            };
+            tokio::select! {
+                r = work => r,
+                Some(interrupt) = inv.interrupted() => {
+                    // The reply is dropped with `work`; a canceled call that waits on a device
+                    // is forgotten by the service too (a timed-out one expires there by itself,
+                    // since its deadline came with the invocation).
+                    if waits_on_device && interrupt.reason != uris::TIMEOUT {
+                        let (tx, _) = oneshot::channel();
+                        let _ = requests.send((Request::Canceled, tx)).await;
+                    }
+                    Err(if interrupt.reason == uris::TIMEOUT {
+                        ApiError::new(uris::TIMEOUT, "the call timed out")
+                    } else {
+                        ApiError::new(uris::CANCELED, "the call was canceled")
+                    })
+                }
             }
         }
     };
@@ -396,6 +417,54 @@ mod tests {
         ]);
         let e = parse(Procedure::Set, None, &bad_id, &Dict::new()).unwrap_err();
         assert_eq!(e.uri, uris::INVALID_ARGUMENT);
+    }
+
+    #[test]
+    fn every_procedure_takes_its_arguments_positionally() {
+        let p = Payload::args(vec!["t1".into(), "setpoint".into(), Value::Float(21.5)]);
+        match parse(Procedure::Set, None, &p, &Dict::new()).unwrap() {
+            Request::Set { thing, values, .. } => {
+                assert_eq!(thing.as_str(), "t1");
+                assert_eq!(values.get("setpoint"), Some(&serde_json::json!(21.5)));
+            }
+            other => panic!("{other:?}"),
+        }
+        let many = Payload::args(vec![
+            "t1".into(),
+            Value::Dict(dict([("mode", Value::from("heat"))])),
+        ]);
+        match parse(Procedure::UpdateInfo, None, &many, &Dict::new()).unwrap() {
+            Request::UpdateInfo { values, .. } => {
+                assert_eq!(values.get("mode"), Some(&serde_json::json!("heat")));
+            }
+            other => panic!("{other:?}"),
+        }
+        let no_value = Payload::args(vec!["t1".into(), "setpoint".into()]);
+        assert!(parse(Procedure::Set, None, &no_value, &Dict::new()).is_err());
+        let list = Payload::args(vec!["relay".into(), Value::Bool(true)]);
+        match parse(Procedure::List, None, &list, &Dict::new()).unwrap() {
+            Request::List { type_id, online } => {
+                assert_eq!(type_id.as_deref(), Some("relay"));
+                assert_eq!(online, Some(true));
+            }
+            other => panic!("{other:?}"),
+        }
+        let provision = Payload::args(vec![
+            "t2".into(),
+            "relay".into(),
+            Value::Dict(dict([("location", Value::from("hall"))])),
+        ]);
+        match parse(Procedure::Provision, None, &provision, &Dict::new()).unwrap() {
+            Request::Provision {
+                thing,
+                type_id,
+                info,
+            } => {
+                assert_eq!((thing.as_str(), type_id.as_str()), ("t2", "relay"));
+                assert_eq!(info.get("location"), Some(&serde_json::json!("hall")));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

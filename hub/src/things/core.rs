@@ -401,6 +401,38 @@ impl Core {
         }
     }
 
+    /// Forgets the waiting calls whose caller has gone (the API dropped their reply after an
+    /// INTERRUPT): an action is logged as canceled, a set stops waiting (its desired values stay
+    /// pending and still reach the device).
+    fn forget_canceled(&mut self, now_ms: u64) {
+        let calls: Vec<String> = self
+            .actions
+            .iter()
+            .filter(|(_, w)| w.reply.is_closed())
+            .map(|(c, _)| c.clone())
+            .collect();
+        for c in calls {
+            if let Some(w) = self.actions.remove(&c) {
+                tracing::debug!(thing = %w.thing, action = %w.action, "action canceled by its caller");
+                self.out.store.push(StoreOp::UpdateAction {
+                    id: w.id,
+                    status: ActionStatus::Canceled,
+                    result: None,
+                    at_ms: now_ms,
+                });
+            }
+        }
+        let sets: Vec<u64> = self
+            .sets
+            .iter()
+            .filter(|(_, w)| w.reply.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in sets {
+            self.fail_set(id, ApiError::new(uris::CANCELED, "canceled by the caller"));
+        }
+    }
+
     fn fail_set(&mut self, id: u64, err: ApiError) {
         if let Some(w) = self.sets.remove(&id) {
             for name in &w.waiting {

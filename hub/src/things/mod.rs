@@ -18,8 +18,12 @@
 //! - [`store`]: SQLite persistence: schema, load at start, the batching writer thread.
 //! - [`secret`]: device secrets, stored as salted hashes.
 //!
-//! WAMP surface (DESIGN.md §2), in realm `things.realm` (default: the first realm). Procedures take kwargs (the thing id may
-//! also be the first positional argument) and return one positional value:
+//! WAMP surface (DESIGN.md §2), in realm `things.realm` (default: the first realm). Procedures take
+//! kwargs, or the same arguments positionally in the order of the table (thing first; `set` and
+//! `update_info` take `property, value` or one dict of values), and return one positional value.
+//! A CALL's `timeout` bounds how long a `set` or an action waits for the device (it becomes the
+//! action's `deadline_ms`); a CANCEL ends the wait, and a canceled action is logged as
+//! `canceled`:
 //!
 //! | procedure | kwargs | result |
 //! | --- | --- | --- |
@@ -37,8 +41,8 @@
 //! Errors: `brume.error.no_such_thing`, `no_such_action`, `no_such_type`, `thing_offline`,
 //! `action_failed` (the device said no, or its reply broke the schema), and
 //! `wamp.error.invalid_argument` (message naming thing, property and rule; kwargs `thing`,
-//! `property` or `action`, `rule`), `wamp.error.timeout`, `wamp.error.canceled` (a later `set` of
-//! the same property superseded the call), `wamp.error.unavailable` (the gateway's command queue
+//! `property` or `action`, `rule`), `wamp.error.timeout`, `wamp.error.canceled` (the caller canceled,
+//! or a later `set` of the same property superseded the call), `wamp.error.unavailable` (the gateway's command queue
 //! is full).
 //!
 //! Topics (kwargs only):

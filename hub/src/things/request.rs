@@ -70,6 +70,10 @@ pub enum Request {
     TypesGet { type_id: String },
     /// `brume.things.describe`
     Describe { thing: ThingId },
+    /// The caller of a `set` or an action canceled it (the router interrupted the invocation):
+    /// the API dropped that call's reply, and the service forgets every waiting call whose reply
+    /// is gone (an action is logged as `canceled`; desired values stay pending).
+    Canceled,
 }
 
 impl Request {
@@ -86,6 +90,7 @@ impl Request {
             Request::TypesList => "types.list",
             Request::TypesGet { .. } => "types.get",
             Request::Describe { .. } => "describe",
+            Request::Canceled => "canceled",
         }
     }
 }

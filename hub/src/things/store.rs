@@ -84,6 +84,8 @@ pub enum ActionStatus {
     Failed,
     /// No reply before the deadline (or the hub restarted meanwhile).
     Expired,
+    /// The caller canceled the call before the device replied.
+    Canceled,
 }
 
 impl ActionStatus {
@@ -94,6 +96,7 @@ impl ActionStatus {
             ActionStatus::Done => "done",
             ActionStatus::Failed => "failed",
             ActionStatus::Expired => "expired",
+            ActionStatus::Canceled => "canceled",
         }
     }
 }

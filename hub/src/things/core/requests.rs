@@ -24,6 +24,10 @@ impl Core {
             Request::TypesList => Ok(self.types_list()),
             Request::TypesGet { type_id } => self.types_get(&type_id),
             Request::Describe { thing } => self.describe(&thing),
+            Request::Canceled => {
+                self.forget_canceled(now_ms);
+                Ok(Json::Null)
+            }
             Request::Set {
                 thing,
                 values,

@@ -674,3 +674,51 @@ fn things_of_an_unknown_type_in_the_database_stop_the_start() {
     .unwrap_err();
     assert!(err.to_string().contains("toaster"), "{err}");
 }
+
+#[test]
+fn canceled_calls_are_forgotten_and_their_desired_values_kept() {
+    let mut f = fixture(Provisioning::Explicit, None);
+    f.provision("th1", "thermostat");
+    f.report("th1", json!({"setpoint": 18}), 10);
+    f.provision("r1", "relay");
+    f.event(DeviceEvent::Online { thing: id("r1") });
+    let set = f.call(Request::Set {
+        thing: id("th1"),
+        values: obj(json!({"setpoint": 22})),
+        timeout: None,
+    });
+    let action = f.call(Request::Action {
+        thing: id("r1"),
+        action: "toggle".into(),
+        input: Json::Null,
+        timeout: None,
+    });
+    let kept = f.call(Request::Action {
+        thing: id("r1"),
+        action: "on".into(),
+        input: Json::Null,
+        timeout: None,
+    });
+    assert_eq!((f.core.sets.len(), f.core.actions.len()), (1, 2));
+    // The API drops the replies of the calls whose caller canceled, then says so.
+    drop(set);
+    drop(action);
+    assert_eq!(f.answer(Request::Canceled).unwrap(), Json::Null);
+    assert!(f.core.sets.is_empty(), "the set no longer waits");
+    assert_eq!(f.core.actions.len(), 1, "only the call still wanted waits");
+    assert!(
+        f.core
+            .actions
+            .values()
+            .all(|w| w.action == "on" && !w.reply.is_closed())
+    );
+    drop(kept);
+    // The desired value is still pending for the device.
+    let got = f
+        .answer(Request::Get {
+            thing: id("th1"),
+            property: Some("setpoint".into()),
+        })
+        .unwrap();
+    assert_eq!(got["desired"]["value"], json!(22));
+}
