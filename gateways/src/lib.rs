@@ -18,4 +18,7 @@ pub mod link;
 pub mod mqtt;
 pub mod raw;
 
-pub use link::{CredentialCheck, DeviceCredentials, GatewayIo, StaticCredentials};
+pub use link::{
+    CredentialCheck, DeviceCredentials, GatewayIo, StaticCredentials, StaticThings, ThingRead,
+    ThingReader, ThingView,
+};

@@ -5,9 +5,12 @@
 //! with plain channels.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use device_models::{DeviceCommand, DeviceEvent, ThingId};
+use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 /// The verdict on a device's credentials.
@@ -25,6 +28,36 @@ pub enum CredentialCheck {
 /// synchronous and cheap, so a gateway may call it on its accept path.
 pub trait DeviceCredentials: Send + Sync + 'static {
     fn check(&self, thing: &ThingId, secret: &str) -> CredentialCheck;
+}
+
+/// A thing as the hub's registry holds it, for a device that reads its own back (CoAP `GET
+/// /things/<id>/state` or `info`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ThingView {
+    /// Reported values by property.
+    pub state: Map<String, Value>,
+    /// Info values by property.
+    pub info: Map<String, Value>,
+}
+
+/// The answer of a [`ThingReader`]: `None` for a thing the registry does not hold.
+pub type ThingRead = Pin<Box<dyn Future<Output = Option<ThingView>> + Send>>;
+
+/// Reads a thing back from the hub's registry. Implemented by the hub over the things service,
+/// which answers in its turn, so the call is asynchronous: a gateway awaits it off its own loop.
+pub trait ThingReader: Send + Sync + 'static {
+    fn read(&self, thing: &ThingId) -> ThingRead;
+}
+
+/// Things from a fixed map, for simulations and tests (empty: every read finds nothing).
+#[derive(Debug, Default, Clone)]
+pub struct StaticThings(pub HashMap<ThingId, ThingView>);
+
+impl ThingReader for StaticThings {
+    fn read(&self, thing: &ThingId) -> ThingRead {
+        let view = self.0.get(thing).cloned();
+        Box::pin(async move { view })
+    }
 }
 
 /// Credentials from a fixed map, for simulations and tests.
@@ -60,6 +93,8 @@ pub struct GatewayIo {
     pub events: mpsc::Sender<DeviceEvent>,
     pub commands: mpsc::Receiver<DeviceCommand>,
     pub credentials: Arc<dyn DeviceCredentials>,
+    /// Reads things back from the registry, for devices that ask.
+    pub things: Arc<dyn ThingReader>,
 }
 
 impl std::fmt::Debug for GatewayIo {
@@ -78,7 +113,8 @@ pub struct HubEnds {
 }
 
 impl GatewayIo {
-    /// A gateway link backed by fresh channels, with the hub's ends returned alongside.
+    /// A gateway link backed by fresh channels, with the hub's ends returned alongside. Its
+    /// [`ThingReader`] knows no thing; see [`GatewayIo::with_things`].
     pub fn pair(
         name: &str,
         capacity: usize,
@@ -92,12 +128,19 @@ impl GatewayIo {
                 events: etx,
                 commands: crx,
                 credentials,
+                things: Arc::new(StaticThings::default()),
             },
             HubEnds {
                 events: erx,
                 commands: ctx,
             },
         )
+    }
+
+    /// The same link, reading things from `things`.
+    pub fn with_things(mut self, things: Arc<dyn ThingReader>) -> GatewayIo {
+        self.things = things;
+        self
     }
 }
 

@@ -532,7 +532,7 @@ async fn bad_input_gets_the_right_code_or_is_dropped() {
             ResponseType::BadRequest,
         ),
         (
-            Msg::new(RequestType::Get, "/things/t1/state"),
+            Msg::new(RequestType::Put, "/things/t1/state"),
             ResponseType::MethodNotAllowed,
         ),
         (

@@ -295,6 +295,7 @@ fn split_raw(
             events: tx,
             commands: io.commands,
             credentials: io.credentials,
+            things: io.things,
         },
         raw_rx,
     )

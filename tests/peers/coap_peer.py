@@ -4,6 +4,11 @@ gateway. Every line this prints is one JSON object, flushed at once.
 Usage:
   coap_peer.py post URI CONTENT_FORMAT JSON_BODY
       One confirmable POST (CONTENT_FORMAT json or cbor); prints {"code", "payload"}.
+  coap_peer.py put URI CONTENT_FORMAT JSON_BODY
+      The same as post, with PUT.
+  coap_peer.py get URI
+      One confirmable GET; prints {"code", "content_format", "payload"} with a JSON payload parsed,
+      and a link-format one (/.well-known/core) parsed by aiocoap into [{"href", attrs...}].
   coap_peer.py duplicate HOST PORT PATH QUERY JSON_BODY
       Encodes one confirmable POST with aiocoap and sends the same datagram twice on a plain
       UDP socket; prints {"answers": [hex, hex]}.
@@ -42,12 +47,29 @@ def encode(fmt, value):
     return json.dumps(value).encode(), 50
 
 
-async def post(uri, fmt, body):
+async def post(uri, fmt, body, code=Code.POST):
     ctx = await aiocoap.Context.create_client_context()
     payload, cf = encode(fmt, json.loads(body))
-    req = Message(code=Code.POST, uri=uri, payload=payload, content_format=cf)
+    req = Message(code=code, uri=uri, payload=payload, content_format=cf)
     resp = await ctx.request(req).response
     out({"code": str(resp.code), "payload": resp.payload.decode("utf-8", "replace")})
+    await ctx.shutdown()
+
+
+async def get(uri):
+    ctx = await aiocoap.Context.create_client_context()
+    resp = await ctx.request(Message(code=Code.GET, uri=uri)).response
+    cf = resp.opt.content_format
+    text = resp.payload.decode("utf-8", "replace")
+    if cf == 50:
+        payload = json.loads(text)
+    elif cf == 40:
+        from aiocoap.util.linkformat import parse
+
+        payload = [dict(link.attr_pairs, href=link.href) for link in parse(text).links]
+    else:
+        payload = text
+    out({"code": str(resp.code), "content_format": cf, "payload": payload})
     await ctx.shutdown()
 
 
@@ -192,6 +214,10 @@ def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "post":
         coro = post(*args)
+    elif cmd == "put":
+        coro = post(*args, code=Code.PUT)
+    elif cmd == "get":
+        coro = get(*args)
     elif cmd == "duplicate":
         coro = duplicate(*args)
     elif cmd == "device":

@@ -731,3 +731,65 @@ async fn a_silent_device_goes_offline_after_offline_after_secs_and_comes_back() 
     assert_eq!(app.event("brume.things.on_online").await["thing"], "quiet");
     assert_eq!(app.get("quiet").await["reported"]["n"]["value"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_discovers_its_resources_and_reads_its_state_and_info_back() {
+    let hub = hub_with(|_| {}).await;
+    let mut app = App::spawn(&hub).await;
+    let secret = app.provision("reader").await;
+    // Discovery (RFC 6690), parsed by aiocoap's link-format parser.
+    let links = device(&[
+        "get",
+        &format!("coap://{}/.well-known/core?ep=reader", coap_addr(&hub)),
+    ])
+    .await;
+    assert_eq!(links[0]["code"], "2.05 Content", "{links:?}");
+    assert_eq!(links[0]["content_format"], 40);
+    let hrefs: Vec<&str> = links[0]["payload"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["href"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        hrefs,
+        [
+            "/things/reader/state",
+            "/things/reader/info",
+            "/things/reader/desired",
+            "/things/reader/commands",
+            "/things/reader/replies",
+            "/things/reader/events"
+        ]
+    );
+    let commands = &links[0]["payload"][3];
+    assert!(commands.get("obs").is_some(), "{commands}");
+
+    // What the device reported and put in its info, read back from the hub's registry.
+    let state = uri(&hub, "reader", "state", &secret);
+    assert_eq!(
+        aiocoap_post(&state, "json", r#"{"temperature": 21.5}"#).await,
+        "2.04 Changed"
+    );
+    let info = uri(&hub, "reader", "info", &secret);
+    let put = device(&["put", &info, "json", r#"{"firmware": "1.2.3"}"#]).await;
+    assert_eq!(put[0]["code"], "2.04 Changed", "{put:?}");
+    // The registry has taken both in once an app sees them (the device's requests are answered
+    // before the hub has applied them).
+    let deadline = Instant::now() + WAIT;
+    while app.get("reader").await["info"]["firmware"] != "1.2.3" {
+        assert!(
+            Instant::now() < deadline,
+            "the info never reached the registry"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = device(&["get", &state]).await;
+    assert_eq!(got[0]["code"], "2.05 Content", "{got:?}");
+    assert_eq!(got[0]["payload"], json!({"temperature": 21.5}));
+    let got = device(&["get", &info]).await;
+    assert_eq!(got[0]["payload"], json!({"firmware": "1.2.3"}), "{got:?}");
+    // Only with its secret.
+    let got = device(&["get", &uri(&hub, "reader", "state", "wrong")]).await;
+    assert_eq!(got[0]["code"], "4.01 Unauthorized", "{got:?}");
+}

@@ -362,6 +362,7 @@ impl MqttGateway {
             events,
             commands,
             credentials,
+            things: _,
         } = io;
         let core = Arc::new(Core {
             name,

@@ -19,15 +19,19 @@
 //!   comes back online).
 //! - **Detaching**: dropping every event sender ends the attachment; the things last seen on that
 //!   gateway go offline. Dropping the command receiver does the same at the next command.
+//! - **Reads** (a device reading its own state or info back, [`gateways::ThingReader`]): a
+//!   request on the service's API queue, answered in turn like a `brume.things.get`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use device_models::{DeviceCommand, DeviceEvent};
-use gateways::GatewayIo;
+use device_models::{DeviceCommand, DeviceEvent, ThingId};
+use gateways::{GatewayIo, ThingRead, ThingReader, ThingView};
+use serde_json::Value as Json;
 use tokio::sync::mpsc;
 
 use super::credentials::RegistryCredentials;
+use super::request::{Reply, Request};
 
 /// Identifies one attached gateway for the life of the hub.
 pub type GatewayId = u64;
@@ -87,6 +91,7 @@ pub struct GatewayLink {
     command_queue: usize,
     stats: Arc<ThingsStats>,
     credentials: Arc<RegistryCredentials>,
+    reader: Arc<RegistryReader>,
 }
 
 impl GatewayLink {
@@ -96,6 +101,7 @@ impl GatewayLink {
         command_queue: usize,
         stats: Arc<ThingsStats>,
         credentials: Arc<RegistryCredentials>,
+        requests: mpsc::Sender<(Request, Reply)>,
     ) -> GatewayLink {
         GatewayLink {
             attach,
@@ -104,6 +110,7 @@ impl GatewayLink {
             command_queue,
             stats,
             credentials,
+            reader: Arc::new(RegistryReader { requests }),
         }
     }
 
@@ -127,6 +134,7 @@ impl GatewayLink {
             events: events_tx,
             commands: commands_rx,
             credentials: self.credentials.clone(),
+            things: self.reader.clone(),
         })
     }
 
@@ -138,5 +146,41 @@ impl GatewayLink {
     /// The device credential check every attached gateway gets.
     pub fn credentials(&self) -> &Arc<RegistryCredentials> {
         &self.credentials
+    }
+}
+
+/// The gateways' [`ThingReader`]: asks the things service, in its turn, as the API's `get` does.
+#[derive(Debug)]
+struct RegistryReader {
+    requests: mpsc::Sender<(Request, Reply)>,
+}
+
+impl ThingReader for RegistryReader {
+    fn read(&self, thing: &ThingId) -> ThingRead {
+        let requests = self.requests.clone();
+        let thing = thing.clone();
+        Box::pin(async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let request = Request::Get {
+                thing,
+                property: None,
+            };
+            requests.send((request, tx)).await.ok()?;
+            let got = rx.await.ok()?.ok()?;
+            let reported = got.get("reported").and_then(Json::as_object);
+            let state = reported
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.get("value").cloned().unwrap_or(Json::Null)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let info = got
+                .get("info")
+                .and_then(Json::as_object)
+                .cloned()
+                .unwrap_or_default();
+            Some(ThingView { state, info })
+        })
     }
 }

@@ -186,6 +186,7 @@ pub async fn start(
         t.command_queue,
         stats.clone(),
         credentials,
+        requests_tx.clone(),
     );
     let store_stats = store.stats().clone();
     let service = service::ThingsService {

@@ -237,6 +237,7 @@ mod tests {
             16,
             stats.clone(),
             Arc::new(RegistryCredentials::new(true)),
+            requests_tx.clone(),
         );
         let gw = link.attach("flood").await.unwrap();
         let thing = ThingId::new("s1").unwrap();

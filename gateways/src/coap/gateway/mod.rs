@@ -12,7 +12,10 @@
 //! | `POST /things/<id>/state` | object of property values | 2.04 Changed | `Reported` |
 //! | `POST /things/<id>/events/<name>` | any value, or empty for `null` | 2.01 Created | `Event` |
 //! | `PUT /things/<id>/info` | object of info values | 2.04 Changed | `Info` |
+//! | `GET /things/<id>/state` | | 2.05, object of reported values as the registry holds them (4.04 if it holds no such thing) | |
+//! | `GET /things/<id>/info` | | 2.05, object of info values as the registry holds them | |
 //! | `GET /things/<id>/desired` | | 2.05, object of pending desired values | |
+//! | `GET /.well-known/core?ep=<id>` | | 2.05, RFC 6690 link format (40): that device's resources; no secret needed | |
 //! | `GET /things/<id>/commands` (Observe) | | 2.05, pending commands; then CON notifications | |
 //! | `POST /things/<id>/replies` | `{"id", "output"}` or `{"id", "error"}` | 2.04 Changed | `ActionReply` |
 //!
@@ -208,7 +211,9 @@ impl CoapGateway {
             events,
             commands,
             credentials,
+            things,
         } = io;
+        let (read_answers, reads) = tokio::sync::mpsc::channel(run::MAX_READS);
         let local_addr = server.local_addr;
         info!(
             %local_addr,
@@ -225,12 +230,16 @@ impl CoapGateway {
             events,
             outbox: Outbox::default(),
             shutdown: drivers,
+            things,
+            read_answers,
+            read_permits: std::sync::Arc::new(tokio::sync::Semaphore::new(run::MAX_READS)),
         };
         let inputs = Inputs {
             server_events: server.events,
             commands,
             client_events,
             sweep: run::sweep_interval(offline_after),
+            reads,
         };
         let span = info_span!("coap_gateway", gateway = %name, local = %local_addr);
         let task = tokio::spawn(run::run(actor, inputs).instrument(span));

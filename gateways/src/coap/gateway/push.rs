@@ -15,7 +15,10 @@ use tracing::{debug, debug_span, warn};
 
 use super::commands::{DESIRED_ID_PREFIX, PendingAction, PendingCommands, Reply, Settled};
 use super::payload::{self, PayloadError, PayloadFormat};
-use super::resource::{Query, Resource, commands_path, route, thing_of_commands_path};
+use super::resource::{
+    LINK_FORMAT, Query, Resource, commands_path, is_well_known_core, link_format, route,
+    thing_of_commands_path,
+};
 use crate::coap::ResponseType;
 use crate::coap::server::{Notification, Request, Response};
 use crate::link::{CredentialCheck, DeviceCredentials};
@@ -84,6 +87,42 @@ pub(crate) struct Reaction {
     pub events: Vec<DeviceEvent>,
     /// A thing whose commands representation changed, to notify.
     pub notify: Option<ThingId>,
+    /// The device reads its thing back: the answer comes from the hub's registry, later; then
+    /// `response` is not sent.
+    pub read: Option<Read>,
+}
+
+/// A device's GET of its own `state` or `info`, answered from the hub's registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Read {
+    pub thing: ThingId,
+    pub what: ReadWhat,
+    pub format: PayloadFormat,
+}
+
+/// Which part of the thing a [`Read`] asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadWhat {
+    State,
+    Info,
+}
+
+impl Read {
+    /// The answer once the hub replied: the values as a map, or 4.04 for a thing the hub does
+    /// not hold.
+    pub fn answer(&self, view: Option<&crate::link::ThingView>) -> Response {
+        let Some(view) = view else {
+            return Response::new(ResponseType::NotFound);
+        };
+        let values = match self.what {
+            ReadWhat::State => &view.state,
+            ReadWhat::Info => &view.info,
+        };
+        Response::content(
+            self.format.content_format(),
+            payload::encode(self.format, &Value::Object(values.clone())),
+        )
+    }
 }
 
 impl Reaction {
@@ -92,6 +131,7 @@ impl Reaction {
             response,
             events: Vec::new(),
             notify: None,
+            read: None,
         }
     }
 
@@ -171,6 +211,7 @@ enum Act {
     Desired(PayloadFormat),
     Commands(PayloadFormat),
     Reply(Reply),
+    Read(ReadWhat, PayloadFormat),
 }
 
 impl PushDevices {
@@ -185,12 +226,18 @@ impl PushDevices {
 
     /// Answers one request.
     pub fn on_request(&mut self, now: Instant, wall_ms: u64, req: &Request) -> Reaction {
+        if is_well_known_core(&req.path) {
+            if req.method != crate::coap::Method::Get {
+                return Reaction::answer(Response::new(ResponseType::MethodNotAllowed));
+            }
+            return Reaction::answer(Response::content(LINK_FORMAT, link_format(&req.query)));
+        }
         let Ok((thing, resource)) = route(&req.path) else {
             return Reaction::error(ResponseType::NotFound, "no such resource");
         };
         let span = debug_span!("coap_device", thing = %thing, peer = %req.peer);
         let _entered = span.enter();
-        if req.method != resource.method() {
+        if !resource.allows(req.method) {
             return Reaction::answer(Response::new(ResponseType::MethodNotAllowed));
         }
         if let Err(refusal) = self.authenticate(&thing, &req.query) {
@@ -279,6 +326,14 @@ impl PushDevices {
                     Response::content(format.content_format(), body).with_max_age(max_age),
                 )
             }
+            Act::Read(what, format) => Reaction {
+                read: Some(Read {
+                    thing,
+                    what,
+                    format,
+                }),
+                ..Reaction::answer(Response::new(ResponseType::Content))
+            },
             Act::Reply(reply) => match entry.commands.settle(&reply.id) {
                 Settled::Desired | Settled::StaleDesired => {
                     Reaction::answer(Response::new(ResponseType::Changed))
@@ -502,7 +557,10 @@ fn read_request(resource: &Resource, req: &Request) -> Result<Act, Refusal> {
             Some(f) => Ok(f),
         },
     };
+    let get = req.method == crate::coap::Method::Get;
     Ok(match resource {
+        Resource::State if get => Act::Read(ReadWhat::State, accept()?),
+        Resource::Info if get => Act::Read(ReadWhat::Info, accept()?),
         Resource::State => {
             Act::Report(payload::decode_object(body_format()?, &req.payload).map_err(bad)?)
         }

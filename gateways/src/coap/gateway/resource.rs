@@ -9,11 +9,11 @@ use crate::coap::Method;
 /// What a request addresses under `/things/<id>/`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Resource {
-    /// `state`: POST reported values.
+    /// `state`: POST reported values; GET them back as the hub holds them.
     State,
     /// `events/<name>`: POST an event.
     Event(String),
-    /// `info`: PUT info values.
+    /// `info`: PUT info values; GET the thing's info as the hub holds it.
     Info,
     /// `desired`: GET the pending desired values.
     Desired,
@@ -24,14 +24,71 @@ pub(crate) enum Resource {
 }
 
 impl Resource {
-    /// The one method the resource accepts.
-    pub fn method(&self) -> Method {
+    /// Whether the resource accepts `method`.
+    pub fn allows(&self, method: Method) -> bool {
         match self {
-            Self::State | Self::Event(_) | Self::Replies => Method::Post,
-            Self::Info => Method::Put,
-            Self::Desired | Self::Commands => Method::Get,
+            Self::State => matches!(method, Method::Post | Method::Get),
+            Self::Info => matches!(method, Method::Put | Method::Get),
+            Self::Event(_) | Self::Replies => method == Method::Post,
+            Self::Desired | Self::Commands => method == Method::Get,
         }
     }
+}
+
+/// Content-Format of CoRE Link Format (RFC 6690).
+pub(crate) const LINK_FORMAT: u16 = 40;
+
+/// Whether `path` is `/.well-known/core`.
+pub(crate) fn is_well_known_core(path: &[String]) -> bool {
+    matches!(path, [a, b] if a == ".well-known" && b == "core")
+}
+
+/// The body of `GET /.well-known/core` (RFC 6690): with `ep=<thing id>` in the query, the
+/// resources that device may use, with their methods in the title; without it, where to look.
+pub(crate) fn link_format(query: &[String]) -> String {
+    let thing = query
+        .iter()
+        .find_map(|q| q.strip_prefix("ep="))
+        .and_then(|id| ThingId::new(id).ok());
+    let Some(thing) = thing else {
+        return "</things>;rt=\"brume.things\";title=\"one collection per device:                 GET /.well-known/core?ep=<thing id> lists them\""
+            .to_owned();
+    };
+    let json_cbor = "ct=\"50 60\"";
+    [
+        (
+            "state",
+            "brume.state",
+            "POST reported values; GET them back",
+            "",
+        ),
+        ("info", "brume.info", "PUT info; GET it back", ""),
+        (
+            "desired",
+            "brume.desired",
+            "GET desired values not yet reported",
+            "",
+        ),
+        (
+            "commands",
+            "brume.commands",
+            "GET with Observe: desired values and actions",
+            ";obs",
+        ),
+        (
+            "replies",
+            "brume.replies",
+            "POST the answer to a command",
+            "",
+        ),
+        ("events", "brume.events", "POST events/<name>", ""),
+    ]
+    .iter()
+    .map(|(r, rt, title, obs)| {
+        format!("</things/{thing}/{r}>;rt=\"{rt}\";{json_cbor};title=\"{title}\"{obs}")
+    })
+    .collect::<Vec<_>>()
+    .join(",")
 }
 
 /// Why a path names no resource.
@@ -105,6 +162,27 @@ mod tests {
 
     fn segs(p: &str) -> Vec<String> {
         crate::coap::split_path(p)
+    }
+
+    #[test]
+    fn well_known_core_lists_a_devices_resources() {
+        assert!(is_well_known_core(&segs("/.well-known/core")));
+        assert!(!is_well_known_core(&segs("/.well-known")));
+        let all = link_format(&["ep=t-1".to_owned()]);
+        let links: Vec<&str> = all.split(',').collect();
+        assert_eq!(links.len(), 6, "{all}");
+        assert!(links[0].starts_with("</things/t-1/state>;rt=\"brume.state\";ct=\"50 60\""));
+        assert!(links[3].starts_with("</things/t-1/commands>") && links[3].ends_with(";obs"));
+        for bad in [vec![], vec!["ep=a.b".to_owned()]] {
+            assert!(link_format(&bad).starts_with("</things>;"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn methods_per_resource() {
+        assert!(Resource::State.allows(Method::Post) && Resource::State.allows(Method::Get));
+        assert!(Resource::Info.allows(Method::Put) && Resource::Info.allows(Method::Get));
+        assert!(!Resource::State.allows(Method::Put) && !Resource::Replies.allows(Method::Get));
     }
 
     #[test]

@@ -10,12 +10,16 @@
 //!   bounded [`Outbox`] drained as the hub makes room.
 //!
 //! Waiting happens only on the drivers' command channels, which their tasks drain without ever
-//! waiting on the actor, so the two cannot deadlock.
+//! waiting on the actor, so the two cannot deadlock. A device reading its own `state` or `info`
+//! is answered from the hub's registry by a small task per read (at most [`MAX_READS`] at once,
+//! beyond which the device gets 5.03), whose answer comes back through [`Inputs::reads`].
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use device_models::{DeviceCommand, DeviceEvent, ThingId};
+use tokio::sync::Semaphore;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinHandle;
@@ -25,15 +29,22 @@ use tracing::{debug, error, warn};
 
 use super::error::GatewayError;
 use super::observed::{ObservedDevices, Planned};
-use super::push::{MAX_EVENTS_PER_REQUEST, PushDevices};
+use super::push::{MAX_EVENTS_PER_REQUEST, PushDevices, Read};
 use crate::coap::client::ClientEvent;
 use crate::coap::driver::{ClientHandle, ServerHandle};
-use crate::coap::server::{Request, Response, ServerEvent};
+use crate::coap::server::{Request, RequestId, Response, ServerEvent};
 use crate::coap::{DriverError, ResponseType};
+use crate::link::{ThingReader, ThingView};
 
 /// Most events held in the outbox; past it, `Reported` values are dropped (newer ones follow)
 /// and other events are dropped with an error log.
 const OUTBOX_CAP: usize = 4_096;
+
+/// Reads of the registry in flight at once.
+pub(crate) const MAX_READS: usize = 64;
+
+/// A registry read's answer, for the request that asked.
+pub(crate) type ReadAnswer = (RequestId, Read, Option<ThingView>);
 
 /// Everything the actor receives from.
 pub(crate) struct Inputs {
@@ -41,6 +52,8 @@ pub(crate) struct Inputs {
     pub commands: mpsc::Receiver<DeviceCommand>,
     pub client_events: Option<mpsc::Receiver<ClientEvent>>,
     pub sweep: Interval,
+    /// Answers of registry reads, as they come.
+    pub reads: mpsc::Receiver<ReadAnswer>,
 }
 
 /// The actor's state.
@@ -53,6 +66,12 @@ pub(crate) struct Actor {
     pub events: mpsc::Sender<DeviceEvent>,
     pub outbox: Outbox,
     pub shutdown: CancellationToken,
+    /// The registry, for devices that read their thing back.
+    pub things: Arc<dyn ThingReader>,
+    /// Where read tasks answer (capacity [`MAX_READS`], so a send never waits).
+    pub read_answers: mpsc::Sender<ReadAnswer>,
+    /// Permits for reads in flight.
+    pub read_permits: Arc<Semaphore>,
 }
 
 /// A sweep interval for an offline timeout: a quarter of it, between 100 ms and 1 s.
@@ -131,6 +150,12 @@ pub(crate) async fn run(mut actor: Actor, mut inputs: Inputs) -> Result<(), Gate
                     actor.outbox.queue.clear();
                 }
             },
+            Some((id, read, view)) = inputs.reads.recv() => {
+                let response = read.answer(view.as_ref());
+                if let Err(e) = actor.server.respond(id, response).await {
+                    break Err(GatewayError::Driver(e));
+                }
+            }
             _ = inputs.sweep.tick() => {
                 if let Err(e) = actor.on_sweep().await {
                     break Err(e);
@@ -161,7 +186,15 @@ impl Actor {
 
     async fn on_request(&mut self, request: Request) -> Result<(), GatewayError> {
         let id = request.id;
-        let (response, notify) = self.react(&request);
+        let (response, notify, read) = self.react(&request);
+        let response = match read {
+            Some(read) => match self.start_read(id, read) {
+                // Answered when the registry replies.
+                None => return Ok(()),
+                Some(refused) => refused,
+            },
+            None => response,
+        };
         self.server
             .respond(id, response)
             .await
@@ -172,8 +205,25 @@ impl Actor {
         Ok(())
     }
 
+    /// Starts reading a thing for request `id`; `Some` is the answer when it cannot start.
+    fn start_read(&mut self, id: RequestId, read: Read) -> Option<Response> {
+        let Ok(permit) = self.read_permits.clone().try_acquire_owned() else {
+            debug!(thing = %read.thing, "too many registry reads in flight; asking the device to retry");
+            return Some(busy());
+        };
+        let pending = self.things.read(&read.thing);
+        let answers = self.read_answers.clone();
+        tokio::spawn(async move {
+            let view = pending.await;
+            // Capacity MAX_READS and one permit per task: never waits. The actor may be gone.
+            let _ = answers.try_send((id, read, view));
+            drop(permit);
+        });
+        None
+    }
+
     /// Handles a request with its events' channel slots reserved first (see the module docs).
-    fn react(&mut self, request: &Request) -> (Response, Option<ThingId>) {
+    fn react(&mut self, request: &Request) -> (Response, Option<ThingId>, Option<Read>) {
         let wanted = MAX_EVENTS_PER_REQUEST.min(self.events.max_capacity());
         let permits = if self.outbox.is_empty() {
             self.events.try_reserve_many(wanted)
@@ -190,15 +240,15 @@ impl Actor {
                         None => self.outbox.push(&self.events, event),
                     }
                 }
-                (reaction.response, reaction.notify)
+                (reaction.response, reaction.notify, reaction.read)
             }
             Err(TrySendError::Full(())) => {
                 debug!(peer = %request.peer, "hub queue full; asking the device to retry");
-                (busy(), None)
+                (busy(), None, None)
             }
             Err(TrySendError::Closed(())) => {
                 debug!("hub closed the event channel");
-                (busy(), None)
+                (busy(), None, None)
             }
         }
     }

@@ -152,7 +152,7 @@ fn credentials_and_routing() {
             ResponseType::NotFound,
         ),
         (
-            Req::new(Method::Get, "/things/t1/state"),
+            Req::new(Method::Put, "/things/t1/state"),
             ResponseType::MethodNotAllowed,
         ),
         (
@@ -160,7 +160,7 @@ fn credentials_and_routing() {
             ResponseType::MethodNotAllowed,
         ),
         (
-            Req::new(Method::Get, "/.well-known/core"),
+            Req::new(Method::Get, "/.well-known/other"),
             ResponseType::NotFound,
         ),
         // Loopback policy: a known thing may omit its secret.
@@ -480,4 +480,72 @@ fn random_requests_never_panic() {
             c.sweep(t0 + Duration::from_secs(u64::from(i / 100)), u64::from(i));
         }
     }
+}
+
+#[test]
+fn a_device_reads_its_state_and_info_from_the_registry() {
+    let mut c = core();
+    let now = Instant::now();
+    let r = c.on_request(now, 1, &Req::new(Method::Get, "/things/t1/state").build());
+    let read = r.read.expect("answered from the registry");
+    assert_eq!(
+        (read.thing.as_str(), read.what, read.format),
+        ("t1", ReadWhat::State, PayloadFormat::Json)
+    );
+    // Reading is contact: the first one greets.
+    assert!(matches!(r.events.as_slice(), [DeviceEvent::Hello { .. }]));
+    let view = crate::link::ThingView {
+        state: json!({"t": 21.5}).as_object().unwrap().clone(),
+        info: json!({"fw": "1"}).as_object().unwrap().clone(),
+    };
+    let answer = read.answer(Some(&view));
+    assert_eq!(answer.code, ResponseType::Content);
+    assert_eq!(answer.payload, Bytes::from(r#"{"t":21.5}"#));
+    assert_eq!(read.answer(None).code, ResponseType::NotFound);
+    // Info in CBOR when the device accepts it.
+    let r = c.on_request(
+        now,
+        2,
+        &Req::new(Method::Get, "/things/t1/info").accept(60).build(),
+    );
+    let read = r.read.expect("answered from the registry");
+    assert_eq!(
+        (read.what, read.format),
+        (ReadWhat::Info, PayloadFormat::Cbor)
+    );
+    // Still only with the secret, and only the methods each resource takes.
+    let r = c.on_request(
+        now,
+        3,
+        &Req::new(Method::Get, "/things/t1/state")
+            .query(&["s=nope"])
+            .build(),
+    );
+    assert!(r.read.is_none());
+    assert_eq!(r.response.code, ResponseType::Unauthorized);
+    let r = c.on_request(now, 4, &Req::new(Method::Put, "/things/t1/state").build());
+    assert_eq!(r.response.code, ResponseType::MethodNotAllowed);
+}
+
+#[test]
+fn well_known_core_is_open_to_discovery() {
+    let mut c = core();
+    let r = c.on_request(
+        Instant::now(),
+        1,
+        &Req::new(Method::Get, "/.well-known/core")
+            .query(&["ep=t1"])
+            .build(),
+    );
+    assert_eq!(r.response.code, ResponseType::Content);
+    assert_eq!(r.response.content_format, Some(40));
+    assert!(r.events.is_empty(), "discovery is not contact");
+    let body = String::from_utf8(r.response.payload.to_vec()).unwrap();
+    assert!(body.starts_with("</things/t1/state>;"), "{body}");
+    let r = c.on_request(
+        Instant::now(),
+        2,
+        &Req::new(Method::Post, "/.well-known/core").build(),
+    );
+    assert_eq!(r.response.code, ResponseType::MethodNotAllowed);
 }
