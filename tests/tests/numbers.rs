@@ -107,6 +107,14 @@ async fn next_values(sub: &mut Subscription, what: &str) -> Dict {
         .unwrap_or_else(|| panic!("{what}: no values in {kw:?}"))
 }
 
+/// An MQTT client logged in as device `thing` (not yet connected: its event loop connects).
+fn mqtt_device(hub: &TestHub, thing: &str, secret: String) -> (AsyncClient, rumqttc::EventLoop) {
+    let addr = hub.hub.gateway_addrs().mqtt.expect("MQTT gateway");
+    let mut options = MqttOptions::new(thing, addr.ip().to_string(), addr.port());
+    options.set_credentials(thing, secret);
+    AsyncClient::new(options, 10)
+}
+
 /// A JSON and a MessagePack subscriber to `topic`.
 async fn subscribers(hub: &TestHub, topic: &str) -> Vec<(&'static str, Client, Subscription)> {
     let mut out = Vec::new();
@@ -152,10 +160,7 @@ async fn an_mqtt_report_arrives_bit_for_bit() {
     let secret = provision(&hub, "m1").await;
     let mut subs = subscribers(&hub, "brume.thing.m1.state").await;
 
-    let addr = hub.hub.gateway_addrs().mqtt.expect("MQTT gateway");
-    let mut options = MqttOptions::new("m1", addr.ip().to_string(), addr.port());
-    options.set_credentials("m1", secret);
-    let (client, mut eventloop) = AsyncClient::new(options, 10);
+    let (client, mut eventloop) = mqtt_device(&hub, "m1", secret);
     client
         .publish("things/m1/state", QoS::AtLeastOnce, false, report_json())
         .await
@@ -254,10 +259,7 @@ async fn the_uplink_forwards_numbers_bit_for_bit() {
         cloud.push((name, c, sub));
     }
     let secret = provision(&hub, "m1").await;
-    let addr = hub.hub.gateway_addrs().mqtt.expect("MQTT gateway");
-    let mut options = MqttOptions::new("m1", addr.ip().to_string(), addr.port());
-    options.set_credentials("m1", secret);
-    let (client, mut eventloop) = AsyncClient::new(options, 10);
+    let (client, mut eventloop) = mqtt_device(&hub, "m1", secret);
     tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
     client
         .publish("things/m1/state", QoS::AtLeastOnce, false, report_json())

@@ -100,14 +100,20 @@ async fn a_socket_that_blocks_writes_past_write_timeout_is_disconnected() {
     gone(&realm, id, "the blocked session was disconnected").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invocation_that_does_not_fit_disconnects_the_callee_even_under_drop_events() {
-    let hub = TestHub::start_with(|c| {
+/// A hub whose sessions have a 16-message queue under the `drop_events` policy, and no write
+/// timeout to speak of: a session that goes can only have gone for its queue.
+async fn small_queue_drop_events_hub() -> TestHub {
+    TestHub::start_with(|c| {
         c.router.outbound_queue = 16;
         c.router.slow_consumer = SlowConsumerPolicy::DropEvents;
         c.router.write_timeout_secs = 3600;
     })
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invocation_that_does_not_fit_disconnects_the_callee_even_under_drop_events() {
+    let hub = small_queue_drop_events_hub().await;
     let realm = hub.hub.router().realm("brume").unwrap().clone();
     let mut stuck = raw_session(&hub, r#"{"callee": {}}"#).await;
     stuck.send(br#"[64, 1, {}, "com.stuck"]"#).await;
@@ -142,12 +148,7 @@ async fn an_invocation_that_does_not_fit_disconnects_the_callee_even_under_drop_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_that_does_not_fit_disconnects_the_caller_even_under_drop_events() {
-    let hub = TestHub::start_with(|c| {
-        c.router.outbound_queue = 16;
-        c.router.slow_consumer = SlowConsumerPolicy::DropEvents;
-        c.router.write_timeout_secs = 3600;
-    })
-    .await;
+    let hub = small_queue_drop_events_hub().await;
     let realm = hub.hub.router().realm("brume").unwrap().clone();
     // The callee holds every invocation until it has all of them, then answers them at once:
     // the results arrive while the caller's socket is already full, whatever the timing.
