@@ -394,15 +394,63 @@ async fn queue_bounds_drop_oldest_telemetry_and_report_exact_counts() {
         "the oldest went first"
     );
     assert_eq!(reported["total"].as_u64(), Some(dropped as u64));
+    // The hub's own ledger says the same, by cause.
+    let s = status(&local).await;
+    assert_eq!(
+        s.get("dropped").and_then(Value::as_u64),
+        Some(dropped as u64)
+    );
+    let by_cause = s.get("dropped_by_cause").and_then(Value::as_dict).unwrap();
+    assert_eq!(
+        by_cause.get("queue_bound").and_then(Value::as_u64),
+        Some(dropped as u64),
+        "{by_cause:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queued_events_survive_a_crash_of_the_hub() {
-    use tests::hub::BrumeProcess;
+async fn the_age_bound_applies_while_the_link_is_down() {
     let cb = Crossbar::start(&["edge-a"]).await;
     let proxy = Proxy::start(cb.hub_addr()).await;
     proxy.set(ProxyMode::Closed);
-    let dir = tempfile::tempdir().unwrap();
+    let hub = hub_with_uplink("edge-a", proxy.addr, |u| u.queue_max_age_secs = 1).await;
+    let local = hub.local_client("devices");
+    for i in 0..20 {
+        let (t, p) = state("t1", i);
+        local.publish(&t, p, Dict::new()).await.unwrap();
+    }
+    // Older than a second, they leave the queue while the cloud is unreachable, counted.
+    wait_status(&local, "the old events expired", |s| {
+        let age = s
+            .get("dropped_by_cause")
+            .and_then(Value::as_dict)
+            .and_then(|d| d.get("age"))
+            .and_then(Value::as_u64);
+        age == Some(20) && queued(s) == 0
+    })
+    .await;
+    let s = status(&local).await;
+    assert_eq!(s.get("connected"), Some(&Value::Bool(false)), "{s:?}");
+    assert_eq!(s.get("dropped").and_then(Value::as_u64), Some(20));
+    // Once the link is back, the cloud hears of them.
+    let (_cloud, mut rx) = cloud_subscriber(&cb).await;
+    proxy.set(ProxyMode::Open);
+    let report = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let (topic, kw) = rx.recv().await.expect("subscribed");
+            if topic.ends_with(".uplink.dropped") {
+                return kw;
+            }
+        }
+    })
+    .await
+    .expect("the drops were reported");
+    assert_eq!(report["total"].as_u64(), Some(20));
+}
+
+/// A config file for a `brume run` process with hub id `edge-a`, its uplink to `cloud`, data in
+/// `dir/data` and every listener on port 0.
+fn process_config(dir: &tempfile::TempDir, cloud: std::net::SocketAddr) -> std::path::PathBuf {
     let config = dir.path().join("brume.toml");
     std::fs::write(
         &config,
@@ -414,10 +462,73 @@ async fn queued_events_survive_a_crash_of_the_hub() {
              reconnect_initial_ms = 100\nreconnect_max_ms = 400\n\
              [uplink.auth]\nmethod = \"ticket\"\nauthid = \"edge-a\"\nsecret = \"secret-edge-a\"\n",
             dir.path().join("data").display().to_string(),
-            proxy.addr
+            cloud
         ),
     )
     .unwrap();
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_writes_the_events_still_in_memory() {
+    use tests::hub::BrumeProcess;
+    let cb = Crossbar::start(&["edge-a"]).await;
+    let proxy = Proxy::start(cb.hub_addr()).await;
+    proxy.set(ProxyMode::Closed);
+    let dir = tempfile::tempdir().unwrap();
+    let config = process_config(&dir, proxy.addr);
+    let mut hub = BrumeProcess::start(&config);
+    let devices = Client::connect(&ConnectOptions::new(&hub.rs_url, "brume"))
+        .await
+        .unwrap();
+    // Every one acknowledged by the router, so each is in the hub's memory at least; sent in
+    // pipelined batches, so the uplink may still be writing the last ones.
+    const EVENTS: i64 = 20_000;
+    for chunk in (0..EVENTS).collect::<Vec<_>>().chunks(2000) {
+        let batch = chunk.iter().map(|&i| state("t1", i)).collect();
+        for r in devices.publish_batch_acked(batch).await {
+            r.unwrap();
+        }
+    }
+    // Stopped at once, gracefully: what is in memory is written before the process exits.
+    let pid = hub.child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = hub.child.wait();
+        (hub, status)
+    });
+    let (hub, exit) = tokio::time::timeout(Duration::from_secs(30), exited)
+        .await
+        .expect("the hub exits after SIGTERM")
+        .unwrap();
+    assert!(exit.unwrap().success(), "a clean exit");
+    drop(hub);
+    drop(devices);
+
+    let hub = BrumeProcess::start(&config);
+    let devices = Client::connect(&ConnectOptions::new(&hub.rs_url, "brume"))
+        .await
+        .unwrap();
+    let s = status(&devices).await;
+    assert_eq!(
+        queued(&s),
+        EVENTS as u64,
+        "every acknowledged event was written: {s:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_events_survive_a_crash_of_the_hub() {
+    use tests::hub::BrumeProcess;
+    let cb = Crossbar::start(&["edge-a"]).await;
+    let proxy = Proxy::start(cb.hub_addr()).await;
+    proxy.set(ProxyMode::Closed);
+    let dir = tempfile::tempdir().unwrap();
+    let config = process_config(&dir, proxy.addr);
     let mut hub = BrumeProcess::start(&config);
     let devices = Client::connect(&ConnectOptions::new(&hub.rs_url, "brume"))
         .await

@@ -101,17 +101,9 @@ async fn serve(shared: &Arc<Shared>, cloud: &Client, shutdown: &CancellationToke
     if let Err(e) = register_procedures(shared, cloud).await {
         return format!("cannot register the hub's procedures: {e}");
     }
-    let mut last_expiry = tokio::time::Instant::now();
     loop {
         if let Err(e) = report_drops(shared, cloud).await {
             return e;
-        }
-        if last_expiry.elapsed() > Duration::from_secs(10) {
-            last_expiry = tokio::time::Instant::now();
-            let now = now_ms();
-            if let Ok(n) = shared.with_queue(move |q| q.expire(now)).await {
-                shared.status.add_dropped(n);
-            }
         }
         let window = shared.config.window;
         let batch = match shared.with_queue(move |q| q.peek(0, window)).await {
@@ -170,14 +162,12 @@ async fn serve(shared: &Arc<Shared>, cloud: &Client, shutdown: &CancellationToke
                 }
             }
         }
-        let n_rejected = rejected.len() as u64;
         let _ = shared
             .with_queue(move |q| {
                 q.ack(&acked)?;
                 q.reject(&rejected)
             })
             .await;
-        shared.status.add_dropped(n_rejected);
         if let Some(reason) = lost {
             return reason;
         }
@@ -298,11 +288,4 @@ fn spawn_forwarder(
             });
         }
     });
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

@@ -66,7 +66,7 @@ impl Shared {
         let result = tokio::task::spawn_blocking(move || {
             let mut q = me.queue.lock().unwrap_or_else(|e| e.into_inner());
             let r = f(&mut q);
-            me.status.set_queue(q.len(), q.bytes());
+            me.status.set_queue(q.len(), q.bytes(), q.drops());
             r
         })
         .await;
@@ -132,6 +132,7 @@ pub async fn start(
         .register("brume.uplink.status", crate::wamp::Dict::new())
         .await?;
     tracker.spawn(ingest::run(shared.clone(), subscriptions, shutdown.clone()));
+    tracker.spawn(ingest::expire(shared.clone(), shutdown.clone()));
     tracker.spawn(status::serve(shared.clone(), status_reg, shutdown.clone()));
     tracker.spawn(link::run(shared, shutdown));
     Ok(())

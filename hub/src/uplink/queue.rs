@@ -6,7 +6,11 @@
 //!   deleted only once the cloud router acknowledged them.
 //! - Over the byte bound, the oldest *telemetry* is dropped first; lifecycle events go only when no
 //!   telemetry is left. Past the age bound, events are dropped whatever their kind. Every drop is
-//!   counted by topic until it has been reported to the cloud, so loss is never silent.
+//!   counted by topic until it has been reported to the cloud, and by cause ([`Drops`]) since the
+//!   queue was opened, so loss is never silent.
+//! - A row that cannot be read back (written by another version, damaged on disk) is moved to
+//!   the `unreadable` table (the newest [`MAX_UNREADABLE`] are kept for inspection) and counted;
+//!   it never blocks the rows behind it.
 //! - The database runs in WAL mode with `synchronous = FULL`, in batched transactions: a queued
 //!   event survives a crash of the process or the machine once its batch committed.
 //!
@@ -82,6 +86,38 @@ pub enum QueueError {
     Corrupt { seq: u64, reason: String },
 }
 
+/// Events dropped by the queue since it was opened, by cause.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drops {
+    /// Pushed out by the byte bound (oldest telemetry first).
+    pub bound: u64,
+    /// Older than the age bound.
+    pub age: u64,
+    /// Larger than [`MAX_EVENT_BYTES`].
+    pub oversize: u64,
+    /// Refused by the cloud router (not authorized, invalid URI): never deliverable.
+    pub rejected: u64,
+    /// Could not be read back from the database.
+    pub unreadable: u64,
+}
+
+impl Drops {
+    pub fn total(&self) -> u64 {
+        self.bound + self.age + self.oversize + self.rejected + self.unreadable
+    }
+}
+
+/// Why rows were dropped, for [`Drops`].
+#[derive(Clone, Copy, Debug)]
+enum Cause {
+    Bound,
+    Age,
+    Rejected,
+}
+
+/// Unreadable rows kept for inspection; older ones are deleted.
+pub const MAX_UNREADABLE: i64 = 1000;
+
 /// The durable queue.
 #[derive(Debug)]
 pub struct UplinkQueue {
@@ -89,6 +125,7 @@ pub struct UplinkQueue {
     limits: QueueLimits,
     count: u64,
     bytes: u64,
+    drops: Drops,
 }
 
 /// Largest single event accepted into the queue; larger ones are dropped and counted.
@@ -144,6 +181,13 @@ impl UplinkQueue {
              CREATE TABLE IF NOT EXISTS meta (
                  key TEXT PRIMARY KEY,
                  value INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS unreadable (
+                 seq INTEGER PRIMARY KEY,
+                 topic TEXT NOT NULL,
+                 payload BLOB NOT NULL,
+                 at_ms INTEGER NOT NULL,
+                 reason TEXT NOT NULL
              );",
         )?;
         let (count, bytes): (i64, i64) = conn.query_row(
@@ -156,7 +200,13 @@ impl UplinkQueue {
             limits,
             count: count as u64,
             bytes: bytes as u64,
+            drops: Drops::default(),
         })
+    }
+
+    /// Events dropped since the queue was opened, by cause.
+    pub fn drops(&self) -> Drops {
+        self.drops
     }
 
     /// Events queued.
@@ -190,6 +240,8 @@ impl UplinkQueue {
     pub fn push(&mut self, events: &[NewEvent]) -> Result<Vec<u64>, QueueError> {
         let mut seq = self.last_seq()?;
         let mut given = Vec::with_capacity(events.len());
+        // Applied to the counters only once the transaction committed.
+        let (mut added, mut added_bytes, mut oversize) = (0u64, 0u64, 0u64);
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
@@ -205,6 +257,7 @@ impl UplinkQueue {
                 if size > MAX_EVENT_BYTES {
                     tracing::warn!(topic = %e.topic, size, "event too large for the uplink queue; dropped");
                     count_drop.execute(params![e.topic])?;
+                    oversize += 1;
                     continue;
                 }
                 seq += 1;
@@ -216,8 +269,8 @@ impl UplinkQueue {
                     size as i64,
                     e.at_ms as i64
                 ])?;
-                self.count += 1;
-                self.bytes += size as u64;
+                added += 1;
+                added_bytes += size as u64;
                 given.push(seq);
             }
         }
@@ -227,6 +280,9 @@ impl UplinkQueue {
             params![seq as i64],
         )?;
         tx.commit()?;
+        self.count += added;
+        self.bytes += added_bytes;
+        self.drops.oversize += oversize;
         self.enforce_bytes()?;
         Ok(given)
     }
@@ -265,6 +321,7 @@ impl UplinkQueue {
                         None => "seq <= ?1",
                     },
                     upto,
+                    Cause::Bound,
                 )?;
             }
         }
@@ -272,7 +329,7 @@ impl UplinkQueue {
     }
 
     /// Deletes the rows matching `cond` (with `?1` bound to `arg`), counting them as dropped.
-    fn drop_where(&mut self, cond: &str, arg: i64) -> Result<u64, QueueError> {
+    fn drop_where(&mut self, cond: &str, arg: i64, cause: Cause) -> Result<u64, QueueError> {
         let tx = self.conn.transaction()?;
         tx.execute(
             &format!(
@@ -291,6 +348,12 @@ impl UplinkQueue {
         tx.commit()?;
         self.count -= n as u64;
         self.bytes -= b as u64;
+        let counter = match cause {
+            Cause::Bound => &mut self.drops.bound,
+            Cause::Age => &mut self.drops.age,
+            Cause::Rejected => &mut self.drops.rejected,
+        };
+        *counter += n as u64;
         if n > 0 {
             tracing::warn!(
                 dropped = n,
@@ -304,35 +367,83 @@ impl UplinkQueue {
     /// Drops events older than the age bound; returns how many.
     pub fn expire(&mut self, now_ms: u64) -> Result<u64, QueueError> {
         let cutoff = now_ms.saturating_sub(self.limits.max_age.as_millis() as u64);
-        self.drop_where("at_ms < ?1", cutoff as i64)
+        self.drop_where("at_ms < ?1", cutoff as i64, Cause::Age)
     }
 
-    /// Up to `limit` events with a sequence number above `after`, in order.
-    pub fn peek(&self, after: u64, limit: usize) -> Result<Vec<QueuedEvent>, QueueError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT seq, topic, kind, payload, at_ms FROM queue WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
-        let rows = stmt.query_map(params![after as i64, limit as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)? as u64,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, Vec<u8>>(3)?,
-                r.get::<_, i64>(4)? as u64,
-            ))
-        })?;
+    /// Up to `limit` events with a sequence number above `after`, in order. A row that cannot be
+    /// read back is moved aside to `unreadable`, counted (by topic and in [`Drops::unreadable`])
+    /// and skipped, so it never holds up the rows behind it.
+    pub fn peek(&mut self, after: u64, limit: usize) -> Result<Vec<QueuedEvent>, QueueError> {
         let mut out = Vec::new();
-        for row in rows {
-            let (seq, topic, kind, payload, at_ms) = row?;
-            out.push(QueuedEvent {
-                seq,
-                topic,
-                kind: Kind::from_code(kind),
-                payload: decode(seq, &payload)?,
-                at_ms,
-            });
+        let mut bad = Vec::new();
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT seq, topic, kind, payload, at_ms FROM queue WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+            let rows = stmt.query_map(params![after as i64, limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, i64>(4)? as u64,
+                ))
+            })?;
+            for row in rows {
+                let (seq, topic, kind, payload, at_ms) = row?;
+                match decode(seq, &payload) {
+                    Ok(payload) => out.push(QueuedEvent {
+                        seq,
+                        topic,
+                        kind: Kind::from_code(kind),
+                        payload,
+                        at_ms,
+                    }),
+                    Err(e) => bad.push((seq, e.to_string())),
+                }
+            }
+        }
+        for (seq, reason) in bad {
+            self.move_aside(seq, &reason)?;
         }
         Ok(out)
+    }
+
+    /// Moves an unreadable row to the `unreadable` table, counting it as dropped.
+    fn move_aside(&mut self, seq: u64, reason: &str) -> Result<(), QueueError> {
+        tracing::error!(seq, %reason, "uplink queue row cannot be read back; moved aside and counted");
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO unreadable (seq, topic, payload, at_ms, reason)
+             SELECT seq, topic, payload, at_ms, ?2 FROM queue WHERE seq = ?1",
+            params![seq as i64, reason],
+        )?;
+        tx.execute(
+            "INSERT INTO dropped (topic, count)
+             SELECT topic, 1 FROM queue WHERE seq = ?1
+             ON CONFLICT(topic) DO UPDATE SET count = count + 1",
+            params![seq as i64],
+        )?;
+        let bytes: Option<i64> = tx
+            .query_row(
+                "SELECT bytes FROM queue WHERE seq = ?1",
+                params![seq as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        tx.execute("DELETE FROM queue WHERE seq = ?1", params![seq as i64])?;
+        tx.execute(
+            "DELETE FROM unreadable WHERE seq NOT IN
+             (SELECT seq FROM unreadable ORDER BY seq DESC LIMIT ?1)",
+            params![MAX_UNREADABLE],
+        )?;
+        tx.commit()?;
+        if let Some(b) = bytes {
+            self.count -= 1;
+            self.bytes -= b as u64;
+            self.drops.unreadable += 1;
+        }
+        Ok(())
     }
 
     /// Deletes acknowledged events.
@@ -366,7 +477,7 @@ impl UplinkQueue {
     /// Deletes events that can never be delivered, counting them as dropped.
     pub fn reject(&mut self, seqs: &[u64]) -> Result<(), QueueError> {
         for &seq in seqs {
-            self.drop_where("seq = ?1", seq as i64)?;
+            self.drop_where("seq = ?1", seq as i64, Cause::Rejected)?;
         }
         Ok(())
     }
@@ -475,8 +586,65 @@ mod tests {
             "lifecycle kept, oldest telemetry dropped"
         );
         assert_eq!(q.dropped().unwrap(), vec![("t".to_owned(), 4)]);
+        assert_eq!(
+            q.drops(),
+            Drops {
+                bound: 4,
+                ..Drops::default()
+            }
+        );
         q.clear_dropped(&[("t".to_owned(), 4)]).unwrap();
         assert!(q.dropped().unwrap().is_empty());
+        assert_eq!(q.drops().bound, 4, "the ledger outlives the report");
+    }
+
+    #[test]
+    fn an_unreadable_row_is_moved_aside_counted_and_does_not_block_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = open(&dir, 1 << 20);
+        q.push(&[
+            ev("a", Kind::Telemetry, 1, 0),
+            ev("b", Kind::Telemetry, 2, 0),
+            ev("a", Kind::Telemetry, 3, 0),
+        ])
+        .unwrap();
+        // A row no reader understands: nested deeper than the value decoder accepts.
+        let deep: Vec<u8> = std::iter::repeat_n(0x91u8, 10_000).chain([0xc0]).collect();
+        q.conn
+            .execute("UPDATE queue SET payload = ?1 WHERE seq = 2", params![deep])
+            .unwrap();
+        let before = q.bytes();
+        let got = q.peek(0, 10).unwrap();
+        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(q.len(), 2);
+        assert!(q.bytes() < before);
+        assert_eq!(q.drops().unreadable, 1);
+        assert_eq!(q.dropped().unwrap(), vec![("b".to_owned(), 1)]);
+        let kept: (i64, String) = q
+            .conn
+            .query_row("SELECT seq, reason FROM unreadable", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(kept.0, 2);
+        assert!(!kept.1.is_empty());
+        // The next read goes on from there.
+        assert_eq!(q.peek(0, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn rejected_events_are_counted_by_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = open(&dir, 1 << 20);
+        q.push(&[
+            ev("a", Kind::Telemetry, 1, 0),
+            ev("a", Kind::Telemetry, 2, 0),
+        ])
+        .unwrap();
+        q.reject(&[1]).unwrap();
+        assert_eq!(q.drops().rejected, 1);
+        assert_eq!(q.drops().total(), 1);
+        assert_eq!(q.len(), 1);
     }
 
     #[test]
@@ -498,6 +666,7 @@ mod tests {
         assert_eq!(q.expire(20_000).unwrap(), 1);
         assert_eq!(q.len(), 1);
         assert_eq!(q.dropped().unwrap(), vec![("old".to_owned(), 1)]);
+        assert_eq!(q.drops().age, 1);
     }
 
     #[test]
@@ -512,5 +681,6 @@ mod tests {
         };
         assert!(q.push(&[big]).unwrap().is_empty());
         assert_eq!(q.dropped().unwrap(), vec![("big".to_owned(), 1)]);
+        assert_eq!(q.drops().oversize, 1);
     }
 }

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::queue::Drops;
 use crate::router::meta::iso8601;
 use crate::wamp::{Dict, Payload, Value, dict};
 
@@ -21,9 +22,41 @@ pub struct UplinkStatus {
     /// Events written to the queue since start (before any bound dropped some of them): what a
     /// local app published and the uplink took in.
     pub accepted: u64,
-    /// Events dropped (bounds, undeliverable) since start, reported or not.
+    /// Events dropped since start, reported to the cloud or not: the sum of [`UplinkStatus::drops`].
     pub dropped: u64,
+    /// The same, by cause.
+    pub drops: DropLedger,
     pub last_error: Option<String>,
+}
+
+/// Every event the uplink lost since start, by cause.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropLedger {
+    /// Dropped by the queue: bounds, age, oversize, refused by the cloud, unreadable.
+    pub queue: Drops,
+    /// Could not be written to the queue (the database failed, e.g. a full disk).
+    pub disk_error: u64,
+    /// Still in memory when the hub stopped and could not be written.
+    pub shutdown: u64,
+}
+
+impl DropLedger {
+    pub fn total(&self) -> u64 {
+        self.queue.total() + self.disk_error + self.shutdown
+    }
+
+    pub fn to_dict(self) -> Dict {
+        let q = &self.queue;
+        dict([
+            ("queue_bound", Value::from(q.bound)),
+            ("age", Value::from(q.age)),
+            ("oversize", Value::from(q.oversize)),
+            ("rejected", Value::from(q.rejected)),
+            ("unreadable", Value::from(q.unreadable)),
+            ("disk_error", Value::from(self.disk_error)),
+            ("shutdown", Value::from(self.shutdown)),
+        ])
+    }
 }
 
 impl UplinkStatus {
@@ -36,6 +69,7 @@ impl UplinkStatus {
             ("queued_bytes", Value::from(self.queued_bytes)),
             ("accepted", Value::from(self.accepted)),
             ("dropped", Value::from(self.dropped)),
+            ("dropped_by_cause", Value::Dict(self.drops.to_dict())),
             (
                 "last_error",
                 self.last_error.clone().map_or(Value::Null, Value::from),
@@ -57,6 +91,7 @@ impl StatusCell {
             queued_bytes,
             accepted: 0,
             dropped: 0,
+            drops: DropLedger::default(),
             last_error: None,
         }))
     }
@@ -69,18 +104,31 @@ impl StatusCell {
         self.lock().clone()
     }
 
-    pub fn set_queue(&self, queued: u64, bytes: u64) {
+    /// The queue's size and drop counts, after every operation on it.
+    pub fn set_queue(&self, queued: u64, bytes: u64, drops: Drops) {
         let mut s = self.lock();
         s.queued = queued;
         s.queued_bytes = bytes;
+        s.drops.queue = drops;
+        s.dropped = s.drops.total();
     }
 
     pub fn add_accepted(&self, n: u64) {
         self.lock().accepted += n;
     }
 
-    pub fn add_dropped(&self, n: u64) {
-        self.lock().dropped += n;
+    /// Events that could not be written to the queue.
+    pub fn add_disk_error(&self, n: u64) {
+        let mut s = self.lock();
+        s.drops.disk_error += n;
+        s.dropped = s.drops.total();
+    }
+
+    /// Events still in memory at shutdown that could not be written.
+    pub fn add_shutdown(&self, n: u64) {
+        let mut s = self.lock();
+        s.drops.shutdown += n;
+        s.dropped = s.drops.total();
     }
 
     /// Records a connection state change; returns the new snapshot if it changed.
