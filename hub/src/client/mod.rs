@@ -243,6 +243,8 @@ impl Client {
         let mut session =
             RouterSession::new(router.clone(), TransportInfo::local(), tx, kill.clone());
         let features = PeerFeatures {
+            registration_revocation: true,
+            subscription_revocation: true,
             progressive_call_results: true,
             call_canceling: false,
             call_timeout: false,

@@ -99,6 +99,10 @@ impl TransportInfo {
 /// Features a client announced in HELLO that change what the router sends it.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PeerFeatures {
+    /// Callee: accepts UNREGISTERED with request 0 when the router revokes a registration.
+    pub registration_revocation: bool,
+    /// Subscriber: accepts UNSUBSCRIBED with request 0 when the router revokes a subscription.
+    pub subscription_revocation: bool,
     pub progressive_call_results: bool,
     pub call_canceling: bool,
     pub call_timeout: bool,
