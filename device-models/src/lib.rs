@@ -17,6 +17,7 @@
 //! - [`names`]: the naming rule for type ids and property, action, event and binding names.
 //! - [`key_path`]: key paths used by errors to say where a problem is.
 //! - [`value`]: JSON value helpers (number-aware equality, short renderings).
+//! - [`uris`]: the WAMP URIs of the things API (procedures, topics, errors).
 //! - [`frames`]: frame codecs for raw UDP/TCP/serial devices: framings, checksums, payload
 //!   layouts, identification and command templates, declared in a type's `[bindings.frame]`.
 
@@ -35,6 +36,7 @@ pub mod schema;
 pub mod td;
 pub mod thing;
 pub mod thing_type;
+pub mod uris;
 pub mod value;
 
 pub use catalog::{TypeCatalog, TypeOrigin};

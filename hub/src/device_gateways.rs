@@ -30,7 +30,7 @@ use crate::client::{Client, ClientError};
 use crate::config::ConfigError;
 use crate::router::{AuthInfo, Router};
 use crate::things::GatewayLink;
-use crate::wamp::{Dict, Payload, Value, dict};
+use crate::wamp::{Dict, Payload, Value, dict, uris};
 
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -212,7 +212,7 @@ async fn provision_coap_devices(
         };
         let thing = Value::from(device.thing.as_str());
         match local
-            .call("brume.things.get", vec![thing.clone()], Dict::new())
+            .call(uris::things::GET, vec![thing.clone()], Dict::new())
             .await
         {
             Ok(r) => {
@@ -226,7 +226,7 @@ async fn provision_coap_devices(
             Err(ClientError::Wamp(e)) if e.uri == crate::things::errors::NO_SUCH_THING => {
                 local
                     .call(
-                        "brume.things.provision",
+                        uris::things::PROVISION,
                         vec![],
                         dict([("thing", thing), ("type", Value::from(ty))]),
                     )
@@ -403,17 +403,17 @@ async fn sync_directory(
         }
     };
     let mut provisioned = match local
-        .subscribe("brume.things.on_provision", Dict::new())
+        .subscribe(uris::things::ON_PROVISION, Dict::new())
         .await
     {
         Ok(s) => s,
         Err(e) => return tracing::error!(error = %e, "MQTT directory: cannot subscribe"),
     };
-    let mut deleted = match local.subscribe("brume.things.on_delete", Dict::new()).await {
+    let mut deleted = match local.subscribe(uris::things::ON_DELETE, Dict::new()).await {
         Ok(s) => s,
         Err(e) => return tracing::error!(error = %e, "MQTT directory: cannot subscribe"),
     };
-    match local.call("brume.things.list", vec![], Dict::new()).await {
+    match local.call(uris::things::LIST, vec![], Dict::new()).await {
         Ok(r) => {
             for t in r
                 .payload

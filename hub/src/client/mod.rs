@@ -202,7 +202,7 @@ impl Drop for Invocation {
             let _ = tx.try_send(Command::InvocationError {
                 request: self.request,
                 error: WampError::new(
-                    "wamp.error.runtime_error",
+                    crate::wamp::uris::RUNTIME_ERROR,
                     "the callee dropped the invocation",
                 ),
             });

@@ -224,7 +224,7 @@ impl SessionHandle {
                 );
                 self.close_with(CloseRequest {
                     abort: true,
-                    reason: "brume.close.slow_consumer".into(),
+                    reason: crate::wamp::uris::CLOSE_SLOW_CONSUMER.into(),
                     message: Some("outbound queue full".into()),
                 });
                 false
@@ -248,7 +248,7 @@ impl SessionHandle {
                         );
                         self.close_with(CloseRequest {
                             abort: true,
-                            reason: "brume.close.slow_consumer".into(),
+                            reason: crate::wamp::uris::CLOSE_SLOW_CONSUMER.into(),
                             message: Some("outbound queue full".into()),
                         });
                     }

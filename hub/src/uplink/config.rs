@@ -109,12 +109,12 @@ impl Default for UplinkConfig {
             prefix: "brume.hub".into(),
             forward: vec![
                 ForwardRule {
-                    topic: "brume.thing.".into(),
+                    topic: crate::wamp::uris::things::THING_PREFIX.into(),
                     policy: "prefix".into(),
                     kind: "telemetry".into(),
                 },
                 ForwardRule {
-                    topic: "brume.things.on_".into(),
+                    topic: crate::wamp::uris::things::LIFECYCLE_PREFIX.into(),
                     policy: "prefix".into(),
                     kind: "lifecycle".into(),
                 },

@@ -129,7 +129,7 @@ pub async fn start(
     let subscriptions = ingest::subscribe(&shared, &rules).await?;
     let status_reg = shared
         .local
-        .register("brume.uplink.status", crate::wamp::Dict::new())
+        .register(crate::wamp::uris::uplink::STATUS, crate::wamp::Dict::new())
         .await?;
     tracker.spawn(ingest::run(shared.clone(), subscriptions, shutdown.clone()));
     tracker.spawn(status::serve(shared.clone(), status_reg, shutdown.clone()));

@@ -22,12 +22,16 @@ pub const OPTION_NOT_ALLOWED: &str = "wamp.error.option_not_allowed";
 pub const FEATURE_NOT_SUPPORTED: &str = "wamp.error.feature_not_supported";
 pub const NO_AVAILABLE_CALLEE: &str = "wamp.error.no_available_callee";
 pub const UNAVAILABLE: &str = "wamp.error.unavailable";
+/// A callee failed without saying why (an invocation dropped unanswered).
+pub const RUNTIME_ERROR: &str = "wamp.error.runtime_error";
 
 pub const CLOSE_SYSTEM_SHUTDOWN: &str = "wamp.close.system_shutdown";
 pub const CLOSE_REALM: &str = "wamp.close.close_realm";
 pub const CLOSE_GOODBYE_AND_OUT: &str = "wamp.close.goodbye_and_out";
 pub const CLOSE_KILLED: &str = "wamp.close.killed";
 pub const CLOSE_NORMAL: &str = "wamp.close.normal";
+/// Brume's ABORT reason when a session's outbound queue overflowed.
+pub const CLOSE_SLOW_CONSUMER: &str = "brume.close.slow_consumer";
 
 /// The meta API: procedures the router answers itself, and the meta events it publishes.
 pub mod meta {
@@ -79,3 +83,13 @@ pub const REVOKED_FORCE_REREGISTERED: &str = "wamp.error.force_reregistered";
 /// The default reason when a session is removed through `wamp.registration.remove` or
 /// `wamp.subscription.remove` and the caller gave none.
 pub const REVOKED_REMOVED: &str = "brume.error.removed";
+
+/// The things registry's procedures, topics and errors; they live in `device-models`, which the
+/// Thing Descriptions it exports also use.
+pub use device_models::uris::things;
+
+/// The uplink's procedure and topic.
+pub mod uplink {
+    pub const STATUS: &str = "brume.uplink.status";
+    pub const ON_STATUS: &str = "brume.uplink.on_status";
+}

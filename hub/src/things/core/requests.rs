@@ -176,7 +176,7 @@ impl Core {
             .push(StoreOp::DeleteThing { id: thing.clone() });
         let mut kwargs = Dict::new();
         kwargs.insert("thing".into(), Value::from(thing.as_str()));
-        self.publish("brume.things.on_delete".into(), kwargs);
+        self.publish(uris::things::ON_DELETE.into(), kwargs);
         Ok(json!({ "thing": thing.as_str(), "deleted": true }))
     }
 
