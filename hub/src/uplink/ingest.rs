@@ -9,9 +9,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::config::Rule;
 use super::queue::{Kind, NewEvent};
 use crate::client::{ClientError, Subscription};
+use crate::config::uplink::Rule;
 use crate::wamp::{Dict, Value};
 
 /// Most events written in one transaction.

@@ -22,14 +22,7 @@ use serde::de::DeserializeSeed;
 use crate::wamp::value::{Flavor, Seed, Ser};
 use crate::wamp::{Payload, Value};
 
-/// What kind of event a row holds, which decides what is dropped first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// State reports and device events: dropped first when the queue is full.
-    Telemetry,
-    /// Things coming online, going offline, provisioned or deleted: kept longest.
-    Lifecycle,
-}
+pub use crate::config::uplink::Kind;
 
 impl Kind {
     fn code(self) -> i64 {
@@ -52,6 +45,16 @@ impl Kind {
 pub struct QueueLimits {
     pub max_bytes: u64,
     pub max_age: Duration,
+}
+
+impl QueueLimits {
+    /// The bounds `[uplink]` configures.
+    pub fn of(config: &crate::config::UplinkConfig) -> QueueLimits {
+        QueueLimits {
+            max_bytes: config.queue_max_bytes,
+            max_age: Duration::from_secs(config.queue_max_age_secs),
+        }
+    }
 }
 
 /// An event to queue.

@@ -1,11 +1,8 @@
 //! `[uplink]`: where the cloud router is, who the hub is there, and what goes up.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 
-use super::queue::{Kind, QueueLimits};
-use crate::config::ConfigError;
+use super::ConfigError;
 use crate::wamp::{MatchPolicy, Serializer, uri};
 
 /// The uplink's configuration.
@@ -127,6 +124,15 @@ impl Default for UplinkConfig {
             window: 500,
         }
     }
+}
+
+/// What kind of event a forwarding rule queues, which decides what the uplink queue drops first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// State reports and device events: dropped first when the queue is full.
+    Telemetry,
+    /// Things coming online, going offline, provisioned or deleted: kept longest.
+    Lifecycle,
 }
 
 /// A forwarding rule, checked.
@@ -264,13 +270,6 @@ impl UplinkConfig {
                 })
             })
             .collect()
-    }
-
-    pub fn limits(&self) -> QueueLimits {
-        QueueLimits {
-            max_bytes: self.queue_max_bytes,
-            max_age: Duration::from_secs(self.queue_max_age_secs),
-        }
     }
 
     /// The ticket, from wherever the config says it is.
