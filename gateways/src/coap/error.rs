@@ -2,7 +2,15 @@
 
 use std::io;
 
-use super::message::RawHeader;
+/// Header fields that can be read even when the rest of a datagram is
+/// malformed; enough to send a matching Reset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawHeader {
+    /// Message ID of the malformed message.
+    pub message_id: u16,
+    /// Whether it was a Confirmable message (only those get a Reset).
+    pub confirmable: bool,
+}
 
 /// Why a datagram could not be decoded. Decoding errors are never fatal: the
 /// datagram is dropped, or answered with a Reset when it was a readable

@@ -80,7 +80,7 @@ pub struct TransportInfo {
     pub serializer: Option<Serializer>,
     pub tls: bool,
     /// The TLS 1.3 `tls-exporter` value, for WAMP-cryptosign channel binding.
-    pub channel_binding: Option<crate::transport::tls::ChannelBinding>,
+    pub channel_binding: Option<super::auth::cryptosign::ChannelBinding>,
 }
 
 impl TransportInfo {
