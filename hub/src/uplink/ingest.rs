@@ -3,7 +3,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -35,13 +35,6 @@ pub(super) async fn subscribe(
     Ok(out)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Merges every subscription into the queue until shutdown.
 pub(super) async fn run(
     shared: Arc<Shared>,
@@ -58,7 +51,7 @@ pub(super) async fn run(
                     topic,
                     kind: rule.kind,
                     payload: ev.payload,
-                    at_ms: now_ms(),
+                    at_ms: device_models::now_ms(),
                 };
                 if tx.send((new, ev.publication)).await.is_err() {
                     return;

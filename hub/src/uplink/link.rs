@@ -108,7 +108,7 @@ async fn serve(shared: &Arc<Shared>, cloud: &Client, shutdown: &CancellationToke
         }
         if last_expiry.elapsed() > Duration::from_secs(10) {
             last_expiry = tokio::time::Instant::now();
-            let now = now_ms();
+            let now = device_models::now_ms();
             if let Ok(n) = shared.with_queue(move |q| q.expire(now)).await {
                 shared.status.add_dropped(n);
             }
@@ -299,11 +299,4 @@ fn spawn_forwarder(
             });
         }
     });
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

@@ -145,7 +145,7 @@ impl Core {
         };
         ty.check_info_reported(&thing, &info)
             .map_err(|e| ApiError::check(&e))?;
-        let secret = Secret::generate();
+        let secret = secret::generate();
         let hash = SecretHash::new(&secret);
         let mut t = Thing::new(thing.clone(), ty.id.clone(), now_ms);
         t.apply_info(&info);
