@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::client::{Client, ClientError};
-use crate::config::ConfigError;
+use crate::config::{ConfigError, section_error};
 use crate::router::{AuthInfo, Router};
 use crate::things::GatewayLink;
 use crate::wamp::{Dict, Payload, Value, dict, uris};
@@ -58,22 +58,15 @@ pub fn validate(
     raw: &RawConfig,
     catalog: &TypeCatalog,
 ) -> Result<(), ConfigError> {
-    let invalid = |key: &str, reason: String| ConfigError::Invalid {
-        key: key.to_owned(),
-        reason,
-    };
     if mqtt.enabled {
-        mqtt.validate()
-            .map_err(|e| invalid("mqtt", e.to_string()))?;
+        mqtt.validate().map_err(|e| section_error("mqtt", e))?;
     }
     if coap.enabled {
-        coap.validate()
-            .map_err(|e| invalid("coap", e.to_string()))?;
+        coap.validate().map_err(|e| section_error("coap", e))?;
         coap.resolve_devices(catalog)
-            .map_err(|e| invalid("coap.devices", e.to_string()))?;
+            .map_err(|e| section_error("coap.devices", e))?;
     }
-    raw.prepare(catalog)
-        .map_err(|e| invalid("raw", e.to_string()))?;
+    raw.prepare(catalog).map_err(|e| section_error("raw", e))?;
     Ok(())
 }
 
@@ -178,10 +171,7 @@ pub async fn start(
     }
     for listener in raw_config
         .prepare(catalog)
-        .map_err(|e| ConfigError::Invalid {
-            key: "raw".into(),
-            reason: e.to_string(),
-        })?
+        .map_err(|e| section_error("raw", e))?
     {
         let name = listener.name().to_owned();
         let io = attach(link, &name).await?;

@@ -34,9 +34,9 @@ pub enum DecodeError {
 }
 
 /// A message we built could not be encoded (a bug, not a peer's fault).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, thiserror::Error)]
 #[error("cannot encode CoAP message: {0}")]
-pub struct EncodeError(pub String);
+pub struct EncodeError(#[source] pub coap_lite::error::MessageError);
 
 /// Errors returned to the application by the server engine.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +75,7 @@ pub enum ClientError {
     Busy,
     /// The request could not be encoded.
     #[error("cannot encode request: {0}")]
-    Encode(String),
+    Encode(#[source] std::sync::Arc<EncodeError>),
     /// The observation or request is unknown (cancelled or finished).
     #[error("unknown observation or request")]
     Unknown,

@@ -136,7 +136,7 @@ pub(crate) fn encode(packet: &Packet) -> Result<Bytes, super::error::EncodeError
     packet
         .to_bytes_unlimited()
         .map(Bytes::from)
-        .map_err(|e| super::error::EncodeError(e.to_string()))
+        .map_err(super::error::EncodeError)
 }
 
 /// An empty ACK for `message_id` (RFC 7252 §4.2).

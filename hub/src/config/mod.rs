@@ -46,6 +46,24 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("{key}: {reason}")]
     Invalid { key: String, reason: String },
+    /// A section's own check failed; its error is kept as the source.
+    #[error("{key}: {source}")]
+    Section {
+        key: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// A [`ConfigError::Section`] for `key`, wrapping the section's own error.
+pub(crate) fn section_error(
+    key: impl Into<String>,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> ConfigError {
+    ConfigError::Section {
+        key: key.into(),
+        source: Box::new(source),
+    }
 }
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {

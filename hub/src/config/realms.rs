@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Config, ConfigError, invalid};
+use super::{Config, ConfigError, invalid, section_error};
 use crate::router::RealmConfig;
 use crate::router::auth::cryptosign;
 use crate::router::auth::ticket::TicketHash;
@@ -271,7 +271,7 @@ fn authorizer(realm: &RealmSection, at: &str) -> Result<Authorizer, ConfigError>
         }
         roles.push((name.clone(), rules));
     }
-    Authorizer::new(roles).map_err(|e| invalid(format!("{at}.roles"), e.to_string()))
+    Authorizer::new(roles).map_err(|e| section_error(format!("{at}.roles"), e))
 }
 
 /// A realm's principals, credentials parsed and plain secrets read.
@@ -308,9 +308,9 @@ fn principal_store(realm: &RealmSection, at: &str) -> Result<PrincipalStore, Con
         }
         let ticket = match &p.ticket {
             None => None,
-            Some(t) => Some(
-                TicketHash::parse(t.expose()).map_err(|e| invalid(key("ticket"), e.to_string()))?,
-            ),
+            Some(t) => {
+                Some(TicketHash::parse(t.expose()).map_err(|e| section_error(key("ticket"), e))?)
+            }
         };
         let wampcra = match &p.wampcra {
             None => None,
@@ -352,7 +352,7 @@ fn principal_store(realm: &RealmSection, at: &str) -> Result<PrincipalStore, Con
             cryptosign: cryptosign_keys,
         });
     }
-    PrincipalStore::new(principals).map_err(|e| invalid(format!("{at}.principals"), e.to_string()))
+    PrincipalStore::new(principals).map_err(|e| section_error(format!("{at}.principals"), e))
 }
 
 /// A WAMP-CRA credential: salted from the config, or plain from a file or the environment.

@@ -157,7 +157,7 @@ impl UplinkConfig {
             return Ok(());
         }
         crate::client::connect::parse_url(&self.url)
-            .map_err(|e| Self::invalid("url", e.to_string()))?;
+            .map_err(|e| super::section_error("uplink.url", e))?;
         if !uri::is_valid(&self.realm, MatchPolicy::Exact, false) {
             return Err(Self::invalid("realm", "not a valid realm URI"));
         }

@@ -83,6 +83,12 @@ pub enum QueueError {
     Db(#[from] rusqlite::Error),
     #[error("uplink queue row {seq} is corrupt: {reason}")]
     Corrupt { seq: u64, reason: String },
+    #[error("uplink queue row {seq} is corrupt: {source}")]
+    Undecodable {
+        seq: u64,
+        #[source]
+        source: rmp_serde::decode::Error,
+    },
 }
 
 /// The durable queue.
@@ -111,7 +117,7 @@ fn decode(seq: u64, bytes: &[u8]) -> Result<Payload, QueueError> {
     let mut de = rmp_serde::Deserializer::new(&mut rd);
     let v = Seed::new(Flavor::Binary)
         .deserialize(&mut de)
-        .map_err(|e| corrupt(e.to_string()))?;
+        .map_err(|source| QueueError::Undecodable { seq, source })?;
     match v {
         Value::List(mut parts) if parts.len() == 2 => {
             let kwargs = parts.pop();
