@@ -13,10 +13,12 @@
 //! - [`thing`]: thing instances: [`ThingId`], [`Thing`], [`ThingState`] and its merge rules.
 //! - [`gateway`]: the gateway interface, [`DeviceEvent`] (device → hub) and [`DeviceCommand`]
 //!   (hub → device).
+//! - [`clock`]: [`now_ms`] and [`rfc3339_from_ms`], the one wall clock and date format.
 //! - [`td`]: export of a W3C WoT Thing Description (TD 1.1) per thing.
 //! - [`names`]: the naming rule for type ids and property, action, event and binding names.
 //! - [`key_path`]: key paths used by errors to say where a problem is.
 //! - [`value`]: JSON value helpers (number-aware equality, short renderings).
+//! - [`uris`]: the WAMP URIs of the things API (procedures, topics, errors).
 //! - [`frames`]: frame codecs for raw UDP/TCP/serial devices: framings, checksums, payload
 //!   layouts, identification and command templates, declared in a type's `[bindings.frame]`.
 
@@ -26,6 +28,7 @@
 
 pub mod catalog;
 pub mod check;
+pub mod clock;
 pub mod frames;
 pub mod gateway;
 pub mod key_path;
@@ -35,16 +38,16 @@ pub mod schema;
 pub mod td;
 pub mod thing;
 pub mod thing_type;
+pub mod uris;
 pub mod value;
 
 pub use catalog::{TypeCatalog, TypeOrigin};
 pub use check::{CheckError, CheckRule, Target};
+pub use clock::{now_ms, rfc3339_from_ms};
 pub use gateway::{DeviceCommand, DeviceEvent};
 pub use key_path::KeyPath;
 pub use load::LoadError;
 pub use schema::{DataSchema, DefinitionError, DefinitionRule, SchemaType, ValueError, Violation};
-pub use td::{
-    AffordanceSelector, ExtraForm, TdContext, TdSecurity, rfc3339_from_ms, thing_description,
-};
+pub use td::{AffordanceSelector, ExtraForm, TdContext, TdSecurity, thing_description};
 pub use thing::{ReportOutcome, Stamped, Thing, ThingId, ThingIdError, ThingState};
 pub use thing_type::{Action, Event, Property, PropertyKind, ThingType};

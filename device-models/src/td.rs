@@ -22,6 +22,7 @@ use serde_json::{Map, Value, json};
 use crate::schema::DataSchema;
 use crate::thing::Thing;
 use crate::thing_type::{Property, PropertyKind, ThingType};
+use crate::uris::things as t;
 
 /// The TD 1.1 JSON-LD context.
 pub const TD_CONTEXT_V11: &str = "https://www.w3.org/2022/wot/td/v1.1";
@@ -155,7 +156,7 @@ pub fn thing_description(thing: &Thing, thing_type: &ThingType, ctx: &TdContext)
     td.insert("version".into(), json!({ "instance": thing_type.version }));
     td.insert(
         "created".into(),
-        Value::String(rfc3339_from_ms(thing.created_ms)),
+        Value::String(crate::clock::rfc3339_from_ms(thing.created_ms)),
     );
     td.insert(
         "brume:thingType".into(),
@@ -197,7 +198,7 @@ pub fn thing_description(thing: &Thing, thing_type: &ThingType, ctx: &TdContext)
             }
             a.insert("synchronous".into(), Value::Bool(true));
             a.insert("brume:timeoutMs".into(), json!(action.timeout_ms));
-            let uri = format!("brume.thing.{}.action.{name}", thing.id);
+            let uri = t::action_uri(&thing.id, name);
             let wamp = forms.call("invokeaction", &uri, None);
             a.insert(
                 "forms".into(),
@@ -219,7 +220,7 @@ pub fn thing_description(thing: &Thing, thing_type: &ThingType, ctx: &TdContext)
             if let Some(payload) = &event.payload {
                 e.insert("data".into(), schema_json(payload));
             }
-            let uri = format!("brume.thing.{}.event.{name}", thing.id);
+            let uri = t::event_topic(&thing.id, name);
             let wamp = forms.subscribe(json!(["subscribeevent", "unsubscribeevent"]), &uri);
             e.insert(
                 "forms".into(),
@@ -273,7 +274,7 @@ impl FormBuilder<'_> {
     }
 
     fn state_topic(&self) -> String {
-        format!("brume.thing.{}.state", self.thing.id)
+        t::state_topic(&self.thing.id)
     }
 
     /// `forms` followed by the extra forms selecting this affordance, placeholders filled in.
@@ -300,7 +301,7 @@ fn property_affordance(name: &str, property: &Property, forms: &FormBuilder<'_>)
     p.insert("readOnly".into(), Value::Bool(!property.writable));
     let thing = forms.thing.id.as_str();
     let kwargs = json!({ "thing": thing, "property": name });
-    let mut list = vec![forms.call("readproperty", "brume.things.get", Some(kwargs.clone()))];
+    let mut list = vec![forms.call("readproperty", t::GET, Some(kwargs.clone()))];
     match property.kind {
         PropertyKind::State => {
             p.insert("observable".into(), Value::Bool(true));
@@ -309,14 +310,14 @@ fn property_affordance(name: &str, property: &Property, forms: &FormBuilder<'_>)
                 &forms.state_topic(),
             ));
             if property.writable {
-                list.push(forms.call("writeproperty", "brume.things.set", Some(kwargs)));
+                list.push(forms.call("writeproperty", t::SET, Some(kwargs)));
             }
         }
         PropertyKind::Info => {
             p.insert("observable".into(), Value::Bool(false));
             p.insert("brume:kind".into(), Value::String("info".into()));
             if property.writable {
-                list.push(forms.call("writeproperty", "brume.things.update_info", Some(kwargs)));
+                list.push(forms.call("writeproperty", t::UPDATE_INFO, Some(kwargs)));
             }
         }
     }
@@ -330,11 +331,7 @@ fn property_affordance(name: &str, property: &Property, forms: &FormBuilder<'_>)
 fn root_forms(thing_type: &ThingType, forms: &FormBuilder<'_>) -> Value {
     let kwargs = json!({ "thing": forms.thing.id.as_str() });
     let mut list = vec![
-        forms.call(
-            "readallproperties",
-            "brume.things.get",
-            Some(kwargs.clone()),
-        ),
+        forms.call("readallproperties", t::GET, Some(kwargs.clone())),
         forms.subscribe(
             json!(["observeallproperties", "unobserveallproperties"]),
             &forms.state_topic(),
@@ -344,7 +341,7 @@ fn root_forms(thing_type: &ThingType, forms: &FormBuilder<'_>) -> Value {
         .properties_of(PropertyKind::State)
         .any(|(_, p)| p.writable);
     if any_writable_state {
-        list.push(forms.call("writemultipleproperties", "brume.things.set", Some(kwargs)));
+        list.push(forms.call("writemultipleproperties", t::SET, Some(kwargs)));
     }
     forms.with_extra(list, &Affordance::Thing)
 }
@@ -420,52 +417,9 @@ fn fill_placeholders(value: &mut Value, thing: &str, name: &str) {
     }
 }
 
-/// Milliseconds since the Unix epoch as an RFC 3339 UTC date-time (`2024-05-01T12:00:00.000Z`),
-/// the one date format of Brume's outputs (Thing Descriptions, WAMP meta data, challenges).
-pub fn rfc3339_from_ms(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_dates() {
-        let cases = [
-            (0, "1970-01-01T00:00:00.000Z"),
-            (951_782_400_000, "2000-02-29T00:00:00.000Z"),
-            (1_714_564_800_123, "2024-05-01T12:00:00.123Z"),
-            (4_102_444_799_999, "2099-12-31T23:59:59.999Z"),
-        ];
-        for (ms, want) in cases {
-            assert_eq!(rfc3339_from_ms(ms), want);
-        }
-    }
 
     #[test]
     fn schema_terms_use_td_names() {

@@ -204,7 +204,7 @@ pub async fn bench_things(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             let events = a.events;
             let _commands = a.commands;
             let mut sent = 0u64;
-            let mut now = hub::things::now_ms();
+            let mut now = device_models::now_ms();
             'run: loop {
                 for d in fleet.iter_mut() {
                     if events.send(d.next_reading(now)).await.is_err() {
@@ -213,7 +213,7 @@ pub async fn bench_things(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
                     sent += 1;
                     if sent.is_multiple_of(256) {
                         updates.fetch_add(256, Ordering::Relaxed);
-                        now = hub::things::now_ms();
+                        now = device_models::now_ms();
                         if stop.load(Ordering::Relaxed) {
                             break 'run;
                         }

@@ -15,10 +15,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::device::{Mode, SimDevice};
 
-fn now_ms() -> u64 {
-    hub::things::now_ms()
-}
-
 /// An order for the gateway task.
 #[derive(Debug)]
 enum Order {
@@ -102,7 +98,7 @@ impl SimGateway {
             .devices
             .values()
             .filter(|d| d.mode() != Mode::Offline)
-            .flat_map(|d| [d.hello(), d.report_all(now_ms())])
+            .flat_map(|d| [d.hello(), d.report_all(device_models::now_ms())])
             .collect();
         for e in hellos {
             self.send(e).await?;
@@ -123,7 +119,7 @@ impl SimGateway {
                 cmd = commands.recv() => {
                     let Some(cmd) = cmd else { break };
                     let out = match self.devices.get_mut(cmd.thing()) {
-                        Some(d) => d.handle(cmd, now_ms()),
+                        Some(d) => d.handle(cmd, device_models::now_ms()),
                         None => Vec::new(),
                     };
                     for e in out {
@@ -147,7 +143,7 @@ impl SimGateway {
     }
 
     async fn order(&mut self, order: Order) -> Result<(), SimError> {
-        let now = now_ms();
+        let now = device_models::now_ms();
         let out: Vec<DeviceEvent> = match order {
             Order::Report(None) => self
                 .devices

@@ -9,6 +9,7 @@
 //!   `[bindings.frame]`.
 //! - [`mqtt`]: the MQTT gateway: an embedded broker (rumqttd's router behind our own connection
 //!   handling), device conventions, `[bindings.mqtt]`, per-device ACL and the raw bridge.
+//! - `udp`: which socket errors the UDP listeners (CoAP, raw UDP) treat as per-datagram.
 
 // Tests may `expect`: a failed expectation is a failed test.
 #![cfg_attr(test, allow(clippy::expect_used, clippy::unwrap_used))]
@@ -17,6 +18,7 @@ pub mod coap;
 pub mod link;
 pub mod mqtt;
 pub mod raw;
+mod udp;
 
 pub use link::{
     CredentialCheck, DeviceCredentials, GatewayIo, StaticCredentials, StaticThings, ThingRead,

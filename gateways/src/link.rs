@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use device_models::{DeviceCommand, DeviceEvent, ThingId};
 use serde_json::{Map, Value};
+use subtle::ConstantTimeEq as _;
 use tokio::sync::mpsc;
 
 /// The verdict on a device's credentials.
@@ -68,18 +69,10 @@ impl DeviceCredentials for StaticCredentials {
     fn check(&self, thing: &ThingId, secret: &str) -> CredentialCheck {
         match self.0.get(thing.as_str()) {
             None => CredentialCheck::UnknownThing,
-            Some(s) if constant_time_eq(s.as_bytes(), secret.as_bytes()) => CredentialCheck::Valid,
+            Some(s) if bool::from(s.as_bytes().ct_eq(secret.as_bytes())) => CredentialCheck::Valid,
             Some(_) => CredentialCheck::Invalid,
         }
     }
-}
-
-/// Compares secrets without leaking where they differ through timing.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A gateway's connection to the hub.

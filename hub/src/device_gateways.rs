@@ -27,10 +27,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::client::{Client, ClientError};
-use crate::config::ConfigError;
+use crate::config::{ConfigError, section_error};
 use crate::router::{AuthInfo, Router};
 use crate::things::GatewayLink;
-use crate::wamp::{Dict, Payload, Value, dict};
+use crate::wamp::{Dict, Payload, Value, dict, uris};
 
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,22 +58,15 @@ pub fn validate(
     raw: &RawConfig,
     catalog: &TypeCatalog,
 ) -> Result<(), ConfigError> {
-    let invalid = |key: &str, reason: String| ConfigError::Invalid {
-        key: key.to_owned(),
-        reason,
-    };
     if mqtt.enabled {
-        mqtt.validate()
-            .map_err(|e| invalid("mqtt", e.to_string()))?;
+        mqtt.validate().map_err(|e| section_error("mqtt", e))?;
     }
     if coap.enabled {
-        coap.validate()
-            .map_err(|e| invalid("coap", e.to_string()))?;
+        coap.validate().map_err(|e| section_error("coap", e))?;
         coap.resolve_devices(catalog)
-            .map_err(|e| invalid("coap.devices", e.to_string()))?;
+            .map_err(|e| section_error("coap.devices", e))?;
     }
-    raw.prepare(catalog)
-        .map_err(|e| invalid("raw", e.to_string()))?;
+    raw.prepare(catalog).map_err(|e| section_error("raw", e))?;
     Ok(())
 }
 
@@ -178,10 +171,7 @@ pub async fn start(
     }
     for listener in raw_config
         .prepare(catalog)
-        .map_err(|e| ConfigError::Invalid {
-            key: "raw".into(),
-            reason: e.to_string(),
-        })?
+        .map_err(|e| section_error("raw", e))?
     {
         let name = listener.name().to_owned();
         let io = attach(link, &name).await?;
@@ -212,7 +202,7 @@ async fn provision_coap_devices(
         };
         let thing = Value::from(device.thing.as_str());
         match local
-            .call("brume.things.get", vec![thing.clone()], Dict::new())
+            .call(uris::things::GET, vec![thing.clone()], Dict::new())
             .await
         {
             Ok(r) => {
@@ -226,7 +216,7 @@ async fn provision_coap_devices(
             Err(ClientError::Wamp(e)) if e.uri == crate::things::errors::NO_SUCH_THING => {
                 local
                     .call(
-                        "brume.things.provision",
+                        uris::things::PROVISION,
                         vec![],
                         dict([("thing", thing), ("type", Value::from(ty))]),
                     )
@@ -404,17 +394,17 @@ async fn sync_directory(
         }
     };
     let mut provisioned = match local
-        .subscribe("brume.things.on_provision", Dict::new())
+        .subscribe(uris::things::ON_PROVISION, Dict::new())
         .await
     {
         Ok(s) => s,
         Err(e) => return tracing::error!(error = %e, "MQTT directory: cannot subscribe"),
     };
-    let mut deleted = match local.subscribe("brume.things.on_delete", Dict::new()).await {
+    let mut deleted = match local.subscribe(uris::things::ON_DELETE, Dict::new()).await {
         Ok(s) => s,
         Err(e) => return tracing::error!(error = %e, "MQTT directory: cannot subscribe"),
     };
-    match local.call("brume.things.list", vec![], Dict::new()).await {
+    match local.call(uris::things::LIST, vec![], Dict::new()).await {
         Ok(r) => {
             for t in r
                 .payload

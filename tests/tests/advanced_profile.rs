@@ -458,7 +458,12 @@ async fn the_call_timeout_reaches_callees_that_announce_call_timeout() {
 async fn half_open_callee_is_replaced_with_force_reregister() {
     let hub = TestHub::start().await;
     // A callee that registered and then went silent (its socket stays open, nobody reads it).
-    let mut stale = raw_session(&hub, r#"{"callee": {}}"#).await;
+    // It announced registration_revocation, so it is told when it is displaced.
+    let mut stale = raw_session(
+        &hub,
+        r#"{"callee": {"features": {"registration_revocation": true}}}"#,
+    )
+    .await;
     stale.send(br#"[64, 1, {}, "com.takeover"]"#).await;
     assert_eq!(stale.recv_json().await[0], 65);
 

@@ -8,7 +8,7 @@
 use serde_json::{Map, Number, Value};
 
 use super::config::{BinaryField, BinaryType, ByteOrder, ConfigProblem, FrameConfigError};
-use super::layout::LayoutError;
+use super::errors::LayoutError;
 
 /// A compiled binary layout.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 //! than the dependency would cost.
 
 use super::config::{ByteOrder, ChecksumConfig, ChecksumEncoding, ChecksumKind};
-use super::framing::FrameError;
+use super::errors::FrameError;
 
 const fn crc16_modbus_table() -> [u16; 256] {
     let mut table = [0u16; 256];

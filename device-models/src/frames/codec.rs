@@ -14,8 +14,9 @@ use super::config::{
     ConfigProblem, CorrelateBy, FieldMatch, FrameBinding, FrameConfigError, FramingConfig,
     LayoutConfig,
 };
-use super::framing::{FrameDecoder, FrameError, Framer};
-use super::layout::{Layout, LayoutError};
+use super::errors::{EncodeError, LayoutError};
+use super::framing::{FrameDecoder, Framer};
+use super::layout::Layout;
 use super::template::{IdTemplate, is_valid_thing_id};
 
 /// What one frame says.
@@ -52,32 +53,6 @@ pub enum DecodeError {
         /// Its value (shortened).
         found: String,
     },
-}
-
-/// Why a report or command could not be written.
-#[derive(Debug, Error)]
-pub enum EncodeError {
-    /// `set` was asked for but the binding has no `commands.set`.
-    #[error("the binding has no `commands.set`")]
-    NoSetCommand,
-    /// The binding has no command for this action.
-    #[error("the binding has no command for action `{0}`")]
-    UnknownAction(String),
-    /// A per-property `set` with no desired values.
-    #[error("no desired values to send")]
-    NothingToSet,
-    /// A placeholder or binary field with no value in the input or desired values.
-    #[error("no value for `{0}`")]
-    MissingValue(String),
-    /// A thing id that does not fit the id template (binary ids must read back as numbers).
-    #[error("thing id `{0}` does not fit the id template")]
-    BadThingId(String),
-    /// Values that do not fit the layout.
-    #[error(transparent)]
-    Layout(#[from] LayoutError),
-    /// A payload that cannot be framed.
-    #[error(transparent)]
-    Frame(#[from] FrameError),
 }
 
 /// A compiled, validated [`FrameBinding`]: framing, checksum, layout, identification, replies and

@@ -13,10 +13,10 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::binary::BinaryLayout;
-use super::codec::EncodeError;
 use super::config::{
     CommandTemplate, CommandsConfig, ConfigProblem, CorrelateBy, FrameConfigError, ReplyConfig,
 };
+use super::errors::EncodeError;
 use super::framing::Framer;
 use super::template::{IdTemplate, TextTemplate};
 use super::text::write_value;
@@ -339,7 +339,7 @@ impl CompiledCommand {
             Body::Json(template) => {
                 let value = resolver.fill_json(template)?;
                 let bytes = serde_json::to_vec(&value)
-                    .map_err(|err| EncodeError::Layout(super::layout::LayoutError::Json(err)))?;
+                    .map_err(|err| EncodeError::Layout(super::errors::LayoutError::Json(err)))?;
                 Ok((bytes, seq.to_string()))
             }
             Body::Binary { base, layout } => {

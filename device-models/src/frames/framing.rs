@@ -22,93 +22,19 @@
 use std::collections::VecDeque;
 
 use bytes::{Buf, Bytes, BytesMut};
-use thiserror::Error;
 
 use super::checksum::Checksum;
 use super::config::{
     ByteOrder, ChecksumConfig, ChecksumEncoding, ConfigProblem, FrameConfigError, FramingConfig,
     LineEnding, MAX_FRAME_LIMIT,
 };
+use super::errors::FrameError;
 
 /// One frame: the payload for the layout, with framing bytes and checksum removed (and verified).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     /// The bytes the layout reads.
     pub payload: Bytes,
-}
-
-/// Why bytes could not be framed or a payload could not be wrapped into a frame.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum FrameError {
-    /// A frame larger than the cap (`len` counts the bytes seen so far, so it may be a lower bound).
-    #[error("frame of at least {len} bytes exceeds the {max}-byte cap")]
-    Oversize {
-        /// Bytes seen or announced.
-        len: u64,
-        /// The cap.
-        max: usize,
-    },
-    /// A length prefix announcing fewer bytes than the header and checksum take.
-    #[error(
-        "length field gives a {total}-byte frame, shorter than its {min}-byte header and checksum"
-    )]
-    BadLength {
-        /// Frame size the length field works out to (may be negative with `adjust`).
-        total: i128,
-        /// Smallest possible frame.
-        min: usize,
-    },
-    /// An escape byte followed by a byte that is no substitute.
-    #[error("escape byte followed by 0x{byte:02X}, which is no escape substitute")]
-    InvalidEscape {
-        /// The byte after the escape.
-        byte: u8,
-    },
-    /// A frame too short to hold its checksum (and the skipped bytes before it).
-    #[error("frame of {len} bytes is too short for its checksum ({needed} bytes needed)")]
-    TooShortForChecksum {
-        /// Frame length.
-        len: usize,
-        /// Least length with a checksum.
-        needed: usize,
-    },
-    /// A hex checksum trailer whose separator or digits are wrong.
-    #[error("checksum trailer is not the separator followed by hex digits")]
-    BadChecksumText,
-    /// The checksum does not match the frame.
-    #[error("checksum mismatch: frame carries 0x{received:X}, content gives 0x{computed:X}")]
-    ChecksumMismatch {
-        /// Checksum in the frame.
-        received: u32,
-        /// Checksum of the content.
-        computed: u32,
-    },
-    /// On send: the length does not fit the length field.
-    #[error("a {len}-byte frame does not fit a {width}-byte length field")]
-    LengthOverflow {
-        /// Frame length.
-        len: usize,
-        /// Bytes of the length field.
-        width: usize,
-    },
-    /// On send: the payload holds a byte that ends the frame and cannot be escaped.
-    #[error("payload contains byte 0x{byte:02X}, which ends a frame and has no escape")]
-    ForbiddenByte {
-        /// The byte.
-        byte: u8,
-    },
-    /// On send: an empty frame, which receivers skip.
-    #[error("empty frames are skipped by receivers and cannot be sent")]
-    EmptyFrame,
-    /// On send: a fixed-length frame of the wrong size, or a payload shorter than the bytes before
-    /// the length field.
-    #[error("payload of {len} bytes, expected {expected}")]
-    WrongLength {
-        /// Payload length.
-        len: usize,
-        /// Required length (a minimum for length-prefixed headers).
-        expected: usize,
-    },
 }
 
 /// A compiled framing, checksum and size cap. Cheap to clone.

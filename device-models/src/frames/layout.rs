@@ -6,93 +6,11 @@
 //! starting with `/` is a JSON pointer into the object.
 
 use serde_json::{Map, Value};
-use thiserror::Error;
 
 use super::binary::BinaryLayout;
 use super::config::{ConfigProblem, FrameConfigError, LayoutConfig, TextType};
+use super::errors::LayoutError;
 use super::text::{CsvLayout, KeyValueLayout};
-
-/// Why a frame's payload does not fit the layout, or values do not fit a payload.
-#[derive(Debug, Error)]
-pub enum LayoutError {
-    /// A text layout got bytes that are not UTF-8.
-    #[error("payload is not UTF-8 text")]
-    NotUtf8,
-    /// The JSON layout got something that does not parse.
-    #[error("payload is not JSON")]
-    Json(#[source] serde_json::Error),
-    /// The JSON layout got a value that is not an object.
-    #[error("JSON payload is not an object")]
-    NotAnObject,
-    /// A `key_value` piece with no separator or an empty key.
-    #[error("pair {index} has no key and separator")]
-    MalformedPair {
-        /// Position of the pair, from 0.
-        index: usize,
-    },
-    /// A CSV line with the wrong number of columns.
-    #[error("{found} CSV fields, expected {expected}")]
-    FieldCount {
-        /// Columns configured.
-        expected: usize,
-        /// Columns found.
-        found: usize,
-    },
-    /// A text value that does not read as its declared type.
-    #[error("field `{field}` is not a {expected:?}")]
-    BadText {
-        /// The field.
-        field: String,
-        /// Its declared type.
-        expected: TextType,
-    },
-    /// A binary frame shorter than its fields.
-    #[error("frame of {len} bytes is too short, fields need {needed}")]
-    Truncated {
-        /// Frame length.
-        len: usize,
-        /// Bytes the fields need.
-        needed: usize,
-    },
-    /// A binary frame of the wrong length when the layout fixes one.
-    #[error("frame of {len} bytes, the layout needs exactly {expected}")]
-    WrongLength {
-        /// Frame length.
-        len: usize,
-        /// Configured length.
-        expected: usize,
-    },
-    /// On encode: a binary field with no value given.
-    #[error("no value for field `{field}`")]
-    MissingValue {
-        /// The field.
-        field: String,
-    },
-    /// On encode: a binary field given something other than a number or bool.
-    #[error("field `{field}` needs a number")]
-    NotANumber {
-        /// The field.
-        field: String,
-    },
-    /// On encode: a value that does not fit the field after scaling.
-    #[error("value {value} of field `{field}` is outside {min}..={max}")]
-    OutOfRange {
-        /// The field.
-        field: String,
-        /// Value given.
-        value: f64,
-        /// Smallest value the field holds.
-        min: f64,
-        /// Largest value the field holds.
-        max: f64,
-    },
-    /// On encode: a text value containing the layout's separator, delimiter or a line end.
-    #[error("field `{field}` contains a separator, delimiter or line end")]
-    Unrepresentable {
-        /// The field.
-        field: String,
-    },
-}
 
 /// A compiled layout.
 #[derive(Debug, Clone)]

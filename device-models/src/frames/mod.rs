@@ -13,6 +13,7 @@
 //! | `binary` | fixed binary layouts: integers, floats, bit fields, scaling |
 //! | `template` | `{placeholder}` templates and the id template (`"beacon-{:04x}"`) |
 //! | `command` | commands from text/JSON/binary templates, and reply correlation |
+//! | `errors` | [`FrameError`], [`LayoutError`] and [`EncodeError`], shared by the stages |
 //! | `codec` | [`FrameCodec`], the compiled binding: `decode`, `encode_command`, `encode_report` |
 //!
 //! Use: build a [`FrameCodec`] once per thing type; per connection (or serial line, or UDP
@@ -47,6 +48,7 @@ mod checksum;
 mod codec;
 mod command;
 mod config;
+mod errors;
 mod framing;
 mod layout;
 mod template;
@@ -56,7 +58,7 @@ mod text;
 mod tests;
 
 pub use checksum::{crc16_modbus, crc32_ieee, xor8};
-pub use codec::{DecodeError, DecodedFrame, EncodeError, FrameCodec};
+pub use codec::{DecodeError, DecodedFrame, FrameCodec};
 pub use command::{Command, CommandFrame, Correlation, ReplyInfo};
 pub use config::{
     BinaryCommand, BinaryField, BinaryType, ByteOrder, ChecksumConfig, ChecksumEncoding,
@@ -64,6 +66,6 @@ pub use config::{
     FieldMatch, FrameBinding, FrameConfigError, FramingConfig, LayoutConfig, LengthWidth,
     LineEnding, MAX_FRAME_LIMIT, ReplyConfig, TextType,
 };
-pub use framing::{Frame, FrameDecoder, FrameError, Framer};
-pub use layout::LayoutError;
+pub use errors::{EncodeError, FrameError, LayoutError};
+pub use framing::{Frame, FrameDecoder, Framer};
 pub use template::{MAX_THING_ID_LEN, is_valid_thing_id};

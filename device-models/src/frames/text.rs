@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Number, Value};
 
 use super::config::{ConfigProblem, FrameConfigError, TextType};
-use super::layout::LayoutError;
+use super::errors::LayoutError;
 
 /// A compiled `key_value` layout.
 #[derive(Debug, Clone)]

@@ -141,7 +141,7 @@ pub async fn replay(events: usize, cloud: Cloud) -> anyhow::Result<ReplayFigure>
         )]));
         local
             .publish(
-                &format!("brume.thing.t{}.state", i % 10),
+                &device_models::uris::things::state_topic(format_args!("t{}", i % 10)),
                 payload,
                 Dict::new(),
             )

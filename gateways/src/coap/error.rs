@@ -2,7 +2,15 @@
 
 use std::io;
 
-use super::message::RawHeader;
+/// Header fields that can be read even when the rest of a datagram is
+/// malformed; enough to send a matching Reset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawHeader {
+    /// Message ID of the malformed message.
+    pub message_id: u16,
+    /// Whether it was a Confirmable message (only those get a Reset).
+    pub confirmable: bool,
+}
 
 /// Why a datagram could not be decoded. Decoding errors are never fatal: the
 /// datagram is dropped, or answered with a Reset when it was a readable
@@ -26,9 +34,9 @@ pub enum DecodeError {
 }
 
 /// A message we built could not be encoded (a bug, not a peer's fault).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, thiserror::Error)]
 #[error("cannot encode CoAP message: {0}")]
-pub struct EncodeError(pub String);
+pub struct EncodeError(#[source] pub coap_lite::error::MessageError);
 
 /// Errors returned to the application by the server engine.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +75,7 @@ pub enum ClientError {
     Busy,
     /// The request could not be encoded.
     #[error("cannot encode request: {0}")]
-    Encode(String),
+    Encode(#[source] std::sync::Arc<EncodeError>),
     /// The observation or request is unknown (cancelled or finished).
     #[error("unknown observation or request")]
     Unknown,

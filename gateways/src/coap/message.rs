@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet};
 
-use super::error::DecodeError;
+use super::error::{DecodeError, RawHeader};
 
 /// Content-Format number of `application/json` (RFC 7252 §12.3).
 pub const CONTENT_FORMAT_JSON: u16 = 50;
@@ -76,16 +76,6 @@ pub(crate) fn token_of(packet: &Packet) -> Token {
     Token::new(packet.get_token()).unwrap_or_default()
 }
 
-/// Header fields that can be read even when the rest of a datagram is
-/// malformed; enough to send a matching Reset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RawHeader {
-    /// Message ID of the malformed message.
-    pub message_id: u16,
-    /// Whether it was a Confirmable message (only those get a Reset).
-    pub confirmable: bool,
-}
-
 /// Decodes and validates one datagram.
 ///
 /// On top of coap-lite's parser this rejects versions other than 1, a payload
@@ -146,7 +136,7 @@ pub(crate) fn encode(packet: &Packet) -> Result<Bytes, super::error::EncodeError
     packet
         .to_bytes_unlimited()
         .map(Bytes::from)
-        .map_err(|e| super::error::EncodeError(e.to_string()))
+        .map_err(super::error::EncodeError)
 }
 
 /// An empty ACK for `message_id` (RFC 7252 §4.2).

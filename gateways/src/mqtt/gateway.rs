@@ -17,7 +17,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use device_models::value::values_equal;
@@ -39,14 +38,6 @@ use super::pending::{Pending, PendingActions};
 use super::stats::{MqttStats, Stats, bump};
 use super::topics::{ThingTopic, is_topic_name, parse_thing_topic, thing_topic};
 use crate::link::{CredentialCheck, DeviceCredentials, GatewayIo};
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
 
 /// The gateway logic the broker calls into.
 pub struct Core {
@@ -281,7 +272,7 @@ impl Hooks for Core {
                 max_message_bytes: self.max_message_bytes,
                 raw_bridge: self.raw_bridge,
             }
-            .handle(session, topic, payload, now_ms())
+            .handle(session, topic, payload, device_models::now_ms())
         };
         if let Some(rejection) = &outcome.rejected {
             bump(&self.stats.rejected_payloads);
@@ -416,7 +407,7 @@ async fn command_loop(
                 None => return,
             },
         };
-        for message in core.encode(command, now_ms()) {
+        for message in core.encode(command, device_models::now_ms()) {
             bump(&core.stats.commands);
             if publisher.send(message).await.is_err() {
                 return;

@@ -5,7 +5,6 @@
 //! frames of another framing; a partial frame at its end is dropped), then the engine. Commands are
 //! sent to the address the thing was last heard from, or to its `ip:port` mapping before that.
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,7 +98,7 @@ async fn run(
                         }
                     }
                 }
-                Err(e) if is_transient(&e) => debug!(error = %e, "receive error ignored"),
+                Err(e) if crate::udp::is_transient(&e) => debug!(error = %e, "receive error ignored"),
                 Err(e) => {
                     warn!(error = %e, "receive failed; retrying");
                     tokio::select! {
@@ -124,18 +123,4 @@ async fn run(
         }
     }
     debug!("stopped");
-}
-
-/// Errors about one datagram (ICMP feedback) rather than the socket.
-fn is_transient(e: &io::Error) -> bool {
-    use io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionReset
-            | ConnectionRefused
-            | HostUnreachable
-            | NetworkUnreachable
-            | Interrupted
-            | WouldBlock
-    )
 }

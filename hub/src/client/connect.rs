@@ -181,6 +181,7 @@ fn client_roles() -> Dict {
                 "pattern_based_registration",
                 "shared_registration",
                 "caller_identification",
+                "registration_revocation",
             ]),
         ),
         (
@@ -193,7 +194,11 @@ fn client_roles() -> Dict {
         ),
         (
             "subscriber",
-            f(&["pattern_based_subscription", "publisher_identification"]),
+            f(&[
+                "pattern_based_subscription",
+                "publisher_identification",
+                "subscription_revocation",
+            ]),
         ),
     ])
 }

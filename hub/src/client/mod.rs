@@ -232,7 +232,7 @@ impl Drop for Invocation {
             let _ = tx.try_send(Command::InvocationError {
                 request: self.request,
                 error: WampError::new(
-                    "wamp.error.runtime_error",
+                    crate::wamp::uris::RUNTIME_ERROR,
                     "the callee dropped the invocation",
                 ),
             });
@@ -275,6 +275,8 @@ impl Client {
         // In-process callees (the things API) honour INTERRUPT and bound their work by the
         // call's timeout: see [`Invocation::interrupted`] and [`Invocation::timeout`].
         let features = PeerFeatures {
+            registration_revocation: true,
+            subscription_revocation: true,
             progressive_call_results: true,
             call_canceling: true,
             call_timeout: true,

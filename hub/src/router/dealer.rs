@@ -249,12 +249,17 @@ impl Dealer {
             }
             if force {
                 let revoked: Vec<Id> = reg.callees.iter().map(|c| c.session.id).collect();
-                for c in &reg.callees {
+                // Only callees that announced `registration_revocation` may get UNREGISTERED.
+                for c in reg
+                    .callees
+                    .iter()
+                    .filter(|c| c.session.features.registration_revocation)
+                {
                     c.session.send(Outgoing::new(Message::Unregistered {
                         request: 0,
                         details: Some(crate::wamp::dict([
                             ("registration", Value::from(reg.id)),
-                            ("reason", Value::from("wamp.error.force_reregistered")),
+                            ("reason", Value::from(uris::REVOKED_FORCE_REREGISTERED)),
                         ])),
                     }));
                 }

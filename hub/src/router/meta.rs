@@ -10,15 +10,15 @@ use std::time::SystemTime;
 
 use super::broker::{Audience, Publisher, Subscription};
 use super::dealer::{Refusal, Registration};
-use super::outbound::{CloseRequest, SessionHandle, Testament, TestamentScope};
+use super::outbound::{CloseRequest, Outgoing, SessionHandle, Testament, TestamentScope};
 use super::realm::Realm;
-use crate::wamp::{Dict, Id, List, MatchPolicy, Payload, Value, dict, uris};
+use crate::wamp::{Dict, Id, List, MatchPolicy, Message, Payload, Value, dict, uris};
 
 /// Whether a procedure is one the router answers itself.
 pub fn is_meta(procedure: &str) -> bool {
-    procedure.starts_with("wamp.session.")
-        || procedure.starts_with("wamp.registration.")
-        || procedure.starts_with("wamp.subscription.")
+    procedure.starts_with(uris::meta::SESSION_PREFIX)
+        || procedure.starts_with(uris::meta::REGISTRATION_PREFIX)
+        || procedure.starts_with(uris::meta::SUBSCRIPTION_PREFIX)
 }
 
 /// A meta event to publish once the current routing step has released its locks.
@@ -34,15 +34,12 @@ impl MetaEvent {
     }
 
     pub fn on_join(h: &SessionHandle) -> Self {
-        MetaEvent::new(
-            "wamp.session.on_join",
-            vec![Value::Dict(session_details(h))],
-        )
+        MetaEvent::new(uris::meta::ON_JOIN, vec![Value::Dict(session_details(h))])
     }
 
     pub fn on_leave(h: &SessionHandle) -> Self {
         MetaEvent::new(
-            "wamp.session.on_leave",
+            uris::meta::ON_LEAVE,
             vec![
                 Value::from(h.id),
                 Value::from(h.auth.authid.as_str()),
@@ -51,24 +48,54 @@ impl MetaEvent {
         )
     }
 
-    pub fn subscription_created(session: Id, s: &Subscription) -> Self {
+    fn subscription_created(session: Id, s: &Subscription) -> Self {
         MetaEvent::new(
-            "wamp.subscription.on_create",
+            uris::meta::SUBSCRIPTION_ON_CREATE,
             vec![Value::from(session), Value::Dict(subscription_details(s))],
         )
     }
 
-    pub fn registration_created(session: Id, r: &Registration) -> Self {
+    fn registration_created(session: Id, r: &Registration) -> Self {
         MetaEvent::new(
-            "wamp.registration.on_create",
+            uris::meta::REGISTRATION_ON_CREATE,
             vec![Value::from(session), Value::Dict(registration_details(r))],
         )
     }
 
     /// `wamp.subscription.on_subscribe`, `on_unsubscribe`, `on_delete` and their registration
     /// twins: all carry (session, id).
-    pub fn pair(topic: &'static str, session: Id, id: Id) -> Self {
+    fn pair(topic: &'static str, session: Id, id: Id) -> Self {
         MetaEvent::new(topic, vec![Value::from(session), Value::from(id)])
+    }
+
+    /// `wamp.subscription.on_create` (when `created` holds the new subscription), then
+    /// `on_subscribe`.
+    pub fn subscribed(session: Id, id: Id, created: Option<&Subscription>) -> Vec<Self> {
+        let mut events: Vec<Self> = created
+            .map(|s| Self::subscription_created(session, s))
+            .into_iter()
+            .collect();
+        events.push(Self::pair(
+            uris::meta::SUBSCRIPTION_ON_SUBSCRIBE,
+            session,
+            id,
+        ));
+        events
+    }
+
+    /// `wamp.registration.on_create` (when `created` holds the new registration), then
+    /// `on_register`.
+    pub fn registered(session: Id, id: Id, created: Option<&Registration>) -> Vec<Self> {
+        let mut events: Vec<Self> = created
+            .map(|r| Self::registration_created(session, r))
+            .into_iter()
+            .collect();
+        events.push(Self::pair(
+            uris::meta::REGISTRATION_ON_REGISTER,
+            session,
+            id,
+        ));
+        events
     }
 
     /// `wamp.subscription.on_unsubscribe`, then `on_delete` when `deleted` (the session was the
@@ -79,8 +106,8 @@ impl MetaEvent {
         deleted: bool,
     ) -> impl Iterator<Item = Self> {
         Self::left(
-            "wamp.subscription.on_unsubscribe",
-            "wamp.subscription.on_delete",
+            uris::meta::SUBSCRIPTION_ON_UNSUBSCRIBE,
+            uris::meta::SUBSCRIPTION_ON_DELETE,
             session,
             subscription,
             deleted,
@@ -95,8 +122,8 @@ impl MetaEvent {
         deleted: bool,
     ) -> impl Iterator<Item = Self> {
         Self::left(
-            "wamp.registration.on_unregister",
-            "wamp.registration.on_delete",
+            uris::meta::REGISTRATION_ON_UNREGISTER,
+            uris::meta::REGISTRATION_ON_DELETE,
             session,
             registration,
             deleted,
@@ -232,240 +259,441 @@ fn ids(list: impl IntoIterator<Item = Id>) -> Value {
     Value::List(list.into_iter().map(Value::from).collect())
 }
 
+/// One meta procedure call: the realm it is made in, the calling session and its arguments.
+struct MetaCall<'a> {
+    realm: &'a Arc<Realm>,
+    me: &'a Arc<SessionHandle>,
+    p: &'a Payload,
+}
+
+/// A meta procedure's implementation.
+type Procedure = fn(&MetaCall<'_>) -> Result<Payload, Refusal>;
+
+/// The implementation of a meta procedure, by URI.
+fn procedure(uri: &str) -> Option<Procedure> {
+    use uris::meta as m;
+    let f: Procedure = match uri {
+        m::SESSION_COUNT => session_count,
+        m::SESSION_LIST => session_list,
+        m::SESSION_GET => session_get,
+        m::SESSION_KILL => session_kill,
+        m::SESSION_KILL_BY_AUTHID => session_kill_by_authid,
+        m::SESSION_KILL_BY_AUTHROLE => session_kill_by_authrole,
+        m::SESSION_KILL_ALL => session_kill_all,
+        m::SESSION_ADD_TESTAMENT => session_add_testament,
+        m::SESSION_FLUSH_TESTAMENTS => session_flush_testaments,
+        m::REGISTRATION_LIST => registration_list,
+        m::REGISTRATION_LOOKUP => registration_lookup,
+        m::REGISTRATION_MATCH => registration_match,
+        m::REGISTRATION_GET => registration_get,
+        m::REGISTRATION_LIST_CALLEES => registration_list_callees,
+        m::REGISTRATION_COUNT_CALLEES => registration_count_callees,
+        m::REGISTRATION_REMOVE => registration_remove,
+        m::SUBSCRIPTION_LIST => subscription_list,
+        m::SUBSCRIPTION_LOOKUP => subscription_lookup,
+        m::SUBSCRIPTION_MATCH => subscription_match,
+        m::SUBSCRIPTION_GET => subscription_get,
+        m::SUBSCRIPTION_LIST_SUBSCRIBERS => subscription_list_subscribers,
+        m::SUBSCRIPTION_COUNT_SUBSCRIBERS => subscription_count_subscribers,
+        m::SUBSCRIPTION_GET_EVENTS => subscription_get_events,
+        m::SUBSCRIPTION_REMOVE => subscription_remove,
+        _ => return None,
+    };
+    Some(f)
+}
+
 /// Answers a meta procedure call made by `me`.
 pub fn call(
     realm: &Arc<Realm>,
     me: &Arc<SessionHandle>,
-    procedure: &str,
+    procedure_uri: &str,
     p: &Payload,
 ) -> Result<Payload, Refusal> {
-    match procedure {
-        "wamp.session.count" | "wamp.session.list" => {
-            let roles: Option<Vec<&str>> = arg(p, 0, "filter_authroles")
-                .and_then(Value::as_list)
-                .map(|l| l.iter().filter_map(Value::as_str).collect());
-            let sessions: Vec<Id> = realm
-                .sessions()
-                .iter()
-                .filter(|s| {
-                    roles
-                        .as_ref()
-                        .is_none_or(|r| r.contains(&s.auth.authrole.as_str()))
-                })
-                .map(|s| s.id)
-                .collect();
-            if procedure.ends_with("count") {
-                ok(Value::from(sessions.len() as u64))
-            } else {
-                ok(ids(sessions))
-            }
-        }
-        "wamp.session.get" => {
-            let id = id_arg(p, 0, "session")?;
-            let s = realm
-                .session(id)
-                .ok_or_else(|| refuse(uris::NO_SUCH_SESSION, "no such session"))?;
-            ok(Value::Dict(session_details(&s)))
-        }
-        "wamp.session.kill" => {
-            let id = id_arg(p, 0, "session")?;
-            if id == me.id {
-                return Err(invalid("a session cannot kill itself".into()));
-            }
-            let s = realm
-                .session(id)
-                .ok_or_else(|| refuse(uris::NO_SUCH_SESSION, "no such session"))?;
-            if is_internal(&s) {
-                return Err(refuse(
-                    uris::NOT_AUTHORIZED,
-                    "the hub's own services cannot be killed",
-                ));
-            }
-            kill(&s, p);
-            Ok(Payload::empty())
-        }
-        "wamp.session.kill_by_authid" | "wamp.session.kill_by_authrole" => {
-            let by_id = procedure.ends_with("authid");
-            let who = str_arg(p, 0, if by_id { "authid" } else { "authrole" })?;
-            let mut killed = Vec::new();
-            for s in realm.sessions() {
-                let field = if by_id {
-                    &s.auth.authid
-                } else {
-                    &s.auth.authrole
-                };
-                if s.id != me.id && !is_internal(&s) && field == who {
-                    kill(&s, p);
-                    killed.push(s.id);
-                }
-            }
-            ok(ids(killed))
-        }
-        "wamp.session.kill_all" => {
-            let mut n = 0u64;
-            for s in realm.sessions() {
-                if s.id != me.id && !is_internal(&s) {
-                    kill(&s, p);
-                    n += 1;
-                }
-            }
-            ok(Value::from(n))
-        }
-        "wamp.session.add_testament" => {
-            let topic = str_arg(p, 0, "topic")?;
-            if !crate::wamp::uri::is_valid(topic, MatchPolicy::Exact, realm.config.strict_uris) {
-                return Err(refuse(uris::INVALID_URI, "invalid testament topic"));
-            }
-            let args = match arg(p, 1, "args") {
-                None | Some(Value::Null) => List::new(),
-                Some(Value::List(l)) => l.clone(),
-                Some(_) => return Err(invalid("args must be a list".into())),
-            };
-            let kwargs = match arg(p, 2, "kwargs") {
-                None | Some(Value::Null) => Dict::new(),
-                Some(Value::Dict(d)) => d.clone(),
-                Some(_) => return Err(invalid("kwargs must be a dict".into())),
-            };
-            let options = match p.kwarg("publish_options") {
-                None | Some(Value::Null) => Dict::new(),
-                Some(Value::Dict(d)) => d.clone(),
-                Some(_) => return Err(invalid("publish_options must be a dict".into())),
-            };
-            let scope = scope_arg(p)?;
-            let added = me.add_testament(Testament {
-                topic: topic.to_owned(),
-                payload: Payload::new(args, kwargs),
-                options,
-                scope,
-            });
-            if !added {
-                return Err(invalid(format!(
-                    "at most {} testaments per session",
-                    SessionHandle::MAX_TESTAMENTS
-                )));
-            }
-            Ok(Payload::empty())
-        }
-        "wamp.session.flush_testaments" => {
-            let scope = scope_arg(p)?;
-            ok(Value::from(me.flush_testaments(scope) as u64))
-        }
-        "wamp.registration.list" | "wamp.subscription.list" => {
-            let mut exact = Vec::new();
-            let mut prefix = Vec::new();
-            let mut wildcard = Vec::new();
-            let mut put = |policy: MatchPolicy, id: Id| match policy {
-                MatchPolicy::Exact => exact.push(id),
-                MatchPolicy::Prefix => prefix.push(id),
-                MatchPolicy::Wildcard => wildcard.push(id),
-            };
-            if procedure.starts_with("wamp.registration") {
-                realm.dealer().iter().for_each(|r| put(r.policy, r.id));
-            } else {
-                realm.broker().iter().for_each(|s| put(s.policy, s.id));
-            }
-            ok(Value::Dict(dict([
-                ("exact", ids(exact)),
-                ("prefix", ids(prefix)),
-                ("wildcard", ids(wildcard)),
-            ])))
-        }
-        "wamp.registration.lookup" | "wamp.subscription.lookup" => {
-            let uri = str_arg(p, 0, "uri")?;
-            let policy = match arg(p, 1, "options").and_then(Value::as_dict) {
-                Some(o) => MatchPolicy::from_options(o).map_err(invalid)?,
-                None => MatchPolicy::Exact,
-            };
-            let id = if procedure.starts_with("wamp.registration") {
-                realm.dealer().lookup(uri, policy).map(|r| r.id)
-            } else {
-                realm.broker().lookup(uri, policy).map(|s| s.id)
-            };
-            ok(id.map_or(Value::Null, Value::from))
-        }
-        "wamp.registration.match" => {
-            let uri = str_arg(p, 0, "procedure")?;
-            ok(realm
-                .dealer()
-                .matching(uri)
-                .map_or(Value::Null, |r| Value::from(r.id)))
-        }
-        "wamp.subscription.match" => {
-            let uri = str_arg(p, 0, "topic")?;
-            let found: Vec<Id> = realm.broker().matching(uri).iter().map(|s| s.id).collect();
-            ok(if found.is_empty() {
-                Value::Null
-            } else {
-                ids(found)
-            })
-        }
-        "wamp.registration.get" => {
-            let id = id_arg(p, 0, "registration")?;
-            let dealer = realm.dealer();
-            let r = dealer.get(id).ok_or_else(no_registration)?;
-            ok(Value::Dict(registration_details(r)))
-        }
-        "wamp.subscription.get" => {
-            let id = id_arg(p, 0, "subscription")?;
-            let broker = realm.broker();
-            let s = broker.get(id).ok_or_else(no_subscription)?;
-            ok(Value::Dict(subscription_details(s)))
-        }
-        "wamp.registration.list_callees" | "wamp.registration.count_callees" => {
-            let id = id_arg(p, 0, "registration")?;
-            let dealer = realm.dealer();
-            let r = dealer.get(id).ok_or_else(no_registration)?;
-            if procedure.ends_with("count_callees") {
-                ok(Value::from(r.callees.len() as u64))
-            } else {
-                ok(ids(r.callees.iter().map(|c| c.session.id)))
-            }
-        }
-        "wamp.subscription.list_subscribers" | "wamp.subscription.count_subscribers" => {
-            let id = id_arg(p, 0, "subscription")?;
-            let broker = realm.broker();
-            let s = broker.get(id).ok_or_else(no_subscription)?;
-            if procedure.ends_with("count_subscribers") {
-                ok(Value::from(s.subscribers.len() as u64))
-            } else {
-                ok(ids(s.subscribers.iter().map(|h| h.id)))
-            }
-        }
-        "wamp.subscription.get_events" => {
-            let id = id_arg(p, 0, "subscription")?;
-            let limit = match arg(p, 1, "limit") {
-                None => 10,
-                Some(v) => v
-                    .as_u64()
-                    .ok_or_else(|| invalid("limit must be an integer".into()))?
-                    as usize,
-            };
-            let events = realm
-                .broker()
-                .events(id, limit)
-                .ok_or_else(no_subscription)?;
-            let list = events
-                .into_iter()
-                .map(|e| {
-                    let mut d = dict([
-                        ("timestamp", Value::from(iso8601(e.timestamp))),
-                        ("subscription", Value::from(id)),
-                        ("publication", Value::from(e.publication)),
-                        ("topic", Value::from(e.topic)),
-                    ]);
-                    let (args, kwargs) = e.payload.into_parts();
-                    d.insert("args".into(), Value::List(args));
-                    d.insert("kwargs".into(), Value::Dict(kwargs));
-                    Value::Dict(d)
-                })
-                .collect();
-            ok(Value::List(list))
-        }
-        _ => Err(Refusal {
-            error: uris::NO_SUCH_PROCEDURE,
-            message: format!("no meta procedure {procedure}"),
-        }),
+    let f = procedure(procedure_uri).ok_or_else(|| Refusal {
+        error: uris::NO_SUCH_PROCEDURE,
+        message: format!("no meta procedure {procedure_uri}"),
+    })?;
+    f(&MetaCall { realm, me, p })
+}
+
+/// The sessions whose authrole is in the optional `filter_authroles` list.
+fn filtered_sessions(c: &MetaCall<'_>) -> Vec<Id> {
+    let roles: Option<Vec<&str>> = arg(c.p, 0, "filter_authroles")
+        .and_then(Value::as_list)
+        .map(|l| l.iter().filter_map(Value::as_str).collect());
+    c.realm
+        .sessions()
+        .iter()
+        .filter(|s| {
+            roles
+                .as_ref()
+                .is_none_or(|r| r.contains(&s.auth.authrole.as_str()))
+        })
+        .map(|s| s.id)
+        .collect()
+}
+
+/// `wamp.session.count([filter_authroles])` → count.
+fn session_count(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    ok(Value::from(filtered_sessions(c).len() as u64))
+}
+
+/// `wamp.session.list([filter_authroles])` → session ids.
+fn session_list(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    ok(ids(filtered_sessions(c)))
+}
+
+/// `wamp.session.get(session)` → session details.
+fn session_get(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    let id = id_arg(c.p, 0, "session")?;
+    let s = c.realm.session(id).ok_or_else(no_session)?;
+    ok(Value::Dict(session_details(&s)))
+}
+
+/// `wamp.session.kill(session, reason=, message=)`: never oneself nor the hub's own services.
+fn session_kill(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    let id = id_arg(c.p, 0, "session")?;
+    if id == c.me.id {
+        return Err(invalid("a session cannot kill itself".into()));
     }
+    let s = c.realm.session(id).ok_or_else(no_session)?;
+    if is_internal(&s) {
+        return Err(refuse(
+            uris::NOT_AUTHORIZED,
+            "the hub's own services cannot be killed",
+        ));
+    }
+    kill(&s, c.p);
+    Ok(Payload::empty())
+}
+
+/// `wamp.session.kill_by_authid(authid, reason=, message=)` → killed session ids.
+fn session_kill_by_authid(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    let who = str_arg(c.p, 0, "authid")?;
+    ok(ids(kill_where(c, |s| s.auth.authid == who)))
+}
+
+/// `wamp.session.kill_by_authrole(authrole, reason=, message=)` → killed session ids.
+fn session_kill_by_authrole(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    let who = str_arg(c.p, 0, "authrole")?;
+    ok(ids(kill_where(c, |s| s.auth.authrole == who)))
+}
+
+/// `wamp.session.kill_all(reason=, message=)` → how many sessions were killed.
+fn session_kill_all(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    ok(Value::from(kill_where(c, |_| true).len() as u64))
+}
+
+/// Kills every session but the caller and the hub's own services that `pick` selects.
+fn kill_where(c: &MetaCall<'_>, pick: impl Fn(&SessionHandle) -> bool) -> Vec<Id> {
+    let mut killed = Vec::new();
+    for s in c.realm.sessions() {
+        if s.id != c.me.id && !is_internal(&s) && pick(&s) {
+            kill(&s, c.p);
+            killed.push(s.id);
+        }
+    }
+    killed
+}
+
+/// `wamp.session.add_testament(topic, args, kwargs, publish_options=, scope=)`.
+fn session_add_testament(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    let p = c.p;
+    let topic = str_arg(p, 0, "topic")?;
+    if !crate::wamp::uri::is_valid(topic, MatchPolicy::Exact, c.realm.config.strict_uris) {
+        return Err(refuse(uris::INVALID_URI, "invalid testament topic"));
+    }
+    let args = match arg(p, 1, "args") {
+        None | Some(Value::Null) => List::new(),
+        Some(Value::List(l)) => l.clone(),
+        Some(_) => return Err(invalid("args must be a list".into())),
+    };
+    let kwargs = match arg(p, 2, "kwargs") {
+        None | Some(Value::Null) => Dict::new(),
+        Some(Value::Dict(d)) => d.clone(),
+        Some(_) => return Err(invalid("kwargs must be a dict".into())),
+    };
+    let options = match p.kwarg("publish_options") {
+        None | Some(Value::Null) => Dict::new(),
+        Some(Value::Dict(d)) => d.clone(),
+        Some(_) => return Err(invalid("publish_options must be a dict".into())),
+    };
+    let scope = scope_arg(p)?;
+    let added = c.me.add_testament(Testament {
+        topic: topic.to_owned(),
+        payload: Payload::new(args, kwargs),
+        options,
+        scope,
+    });
+    if !added {
+        return Err(invalid(format!(
+            "at most {} testaments per session",
+            SessionHandle::MAX_TESTAMENTS
+        )));
+    }
+    Ok(Payload::empty())
+}
+
+/// `wamp.session.flush_testaments(scope=)` → how many were removed.
+fn session_flush_testaments(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    let scope = scope_arg(c.p)?;
+    ok(Value::from(c.me.flush_testaments(scope) as u64))
+}
+
+/// `{exact, prefix, wildcard}` lists of ids.
+fn by_policy(items: impl Iterator<Item = (MatchPolicy, Id)>) -> Value {
+    let mut exact = Vec::new();
+    let mut prefix = Vec::new();
+    let mut wildcard = Vec::new();
+    for (policy, id) in items {
+        match policy {
+            MatchPolicy::Exact => exact.push(id),
+            MatchPolicy::Prefix => prefix.push(id),
+            MatchPolicy::Wildcard => wildcard.push(id),
+        }
+    }
+    Value::Dict(dict([
+        ("exact", ids(exact)),
+        ("prefix", ids(prefix)),
+        ("wildcard", ids(wildcard)),
+    ]))
+}
+
+/// The (uri, match policy) arguments of the `lookup` procedures.
+fn lookup_args<'a>(p: &'a Payload, uri_key: &str) -> Result<(&'a str, MatchPolicy), Refusal> {
+    let uri = str_arg(p, 0, uri_key)?;
+    let policy = match arg(p, 1, "options").and_then(Value::as_dict) {
+        Some(o) => MatchPolicy::from_options(o).map_err(invalid)?,
+        None => MatchPolicy::Exact,
+    };
+    Ok((uri, policy))
+}
+
+/// `wamp.registration.list()` → `{exact, prefix, wildcard}`.
+fn registration_list(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    ok(by_policy(c.realm.dealer().iter().map(|r| (r.policy, r.id))))
+}
+
+/// `wamp.registration.lookup(procedure, options?)` → registration id or null.
+fn registration_lookup(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    let (uri, policy) = lookup_args(c.p, "procedure")?;
+    let id = c.realm.dealer().lookup(uri, policy).map(|r| r.id);
+    ok(id.map_or(Value::Null, Value::from))
+}
+
+/// `wamp.registration.match(procedure)` → the id of the registration a call would use, or null.
+fn registration_match(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    let uri = str_arg(c.p, 0, "procedure")?;
+    let id = c.realm.dealer().matching(uri).map(|r| r.id);
+    ok(id.map_or(Value::Null, Value::from))
+}
+
+/// `wamp.registration.get(registration)` → registration details.
+fn registration_get(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    let id = id_arg(c.p, 0, "registration")?;
+    let dealer = c.realm.dealer();
+    let r = dealer.get(id).ok_or_else(no_registration)?;
+    ok(Value::Dict(registration_details(r)))
+}
+
+/// `wamp.registration.list_callees(registration)` → session ids.
+fn registration_list_callees(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    let id = id_arg(c.p, 0, "registration")?;
+    let dealer = c.realm.dealer();
+    let r = dealer.get(id).ok_or_else(no_registration)?;
+    ok(ids(r.callees.iter().map(|c| c.session.id)))
+}
+
+/// `wamp.registration.count_callees(registration)` → count.
+fn registration_count_callees(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    let id = id_arg(c.p, 0, "registration")?;
+    let dealer = c.realm.dealer();
+    let r = dealer.get(id).ok_or_else(no_registration)?;
+    ok(Value::from(r.callees.len() as u64))
+}
+
+/// `wamp.registration.remove(registration, session, reason=)`: removes a callee from a
+/// registration. The callee gets UNREGISTERED `[0, {registration, reason}]` if it announced
+/// `registration_revocation`; `on_unregister` (and `on_delete` if it was the last callee) follow.
+fn registration_remove(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    let id = id_arg(c.p, 0, "registration")?;
+    let (target, reason) = removal_args(c)?;
+    let deleted = {
+        let mut dealer = c.realm.dealer();
+        if dealer.get(id).is_none() {
+            return Err(no_registration());
+        }
+        let deleted = dealer.unregister(id, target.id).ok_or_else(|| {
+            refuse(
+                uris::NO_SUCH_SESSION,
+                "the session is not a callee of the registration",
+            )
+        })?;
+        // Queued under the dealer lock, so no INVOCATION for the registration can follow it.
+        if target.features.registration_revocation {
+            target.send(Outgoing::new(Message::Unregistered {
+                request: 0,
+                details: Some(revocation("registration", id, &reason)),
+            }));
+        }
+        deleted
+    };
+    tracing::info!(session = target.id, registration = id, %reason, "callee removed through the meta API");
+    publish(
+        c.realm,
+        MetaEvent::unregistered(target.id, id, deleted).collect(),
+    );
+    Ok(Payload::empty())
+}
+
+/// `wamp.subscription.list()` → `{exact, prefix, wildcard}`.
+fn subscription_list(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    ok(by_policy(c.realm.broker().iter().map(|s| (s.policy, s.id))))
+}
+
+/// `wamp.subscription.lookup(topic, options?)` → subscription id or null.
+fn subscription_lookup(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    let (uri, policy) = lookup_args(c.p, "topic")?;
+    let id = c.realm.broker().lookup(uri, policy).map(|s| s.id);
+    ok(id.map_or(Value::Null, Value::from))
+}
+
+/// `wamp.subscription.match(topic)` → the ids of every matching subscription, or null.
+fn subscription_match(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    let uri = str_arg(c.p, 0, "topic")?;
+    let found: Vec<Id> = c
+        .realm
+        .broker()
+        .matching(uri)
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    ok(if found.is_empty() {
+        Value::Null
+    } else {
+        ids(found)
+    })
+}
+
+/// `wamp.subscription.get(subscription)` → subscription details.
+fn subscription_get(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    let id = id_arg(c.p, 0, "subscription")?;
+    let broker = c.realm.broker();
+    let s = broker.get(id).ok_or_else(no_subscription)?;
+    ok(Value::Dict(subscription_details(s)))
+}
+
+/// `wamp.subscription.list_subscribers(subscription)` → session ids.
+fn subscription_list_subscribers(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    let id = id_arg(c.p, 0, "subscription")?;
+    let broker = c.realm.broker();
+    let s = broker.get(id).ok_or_else(no_subscription)?;
+    ok(ids(s.subscribers.iter().map(|h| h.id)))
+}
+
+/// `wamp.subscription.count_subscribers(subscription)` → count.
+fn subscription_count_subscribers(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    let id = id_arg(c.p, 0, "subscription")?;
+    let broker = c.realm.broker();
+    let s = broker.get(id).ok_or_else(no_subscription)?;
+    ok(Value::from(s.subscribers.len() as u64))
+}
+
+/// `wamp.subscription.get_events(subscription, limit=10)` → the newest stored events.
+fn subscription_get_events(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    let id = id_arg(c.p, 0, "subscription")?;
+    let limit = match arg(c.p, 1, "limit") {
+        None => 10,
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| invalid("limit must be an integer".into()))? as usize,
+    };
+    let events = c
+        .realm
+        .broker()
+        .events(id, limit)
+        .ok_or_else(no_subscription)?;
+    let list = events
+        .into_iter()
+        .map(|e| {
+            let mut d = dict([
+                ("timestamp", Value::from(iso8601(e.timestamp))),
+                ("subscription", Value::from(id)),
+                ("publication", Value::from(e.publication)),
+                ("topic", Value::from(e.topic)),
+            ]);
+            let (args, kwargs) = e.payload.into_parts();
+            d.insert("args".into(), Value::List(args));
+            d.insert("kwargs".into(), Value::Dict(kwargs));
+            Value::Dict(d)
+        })
+        .collect();
+    ok(Value::List(list))
+}
+
+/// `wamp.subscription.remove(subscription, session, reason=)`: removes a subscriber from a
+/// subscription. The subscriber gets UNSUBSCRIBED `[0, {subscription, reason}]` if it announced
+/// `subscription_revocation`; `on_unsubscribe` (and `on_delete` if it was the last subscriber)
+/// follow.
+fn subscription_remove(c: &MetaCall<'_>) -> Result<Payload, Refusal> {
+    let id = id_arg(c.p, 0, "subscription")?;
+    let (target, reason) = removal_args(c)?;
+    let deleted = {
+        let mut broker = c.realm.broker_mut();
+        if broker.get(id).is_none() {
+            return Err(no_subscription());
+        }
+        let deleted = broker.unsubscribe(id, target.id).ok_or_else(|| {
+            refuse(
+                uris::NO_SUCH_SESSION,
+                "the session is not a subscriber of the subscription",
+            )
+        })?;
+        // Queued under the broker lock, so no EVENT for the subscription can follow it.
+        if target.features.subscription_revocation {
+            target.send(Outgoing::new(Message::Unsubscribed {
+                request: 0,
+                details: Some(revocation("subscription", id, &reason)),
+            }));
+        }
+        deleted
+    };
+    tracing::info!(session = target.id, subscription = id, %reason, "subscriber removed through the meta API");
+    publish(
+        c.realm,
+        MetaEvent::unsubscribed(target.id, id, deleted).collect(),
+    );
+    Ok(Payload::empty())
+}
+
+/// The session (argument 1) and reason (keyword `reason`, default
+/// [`uris::REVOKED_REMOVED`]) of a `remove` procedure. The hub's own services cannot be removed.
+fn removal_args(c: &MetaCall<'_>) -> Result<(Arc<SessionHandle>, String), Refusal> {
+    let session = id_arg(c.p, 1, "session")?;
+    let target = c.realm.session(session).ok_or_else(no_session)?;
+    if is_internal(&target) {
+        return Err(refuse(
+            uris::NOT_AUTHORIZED,
+            "the hub's own services cannot be removed",
+        ));
+    }
+    let reason = match c.p.kwarg("reason") {
+        None | Some(Value::Null) => uris::REVOKED_REMOVED,
+        Some(v) => v
+            .as_str()
+            .filter(|r| crate::wamp::uri::is_valid(r, MatchPolicy::Exact, false))
+            .ok_or_else(|| invalid("reason must be a URI".into()))?,
+    };
+    Ok((target, reason.to_owned()))
+}
+
+/// The details of a revocation: `{registration|subscription: id, reason}`.
+fn revocation(key: &str, id: Id, reason: &str) -> Dict {
+    dict([(key, Value::from(id)), ("reason", Value::from(reason))])
+}
+
+fn no_session() -> Refusal {
+    refuse(uris::NO_SUCH_SESSION, "no such session")
 }
 
 fn no_registration() -> Refusal {

@@ -80,7 +80,7 @@ pub struct TransportInfo {
     pub serializer: Option<Serializer>,
     pub tls: bool,
     /// The TLS 1.3 `tls-exporter` value, for WAMP-cryptosign channel binding.
-    pub channel_binding: Option<crate::transport::tls::ChannelBinding>,
+    pub channel_binding: Option<super::auth::cryptosign::ChannelBinding>,
 }
 
 impl TransportInfo {
@@ -99,6 +99,10 @@ impl TransportInfo {
 /// Features a client announced in HELLO that change what the router sends it.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PeerFeatures {
+    /// Callee: accepts UNREGISTERED with request 0 when the router revokes a registration.
+    pub registration_revocation: bool,
+    /// Subscriber: accepts UNSUBSCRIBED with request 0 when the router revokes a subscription.
+    pub subscription_revocation: bool,
     pub progressive_call_results: bool,
     pub call_canceling: bool,
     pub call_timeout: bool,
@@ -220,7 +224,7 @@ impl SessionHandle {
                 );
                 self.close_with(CloseRequest {
                     abort: true,
-                    reason: "brume.close.slow_consumer".into(),
+                    reason: crate::wamp::uris::CLOSE_SLOW_CONSUMER.into(),
                     message: Some("outbound queue full".into()),
                 });
                 false
@@ -244,7 +248,7 @@ impl SessionHandle {
                         );
                         self.close_with(CloseRequest {
                             abort: true,
-                            reason: "brume.close.slow_consumer".into(),
+                            reason: crate::wamp::uris::CLOSE_SLOW_CONSUMER.into(),
                             message: Some("outbound queue full".into()),
                         });
                     }

@@ -596,7 +596,7 @@ impl RouterSession {
         }
         // SUBSCRIBED (and retained events) are queued under the broker lock so no EVENT for the
         // subscription can overtake them.
-        let mut events = Vec::new();
+        let events;
         {
             let mut broker = realm.broker_mut();
             let sub = broker.subscribe(topic, policy, me, || self.router.ids.next());
@@ -607,16 +607,8 @@ impl RouterSession {
             if opt_bool(options, "get_retained", false) {
                 broker.send_retained(sub.id, me);
             }
-            if sub.created
-                && let Some(s) = broker.get(sub.id)
-            {
-                events.push(MetaEvent::subscription_created(me.id, s));
-            }
-            events.push(MetaEvent::pair(
-                "wamp.subscription.on_subscribe",
-                me.id,
-                sub.id,
-            ));
+            let created = broker.get(sub.id).filter(|_| sub.created);
+            events = MetaEvent::subscribed(me.id, sub.id, created);
         }
         meta::publish(realm, events);
     }
@@ -666,19 +658,36 @@ impl RouterSession {
             ));
         }
         // REGISTERED is queued under the dealer lock so no INVOCATION for it can overtake it.
-        let mut dealer = realm.dealer();
-        match dealer.register(procedure, policy, options, me, || self.router.ids.next()) {
-            Ok(reg) => self.reply(Message::Registered {
-                request,
-                registration: reg.id,
-            }),
-            Err(r) => self.reply(Message::error(
-                code::REGISTER,
-                request,
-                r.error,
-                Some(r.message),
-            )),
-        }
+        let events = {
+            let mut dealer = realm.dealer();
+            match dealer.register(procedure, policy, options, me, || self.router.ids.next()) {
+                Ok(reg) => {
+                    self.reply(Message::Registered {
+                        request,
+                        registration: reg.id,
+                    });
+                    // Callees displaced by force_reregister leave first, then `me` joins.
+                    let mut events: Vec<MetaEvent> = reg
+                        .revoked
+                        .iter()
+                        .flat_map(|&s| MetaEvent::unregistered(s, reg.id, false))
+                        .collect();
+                    let created = dealer.get(reg.id).filter(|_| reg.created);
+                    events.extend(MetaEvent::registered(me.id, reg.id, created));
+                    events
+                }
+                Err(r) => {
+                    self.reply(Message::error(
+                        code::REGISTER,
+                        request,
+                        r.error,
+                        Some(r.message),
+                    ));
+                    return;
+                }
+            }
+        };
+        meta::publish(realm, events);
     }
 
     /// Removes the session from its realm, broker and dealer. Idempotent.
@@ -745,6 +754,8 @@ fn client_features(roles: &Dict) -> PeerFeatures {
             .unwrap_or(false)
     };
     PeerFeatures {
+        registration_revocation: has("callee", "registration_revocation"),
+        subscription_revocation: has("subscriber", "subscription_revocation"),
         progressive_call_results: has("callee", "progressive_call_results"),
         call_canceling: has("callee", "call_canceling") || has("callee", "call_cancelling"),
         call_timeout: has("callee", "call_timeout"),
@@ -774,6 +785,7 @@ fn welcome_details(realm: &Realm, h: &SessionHandle) -> Dict {
                 "subscriber_blackwhite_listing",
                 "event_retention",
                 "event_history",
+                "subscription_revocation",
                 "session_meta_api",
                 "subscription_meta_api",
             ]),

@@ -42,8 +42,7 @@ pub enum Procedure {
     Action,
 }
 
-/// The wildcard registration that serves every thing's actions.
-pub const ACTION_PATTERN: &str = "brume.thing..action.";
+pub use crate::wamp::uris::things::ACTION_PATTERN;
 
 impl Procedure {
     pub const ALL: [Procedure; 10] = [
@@ -61,17 +60,18 @@ impl Procedure {
 
     /// The URI registered, and its match policy.
     pub fn uri(self) -> (&'static str, MatchPolicy) {
+        use crate::wamp::uris::things as t;
         let exact = |u| (u, MatchPolicy::Exact);
         match self {
-            Procedure::List => exact("brume.things.list"),
-            Procedure::Get => exact("brume.things.get"),
-            Procedure::Provision => exact("brume.things.provision"),
-            Procedure::Delete => exact("brume.things.delete"),
-            Procedure::UpdateInfo => exact("brume.things.update_info"),
-            Procedure::Set => exact("brume.things.set"),
-            Procedure::Describe => exact("brume.things.describe"),
-            Procedure::TypesList => exact("brume.types.list"),
-            Procedure::TypesGet => exact("brume.types.get"),
+            Procedure::List => exact(t::LIST),
+            Procedure::Get => exact(t::GET),
+            Procedure::Provision => exact(t::PROVISION),
+            Procedure::Delete => exact(t::DELETE),
+            Procedure::UpdateInfo => exact(t::UPDATE_INFO),
+            Procedure::Set => exact(t::SET),
+            Procedure::Describe => exact(t::DESCRIBE),
+            Procedure::TypesList => exact(t::TYPES_LIST),
+            Procedure::TypesGet => exact(t::TYPES_GET),
             Procedure::Action => (ACTION_PATTERN, MatchPolicy::Wildcard),
         }
     }
@@ -174,7 +174,7 @@ fn call_timeout(details: &Dict) -> Option<Duration> {
 
 /// Splits `brume.thing.<id>.action.<name>`.
 pub fn parse_action_uri(uri: &str) -> Option<(&str, &str)> {
-    let rest = uri.strip_prefix("brume.thing.")?;
+    let rest = uri.strip_prefix(crate::wamp::uris::things::THING_PREFIX)?;
     let mut parts = rest.split('.');
     let (id, kw, name) = (parts.next()?, parts.next()?, parts.next()?);
     (kw == "action" && parts.next().is_none() && !id.is_empty() && !name.is_empty())

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use super::credentials::RegistryCredentials;
 use super::link::{GatewayId, ThingsStats};
 use super::request::{ApiError, Reply, Request, errors};
-use super::secret::{Secret, SecretHash};
+use super::secret::{self, SecretHash};
 use super::store::{ActionStatus, Loaded, StoreOp};
 use crate::config::Provisioning;
 use crate::wamp::{Dict, Payload, Value, uris};
@@ -394,7 +394,7 @@ impl Core {
                     id: w.id,
                     status: ActionStatus::Failed,
                     result: Some(Json::String(e.message.clone())),
-                    at_ms: crate::things::now_ms(),
+                    at_ms: device_models::now_ms(),
                 });
                 let _ = w.reply.send(Err(e));
             }

@@ -66,12 +66,12 @@ impl DeviceCredentials for RegistryCredentials {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::things::secret::Secret;
+    use crate::things::secret;
 
     #[test]
     fn checks_follow_the_registry_and_the_policy() {
         let id = |s: &str| ThingId::new(s).unwrap();
-        let secret = Secret::generate();
+        let secret = secret::generate();
         let explicit = RegistryCredentials::new(false);
         explicit.insert(id("a"), Some(SecretHash::new(&secret)));
         explicit.insert(id("auto"), None);

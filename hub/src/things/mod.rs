@@ -63,7 +63,7 @@ pub mod store;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use device_models::{LoadError, TdContext, TypeCatalog};
 use tokio::sync::mpsc;
@@ -97,13 +97,8 @@ pub enum ThingsError {
     Blocking(#[source] tokio::task::JoinError),
 }
 
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+/// Milliseconds since the Unix epoch; the one clock, from `device-models`.
+pub use device_models::now_ms;
 
 /// What a running things service gives the hub.
 #[derive(Debug)]

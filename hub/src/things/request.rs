@@ -12,16 +12,9 @@ use crate::wamp::{Dict, Payload, Value, uris};
 
 /// Error URIs of the things API (besides the standard `wamp.error.*` ones).
 pub mod errors {
-    /// The thing id is not provisioned.
-    pub const NO_SUCH_THING: &str = "brume.error.no_such_thing";
-    /// The thing's type has no action of that name.
-    pub const NO_SUCH_ACTION: &str = "brume.error.no_such_action";
-    /// No thing type has that id.
-    pub const NO_SUCH_TYPE: &str = "brume.error.no_such_type";
-    /// The thing is known to be offline (or no gateway carries it).
-    pub const THING_OFFLINE: &str = "brume.error.thing_offline";
-    /// The device answered an action with an error, or with an output its type forbids.
-    pub const ACTION_FAILED: &str = "brume.error.action_failed";
+    pub use crate::wamp::uris::things::{
+        ACTION_FAILED, NO_SUCH_ACTION, NO_SUCH_THING, NO_SUCH_TYPE, THING_OFFLINE,
+    };
 }
 
 /// One API call, parsed and checked for shape (values are checked against types by the service).

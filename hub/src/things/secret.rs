@@ -5,34 +5,23 @@
 
 use rand::RngCore as _;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq as _;
+
+pub use crate::router::auth::Secret;
+use crate::router::auth::secret::hex_encode;
 
 /// Bytes of randomness in a secret (shown as twice as many hex digits).
 pub const SECRET_BYTES: usize = 24;
 const SALT_BYTES: usize = 16;
 const HASH_BYTES: usize = 32;
 
-/// A clear device secret, as returned once by `brume.things.provision`. Hidden from `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// A new random secret: [`SECRET_BYTES`] random bytes as lowercase hex.
-    pub fn generate() -> Secret {
-        let mut bytes = [0u8; SECRET_BYTES];
-        rand::rng().fill_bytes(&mut bytes);
-        Secret(hex(&bytes))
-    }
-
-    /// The secret's text.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
+/// A new random device secret, as returned once by `brume.things.provision`:
+/// [`SECRET_BYTES`] random bytes as lowercase hex, in the hub's one [`Secret`] type (hidden from
+/// `Debug`).
+pub fn generate() -> Secret {
+    let mut bytes = [0u8; SECRET_BYTES];
+    rand::rng().fill_bytes(&mut bytes);
+    Secret::new(hex_encode(&bytes))
 }
 
 /// SHA-256 of a random salt followed by the secret.
@@ -78,10 +67,7 @@ impl SecretHash {
     /// Whether `presented` is the secret this hash was made from (constant-time comparison).
     pub fn verify(&self, presented: &str) -> bool {
         let got = digest(&self.salt, presented.as_bytes());
-        got.iter()
-            .zip(self.hash.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        got.ct_eq(&self.hash).into()
     }
 }
 
@@ -92,23 +78,13 @@ fn digest(salt: &[u8], secret: &[u8]) -> [u8; HASH_BYTES] {
     h.finalize().into()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn secrets_verify_only_themselves() {
-        let s = Secret::generate();
+        let s = generate();
         assert_eq!(s.expose().len(), SECRET_BYTES * 2);
         let h = SecretHash::new(&s);
         assert!(h.verify(s.expose()));
@@ -116,7 +92,7 @@ mod tests {
         let again = SecretHash::from_parts(h.salt(), h.hash()).unwrap();
         assert!(again.verify(s.expose()));
         assert!(SecretHash::from_parts(&[1, 2], h.hash()).is_none());
-        assert_ne!(Secret::generate(), s);
-        assert_eq!(format!("{s:?}"), "Secret(..)");
+        assert_ne!(generate(), s);
+        assert!(!format!("{s:?}").contains(s.expose()));
     }
 }

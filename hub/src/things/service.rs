@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::core::{Core, Publication};
 use super::link::{Attach, GatewayId, ThingsStats};
-use super::now_ms;
 use super::request::{Reply, Request};
 use super::store::StoreOp;
+use device_models::now_ms;
 
 /// Most device events handled in a row before the loop looks at its other inputs, so a device
 /// flood cannot starve API calls.

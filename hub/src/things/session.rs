@@ -28,7 +28,7 @@ pub async fn join(
         router,
         realm,
         AuthInfo {
-            authid: "brume.things".into(),
+            authid: crate::wamp::uris::things::SERVICE_AUTHID.into(),
             authrole: "trusted".into(),
             authmethod: "trusted".into(),
             authprovider: "internal".into(),

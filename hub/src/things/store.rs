@@ -61,6 +61,16 @@ pub enum StoreError {
         key: String,
         reason: String,
     },
+    /// A stored value that does not parse; the parser's error is the source.
+    #[error("things database {path}: table {table}, row {key}: {what}: {source}")]
+    BadValue {
+        path: PathBuf,
+        table: &'static str,
+        key: String,
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("things database {path}: cannot create its directory: {source}")]
     Dir {
         path: PathBuf,
@@ -348,6 +358,18 @@ fn load(conn: &Connection, path: &Path) -> Result<Loaded, StoreError> {
         key: key.to_owned(),
         reason,
     };
+    let bad_value = |table: &'static str,
+                     key: &str,
+                     what: &'static str,
+                     source: Box<dyn std::error::Error + Send + Sync>| {
+        StoreError::BadValue {
+            path: path.to_owned(),
+            table,
+            key: key.to_owned(),
+            what,
+            source,
+        }
+    };
     let mut things: BTreeMap<String, LoadedThing> = BTreeMap::new();
     {
         let mut stmt = conn
@@ -367,9 +389,10 @@ fn load(conn: &Connection, path: &Path) -> Result<Loaded, StoreError> {
             .map_err(unreadable)?;
         for row in rows {
             let (id, type_id, info, created_ms, salt, hash) = row.map_err(unreadable)?;
-            let thing = ThingId::new(id.clone()).map_err(|e| bad("things", &id, e.to_string()))?;
+            let thing = ThingId::new(id.clone())
+                .map_err(|e| bad_value("things", &id, "bad thing id", Box::new(e)))?;
             let info: Map<String, Value> = serde_json::from_str(&info)
-                .map_err(|e| bad("things", &id, format!("info is not a JSON object: {e}")))?;
+                .map_err(|e| bad_value("things", &id, "info is not a JSON object", Box::new(e)))?;
             let secret = match (salt, hash) {
                 (Some(salt), Some(hash)) => Some(
                     SecretHash::from_parts(&salt, &hash)
@@ -416,7 +439,7 @@ fn load(conn: &Connection, path: &Path) -> Result<Loaded, StoreError> {
             let (thing, property, value, at_ms) = row.map_err(unreadable)?;
             let key = format!("{thing}/{property}");
             let value: Value = serde_json::from_str(&value)
-                .map_err(|e| bad(table_name, &key, format!("value is not JSON: {e}")))?;
+                .map_err(|e| bad_value(table_name, &key, "value is not JSON", Box::new(e)))?;
             // State of a thing that is gone (deleted while a write was queued) is skipped.
             let Some(t) = things.get_mut(&thing) else {
                 continue;

@@ -43,8 +43,13 @@ pub enum TransportError {
     Handshake(String),
     #[error("RawSocket framing: {0}")]
     Frame(#[from] rawsocket::FrameError),
+    /// The WebSocket opening handshake failed.
+    #[error("handshake failed: {0}")]
+    WebSocketHandshake(#[source] Box<tokio_tungstenite::tungstenite::Error>),
     #[error("WebSocket: {0}")]
-    WebSocket(String),
+    WebSocket(#[source] Box<tokio_tungstenite::tungstenite::Error>),
+    #[error("WebSocket: JSON encoder produced invalid UTF-8")]
+    NotUtf8,
     #[error("message of {len} bytes is over the peer's limit of {limit}")]
     TooLarge { len: usize, limit: usize },
     #[error("connection closed in the middle of a frame")]

@@ -124,21 +124,7 @@ impl TlsAcceptor {
     }
 }
 
-/// The 32-byte `tls-exporter` channel binding of a connection. `Debug` hides the value.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct ChannelBinding([u8; 32]);
-
-impl ChannelBinding {
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for ChannelBinding {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ChannelBinding(..)")
-    }
-}
+pub use crate::router::auth::cryptosign::ChannelBinding;
 
 fn exporter<D>(conn: &rustls::ConnectionCommon<D>) -> Option<ChannelBinding> {
     if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
@@ -146,7 +132,7 @@ fn exporter<D>(conn: &rustls::ConnectionCommon<D>) -> Option<ChannelBinding> {
     }
     conn.export_keying_material([0u8; 32], EXPORTER_LABEL, None)
         .ok()
-        .map(ChannelBinding)
+        .map(ChannelBinding::new)
 }
 
 /// The channel binding of an accepted TLS 1.3 connection.
@@ -253,7 +239,7 @@ mod tests {
     #[test]
     fn binding_debug_hides_the_value() {
         assert_eq!(
-            format!("{:?}", ChannelBinding([7; 32])),
+            format!("{:?}", ChannelBinding::new([7; 32])),
             "ChannelBinding(..)"
         );
     }

@@ -88,7 +88,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> WebSocket<S> {
             Some(ws_config(max_message)),
         )
         .await
-        .map_err(|e| TransportError::Handshake(e.to_string()))?;
+        .map_err(|e| TransportError::WebSocketHandshake(Box::new(e)))?;
         let ser =
             chosen.ok_or_else(|| TransportError::Handshake("no subprotocol chosen".into()))?;
         Ok((WebSocket::new(ws, ser, max_message), ser))
@@ -104,7 +104,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> WebSocket<S> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let mut req = url
             .into_client_request()
-            .map_err(|e| TransportError::Handshake(e.to_string()))?;
+            .map_err(|e| TransportError::WebSocketHandshake(Box::new(e)))?;
         req.headers_mut().insert(
             header::SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static(ser.subprotocol()),
@@ -112,7 +112,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> WebSocket<S> {
         let (ws, resp) =
             tokio_tungstenite::client_async_with_config(req, io, Some(ws_config(max_message)))
                 .await
-                .map_err(|e| TransportError::Handshake(e.to_string()))?;
+                .map_err(|e| TransportError::WebSocketHandshake(Box::new(e)))?;
         let agreed = resp
             .headers()
             .get(header::SEC_WEBSOCKET_PROTOCOL)
@@ -144,7 +144,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> WampTransport for WebSocket<S> {
             self.last_activity = std::time::Instant::now();
             match next {
                 None => return Ok(None),
-                Some(Err(e)) => return Err(TransportError::WebSocket(e.to_string())),
+                Some(Err(e)) => return Err(TransportError::WebSocket(Box::new(e))),
                 Some(Ok(WsMessage::Text(t))) => return Ok(Some(Bytes::from(t))),
                 Some(Ok(WsMessage::Binary(b))) => return Ok(Some(b)),
                 Some(Ok(WsMessage::Close(_))) => return Ok(None),
@@ -162,9 +162,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> WampTransport for WebSocket<S> {
             });
         }
         let m = if self.serializer.is_text() {
-            let text = Utf8Bytes::try_from(msg.clone()).map_err(|_| {
-                TransportError::WebSocket("JSON encoder produced invalid UTF-8".into())
-            })?;
+            let text = Utf8Bytes::try_from(msg.clone()).map_err(|_| TransportError::NotUtf8)?;
             WsMessage::Text(text)
         } else {
             WsMessage::Binary(msg.clone())
@@ -178,12 +176,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> WampTransport for WebSocket<S> {
             self.ws
                 .feed(m)
                 .await
-                .map_err(|e| TransportError::WebSocket(e.to_string()))?;
+                .map_err(|e| TransportError::WebSocket(Box::new(e)))?;
         }
         self.ws
             .flush()
             .await
-            .map_err(|e| TransportError::WebSocket(e.to_string()))
+            .map_err(|e| TransportError::WebSocket(Box::new(e)))
     }
 
     async fn close(&mut self) {

@@ -3,15 +3,15 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::config::Rule;
 use super::queue::{Kind, NewEvent};
 use crate::client::{ClientError, Subscription};
+use crate::config::uplink::Rule;
 use crate::wamp::{Dict, Value};
 
 /// Most events written in one transaction.
@@ -35,13 +35,6 @@ pub(super) async fn subscribe(
     Ok(out)
 }
 
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Merges every subscription into the queue until shutdown.
 pub(super) async fn run(
     shared: Arc<Shared>,
@@ -58,7 +51,7 @@ pub(super) async fn run(
                     topic,
                     kind: rule.kind,
                     payload: ev.payload,
-                    at_ms: now_ms(),
+                    at_ms: device_models::now_ms(),
                 };
                 if tx.send((new, ev.publication)).await.is_err() {
                     return;
@@ -168,7 +161,7 @@ async fn flush_at_shutdown(
 /// Applies the age bound every quarter of it (between 100 ms and 10 s), whether or not the link
 /// is up, so old events leave a queue that is not being drained too.
 pub(super) async fn expire(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let period = (shared.config.limits().max_age / 4)
+    let period = (super::queue::QueueLimits::of(&shared.config).max_age / 4)
         .clamp(Duration::from_millis(100), Duration::from_secs(10));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -177,7 +170,7 @@ pub(super) async fn expire(shared: Arc<Shared>, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let now = now_ms();
+        let now = device_models::now_ms();
         if let Err(e) = shared.with_queue(move |q| q.expire(now)).await {
             tracing::error!(error = %e, "cannot apply the uplink queue's age bound");
         }

@@ -208,11 +208,11 @@ async fn register_procedures(shared: &Arc<Shared>, cloud: &Client) -> Result<(),
     let base = format!("{}.{}", shared.config.prefix, shared.hub_id);
     let calls = Arc::new(Semaphore::new(CONCURRENT_CALLS));
     let exact = [
-        ("things.list", "brume.things.list"),
-        ("things.get", "brume.things.get"),
-        ("things.set", "brume.things.set"),
-        ("things.describe", "brume.things.describe"),
-        ("uplink.status", "brume.uplink.status"),
+        ("things.list", uris::things::LIST),
+        ("things.get", uris::things::GET),
+        ("things.set", uris::things::SET),
+        ("things.describe", uris::things::DESCRIBE),
+        ("uplink.status", uris::uplink::STATUS),
     ];
     for (cloud_name, local) in exact {
         let reg = cloud
@@ -240,7 +240,8 @@ async fn register_procedures(shared: &Arc<Shared>, cloud: &Client) -> Result<(),
         let rest = inv.procedure.as_deref()?.strip_prefix(&prefix)?;
         // Only actions: <thing id>.action.<name>.
         let parts: Vec<&str> = rest.split('.').collect();
-        (parts.len() == 3 && parts[1] == "action").then(|| format!("brume.thing.{rest}"))
+        (parts.len() == 3 && parts[1] == "action")
+            .then(|| format!("{}{rest}", uris::things::THING_PREFIX))
     });
     Ok(())
 }

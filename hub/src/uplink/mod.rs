@@ -1,7 +1,7 @@
 //! The uplink: the hub as an ordinary WAMP client of a cloud router, losing nothing across
 //! outages.
 //!
-//! - [`config`]: `[uplink]` (cloud URL, realm, credentials, forwarding rules, bounds).
+//! - [`crate::config::uplink`]: `[uplink]` (cloud URL, realm, credentials, forwarding rules, bounds).
 //! - [`queue`]: the durable, bounded store-and-forward queue (SQLite).
 //! - [`ingest`]: a local session subscribed to the forwarding rules, writing every event into the
 //!   queue.
@@ -14,7 +14,6 @@
 //! `<prefix>.<hub id>.<topic without "brume.">` with its payload and a `_brume` keyword argument
 //! `{hub, seq, at}`; `(hub, seq)` lets consumers drop the duplicates a reconnect can cause.
 
-pub mod config;
 mod ingest;
 mod link;
 pub mod queue;
@@ -27,7 +26,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::UplinkConfig;
+pub use crate::config::uplink::UplinkConfig;
 use queue::UplinkQueue;
 pub use status::UplinkStatus;
 
@@ -98,7 +97,7 @@ pub async fn start(
 ) -> Result<(), UplinkError> {
     config.validate()?;
     let rules = config.rules()?;
-    let limits = config.limits();
+    let limits = queue::QueueLimits::of(&config);
     let path = data_dir.join("uplink.db");
     let queue = tokio::task::spawn_blocking(move || UplinkQueue::open(&path, limits))
         .await
@@ -129,7 +128,7 @@ pub async fn start(
     let subscriptions = ingest::subscribe(&shared, &rules).await?;
     let status_reg = shared
         .local
-        .register("brume.uplink.status", crate::wamp::Dict::new())
+        .register(crate::wamp::uris::uplink::STATUS, crate::wamp::Dict::new())
         .await?;
     tracker.spawn(ingest::run(shared.clone(), subscriptions, shutdown.clone()));
     tracker.spawn(ingest::expire(shared.clone(), shutdown.clone()));

@@ -26,14 +26,7 @@ use serde::de::DeserializeSeed;
 use crate::wamp::value::{Flavor, Seed, Ser};
 use crate::wamp::{Payload, Value};
 
-/// What kind of event a row holds, which decides what is dropped first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// State reports and device events: dropped first when the queue is full.
-    Telemetry,
-    /// Things coming online, going offline, provisioned or deleted: kept longest.
-    Lifecycle,
-}
+pub use crate::config::uplink::Kind;
 
 impl Kind {
     fn code(self) -> i64 {
@@ -56,6 +49,16 @@ impl Kind {
 pub struct QueueLimits {
     pub max_bytes: u64,
     pub max_age: Duration,
+}
+
+impl QueueLimits {
+    /// The bounds `[uplink]` configures.
+    pub fn of(config: &crate::config::UplinkConfig) -> QueueLimits {
+        QueueLimits {
+            max_bytes: config.queue_max_bytes,
+            max_age: Duration::from_secs(config.queue_max_age_secs),
+        }
+    }
 }
 
 /// An event to queue.
@@ -84,6 +87,12 @@ pub enum QueueError {
     Db(#[from] rusqlite::Error),
     #[error("uplink queue row {seq} is corrupt: {reason}")]
     Corrupt { seq: u64, reason: String },
+    #[error("uplink queue row {seq} is corrupt: {source}")]
+    Undecodable {
+        seq: u64,
+        #[source]
+        source: rmp_serde::decode::Error,
+    },
 }
 
 /// Events dropped by the queue since it was opened, by cause.
@@ -145,7 +154,7 @@ fn decode(seq: u64, bytes: &[u8]) -> Result<Payload, QueueError> {
     let mut de = rmp_serde::Deserializer::new(&mut rd);
     let v = Seed::new(Flavor::Binary)
         .deserialize(&mut de)
-        .map_err(|e| corrupt(e.to_string()))?;
+        .map_err(|source| QueueError::Undecodable { seq, source })?;
     match v {
         Value::List(mut parts) if parts.len() == 2 => {
             let kwargs = parts.pop();

@@ -151,7 +151,7 @@ pub(crate) async fn announce(shared: &Shared, status: UplinkStatus) {
     let _ = shared
         .local
         .publish(
-            "brume.uplink.on_status",
+            crate::wamp::uris::uplink::ON_STATUS,
             Payload::kwargs(status.to_dict()),
             Dict::new(),
         )

@@ -77,10 +77,10 @@ impl Serializer {
         match self {
             Serializer::Json => serde_json::to_vec(&wire)
                 .map(Bytes::from)
-                .map_err(|e| CodecError::Encode(e.to_string())),
+                .map_err(CodecError::EncodeJson),
             Serializer::MsgPack => rmp_serde::to_vec(&wire)
                 .map(Bytes::from)
-                .map_err(|e| CodecError::Encode(e.to_string())),
+                .map_err(CodecError::EncodeMsgPack),
         }
     }
 
@@ -90,21 +90,18 @@ impl Serializer {
         let value = match self {
             Serializer::Json => {
                 let mut de = serde_json::Deserializer::from_slice(bytes);
-                let v = seed
-                    .deserialize(&mut de)
-                    .map_err(|e| CodecError::Decode(e.to_string()))?;
-                de.end().map_err(|e| CodecError::Decode(e.to_string()))?;
+                let v = seed.deserialize(&mut de).map_err(CodecError::Json)?;
+                de.end().map_err(CodecError::Json)?;
                 v
             }
             Serializer::MsgPack => {
                 let mut rest = bytes;
                 let v = {
                     let mut de = rmp_serde::Deserializer::new(&mut rest);
-                    seed.deserialize(&mut de)
-                        .map_err(|e| CodecError::Decode(e.to_string()))?
+                    seed.deserialize(&mut de).map_err(CodecError::MsgPack)?
                 };
                 if !rest.is_empty() {
-                    return Err(CodecError::Decode("trailing bytes after message".into()));
+                    return Err(CodecError::TrailingBytes);
                 }
                 v
             }
@@ -121,14 +118,22 @@ impl Serializer {
 }
 
 /// Why bytes could not become a message, or a message could not become bytes.
-#[derive(Debug, thiserror::Error, PartialEq)]
+/// The serializer's error is kept as the source; the text (which ABORT messages carry) also
+/// names it, as peers have always seen it.
+#[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     #[error("undecodable input: {0}")]
-    Decode(String),
+    Json(#[source] serde_json::Error),
+    #[error("undecodable input: {0}")]
+    MsgPack(#[source] rmp_serde::decode::Error),
+    #[error("undecodable input: trailing bytes after message")]
+    TrailingBytes,
     #[error("invalid message: {0}")]
     Message(#[from] MessageError),
     #[error("could not encode message: {0}")]
-    Encode(String),
+    EncodeJson(#[source] serde_json::Error),
+    #[error("could not encode message: {0}")]
+    EncodeMsgPack(#[source] rmp_serde::encode::Error),
 }
 
 #[cfg(test)]

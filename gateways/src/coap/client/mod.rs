@@ -316,7 +316,7 @@ impl Client {
         message::set_uint_option(&mut p, opt::OBSERVE, 1);
         message::add_segments(&mut p, opt::URI_PATH, &obs.path);
         message::add_segments(&mut p, opt::URI_QUERY, &obs.query);
-        let bytes = message::encode(&p).map_err(|e| ClientError::Encode(e.0))?;
+        let bytes = message::encode(&p).map_err(|e| ClientError::Encode(std::sync::Arc::new(e)))?;
         self.send(obs.peer, bytes);
         Ok(())
     }
@@ -559,7 +559,7 @@ impl Client {
             }
             p.payload = body.to_vec();
         }
-        let bytes = message::encode(&p).map_err(|e| ClientError::Encode(e.0))?;
+        let bytes = message::encode(&p).map_err(|e| ClientError::Encode(std::sync::Arc::new(e)))?;
         let retransmit = Retransmit::start(now, &self.config.transmission, &mut self.rng);
         ex.mid = mid;
         ex.bytes = bytes.clone();

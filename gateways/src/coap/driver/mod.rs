@@ -20,7 +20,6 @@ mod server;
 #[cfg(test)]
 mod tests;
 
-use std::io;
 use std::net::SocketAddr;
 
 use tokio::net::UdpSocket;
@@ -50,7 +49,7 @@ async fn receive(socket: &UdpSocket, buf: &mut [u8]) -> Result<Received, DriverE
             Ok(Received::Skip)
         }
         Ok((n, peer)) => Ok(Received::Datagram(n, peer)),
-        Err(e) if is_transient(&e) => {
+        Err(e) if crate::udp::is_transient(&e) => {
             debug!(error = %e, "per-datagram receive error ignored");
             Ok(Received::Skip)
         }
@@ -64,21 +63,6 @@ async fn transmit(socket: &UdpSocket, t: Transmit) {
     if let Err(e) = socket.send_to(&t.bytes, t.peer).await {
         debug!(peer = %t.peer, error = %e, "send failed");
     }
-}
-
-/// Errors that concern one datagram (ICMP feedback and the like) rather
-/// than the socket.
-fn is_transient(e: &io::Error) -> bool {
-    use io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionReset
-            | ConnectionRefused
-            | HostUnreachable
-            | NetworkUnreachable
-            | Interrupted
-            | WouldBlock
-    ) || e.raw_os_error().is_some_and(|c| c == 90 /* EMSGSIZE */)
 }
 
 /// The engine's clock: tokio's, so paused-time tests work.

@@ -58,7 +58,10 @@ pub enum PayloadError {
     Json(#[source] serde_json::Error),
     /// The body is not valid CBOR, or has bytes after its one data item.
     #[error("invalid CBOR: {0}")]
-    Cbor(String),
+    Cbor(#[source] ciborium::de::Error<std::io::Error>),
+    /// Bytes follow the body's one CBOR data item.
+    #[error("invalid CBOR: {0} bytes after the data item")]
+    CborTrailing(usize),
     /// The CBOR item has no JSON equivalent.
     #[error("CBOR {0} has no JSON equivalent")]
     NotJson(&'static str),
@@ -82,13 +85,10 @@ pub fn decode(format: PayloadFormat, bytes: &[u8]) -> Result<Value, PayloadError
         PayloadFormat::Json => serde_json::from_slice(bytes).map_err(PayloadError::Json),
         PayloadFormat::Cbor => {
             let mut reader = bytes;
-            let item: ciborium::Value = ciborium::from_reader(&mut reader)
-                .map_err(|e| PayloadError::Cbor(e.to_string()))?;
+            let item: ciborium::Value =
+                ciborium::from_reader(&mut reader).map_err(PayloadError::Cbor)?;
             if !reader.is_empty() {
-                return Err(PayloadError::Cbor(format!(
-                    "{} bytes after the data item",
-                    reader.len()
-                )));
+                return Err(PayloadError::CborTrailing(reader.len()));
             }
             cbor_to_json(item)
         }
@@ -233,7 +233,7 @@ mod tests {
         let two = [cbor(&ciborium::Value::Integer(1.into())), vec![0x01]].concat();
         assert!(matches!(
             decode(PayloadFormat::Cbor, &two),
-            Err(PayloadError::Cbor(_))
+            Err(PayloadError::CborTrailing(1))
         ));
         assert!(matches!(
             decode(PayloadFormat::Json, b""),

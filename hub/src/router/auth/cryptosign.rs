@@ -12,6 +12,28 @@ use subtle::ConstantTimeEq as _;
 
 use super::secret::{hex_array, hex_decode, hex_encode, random_bytes};
 
+/// The 32-byte `tls-exporter` channel binding of a connection, which a cryptosign signature may
+/// cover. The TLS layer computes it; it lives here so the router does not depend on the
+/// transport. `Debug` hides the value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ChannelBinding([u8; 32]);
+
+impl ChannelBinding {
+    pub fn new(exporter: [u8; 32]) -> Self {
+        ChannelBinding(exporter)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ChannelBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChannelBinding(..)")
+    }
+}
+
 /// The channel binding a client asked for in `authextra.channel_binding`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChannelBindingType {

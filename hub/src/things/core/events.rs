@@ -185,7 +185,7 @@ impl Core {
         kwargs.insert("info".into(), Value::from(Json::Object(thing.info.clone())));
         kwargs.insert("created".into(), Value::from(thing.created_ms));
         kwargs.insert("auto".into(), Value::Bool(auto));
-        self.publish("brume.things.on_provision".into(), kwargs);
+        self.publish(uris::things::ON_PROVISION.into(), kwargs);
         self.things.insert(
             id,
             Entry {
@@ -216,7 +216,7 @@ impl Core {
         kwargs.insert("thing".into(), Value::from(thing.as_str()));
         kwargs.insert("type".into(), Value::from(type_id));
         kwargs.insert("gateway".into(), Value::from(gw));
-        self.publish("brume.things.on_online".into(), kwargs);
+        self.publish(uris::things::ON_ONLINE.into(), kwargs);
         if !pending.is_empty() {
             let cmd = DeviceCommand::SetDesired {
                 thing: thing.clone(),
@@ -238,7 +238,7 @@ impl Core {
         tracing::debug!(thing = %thing, reason = why, "thing offline");
         let mut kwargs = Dict::new();
         kwargs.insert("thing".into(), Value::from(thing.as_str()));
-        self.publish("brume.things.on_offline".into(), kwargs);
+        self.publish(uris::things::ON_OFFLINE.into(), kwargs);
         let message = format!("thing {thing:?} went offline ({why})");
         self.fail_pending_of(thing, || {
             ApiError::new(errors::THING_OFFLINE, message.clone()).with("thing", thing.as_str())
@@ -299,7 +299,7 @@ impl Core {
             kwargs.insert("values".into(), Value::Dict(vals));
             kwargs.insert("at".into(), Value::Dict(at));
             self.stats.state_events.fetch_add(1, Ordering::Relaxed);
-            self.publish(format!("brume.thing.{thing}.state"), kwargs);
+            self.publish(uris::things::state_topic(thing), kwargs);
         }
     }
 
@@ -351,7 +351,7 @@ impl Core {
         kwargs.insert("event".into(), Value::from(name.as_str()));
         kwargs.insert("payload".into(), Value::from(payload));
         kwargs.insert("at".into(), Value::from(at_ms));
-        self.publish(format!("brume.thing.{thing}.event.{name}"), kwargs);
+        self.publish(uris::things::event_topic(thing, name), kwargs);
     }
 
     fn action_reply(

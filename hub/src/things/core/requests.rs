@@ -149,7 +149,7 @@ impl Core {
         };
         ty.check_info_reported(&thing, &info)
             .map_err(|e| ApiError::check(&e))?;
-        let secret = Secret::generate();
+        let secret = secret::generate();
         let hash = SecretHash::new(&secret);
         let mut t = Thing::new(thing.clone(), ty.id.clone(), now_ms);
         t.apply_info(&info);
@@ -180,7 +180,7 @@ impl Core {
             .push(StoreOp::DeleteThing { id: thing.clone() });
         let mut kwargs = Dict::new();
         kwargs.insert("thing".into(), Value::from(thing.as_str()));
-        self.publish("brume.things.on_delete".into(), kwargs);
+        self.publish(uris::things::ON_DELETE.into(), kwargs);
         Ok(json!({ "thing": thing.as_str(), "deleted": true }))
     }
 

@@ -1,11 +1,8 @@
 //! `[uplink]`: where the cloud router is, who the hub is there, and what goes up.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 
-use super::queue::{Kind, QueueLimits};
-use crate::config::ConfigError;
+use super::ConfigError;
 use crate::wamp::{MatchPolicy, Serializer, uri};
 
 /// The uplink's configuration.
@@ -109,12 +106,12 @@ impl Default for UplinkConfig {
             prefix: "brume.hub".into(),
             forward: vec![
                 ForwardRule {
-                    topic: "brume.thing.".into(),
+                    topic: crate::wamp::uris::things::THING_PREFIX.into(),
                     policy: "prefix".into(),
                     kind: "telemetry".into(),
                 },
                 ForwardRule {
-                    topic: "brume.things.on_".into(),
+                    topic: crate::wamp::uris::things::LIFECYCLE_PREFIX.into(),
                     policy: "prefix".into(),
                     kind: "lifecycle".into(),
                 },
@@ -127,6 +124,15 @@ impl Default for UplinkConfig {
             window: 500,
         }
     }
+}
+
+/// What kind of event a forwarding rule queues, which decides what the uplink queue drops first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// State reports and device events: dropped first when the queue is full.
+    Telemetry,
+    /// Things coming online, going offline, provisioned or deleted: kept longest.
+    Lifecycle,
 }
 
 /// A forwarding rule, checked.
@@ -151,7 +157,7 @@ impl UplinkConfig {
             return Ok(());
         }
         crate::client::connect::parse_url(&self.url)
-            .map_err(|e| Self::invalid("url", e.to_string()))?;
+            .map_err(|e| super::section_error("uplink.url", e))?;
         if !uri::is_valid(&self.realm, MatchPolicy::Exact, false) {
             return Err(Self::invalid("realm", "not a valid realm URI"));
         }
@@ -264,13 +270,6 @@ impl UplinkConfig {
                 })
             })
             .collect()
-    }
-
-    pub fn limits(&self) -> QueueLimits {
-        QueueLimits {
-            max_bytes: self.queue_max_bytes,
-            max_age: Duration::from_secs(self.queue_max_age_secs),
-        }
     }
 
     /// The ticket, from wherever the config says it is.
