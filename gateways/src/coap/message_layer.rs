@@ -13,12 +13,25 @@ use coap_lite::Packet;
 use rand::rngs::StdRng;
 use tracing::{debug, trace};
 
-use super::dedup::{DedupCache, DedupLimits};
+use super::dedup::{DedupCache, DedupLimits, Seen};
 use super::error::DecodeError;
 use super::message;
 use super::transmission::{
     MessageIds, Retransmit, TimerQueue, TransmissionParams, Transmit, make_rng,
 };
+
+/// What the duplicate cache knew of a received message (RFC 7252 §4.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Duplicate {
+    /// Not seen before: process it.
+    New,
+    /// Seen and answered: the cached reply was sent again.
+    Replayed,
+    /// Seen, and its answer is still being decided.
+    Pending,
+    /// Seen and deliberately not answered.
+    Dropped,
+}
 
 /// The message layer of one endpoint; `T` is the engine's timer key, `E` its event type.
 pub(crate) struct MessageLayer<T: Ord, E> {
@@ -98,6 +111,19 @@ impl<T: Ord + Copy, E> MessageLayer<T, E> {
         }
     }
 
+    /// Checks (`peer`, `mid`) against the duplicate cache; a duplicate whose reply is cached gets
+    /// that reply again.
+    pub fn check_duplicate(&mut self, now: Instant, peer: SocketAddr, mid: u16) -> Duplicate {
+        let reply = match self.dedup.get(now, peer, mid) {
+            None => return Duplicate::New,
+            Some(Seen::Pending) => return Duplicate::Pending,
+            Some(Seen::Dropped) => return Duplicate::Dropped,
+            Some(Seen::Reply(bytes)) => bytes.clone(),
+        };
+        self.send(peer, reply);
+        Duplicate::Replayed
+    }
+
     /// A fresh message ID for `peer`, skipping (a few times) IDs for which `in_use` holds.
     pub fn alloc_mid(
         &mut self,
@@ -157,5 +183,77 @@ impl<T: Ord + Copy, E> MessageLayer<T, E> {
         trace!(%peer, retransmissions = rt.retransmissions, "retransmitting CON");
         self.send(peer, bytes.clone());
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer() -> MessageLayer<u8, ()> {
+        MessageLayer::new(Some(7), DedupLimits::default(), (0, Duration::from_secs(1)))
+    }
+
+    fn peer() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 5683))
+    }
+
+    #[test]
+    fn a_malformed_con_gets_a_reset_and_anything_else_nothing() {
+        let mut l = layer();
+        // CON (type 0), token length 9 (invalid), message ID 0x0102.
+        assert!(l.decode(peer(), &[0x49, 0x01, 0x01, 0x02]).is_none());
+        let reset = l.poll_transmit().expect("a Reset");
+        assert_eq!(reset.bytes, message::reset(0x0102));
+        // Too short to have a header: dropped silently.
+        assert!(l.decode(peer(), &[0x40]).is_none());
+        assert!(l.poll_transmit().is_none());
+    }
+
+    #[test]
+    fn duplicates_replay_the_cached_reply() {
+        let mut l = layer();
+        let now = Instant::now();
+        assert_eq!(l.check_duplicate(now, peer(), 9), Duplicate::New);
+        let ack = message::empty_ack(9);
+        l.dedup.insert(
+            now,
+            peer(),
+            9,
+            Seen::Reply(ack.clone()),
+            Duration::from_secs(60),
+        );
+        assert_eq!(l.check_duplicate(now, peer(), 9), Duplicate::Replayed);
+        assert_eq!(l.poll_transmit().map(|t| t.bytes), Some(ack));
+        l.dedup
+            .insert(now, peer(), 10, Seen::Pending, Duration::from_secs(60));
+        assert_eq!(l.check_duplicate(now, peer(), 10), Duplicate::Pending);
+        assert!(l.poll_transmit().is_none());
+    }
+
+    #[test]
+    fn message_ids_skip_those_in_use() {
+        let mut l = layer();
+        let first = l.alloc_mid(peer(), |_| false);
+        let mut probe = layer();
+        let same = probe.alloc_mid(peer(), |_| false);
+        assert_eq!(first, same, "seeded layers agree");
+        let skipped = layer().alloc_mid(peer(), |&(_, mid)| mid == first);
+        assert_ne!(skipped, first);
+    }
+
+    #[test]
+    fn housekeeping_is_armed_once_and_rearmed_while_needed() {
+        let mut l = layer();
+        let now = Instant::now();
+        l.ensure_housekeeping(now);
+        l.ensure_housekeeping(now);
+        assert_eq!(l.timers.len(), 1);
+        let (_, t) = l.timers.pop_due(now + Duration::from_secs(1)).expect("due");
+        assert_eq!(t, 0);
+        l.on_housekeeping(now + Duration::from_secs(1), false);
+        assert_eq!(l.poll_timeout(), None, "nothing left to sweep");
+        l.on_housekeeping(now, true);
+        assert!(l.poll_timeout().is_some());
     }
 }

@@ -22,7 +22,7 @@ pub use types::{ClientConfig, ClientEvent, ObservationId, Operation, RequestId};
 use super::dedup::Seen;
 use super::error::ClientError;
 use super::message::{self, BlockOpt, Token, opt};
-use super::message_layer::MessageLayer;
+use super::message_layer::{Duplicate, MessageLayer};
 use super::observe::is_fresher;
 use super::transmission::{Retransmit, Transmit};
 
@@ -597,14 +597,8 @@ impl Client {
     fn on_con_or_non_response(&mut self, now: Instant, peer: SocketAddr, packet: Packet) {
         let mid = packet.header.message_id;
         let confirmable = packet.header.get_type() == MessageType::Confirmable;
-        match self.layer.dedup.get(now, peer, mid) {
-            Some(Seen::Reply(bytes)) => {
-                let bytes = bytes.clone();
-                self.layer.send(peer, bytes);
-                return;
-            }
-            Some(_) => return,
-            None => {}
+        if self.layer.check_duplicate(now, peer, mid) != Duplicate::New {
+            return;
         }
         let key = (peer, message::token_of(&packet));
         let known = self.exchanges.contains_key(&key) || self.obs_by_token.contains_key(&key);

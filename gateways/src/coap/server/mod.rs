@@ -27,7 +27,7 @@ use super::error::ServerError;
 use super::message::{
     self, BlockOpt, CONTENT_FORMAT_CBOR, CONTENT_FORMAT_JSON, OptionProblem, Token, opt,
 };
-use super::message_layer::MessageLayer;
+use super::message_layer::{Duplicate, MessageLayer};
 use super::observe::{ObserverKey, ObserverRegistry, ObserverRemoved, next_seq};
 use super::ratelimit::RateLimiter;
 use super::transmission::{Retransmit, Transmit};
@@ -439,15 +439,14 @@ impl Server {
     fn on_request(&mut self, now: Instant, peer: SocketAddr, packet: Packet) {
         let mid = packet.header.message_id;
         let confirmable = packet.header.get_type() == MessageType::Confirmable;
-        match self.layer.dedup.get(now, peer, mid) {
-            Some(Seen::Reply(bytes)) => {
-                let bytes = bytes.clone();
+        match self.layer.check_duplicate(now, peer, mid) {
+            Duplicate::New => {}
+            Duplicate::Replayed => {
                 self.stats.duplicates += 1;
                 trace!(%peer, mid, "duplicate CON answered from cache");
-                self.layer.send(peer, bytes);
                 return;
             }
-            Some(Seen::Pending) => {
+            Duplicate::Pending => {
                 self.stats.duplicates += 1;
                 // The client is retransmitting: acknowledge now, answer later.
                 if let Some(id) = self.pending_by_mid.get(&(peer, mid)).copied() {
@@ -455,11 +454,10 @@ impl Server {
                 }
                 return;
             }
-            Some(Seen::Dropped) => {
+            Duplicate::Dropped => {
                 self.stats.duplicates += 1;
                 return;
             }
-            None => {}
         }
         let params = &self.config.transmission;
         let (seen, lifetime) = if confirmable {
