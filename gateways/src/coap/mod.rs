@@ -27,6 +27,7 @@ pub mod driver;
 mod error;
 pub mod gateway;
 mod message;
+mod message_layer;
 mod observe;
 mod ratelimit;
 pub mod server;

@@ -1,15 +1,9 @@
-//! The WAMP protocol as data: values, typed messages, serializers, URIs and ids.
-//!
-//! Nothing here does I/O; the router, the client and the transports build on it.
+//! The WAMP protocol as data, from the `wamp-proto` crate (values, typed messages, serializers,
+//! URIs and ids), plus the hub's own URIs in [`uris`].
 
-pub mod codec;
-pub mod ids;
-pub mod message;
-pub mod uri;
 pub mod uris;
-pub mod value;
 
-pub use codec::{CodecError, Serializer};
-pub use message::{Id, Message, Payload, dict};
-pub use uri::MatchPolicy;
-pub use value::{Dict, List, Value};
+pub use wamp_proto::{
+    CodecError, Dict, Id, List, MatchPolicy, Message, Payload, Serializer, Value, dict,
+};
+pub use wamp_proto::{codec, ids, message, uri, value};

@@ -8,23 +8,23 @@
 mod tests;
 mod types;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use coap_lite::{MessageClass, MessageType, Packet, RequestType, ResponseType};
 use rand::Rng;
-use rand::rngs::StdRng;
 use tracing::{debug, trace};
 
 pub use types::{ClientConfig, ClientEvent, ObservationId, Operation, RequestId};
 
-use super::dedup::{DedupCache, Seen};
-use super::error::{ClientError, DecodeError};
+use super::dedup::Seen;
+use super::error::ClientError;
 use super::message::{self, BlockOpt, Token, opt};
+use super::message_layer::{Duplicate, MessageLayer};
 use super::observe::is_fresher;
-use super::transmission::{MessageIds, Retransmit, TimerQueue, Transmit, make_rng};
+use super::transmission::{Retransmit, Transmit};
 
 /// Max-Age assumed when a response carries none (RFC 7252 §5.10.5).
 const DEFAULT_MAX_AGE: u64 = 60;
@@ -134,18 +134,12 @@ struct Observation {
 /// The client engine. Owned by one driver task or test; no locks.
 pub struct Client {
     config: ClientConfig,
-    rng: StdRng,
-    mids: MessageIds,
+    layer: MessageLayer<Timer, ClientEvent>,
     next_id: u64,
     exchanges: HashMap<(SocketAddr, Token), Exchange>,
     by_mid: HashMap<(SocketAddr, u16), Token>,
     observations: HashMap<ObservationId, Observation>,
     obs_by_token: HashMap<(SocketAddr, Token), ObservationId>,
-    dedup: DedupCache,
-    timers: TimerQueue<Timer>,
-    housekeeping_at: Option<Instant>,
-    transmits: VecDeque<Transmit>,
-    events: VecDeque<ClientEvent>,
 }
 
 impl std::fmt::Debug for Client {
@@ -171,38 +165,34 @@ fn split_uri(uri: &str) -> (Vec<String>, Vec<String>) {
 impl Client {
     /// Creates an engine.
     pub fn new(config: ClientConfig) -> Self {
-        let mut rng = make_rng(config.rng_seed);
-        let mids = MessageIds::new(&mut rng);
         Self {
-            dedup: DedupCache::new(config.dedup.clone()),
+            layer: MessageLayer::new(
+                config.rng_seed,
+                config.dedup.clone(),
+                (Timer::Housekeeping, HOUSEKEEPING_INTERVAL),
+            ),
             config,
-            rng,
-            mids,
             next_id: 0,
             exchanges: HashMap::new(),
             by_mid: HashMap::new(),
             observations: HashMap::new(),
             obs_by_token: HashMap::new(),
-            timers: TimerQueue::default(),
-            housekeeping_at: None,
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
         }
     }
 
     /// Next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        self.layer.poll_transmit()
     }
 
     /// Next event for the application.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.events.pop_front()
+        self.layer.poll_event()
     }
 
     /// When `handle_timeout` should be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_deadline()
+        self.layer.poll_timeout()
     }
 
     /// GET `uri` (path, optionally `?query`) from `peer`.
@@ -317,26 +307,15 @@ impl Client {
         message::add_segments(&mut p, opt::URI_PATH, &obs.path);
         message::add_segments(&mut p, opt::URI_QUERY, &obs.query);
         let bytes = message::encode(&p).map_err(|e| ClientError::Encode(std::sync::Arc::new(e)))?;
-        self.send(obs.peer, bytes);
+        self.layer.send(obs.peer, bytes);
         Ok(())
     }
 
     /// Feeds one received datagram. Never panics, whatever the bytes.
     pub fn handle_datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
-        self.ensure_housekeeping(now);
-        let packet = match message::decode(bytes) {
-            Ok(p) => p,
-            Err(DecodeError::Malformed { header, reason }) => {
-                debug!(%peer, reason, "malformed CoAP message");
-                if header.confirmable {
-                    self.send(peer, message::reset(header.message_id));
-                }
-                return;
-            }
-            Err(e) => {
-                debug!(%peer, error = %e, "undecodable datagram dropped");
-                return;
-            }
+        self.layer.ensure_housekeeping(now);
+        let Some(packet) = self.layer.decode(peer, bytes) else {
+            return;
         };
         let mid = packet.header.message_id;
         let mtype = packet.header.get_type();
@@ -361,14 +340,14 @@ impl Client {
                 self.on_con_or_non_response(now, peer, packet);
             }
             // We serve nothing: requests and pings are rejected.
-            (MessageType::Confirmable, _) => self.send(peer, message::reset(mid)),
+            (MessageType::Confirmable, _) => self.layer.send(peer, message::reset(mid)),
             _ => {}
         }
     }
 
     /// Runs the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some((at, timer)) = self.timers.pop_due(now) {
+        while let Some((at, timer)) = self.layer.timers.pop_due(now) {
             match timer {
                 Timer::Retransmit(peer, mid) => self.on_retransmit_timer(now, peer, mid),
                 Timer::Separate(peer, token) => {
@@ -389,13 +368,7 @@ impl Client {
                         self.on_observation_timer(now, id);
                     }
                 }
-                Timer::Housekeeping => {
-                    self.housekeeping_at = None;
-                    self.dedup.expire(now);
-                    if self.dedup.len() > 0 {
-                        self.ensure_housekeeping(now);
-                    }
-                }
+                Timer::Housekeeping => self.layer.on_housekeeping(now, false),
             }
         }
     }
@@ -560,15 +533,16 @@ impl Client {
             p.payload = body.to_vec();
         }
         let bytes = message::encode(&p).map_err(|e| ClientError::Encode(std::sync::Arc::new(e)))?;
-        let retransmit = Retransmit::start(now, &self.config.transmission, &mut self.rng);
+        let retransmit = self.layer.start_retransmit(now, &self.config.transmission);
         ex.mid = mid;
         ex.bytes = bytes.clone();
         ex.retransmit = Some(retransmit);
         ex.separate_deadline = None;
         self.by_mid.insert((key.0, mid), key.1);
-        self.timers
+        self.layer
+            .timers
             .schedule(retransmit.deadline, Timer::Retransmit(key.0, mid));
-        self.send(key.0, bytes);
+        self.layer.send(key.0, bytes);
         Ok(())
     }
 
@@ -588,12 +562,11 @@ impl Client {
         else {
             return;
         };
-        if rt.on_expiry(now, params) {
-            let (bytes, at) = (ex.bytes.clone(), rt.deadline);
-            self.timers.schedule(at, Timer::Retransmit(peer, mid));
-            trace!(%peer, mid, "retransmitting request");
-            self.send(peer, bytes);
-        } else {
+        let timer = Timer::Retransmit(peer, mid);
+        if !self
+            .layer
+            .retransmit(now, peer, rt, &ex.bytes, params, timer)
+        {
             self.fail_exchange(now, (peer, token), ClientError::Timeout);
         }
     }
@@ -608,7 +581,9 @@ impl Client {
         ex.retransmit = None;
         let deadline = now + self.config.separate_response_timeout;
         ex.separate_deadline = Some(deadline);
-        self.timers.schedule(deadline, Timer::Separate(peer, token));
+        self.layer
+            .timers
+            .schedule(deadline, Timer::Separate(peer, token));
     }
 
     fn on_reset(&mut self, now: Instant, peer: SocketAddr, mid: u16) {
@@ -622,14 +597,8 @@ impl Client {
     fn on_con_or_non_response(&mut self, now: Instant, peer: SocketAddr, packet: Packet) {
         let mid = packet.header.message_id;
         let confirmable = packet.header.get_type() == MessageType::Confirmable;
-        match self.dedup.get(now, peer, mid) {
-            Some(Seen::Reply(bytes)) => {
-                let bytes = bytes.clone();
-                self.send(peer, bytes);
-                return;
-            }
-            Some(_) => return,
-            None => {}
+        if self.layer.check_duplicate(now, peer, mid) != Duplicate::New {
+            return;
         }
         let key = (peer, message::token_of(&packet));
         let known = self.exchanges.contains_key(&key) || self.obs_by_token.contains_key(&key);
@@ -641,16 +610,17 @@ impl Client {
             message::empty_ack(mid)
         };
         if confirmable || !known {
-            self.dedup.insert(
+            self.layer.dedup.insert(
                 now,
                 peer,
                 mid,
                 Seen::Reply(reply.clone()),
                 params.exchange_lifetime(),
             );
-            self.send(peer, reply);
+            self.layer.send(peer, reply);
         } else {
-            self.dedup
+            self.layer
+                .dedup
                 .insert(now, peer, mid, Seen::Dropped, params.non_lifetime());
         }
         if known && self.is_stale_racing_notification(now, key, &packet) {
@@ -792,7 +762,7 @@ impl Client {
         let max_age = message::uint_option(&packet, opt::MAX_AGE, 4);
         match ex.purpose {
             Purpose::Request(id) => {
-                self.events.push_back(ClientEvent::Response {
+                self.layer.emit(ClientEvent::Response {
                     id,
                     code,
                     content_format,
@@ -816,7 +786,7 @@ impl Client {
                     .get(&id)
                     .is_some_and(|o| o.last.map(|l| l.0) == Some(seq));
                 if current && message::is_success(MessageClass::Response(code)) {
-                    self.events.push_back(ClientEvent::Notification {
+                    self.layer.emit(ClientEvent::Notification {
                         id,
                         content_format,
                         payload,
@@ -854,11 +824,11 @@ impl Client {
             now + poll
         };
         obs.next = Some(next);
-        self.timers.schedule(next, Timer::Observation(id));
+        self.layer.timers.schedule(next, Timer::Observation(id));
         // The direct answer to our request is the newest state by definition
         // and resets the baseline of the freshness rule.
         obs.last = observe.map(|v| (v, now));
-        self.events.push_back(ClientEvent::Notification {
+        self.layer.emit(ClientEvent::Notification {
             id,
             content_format,
             payload,
@@ -890,7 +860,9 @@ impl Client {
         obs.last = Some((seq, now));
         obs.state = ObsState::Active;
         obs.next = Some(now + lapse);
-        self.timers.schedule(now + lapse, Timer::Observation(id));
+        self.layer
+            .timers
+            .schedule(now + lapse, Timer::Observation(id));
         let (peer, path, query) = (obs.peer, obs.path.clone(), obs.query.clone());
         let content_format = message::content_format(&packet);
         match message::block_option(&packet, opt::BLOCK2) {
@@ -923,7 +895,7 @@ impl Client {
             }
             _ => {
                 let payload = Bytes::from(packet.payload);
-                self.events.push_back(ClientEvent::Notification {
+                self.layer.emit(ClientEvent::Notification {
                     id,
                     content_format,
                     payload,
@@ -944,13 +916,13 @@ impl Client {
         self.by_mid.remove(&(key.0, ex.mid));
         debug!(peer = %key.0, ?error, "exchange failed");
         match ex.purpose {
-            Purpose::Request(id) => self.events.push_back(ClientEvent::Failed {
+            Purpose::Request(id) => self.layer.emit(ClientEvent::Failed {
                 op: Operation::Request(id),
                 error,
             }),
             Purpose::Register(id) | Purpose::Poll(id) => self.observation_failed(now, id, error),
             Purpose::NotificationBlocks(..) => {
-                self.events.push_back(ClientEvent::Failed {
+                self.layer.emit(ClientEvent::Failed {
                     op: ex.purpose.operation(),
                     error,
                 });
@@ -965,8 +937,8 @@ impl Client {
         };
         obs.state = ObsState::Waiting;
         obs.next = Some(retry);
-        self.timers.schedule(retry, Timer::Observation(id));
-        self.events.push_back(ClientEvent::Failed {
+        self.layer.timers.schedule(retry, Timer::Observation(id));
+        self.layer.emit(ClientEvent::Failed {
             op: Operation::Observation(id),
             error,
         });
@@ -974,7 +946,7 @@ impl Client {
 
     fn fresh_token(&mut self, peer: SocketAddr) -> Token {
         loop {
-            let bytes: [u8; 4] = self.rng.random();
+            let bytes: [u8; 4] = self.layer.rng.random();
             let Some(token) = Token::new(&bytes) else {
                 continue;
             };
@@ -987,26 +959,8 @@ impl Client {
     }
 
     fn alloc_mid(&mut self, peer: SocketAddr) -> u16 {
-        let mut mid = self.mids.next();
-        for _ in 0..16 {
-            if !self.by_mid.contains_key(&(peer, mid)) {
-                break;
-            }
-            mid = self.mids.next();
-        }
-        mid
-    }
-
-    fn ensure_housekeeping(&mut self, now: Instant) {
-        if self.housekeeping_at.is_none() {
-            let at = now + HOUSEKEEPING_INTERVAL;
-            self.housekeeping_at = Some(at);
-            self.timers.schedule(at, Timer::Housekeeping);
-        }
-    }
-
-    fn send(&mut self, peer: SocketAddr, bytes: Bytes) {
-        self.transmits.push_back(Transmit { peer, bytes });
+        let by_mid = &self.by_mid;
+        self.layer.alloc_mid(peer, |key| by_mid.contains_key(key))
     }
 }
 

@@ -8,14 +8,13 @@
 mod tests;
 mod types;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use coap_lite::{MessageClass, MessageType, Packet, RequestType, ResponseType};
-use rand::rngs::StdRng;
 use tracing::{debug, trace, warn};
 
 pub use types::{
@@ -23,14 +22,15 @@ pub use types::{
 };
 
 use super::blockwise::{Block1Assembler, Block1Outcome, Block1Part, Block2Cache, slice_block};
-use super::dedup::{DedupCache, Seen};
-use super::error::{DecodeError, ServerError};
+use super::dedup::Seen;
+use super::error::ServerError;
 use super::message::{
     self, BlockOpt, CONTENT_FORMAT_CBOR, CONTENT_FORMAT_JSON, OptionProblem, Token, opt,
 };
+use super::message_layer::{Duplicate, MessageLayer};
 use super::observe::{ObserverKey, ObserverRegistry, ObserverRemoved, next_seq};
 use super::ratelimit::RateLimiter;
-use super::transmission::{MessageIds, Retransmit, TimerQueue, Transmit, make_rng};
+use super::transmission::{Retransmit, Transmit};
 
 /// How often caches are swept for expired entries.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
@@ -106,10 +106,8 @@ struct Body<'a> {
 /// locks. Every collection is bounded by a limit in [`ServerConfig`].
 pub struct Server {
     config: ServerConfig,
-    rng: StdRng,
-    mids: MessageIds,
+    layer: MessageLayer<Timer, ServerEvent>,
     next_request: u64,
-    dedup: DedupCache,
     limiter: Option<RateLimiter>,
     pending: HashMap<RequestId, Exchange>,
     pending_by_mid: HashMap<(SocketAddr, u16), RequestId>,
@@ -118,10 +116,6 @@ pub struct Server {
     observers: ObserverRegistry,
     uploads: Block1Assembler,
     block2: Block2Cache,
-    timers: TimerQueue<Timer>,
-    housekeeping_at: Option<Instant>,
-    transmits: VecDeque<Transmit>,
-    events: VecDeque<ServerEvent>,
     stats: ServerStats,
 }
 
@@ -139,14 +133,14 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Creates an engine.
     pub fn new(config: ServerConfig) -> Self {
-        let mut rng = make_rng(config.rng_seed);
-        let mids = MessageIds::new(&mut rng);
         Self {
-            dedup: DedupCache::new(config.dedup.clone()),
+            layer: MessageLayer::new(
+                config.rng_seed,
+                config.dedup.clone(),
+                (Timer::Housekeeping, HOUSEKEEPING_INTERVAL),
+            ),
             limiter: config.rate_limit.clone().map(RateLimiter::new),
             config,
-            rng,
-            mids,
             next_request: 0,
             pending: HashMap::new(),
             pending_by_mid: HashMap::new(),
@@ -155,10 +149,6 @@ impl Server {
             observers: ObserverRegistry::default(),
             uploads: Block1Assembler::default(),
             block2: Block2Cache::default(),
-            timers: TimerQueue::default(),
-            housekeeping_at: None,
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
             stats: ServerStats::default(),
         }
     }
@@ -181,17 +171,17 @@ impl Server {
 
     /// Next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        self.layer.poll_transmit()
     }
 
     /// Next event for the application.
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
+        self.layer.poll_event()
     }
 
     /// When `handle_timeout` should be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_deadline()
+        self.layer.poll_timeout()
     }
 
     /// Feeds one received datagram. Never panics, whatever the bytes.
@@ -204,29 +194,19 @@ impl Server {
             trace!(%peer, "datagram dropped by rate limit");
             return;
         }
-        self.ensure_housekeeping(now);
-        let packet = match message::decode(bytes) {
-            Ok(p) => p,
-            Err(DecodeError::Malformed { header, reason }) => {
-                self.stats.malformed += 1;
-                debug!(%peer, reason, "malformed CoAP message");
-                if header.confirmable {
-                    self.send(peer, message::reset(header.message_id));
-                }
-                return;
-            }
-            Err(e) => {
-                self.stats.malformed += 1;
-                debug!(%peer, error = %e, "undecodable datagram dropped");
-                return;
-            }
+        self.layer.ensure_housekeeping(now);
+        let Some(packet) = self.layer.decode(peer, bytes) else {
+            self.stats.malformed += 1;
+            return;
         };
         let mid = packet.header.message_id;
         match (packet.header.get_type(), packet.header.code) {
             (MessageType::Acknowledgement, _) => self.on_ack(peer, mid),
             (MessageType::Reset, _) => self.on_reset(peer, mid),
             // CoAP ping (RFC 7252 §4.3): answer with a Reset.
-            (MessageType::Confirmable, MessageClass::Empty) => self.send(peer, message::reset(mid)),
+            (MessageType::Confirmable, MessageClass::Empty) => {
+                self.layer.send(peer, message::reset(mid))
+            }
             (MessageType::NonConfirmable, MessageClass::Empty) => {}
             (_, MessageClass::Request(_)) => self.on_request(now, peer, packet),
             (_, MessageClass::Reserved(code)) if code >> 5 == 0 => {
@@ -234,7 +214,7 @@ impl Server {
             }
             (MessageType::Confirmable, _) => {
                 // A response to a request we never sent.
-                self.send(peer, message::reset(mid));
+                self.layer.send(peer, message::reset(mid));
             }
             (MessageType::NonConfirmable, _) => {}
         }
@@ -242,14 +222,16 @@ impl Server {
 
     /// Runs the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some((_, timer)) = self.timers.pop_due(now) {
+        while let Some((_, timer)) = self.layer.timers.pop_due(now) {
             match timer {
                 Timer::AckDelay(id) => {
                     // Only requests still unanswered after the ACK delay get
                     // a deadline timer, so prompt answers cost one entry.
                     if let Some(ex) = self.pending.get(&id) {
                         let deadline = ex.received + self.config.response_timeout;
-                        self.timers.schedule(deadline, Timer::ResponseDeadline(id));
+                        self.layer
+                            .timers
+                            .schedule(deadline, Timer::ResponseDeadline(id));
                         self.send_empty_ack(id);
                     }
                 }
@@ -262,14 +244,11 @@ impl Server {
                 }
                 Timer::Retransmit(peer, mid) => self.on_retransmit_timer(now, peer, mid),
                 Timer::Housekeeping => {
-                    self.housekeeping_at = None;
-                    self.dedup.expire(now);
                     let timeout = self.config.blockwise.transfer_timeout;
                     self.uploads.expire(now, timeout);
                     self.block2.expire(now, timeout);
-                    if self.dedup.len() > 0 || self.uploads.len() > 0 {
-                        self.ensure_housekeeping(now);
-                    }
+                    let uploading = self.uploads.len() > 0;
+                    self.layer.on_housekeeping(now, uploading);
                 }
             }
         }
@@ -297,7 +276,7 @@ impl Server {
                     .observers
                     .register(&self.config.observe, key, &ex.path_key);
                 if observe_value.is_some() && !existed {
-                    self.events.push_back(ServerEvent::ObserverAdded {
+                    self.layer.emit(ServerEvent::ObserverAdded {
                         peer: ex.peer,
                         path: ex.path_key.clone(),
                     });
@@ -305,7 +284,7 @@ impl Server {
                     debug!(peer = %ex.peer, path = %ex.path_key, "observer limit reached; answering without Observe");
                 }
             } else if let Some(o) = self.observers.remove(key) {
-                self.events.push_back(ServerEvent::ObserverRemoved {
+                self.layer.emit(ServerEvent::ObserverRemoved {
                     peer: ex.peer,
                     path: o.path,
                     reason: ObserverRemoved::ErrorNotified,
@@ -343,9 +322,11 @@ impl Server {
             );
         }
         let bytes = message::encode(&packet)?;
-        self.send(ex.peer, bytes.clone());
+        self.layer.send(ex.peer, bytes.clone());
         match mtype {
-            MessageType::Acknowledgement => self.dedup.update(ex.peer, ex.mid, Seen::Reply(bytes)),
+            MessageType::Acknowledgement => {
+                self.layer.dedup.update(ex.peer, ex.mid, Seen::Reply(bytes))
+            }
             MessageType::Confirmable => {
                 self.track_con(now, ex.peer, mid, bytes, OutKind::Separate, None)
             }
@@ -377,7 +358,7 @@ impl Server {
                 warn!(error = %e, "notification not sent");
             }
             if ends && let Some(o) = self.observers.remove(*observer) {
-                self.events.push_back(ServerEvent::ObserverRemoved {
+                self.layer.emit(ServerEvent::ObserverRemoved {
                     peer: observer.0,
                     path: o.path,
                     reason: ObserverRemoved::ErrorNotified,
@@ -436,7 +417,7 @@ impl Server {
         };
         self.put_body(now, &mut packet, key.0, path, &body, None);
         let bytes = message::encode(&packet)?;
-        self.send(key.0, bytes.clone());
+        self.layer.send(key.0, bytes.clone());
         if con {
             self.track_con(
                 now,
@@ -458,15 +439,14 @@ impl Server {
     fn on_request(&mut self, now: Instant, peer: SocketAddr, packet: Packet) {
         let mid = packet.header.message_id;
         let confirmable = packet.header.get_type() == MessageType::Confirmable;
-        match self.dedup.get(now, peer, mid) {
-            Some(Seen::Reply(bytes)) => {
-                let bytes = bytes.clone();
+        match self.layer.check_duplicate(now, peer, mid) {
+            Duplicate::New => {}
+            Duplicate::Replayed => {
                 self.stats.duplicates += 1;
                 trace!(%peer, mid, "duplicate CON answered from cache");
-                self.send(peer, bytes);
                 return;
             }
-            Some(Seen::Pending) => {
+            Duplicate::Pending => {
                 self.stats.duplicates += 1;
                 // The client is retransmitting: acknowledge now, answer later.
                 if let Some(id) = self.pending_by_mid.get(&(peer, mid)).copied() {
@@ -474,11 +454,10 @@ impl Server {
                 }
                 return;
             }
-            Some(Seen::Dropped) => {
+            Duplicate::Dropped => {
                 self.stats.duplicates += 1;
                 return;
             }
-            None => {}
         }
         let params = &self.config.transmission;
         let (seen, lifetime) = if confirmable {
@@ -486,7 +465,7 @@ impl Server {
         } else {
             (Seen::Dropped, params.non_lifetime())
         };
-        self.dedup.insert(now, peer, mid, seen, lifetime);
+        self.layer.dedup.insert(now, peer, mid, seen, lifetime);
         let reply = ReplyTo {
             peer,
             mid,
@@ -655,7 +634,7 @@ impl Server {
         if observe == Some(ObserveFlag::Deregister)
             && let Some(o) = self.observers.remove((peer, reply.token))
         {
-            self.events.push_back(ServerEvent::ObserverRemoved {
+            self.layer.emit(ServerEvent::ObserverRemoved {
                 peer,
                 path: o.path,
                 reason: ObserverRemoved::Deregistered,
@@ -692,10 +671,11 @@ impl Server {
         );
         self.pending_by_mid.insert((peer, reply.mid), id);
         *self.pending_per_peer.entry(peer).or_default() += 1;
-        self.timers
+        self.layer
+            .timers
             .schedule(now + self.config.ack_delay, Timer::AckDelay(id));
         self.stats.requests += 1;
-        self.events.push_back(ServerEvent::Request(Request {
+        self.layer.emit(ServerEvent::Request(Request {
             id,
             peer,
             method,
@@ -765,9 +745,11 @@ impl Server {
     fn finish_immediate(&mut self, reply: ReplyTo, mtype: MessageType, packet: &Packet) {
         match message::encode(packet) {
             Ok(bytes) => {
-                self.send(reply.peer, bytes.clone());
+                self.layer.send(reply.peer, bytes.clone());
                 if mtype == MessageType::Acknowledgement {
-                    self.dedup.update(reply.peer, reply.mid, Seen::Reply(bytes));
+                    self.layer
+                        .dedup
+                        .update(reply.peer, reply.mid, Seen::Reply(bytes));
                 }
             }
             Err(e) => warn!(error = %e, "cannot encode answer"),
@@ -858,15 +840,15 @@ impl Server {
             if ex.empty_ack_sent {
                 let ack = message::empty_ack(ex.mid);
                 let peer = ex.peer;
-                self.send(peer, ack);
+                self.layer.send(peer, ack);
             }
             return;
         }
         ex.empty_ack_sent = true;
         let (peer, mid) = (ex.peer, ex.mid);
         let ack = message::empty_ack(mid);
-        self.dedup.update(peer, mid, Seen::Reply(ack.clone()));
-        self.send(peer, ack);
+        self.layer.dedup.update(peer, mid, Seen::Reply(ack.clone()));
+        self.layer.send(peer, ack);
     }
 
     fn take_pending(&mut self, id: RequestId) -> Option<Exchange> {
@@ -891,8 +873,9 @@ impl Server {
         inherited: Option<Retransmit>,
     ) {
         let retransmit = inherited
-            .unwrap_or_else(|| Retransmit::start(now, &self.config.transmission, &mut self.rng));
-        self.timers
+            .unwrap_or_else(|| self.layer.start_retransmit(now, &self.config.transmission));
+        self.layer
+            .timers
             .schedule(retransmit.deadline, Timer::Retransmit(peer, mid));
         self.outgoing.insert(
             (peer, mid),
@@ -912,12 +895,12 @@ impl Server {
         if out.retransmit.deadline > now {
             return;
         }
-        if out.retransmit.on_expiry(now, params) {
+        let timer = Timer::Retransmit(peer, mid);
+        if self
+            .layer
+            .retransmit(now, peer, &mut out.retransmit, &out.bytes, params, timer)
+        {
             self.stats.retransmissions += 1;
-            let (bytes, at) = (out.bytes.clone(), out.retransmit.deadline);
-            self.timers.schedule(at, Timer::Retransmit(peer, mid));
-            trace!(%peer, mid, "retransmitting CON");
-            self.send(peer, bytes);
             return;
         }
         self.stats.gave_up += 1;
@@ -967,7 +950,7 @@ impl Server {
     fn remove_observer(&mut self, key: ObserverKey, reason: ObserverRemoved) {
         if let Some(o) = self.observers.remove(key) {
             debug!(peer = %key.0, path = %o.path, ?reason, "observer removed");
-            self.events.push_back(ServerEvent::ObserverRemoved {
+            self.layer.emit(ServerEvent::ObserverRemoved {
                 peer: key.0,
                 path: o.path,
                 reason,
@@ -983,26 +966,8 @@ impl Server {
     }
 
     fn alloc_mid(&mut self, peer: SocketAddr) -> u16 {
-        let mut mid = self.mids.next();
-        for _ in 0..16 {
-            if !self.outgoing.contains_key(&(peer, mid)) {
-                break;
-            }
-            mid = self.mids.next();
-        }
-        mid
-    }
-
-    fn ensure_housekeeping(&mut self, now: Instant) {
-        if self.housekeeping_at.is_none() {
-            let at = now + HOUSEKEEPING_INTERVAL;
-            self.housekeeping_at = Some(at);
-            self.timers.schedule(at, Timer::Housekeeping);
-        }
-    }
-
-    fn send(&mut self, peer: SocketAddr, bytes: Bytes) {
-        self.transmits.push_back(Transmit { peer, bytes });
+        let outgoing = &self.outgoing;
+        self.layer.alloc_mid(peer, |key| outgoing.contains_key(key))
     }
 }
 

@@ -56,8 +56,8 @@ impl Serializer {
         self == Serializer::Json
     }
 
-    /// Index used for per-serializer caches.
-    pub(crate) fn index(self) -> usize {
+    /// 0 or 1, for caches that keep one encoding per serializer.
+    pub fn index(self) -> usize {
         match self {
             Serializer::Json => 0,
             Serializer::MsgPack => 1,
@@ -139,8 +139,8 @@ pub enum CodecError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wamp::message::{Payload, dict};
-    use crate::wamp::value::{Dict, Value};
+    use crate::message::{Payload, dict};
+    use crate::value::{Dict, Value};
     use bytes::Bytes;
 
     fn all_messages() -> Vec<Message> {

@@ -141,8 +141,8 @@ mod tests {
 
     #[test]
     fn match_option_parsing() {
-        use crate::wamp::message::dict;
-        use crate::wamp::value::Value;
+        use crate::message::dict;
+        use crate::value::Value;
         assert_eq!(MatchPolicy::from_options(&Dict::new()), Ok(Exact));
         assert_eq!(
             MatchPolicy::from_options(&dict([("match", Value::from("prefix"))])),
