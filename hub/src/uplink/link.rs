@@ -55,45 +55,48 @@ pub(super) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     }
 }
 
-async fn connect(shared: &Shared) -> Result<Client, ClientError> {
+/// Why the uplink could not open a cloud session.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("uplink configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("the cryptosign secret is not a 64-hex-digit Ed25519 seed")]
+    BadSeed,
+    #[error("uplink CA file: {0}")]
+    Tls(#[from] crate::transport::tls::TlsError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+async fn connect(shared: &Shared) -> Result<Client, ConnectError> {
     let c = &shared.config;
-    let secret = || c.secret().map_err(|e| ClientError::Auth(e.to_string()));
     let auth = match c.auth.method.as_str() {
         "ticket" => ClientAuth::Ticket {
             authid: c.auth.authid.clone(),
-            ticket: secret()?,
+            ticket: c.secret()?,
         },
         "wampcra" => ClientAuth::WampCra {
             authid: c.auth.authid.clone(),
-            secret: secret()?,
+            secret: c.secret()?,
         },
         "cryptosign" => ClientAuth::Cryptosign {
             authid: (!c.auth.authid.is_empty()).then(|| c.auth.authid.clone()),
-            key: crate::router::auth::cryptosign::PrivateKey::from_hex(&secret()?).ok_or_else(
-                || {
-                    ClientError::Auth(
-                        "the cryptosign secret is not a 64-hex-digit Ed25519 seed".into(),
-                    )
-                },
-            )?,
+            key: crate::router::auth::cryptosign::PrivateKey::from_hex(&c.secret()?)
+                .ok_or(ConnectError::BadSeed)?,
             channel_binding: c.auth.channel_binding,
         },
         _ => ClientAuth::Anonymous,
     };
-    let serializer = c
-        .serializer()
-        .map_err(|e| ClientError::Address(e.to_string()))?;
     let mut opts = ConnectOptions::new(&c.url, &c.realm)
-        .serializer(serializer)
+        .serializer(c.serializer()?)
         .auth(auth);
     opts.keepalive = Some(Duration::from_secs(c.keepalive_secs.max(1)));
     if let Some(ca) = &c.auth.ca_file {
         let tls =
-            crate::transport::tls::TlsClientConfig::with_root_pem_file(std::path::Path::new(ca))
-                .map_err(|e| ClientError::Auth(e.to_string()))?;
+            crate::transport::tls::TlsClientConfig::with_root_pem_file(std::path::Path::new(ca))?;
         opts = opts.tls(tls);
     }
-    Client::connect(&opts).await
+    Ok(Client::connect(&opts).await?)
 }
 
 /// Serves one cloud session until it ends; returns why.
