@@ -6,9 +6,9 @@
 //! type, info)`, `set(thing, property, value)` or `set(thing, values)`, `update_info` likewise,
 //! `delete`/`describe(thing)`, `types.get(type)`; an action's input is one positional value or
 //! the keyword arguments. Each returns one positional value. Each invocation is handled in its
-//! own task, so a `set` waiting for a device never holds up other calls; at most [`MAX_IN_FLIGHT`] calls are in
-//! progress at once, beyond which the router's own queue (and its `wamp.error.unavailable`)
-//! takes over.
+//! own task, so a `set` waiting for a device never holds up other calls; at most
+//! [`MAX_IN_FLIGHT`] calls are in progress at once, beyond which the router's own queue (and its
+//! `wamp.error.unavailable`) takes over.
 
 use std::sync::Arc;
 use std::time::Duration;
