@@ -3,38 +3,30 @@
 
 use std::io;
 
+/// An error number by platform: Linux (and the others), the BSDs with macOS, Windows.
+const fn per_os(linux: i32, bsd: i32, windows: i32) -> i32 {
+    if cfg!(windows) {
+        windows
+    } else if cfg!(any(
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    )) {
+        bsd
+    } else {
+        linux
+    }
+}
+
 /// `EMSGSIZE`: a datagram larger than the receive buffer (Windows reports this on receive) or
 /// than the path allows on send.
-const EMSGSIZE: i32 = if cfg!(windows) {
-    10040
-} else if cfg!(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-)) {
-    40
-} else {
-    90
-};
+const EMSGSIZE: i32 = per_os(90, 40, 10040);
 
 /// `ENOBUFS`: the kernel had no buffer for this datagram.
-const ENOBUFS: i32 = if cfg!(windows) {
-    10055
-} else if cfg!(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-)) {
-    55
-} else {
-    105
-};
+const ENOBUFS: i32 = per_os(105, 55, 10055);
 
 /// Whether a UDP socket error concerns one datagram (ICMP feedback from a peer, an oversized
 /// datagram, a momentarily full buffer) rather than the socket. Such an error is logged and the

@@ -12,7 +12,7 @@ use hub::client::{Client, ConnectOptions};
 use hub::uplink::UplinkConfig;
 use hub::wamp::{Dict, Payload, Serializer, Value, dict};
 use tests::cloud::{Crossbar, Proxy, ProxyMode};
-use tests::hub::TestHub;
+use tests::hub::{BrumeProcess, TestHub};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
@@ -469,18 +469,29 @@ fn process_config(dir: &tempfile::TempDir, cloud: std::net::SocketAddr) -> std::
     config
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sigterm_writes_the_events_still_in_memory() {
-    use tests::hub::BrumeProcess;
+/// Crossbar.io behind a closed proxy, and a config for a `brume run` process that uplinks
+/// through it (its directory holds the data).
+async fn offline_cloud_and_config() -> (Crossbar, Proxy, tempfile::TempDir, std::path::PathBuf) {
     let cb = Crossbar::start(&["edge-a"]).await;
     let proxy = Proxy::start(cb.hub_addr()).await;
     proxy.set(ProxyMode::Closed);
     let dir = tempfile::tempdir().unwrap();
     let config = process_config(&dir, proxy.addr);
-    let mut hub = BrumeProcess::start(&config);
-    let devices = Client::connect(&ConnectOptions::new(&hub.rs_url, "brume"))
+    (cb, proxy, dir, config)
+}
+
+/// A client of realm `brume` on a `brume run` process.
+async fn process_client(hub: &BrumeProcess) -> Client {
+    Client::connect(&ConnectOptions::new(&hub.rs_url, "brume"))
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_writes_the_events_still_in_memory() {
+    let (_cb, _proxy, _dir, config) = offline_cloud_and_config().await;
+    let mut hub = BrumeProcess::start(&config);
+    let devices = process_client(&hub).await;
     // Every one acknowledged by the router, so each is in the hub's memory at least; sent in
     // pipelined batches, so the uplink may still be writing the last ones.
     const EVENTS: i64 = 20_000;
@@ -510,9 +521,7 @@ async fn a_sigterm_writes_the_events_still_in_memory() {
     drop(devices);
 
     let hub = BrumeProcess::start(&config);
-    let devices = Client::connect(&ConnectOptions::new(&hub.rs_url, "brume"))
-        .await
-        .unwrap();
+    let devices = process_client(&hub).await;
     let s = status(&devices).await;
     assert_eq!(
         queued(&s),
@@ -523,16 +532,9 @@ async fn a_sigterm_writes_the_events_still_in_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_events_survive_a_crash_of_the_hub() {
-    use tests::hub::BrumeProcess;
-    let cb = Crossbar::start(&["edge-a"]).await;
-    let proxy = Proxy::start(cb.hub_addr()).await;
-    proxy.set(ProxyMode::Closed);
-    let dir = tempfile::tempdir().unwrap();
-    let config = process_config(&dir, proxy.addr);
+    let (cb, proxy, _dir, config) = offline_cloud_and_config().await;
     let mut hub = BrumeProcess::start(&config);
-    let devices = Client::connect(&ConnectOptions::new(&hub.rs_url, "brume"))
-        .await
-        .unwrap();
+    let devices = process_client(&hub).await;
     for i in 0..500 {
         let (t, p) = state("t1", i);
         devices.publish(&t, p, Dict::new()).await.unwrap();

@@ -22,9 +22,8 @@ pub struct UplinkStatus {
     /// Events written to the queue since start (before any bound dropped some of them): what a
     /// local app published and the uplink took in.
     pub accepted: u64,
-    /// Events dropped since start, reported to the cloud or not: the sum of [`UplinkStatus::drops`].
-    pub dropped: u64,
-    /// The same, by cause.
+    /// Events dropped since start, reported to the cloud or not, by cause (`dropped` in the
+    /// dict is their sum).
     pub drops: DropLedger,
     pub last_error: Option<String>,
 }
@@ -68,7 +67,7 @@ impl UplinkStatus {
             ("queued", Value::from(self.queued)),
             ("queued_bytes", Value::from(self.queued_bytes)),
             ("accepted", Value::from(self.accepted)),
-            ("dropped", Value::from(self.dropped)),
+            ("dropped", Value::from(self.drops.total())),
             ("dropped_by_cause", Value::Dict(self.drops.to_dict())),
             (
                 "last_error",
@@ -90,7 +89,6 @@ impl StatusCell {
             queued,
             queued_bytes,
             accepted: 0,
-            dropped: 0,
             drops: DropLedger::default(),
             last_error: None,
         }))
@@ -110,7 +108,6 @@ impl StatusCell {
         s.queued = queued;
         s.queued_bytes = bytes;
         s.drops.queue = drops;
-        s.dropped = s.drops.total();
     }
 
     pub fn add_accepted(&self, n: u64) {
@@ -121,14 +118,12 @@ impl StatusCell {
     pub fn add_disk_error(&self, n: u64) {
         let mut s = self.lock();
         s.drops.disk_error += n;
-        s.dropped = s.drops.total();
     }
 
     /// Events still in memory at shutdown that could not be written.
     pub fn add_shutdown(&self, n: u64) {
         let mut s = self.lock();
         s.drops.shutdown += n;
-        s.dropped = s.drops.total();
     }
 
     /// Records a connection state change; returns the new snapshot if it changed.

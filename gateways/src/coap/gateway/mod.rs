@@ -213,7 +213,6 @@ impl CoapGateway {
             credentials,
             things,
         } = io;
-        let (read_answers, reads) = tokio::sync::mpsc::channel(run::MAX_READS);
         let local_addr = server.local_addr;
         info!(
             %local_addr,
@@ -231,15 +230,13 @@ impl CoapGateway {
             outbox: Outbox::default(),
             shutdown: drivers,
             things,
-            read_answers,
-            read_permits: std::sync::Arc::new(tokio::sync::Semaphore::new(run::MAX_READS)),
+            reads: futures_util::stream::FuturesUnordered::new(),
         };
         let inputs = Inputs {
             server_events: server.events,
             commands,
             client_events,
             sweep: run::sweep_interval(offline_after),
-            reads,
         };
         let span = info_span!("coap_gateway", gateway = %name, local = %local_addr);
         let task = tokio::spawn(run::run(actor, inputs).instrument(span));

@@ -11,15 +11,17 @@
 //!
 //! Waiting happens only on the drivers' command channels, which their tasks drain without ever
 //! waiting on the actor, so the two cannot deadlock. A device reading its own `state` or `info`
-//! is answered from the hub's registry by a small task per read (at most [`MAX_READS`] at once,
-//! beyond which the device gets 5.03), whose answer comes back through [`Inputs::reads`].
+//! is answered from the hub's registry: the actor polls those reads itself beside its other
+//! inputs (at most [`MAX_READS`] at once, beyond which the device gets 5.03), so a slow read
+//! holds up nothing.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use device_models::{DeviceCommand, DeviceEvent, ThingId};
-use tokio::sync::Semaphore;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinHandle;
@@ -43,8 +45,10 @@ const OUTBOX_CAP: usize = 4_096;
 /// Reads of the registry in flight at once.
 pub(crate) const MAX_READS: usize = 64;
 
-/// A registry read's answer, for the request that asked.
-pub(crate) type ReadAnswer = (RequestId, Read, Option<ThingView>);
+/// A registry read in progress, yielding its answer with the request that asked.
+pub(crate) type PendingRead = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (RequestId, Read, Option<ThingView>)> + Send>,
+>;
 
 /// Everything the actor receives from.
 pub(crate) struct Inputs {
@@ -52,8 +56,6 @@ pub(crate) struct Inputs {
     pub commands: mpsc::Receiver<DeviceCommand>,
     pub client_events: Option<mpsc::Receiver<ClientEvent>>,
     pub sweep: Interval,
-    /// Answers of registry reads, as they come.
-    pub reads: mpsc::Receiver<ReadAnswer>,
 }
 
 /// The actor's state.
@@ -68,10 +70,8 @@ pub(crate) struct Actor {
     pub shutdown: CancellationToken,
     /// The registry, for devices that read their thing back.
     pub things: Arc<dyn ThingReader>,
-    /// Where read tasks answer (capacity [`MAX_READS`], so a send never waits).
-    pub read_answers: mpsc::Sender<ReadAnswer>,
-    /// Permits for reads in flight.
-    pub read_permits: Arc<Semaphore>,
+    /// Registry reads in progress.
+    pub reads: FuturesUnordered<PendingRead>,
 }
 
 /// A sweep interval for an offline timeout: a quarter of it, between 100 ms and 1 s.
@@ -150,7 +150,7 @@ pub(crate) async fn run(mut actor: Actor, mut inputs: Inputs) -> Result<(), Gate
                     actor.outbox.queue.clear();
                 }
             },
-            Some((id, read, view)) = inputs.reads.recv() => {
+            Some((id, read, view)) = actor.reads.next(), if !actor.reads.is_empty() => {
                 let response = read.answer(view.as_ref());
                 if let Err(e) = actor.server.respond(id, response).await {
                     break Err(GatewayError::Driver(e));
@@ -207,18 +207,13 @@ impl Actor {
 
     /// Starts reading a thing for request `id`; `Some` is the answer when it cannot start.
     fn start_read(&mut self, id: RequestId, read: Read) -> Option<Response> {
-        let Ok(permit) = self.read_permits.clone().try_acquire_owned() else {
+        if self.reads.len() >= MAX_READS {
             debug!(thing = %read.thing, "too many registry reads in flight; asking the device to retry");
             return Some(busy());
-        };
+        }
         let pending = self.things.read(&read.thing);
-        let answers = self.read_answers.clone();
-        tokio::spawn(async move {
-            let view = pending.await;
-            // Capacity MAX_READS and one permit per task: never waits. The actor may be gone.
-            let _ = answers.try_send((id, read, view));
-            drop(permit);
-        });
+        self.reads
+            .push(Box::pin(async move { (id, read, pending.await) }));
         None
     }
 
