@@ -13,6 +13,9 @@ use serde_json::{Map, Value};
 
 use crate::thing::ThingId;
 
+pub mod commit;
+pub use commit::{Commit, CommitError, CommitWait, commit};
+
 /// Something a device said, translated by its gateway.
 ///
 /// Timestamps are milliseconds since the Unix epoch, taken by the gateway when the message
@@ -87,6 +90,10 @@ pub enum DeviceEvent {
         /// The message as received.
         payload: Bytes,
     },
+    /// Not something a device said: asks the hub to answer the [`Commit`] once every event this
+    /// gateway sent before it is durable (see [`commit`]). Never serialized.
+    #[serde(skip)]
+    Barrier(Commit),
 }
 
 impl DeviceEvent {
@@ -100,7 +107,7 @@ impl DeviceEvent {
             | Self::Info { thing, .. }
             | Self::Event { thing, .. }
             | Self::ActionReply { thing, .. } => Some(thing),
-            Self::Raw { .. } => None,
+            Self::Raw { .. } | Self::Barrier(_) => None,
         }
     }
 }

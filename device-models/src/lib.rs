@@ -44,7 +44,7 @@ pub mod value;
 pub use catalog::{TypeCatalog, TypeOrigin};
 pub use check::{CheckError, CheckRule, Target};
 pub use clock::{now_ms, rfc3339_from_ms};
-pub use gateway::{DeviceCommand, DeviceEvent};
+pub use gateway::{Commit, CommitError, CommitWait, DeviceCommand, DeviceEvent};
 pub use key_path::KeyPath;
 pub use load::LoadError;
 pub use schema::{DataSchema, DefinitionError, DefinitionRule, SchemaType, ValueError, Violation};

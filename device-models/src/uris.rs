@@ -56,4 +56,7 @@ pub mod things {
     pub const THING_OFFLINE: &str = "brume.error.thing_offline";
     /// The device answered an action with an error, or with an output its type forbids.
     pub const ACTION_FAILED: &str = "brume.error.action_failed";
+    /// The hub's database could not hold the change (disk full, I/O error), even after retries:
+    /// nothing was acknowledged, so the caller may try again.
+    pub const WRITE_FAILED: &str = "brume.error.write_failed";
 }

@@ -11,11 +11,10 @@ use firmware_sim::mqtt::{DeviceConfig, FleetConfig, SimStats, run_device, run_fl
 use gateways::mqtt::{MqttConfig, MqttGateway};
 use gateways::{GatewayIo, StaticCredentials};
 use serde_json::json;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 async fn expect<T>(
-    events: &mut mpsc::Receiver<DeviceEvent>,
+    events: &mut gateways::link::StandInEvents,
     mut pick: impl FnMut(&DeviceEvent) -> Option<T>,
 ) -> T {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

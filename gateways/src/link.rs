@@ -101,8 +101,60 @@ impl std::fmt::Debug for GatewayIo {
 /// The hub's ends of a [`GatewayIo`] made by [`GatewayIo::pair`], for tests and simulations.
 #[derive(Debug)]
 pub struct HubEnds {
-    pub events: mpsc::Receiver<DeviceEvent>,
+    pub events: StandInEvents,
     pub commands: mpsc::Sender<DeviceCommand>,
+}
+
+/// A stand-in hub's event receiver: it answers every [`DeviceEvent::Barrier`] at once, as a
+/// hub whose writes commit instantly would, and yields the other events.
+#[derive(Debug)]
+pub struct StandInEvents(mpsc::Receiver<DeviceEvent>);
+
+impl StandInEvents {
+    /// Wraps a receiver of gateway events.
+    pub fn new(rx: mpsc::Receiver<DeviceEvent>) -> StandInEvents {
+        StandInEvents(rx)
+    }
+
+    /// Answers barriers and forwards everything else into a new receiver of the same capacity
+    /// from a task of its own, so that a gateway waiting for a commit is answered even while
+    /// nobody reads the events (tests where a device waits for its ack before the test reads).
+    pub fn relay(mut self, capacity: usize) -> StandInEvents {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        tokio::spawn(async move {
+            while let Some(e) = self.recv().await {
+                if tx.send(e).await.is_err() {
+                    return;
+                }
+            }
+        });
+        StandInEvents(rx)
+    }
+
+    /// The next event that is not a barrier; `None` once the gateway dropped its sender.
+    pub async fn recv(&mut self) -> Option<DeviceEvent> {
+        loop {
+            match self.0.recv().await? {
+                DeviceEvent::Barrier(commit) => commit.answer(Ok(())),
+                other => return Some(other),
+            }
+        }
+    }
+
+    /// Like [`Self::recv`], without waiting.
+    pub fn try_recv(&mut self) -> Result<DeviceEvent, mpsc::error::TryRecvError> {
+        loop {
+            match self.0.try_recv()? {
+                DeviceEvent::Barrier(commit) => commit.answer(Ok(())),
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// The raw receiver, barriers included, for tests of the barriers themselves.
+    pub fn into_inner(self) -> mpsc::Receiver<DeviceEvent> {
+        self.0
+    }
 }
 
 impl GatewayIo {
@@ -124,7 +176,7 @@ impl GatewayIo {
                 things: Arc::new(StaticThings::default()),
             },
             HubEnds {
-                events: erx,
+                events: StandInEvents(erx),
                 commands: ctx,
             },
         )

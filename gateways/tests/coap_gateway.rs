@@ -17,7 +17,7 @@ use gateways::coap::driver::{
 };
 use gateways::coap::gateway::{CoapBinding, CoapConfig, CoapGateway, DeviceConfig};
 use gateways::coap::server::{Request, Response, ServerEvent};
-use gateways::link::HubEnds;
+use gateways::link::{HubEnds, StandInEvents};
 use gateways::{GatewayIo, StaticCredentials};
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
@@ -70,7 +70,17 @@ impl Harness {
         Self::start_with(config, 256).await
     }
 
+    /// A gateway whose stand-in hub takes every event and commits at once.
     async fn start_with(config: CoapConfig, capacity: usize) -> Self {
+        let mut h = Self::paused(config, capacity).await;
+        let (_, dummy) = tokio::sync::mpsc::channel(1);
+        let events = std::mem::replace(&mut h.hub.events, StandInEvents::new(dummy));
+        h.hub.events = events.relay(capacity);
+        h
+    }
+
+    /// A gateway whose stand-in hub reads (and commits) only when the test reads an event.
+    async fn paused(config: CoapConfig, capacity: usize) -> Self {
         init_logging();
         let (io, hub) = GatewayIo::pair("coap", capacity, credentials());
         let shutdown = CancellationToken::new();
@@ -626,24 +636,81 @@ async fn a_flood_from_one_address_does_not_starve_another() {
 
 #[tokio::test]
 async fn a_hub_that_cannot_keep_up_gets_devices_to_retry() {
-    // Room for one request's events, never drained.
-    let mut h = Harness::start_with(test_config(), 2).await;
+    // Room for one request's events and its barrier; the hub reads nothing until told.
+    let mut h = Harness::paused(test_config(), 3).await;
+    let mut first = RawDevice::new(h.addr).await;
     let mut dev = RawDevice::new(h.addr).await;
-    let ok = dev
-        .call(Msg::post("/things/t1/state", json!({"n": 1})))
-        .await;
-    assert_eq!(code(&ok), ResponseType::Changed);
+    // Queued, but not answered before the hub has committed it.
+    let pending = tokio::spawn(async move {
+        first
+            .call(Msg::post("/things/t1/state", json!({"n": 1})))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!pending.is_finished(), "answered before the hub took it");
     let busy = dev
-        .call(Msg::post("/things/t1/state", json!({"n": 2})))
+        .call(Msg::post("/things/t2/state", json!({"n": 2})))
         .await;
     assert_eq!(code(&busy), ResponseType::ServiceUnavailable);
-    // Once the hub drains, the device gets through again.
+    // Once the hub drains (and commits), the first device is answered and the other gets
+    // through again.
     assert!(matches!(h.event().await, DeviceEvent::Hello { .. }));
     assert!(matches!(h.event().await, DeviceEvent::Reported { .. }));
+    let events = h.hub.events;
+    h.hub.events = events.relay(3);
+    let ok = timeout(WAIT, pending).await.unwrap().unwrap();
+    assert_eq!(code(&ok), ResponseType::Changed);
     let ok = dev
-        .call(Msg::post("/things/t1/state", json!({"n": 3})))
+        .call(Msg::post("/things/t2/state", json!({"n": 3})))
         .await;
     assert_eq!(code(&ok), ResponseType::Changed);
+    h.stop().await;
+}
+
+/// A confirmable report is answered only once the hub says its events are committed; a
+/// failed commit gets 5.03, so the device sends it again.
+#[tokio::test]
+async fn a_confirmable_report_is_answered_after_its_commit() {
+    let mut h = Harness::paused(test_config(), 16).await;
+    let mut dev = RawDevice::new(h.addr).await;
+    let mut raw = std::mem::replace(
+        &mut h.hub.events,
+        StandInEvents::new(tokio::sync::mpsc::channel(1).1),
+    )
+    .into_inner();
+    let call = tokio::spawn(async move {
+        let a = dev
+            .call(Msg::post("/things/t1/state", json!({"n": 1})))
+            .await;
+        let b = dev
+            .call(Msg::post("/things/t1/state", json!({"n": 2})))
+            .await;
+        (a, b)
+    });
+    let mut barriers = Vec::new();
+    while barriers.is_empty() {
+        match timeout(WAIT, raw.recv()).await.unwrap().unwrap() {
+            DeviceEvent::Barrier(c) => barriers.push(c),
+            DeviceEvent::Hello { .. } | DeviceEvent::Reported { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!call.is_finished(), "answered before the commit");
+    barriers[0].answer(Ok(()));
+    loop {
+        match timeout(WAIT, raw.recv()).await.unwrap().unwrap() {
+            DeviceEvent::Barrier(c) => {
+                c.answer(Err(device_models::CommitError::WriteFailed));
+                break;
+            }
+            DeviceEvent::Reported { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let (a, b) = timeout(WAIT, call).await.unwrap().unwrap();
+    assert_eq!(code(&a), ResponseType::Changed);
+    assert_eq!(code(&b), ResponseType::ServiceUnavailable);
     h.stop().await;
 }
 

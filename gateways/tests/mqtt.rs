@@ -761,3 +761,53 @@ async fn publishes_nobody_subscribed_to_skip_the_router_and_are_still_acked() {
     // The raw bridge got every one of them.
     assert_eq!(hub.gateway.stats().raw_in, 5);
 }
+
+/// A QoS 1 PUBACK goes out only once the hub has committed what the PUBLISH said; when the hub
+/// cannot write it, an MQTT 3.1.1 client (which has no negative ack) is disconnected unacked,
+/// so it sends the message again.
+#[tokio::test]
+async fn a_puback_waits_for_the_commit_and_a_failed_write_is_not_acked() {
+    let mut hub = harness::start_paused(|_| {}).await;
+    hub.register("dev-1", "temperature_sensor", None);
+    let mut raw = std::mem::replace(
+        &mut hub.ends.events,
+        gateways::link::StandInEvents::new(tokio::sync::mpsc::channel(1).1),
+    )
+    .into_inner();
+    let mut dev = Client::connect(hub.device_options("dev-1")).await.unwrap();
+    dev.publish("things/dev-1/state", r#"{"temperature": 20.5}"#, false)
+        .await;
+    let barrier = loop {
+        match tokio::time::timeout(harness::WAIT, raw.recv()).await.unwrap().unwrap() {
+            DeviceEvent::Barrier(c) => break c,
+            _ => {}
+        }
+    };
+    let early = tokio::time::timeout(Duration::from_millis(300), dev.incoming.recv()).await;
+    assert!(early.is_err(), "acknowledged before the commit: {early:?}");
+    barrier.answer(Ok(()));
+    dev.expect(|p| matches!(p, rumqttc::Packet::PubAck(_)).then_some(()))
+        .await;
+
+    dev.publish("things/dev-1/state", r#"{"temperature": 21.5}"#, false)
+        .await;
+    let barrier = loop {
+        match tokio::time::timeout(harness::WAIT, raw.recv()).await.unwrap().unwrap() {
+            DeviceEvent::Barrier(c) => break c,
+            _ => {}
+        }
+    };
+    barrier.answer(Err(device_models::CommitError::WriteFailed));
+    let end = tokio::time::timeout(harness::WAIT, async {
+        loop {
+            match dev.incoming.recv().await {
+                Some(Ok(rumqttc::Packet::PubAck(_))) => return "acked",
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return "disconnected",
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(end, "disconnected");
+}

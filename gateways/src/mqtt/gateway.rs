@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytes::Bytes;
 use device_models::value::values_equal;
-use device_models::{DeviceCommand, DeviceEvent, ThingId, ThingType};
+use device_models::{CommitWait, DeviceCommand, DeviceEvent, ThingId, ThingType};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -254,7 +254,8 @@ impl Hooks for Core {
         topic: &str,
         payload: &Bytes,
         retain: bool,
-    ) {
+        qos: u8,
+    ) -> Option<CommitWait> {
         bump(&self.stats.messages_in);
         if retain
             && let Some(thing) = &session.thing
@@ -308,6 +309,15 @@ impl Hooks for Core {
             }
         }
         self.emit(outcome.events).await;
+        if qos == 0 {
+            return None;
+        }
+        // Acknowledged only once what it said is durable: the barrier follows its events.
+        let (commit, wait) = device_models::gateway::commit();
+        if self.events.send(DeviceEvent::Barrier(commit)).await.is_err() {
+            debug!("the hub stopped; the message is not acknowledged");
+        }
+        Some(wait)
     }
 
     async fn closed(&self, mut session: DeviceSession, end: SessionEnd) {

@@ -34,7 +34,19 @@ pub async fn start() -> Hub {
     start_with(|_| {}).await
 }
 
+/// A gateway whose stand-in hub takes every event and commits at once.
 pub async fn start_with(edit: impl FnOnce(&mut MqttConfig)) -> Hub {
+    let mut hub = start_paused(edit).await;
+    let HubEnds { events, commands } = hub.ends;
+    hub.ends = HubEnds {
+        events: events.relay(256),
+        commands,
+    };
+    hub
+}
+
+/// A gateway whose stand-in hub reads (and commits) only when the test reads an event.
+pub async fn start_paused(edit: impl FnOnce(&mut MqttConfig)) -> Hub {
     let mut config = MqttConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..MqttConfig::default()

@@ -13,7 +13,7 @@ use crate::wamp::{Dict, Payload, Value, uris};
 /// Error URIs of the things API (besides the standard `wamp.error.*` ones).
 pub mod errors {
     pub use crate::wamp::uris::things::{
-        ACTION_FAILED, NO_SUCH_ACTION, NO_SUCH_THING, NO_SUCH_TYPE, THING_OFFLINE,
+        ACTION_FAILED, NO_SUCH_ACTION, NO_SUCH_THING, NO_SUCH_TYPE, THING_OFFLINE, WRITE_FAILED,
     };
 }
 
@@ -114,6 +114,14 @@ impl ApiError {
 
     pub fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(uris::INVALID_ARGUMENT, message)
+    }
+
+    /// The change could not be committed to the database.
+    pub fn write_failed() -> ApiError {
+        ApiError::new(
+            errors::WRITE_FAILED,
+            "the hub could not write the change to its database; nothing was changed on disk",
+        )
     }
 
     pub fn no_such_thing(thing: &ThingId) -> ApiError {

@@ -3,8 +3,14 @@
 //! Rule: **a dedicated writer thread owns the connection.** The service hands it [`StoreOp`]s
 //! through a bounded channel and never waits for the disk: the thread takes whatever is queued
 //! (up to [`BATCH_MAX`] operations) and commits it in one transaction. With WAL and
-//! `synchronous = NORMAL` a commit does not sync the disk; only checkpoints do, on this thread.
-//! A crash can therefore lose the last few batches, never corrupt the file.
+//! `synchronous = FULL` every commit is synced to disk, once for the whole batch (group commit):
+//! what a commit holds survives a crash or a power cut. Only then are the batch's
+//! [`StoreOp::Barrier`]s and [`StoreOp::Reply`]s answered, which is what lets a gateway
+//! acknowledge a device, and the API answer a provisioning call, only once the data is durable.
+//!
+//! A failed commit is retried ([`RETRIES`] times, with back-off); if it still fails, the batch's
+//! operations are written one by one so that only those that cannot be written at all are lost,
+//! each counted in [`StoreStats::failed_ops`], and the batch's barriers and replies say so.
 //!
 //! The action log is bounded: once it holds more than `action_log_max` rows plus a tenth, the
 //! oldest rows are deleted down to `action_log_max`.
@@ -21,17 +27,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
-use device_models::{Stamped, ThingId};
+use device_models::{Commit, CommitError, Stamped, ThingId};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use super::request::{ApiError, Reply};
 use super::secret::SecretHash;
 
 /// The schema version this hub writes and reads.
 pub const SCHEMA_VERSION: i64 = 1;
 /// Most operations committed in one transaction.
 pub const BATCH_MAX: usize = 1024;
+/// How many times a failed commit is tried again before its operations are written one by one.
+pub const RETRIES: u32 = 3;
+/// The wait before the first retry; each next one waits four times longer.
+const RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Why the database could not be opened or read.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +170,25 @@ pub enum StoreOp {
     },
     /// Answers once everything queued before it is committed (tests, shutdown).
     Flush(oneshot::Sender<()>),
+    /// A gateway's barrier: answered once everything queued before it is committed, or with
+    /// [`CommitError::WriteFailed`] if part of its batch could not be written.
+    Barrier(Commit),
+    /// An API answer held until the writes before it are committed (provisioning, deletion,
+    /// info updates); replaced by `brume.error.write_failed` if they could not be written.
+    Reply {
+        reply: Reply,
+        answer: Result<Value, ApiError>,
+    },
+}
+
+impl StoreOp {
+    /// True for operations that write (not barriers, flushes or held replies).
+    fn writes(&self) -> bool {
+        !matches!(
+            self,
+            StoreOp::Flush(_) | StoreOp::Barrier(_) | StoreOp::Reply { .. }
+        )
+    }
 }
 
 /// A thing as loaded from disk.
@@ -190,8 +220,12 @@ pub struct StoreStats {
     pub batches: AtomicU64,
     /// Operations committed.
     pub ops: AtomicU64,
-    /// Operations lost because their transaction failed (each failure is logged).
+    /// Operations that could not be written even alone, after retries (each failure is logged).
     pub failed_ops: AtomicU64,
+    /// Commits that failed and were tried again.
+    pub retries: AtomicU64,
+    /// Barriers answered (device messages acknowledged after their commit).
+    pub barriers: AtomicU64,
     /// Action log rows pruned.
     pub pruned_actions: AtomicU64,
 }
@@ -299,7 +333,7 @@ fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(%mode, "the things database could not switch to WAL mode");
     }
-    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;")?;
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;")?;
     Ok(())
 }
 
@@ -501,39 +535,71 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: &mut Vec<StoreOp>) {
-        let mut flushes = Vec::new();
-        let n = batch.len() as u64;
-        let mut inserted_actions = 0;
-        let result = (|| -> rusqlite::Result<()> {
-            let tx = self.conn.transaction()?;
-            for op in batch.drain(..) {
-                match op {
-                    StoreOp::Flush(reply) => flushes.push(reply),
-                    StoreOp::InsertAction { .. } => {
-                        inserted_actions += 1;
-                        apply(&tx, op)?;
-                    }
-                    op => apply(&tx, op)?,
-                }
-            }
-            tx.commit()
-        })();
-        batch.clear();
-        match result {
-            Ok(()) => {
-                self.stats.batches.fetch_add(1, Ordering::Relaxed);
-                self.stats.ops.fetch_add(n, Ordering::Relaxed);
-                self.action_rows += inserted_actions;
-                self.prune();
-            }
+        let writes = batch.iter().filter(|op| op.writes()).count() as u64;
+        let mut result = self.write(batch);
+        let mut delay = RETRY_DELAY;
+        for attempt in 1..=RETRIES {
+            let Err(e) = &result else { break };
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, ops = writes, attempt, retry_in = ?delay, "things database: a commit failed; trying again");
+            std::thread::sleep(delay);
+            delay *= 4;
+            result = self.write(batch);
+        }
+        let lost = match result {
+            Ok(()) => 0,
             Err(e) => {
-                self.stats.failed_ops.fetch_add(n, Ordering::Relaxed);
-                tracing::error!(error = %e, ops = n, "things database: a batch of writes failed and was lost");
+                // Alone, each operation that can be written is; only the rest is lost.
+                let lost = batch
+                    .iter()
+                    .filter(|op| op.writes())
+                    .filter(|op| self.write(std::slice::from_ref(*op)).is_err())
+                    .count() as u64;
+                self.stats.failed_ops.fetch_add(lost, Ordering::Relaxed);
+                tracing::error!(error = %e, ops = writes, lost, "things database: a batch could not be committed; written one by one, the rest is lost and counted");
+                lost
+            }
+        };
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.ops.fetch_add(writes - lost, Ordering::Relaxed);
+        self.action_rows += batch
+            .iter()
+            .filter(|op| matches!(op, StoreOp::InsertAction { .. }))
+            .count() as u64;
+        self.prune();
+        let outcome = if lost == 0 {
+            Ok(())
+        } else {
+            Err(CommitError::WriteFailed)
+        };
+        for op in batch.drain(..) {
+            match op {
+                StoreOp::Flush(f) => {
+                    let _ = f.send(());
+                }
+                StoreOp::Barrier(c) => {
+                    self.stats.barriers.fetch_add(1, Ordering::Relaxed);
+                    c.answer(outcome);
+                }
+                StoreOp::Reply { reply, answer } => {
+                    let answer = match outcome {
+                        Ok(()) => answer,
+                        Err(_) => Err(ApiError::write_failed()),
+                    };
+                    let _ = reply.send(answer);
+                }
+                _ => {}
             }
         }
-        for f in flushes {
-            let _ = f.send(());
+    }
+
+    /// Applies `ops` in one transaction.
+    fn write(&mut self, ops: &[StoreOp]) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        for op in ops {
+            apply(&tx, op)?;
         }
+        tx.commit()
     }
 
     /// Deletes the oldest action rows once the log exceeds its bound by a tenth.
@@ -567,7 +633,7 @@ fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn apply(tx: &Transaction<'_>, op: StoreOp) -> rusqlite::Result<()> {
+fn apply(tx: &Transaction<'_>, op: &StoreOp) -> rusqlite::Result<()> {
     match op {
         StoreOp::PutThing {
             id,
@@ -588,7 +654,7 @@ fn apply(tx: &Transaction<'_>, op: StoreOp) -> rusqlite::Result<()> {
                 id.as_str(),
                 type_id,
                 json(&info),
-                ms(created_ms),
+                ms(*created_ms),
                 salt,
                 hash
             ])?;
@@ -643,12 +709,12 @@ fn apply(tx: &Transaction<'_>, op: StoreOp) -> rusqlite::Result<()> {
                  VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?6)",
             )?
             .execute(params![
-                ms(id),
+                ms(*id),
                 thing.as_str(),
                 action,
                 json(&input),
                 status.as_str(),
-                ms(at_ms)
+                ms(*at_ms)
             ])?;
         }
         StoreOp::UpdateAction {
@@ -661,13 +727,13 @@ fn apply(tx: &Transaction<'_>, op: StoreOp) -> rusqlite::Result<()> {
                 "UPDATE actions SET status = ?2, result = ?3, updated_ms = ?4 WHERE id = ?1",
             )?
             .execute(params![
-                ms(id),
+                ms(*id),
                 status.as_str(),
-                result.map(|r| json(&r)),
-                ms(at_ms)
+                result.as_ref().map(json),
+                ms(*at_ms)
             ])?;
         }
-        StoreOp::Flush(_) => {}
+        StoreOp::Flush(_) | StoreOp::Barrier(_) | StoreOp::Reply { .. } => {}
     }
     Ok(())
 }

@@ -231,6 +231,7 @@ impl CoapGateway {
             shutdown: drivers,
             things,
             reads: futures_util::stream::FuturesUnordered::new(),
+            commits: futures_util::stream::FuturesUnordered::new(),
         };
         let inputs = Inputs {
             server_events: server.events,

@@ -9,6 +9,12 @@
 //! - other events (offline, values from observed devices, command refusals) go through a
 //!   bounded [`Outbox`] drained as the hub makes room.
 //!
+//! A confirmable request whose events reached the hub is answered only once the hub has
+//! committed them: a barrier follows its events, and the response waits for it beside the
+//! actor's other inputs (if that takes longer than the ACK delay, the server sends an empty ACK
+//! and the response follows as a separate one, after the commit). If the hub cannot write them,
+//! the device gets 5.03 and retries. Non-confirmable requests stay fire-and-forget.
+//!
 //! Waiting happens only on the drivers' command channels, which their tasks drain without ever
 //! waiting on the actor, so the two cannot deadlock. A device reading its own `state` or `info`
 //! is answered from the hub's registry: the actor polls those reads itself beside its other
@@ -19,7 +25,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use device_models::{DeviceCommand, DeviceEvent, ThingId};
+use device_models::{CommitError, CommitWait, DeviceCommand, DeviceEvent, ThingId};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc;
@@ -50,6 +56,11 @@ pub(crate) type PendingRead = std::pin::Pin<
     Box<dyn std::future::Future<Output = (RequestId, Read, Option<ThingView>)> + Send>,
 >;
 
+/// A response held until the events of its request are committed.
+pub(crate) type PendingCommit = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (RequestId, Response, Result<(), CommitError>)> + Send>,
+>;
+
 /// Everything the actor receives from.
 pub(crate) struct Inputs {
     pub server_events: mpsc::Receiver<ServerEvent>,
@@ -72,6 +83,8 @@ pub(crate) struct Actor {
     pub things: Arc<dyn ThingReader>,
     /// Registry reads in progress.
     pub reads: FuturesUnordered<PendingRead>,
+    /// Responses waiting for their request's events to be committed.
+    pub commits: FuturesUnordered<PendingCommit>,
 }
 
 /// A sweep interval for an offline timeout: a quarter of it, between 100 ms and 1 s.
@@ -156,6 +169,18 @@ pub(crate) async fn run(mut actor: Actor, mut inputs: Inputs) -> Result<(), Gate
                     break Err(GatewayError::Driver(e));
                 }
             }
+            Some((id, response, outcome)) = actor.commits.next(), if !actor.commits.is_empty() => {
+                let response = match outcome {
+                    Ok(()) => response,
+                    Err(e) => {
+                        warn!(request = %id, error = %e, "a request's data could not be made durable; asking the device to retry");
+                        busy()
+                    }
+                };
+                if let Err(e) = actor.server.respond(id, response).await {
+                    break Err(GatewayError::Driver(e));
+                }
+            }
             _ = inputs.sweep.tick() => {
                 if let Err(e) = actor.on_sweep().await {
                     break Err(e);
@@ -186,7 +211,15 @@ impl Actor {
 
     async fn on_request(&mut self, request: Request) -> Result<(), GatewayError> {
         let id = request.id;
-        let (response, notify, read) = self.react(&request);
+        let (response, notify, read, commit) = self.react(&request);
+        if let Some(wait) = commit {
+            self.commits
+                .push(Box::pin(async move { (id, response, wait.await) }));
+            if let Some(thing) = notify {
+                self.notify(&thing).await?;
+            }
+            return Ok(());
+        }
         let response = match read {
             Some(read) => match self.start_read(id, read) {
                 // Answered when the registry replies.
@@ -217,9 +250,14 @@ impl Actor {
         None
     }
 
-    /// Handles a request with its events' channel slots reserved first (see the module docs).
-    fn react(&mut self, request: &Request) -> (Response, Option<ThingId>, Option<Read>) {
-        let wanted = MAX_EVENTS_PER_REQUEST.min(self.events.max_capacity());
+    /// Handles a request with its events' channel slots reserved first (see the module docs);
+    /// for a confirmable request that produced events, also returns the wait for their commit.
+    fn react(
+        &mut self,
+        request: &Request,
+    ) -> (Response, Option<ThingId>, Option<Read>, Option<CommitWait>) {
+        // One more slot for the barrier that follows the events.
+        let wanted = (MAX_EVENTS_PER_REQUEST + 1).min(self.events.max_capacity());
         let permits = if self.outbox.is_empty() {
             self.events.try_reserve_many(wanted)
         } else {
@@ -229,21 +267,27 @@ impl Actor {
         match permits {
             Ok(mut permits) => {
                 let reaction = self.push.on_request(now(), wall_ms(), request);
-                for event in reaction.events {
+                let durable = request.confirmable && !reaction.events.is_empty();
+                let barrier = durable.then(device_models::gateway::commit);
+                let (commit, wait) = match barrier {
+                    Some((c, w)) => (Some(DeviceEvent::Barrier(c)), Some(w)),
+                    None => (None, None),
+                };
+                for event in reaction.events.into_iter().chain(commit) {
                     match permits.next() {
                         Some(permit) => permit.send(event),
                         None => self.outbox.push(&self.events, event),
                     }
                 }
-                (reaction.response, reaction.notify, reaction.read)
+                (reaction.response, reaction.notify, reaction.read, wait)
             }
             Err(TrySendError::Full(())) => {
                 debug!(peer = %request.peer, "hub queue full; asking the device to retry");
-                (busy(), None, None)
+                (busy(), None, None, None)
             }
             Err(TrySendError::Closed(())) => {
                 debug!("hub closed the event channel");
-                (busy(), None, None)
+                (busy(), None, None, None)
             }
         }
     }

@@ -15,10 +15,16 @@
 //! - MQTT 5 topic aliases are not offered (CONNACK says 0), so every PUBLISH names its topic and
 //!   the ACL sees it.
 //!
+//! - a QoS 1 PUBACK (and a QoS 2 PUBREC) goes out only once the hub has committed what the
+//!   PUBLISH carried ([`Hooks::published`] returns the wait); the connection keeps reading while
+//!   acks are held, up to its in-flight limit. If the hub cannot write it, an MQTT 5 client gets
+//!   the ack with reason 0x80 and a 3.1.1 client is disconnected without one, so it sends the
+//!   message again.
+//!
 //! Per-connection state lives in this task only. A panic inside rumqttd's codec is caught, and
 //! the connection is cleaned up as if the network had failed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -26,7 +32,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt;
+use device_models::{CommitError, CommitWait};
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt as _};
 use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
@@ -216,6 +224,8 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
         limits,
         subscribed: Vec::new(),
         clean,
+        held: FuturesOrdered::new(),
+        awaiting: HashMap::new(),
     };
     let ack = ConnAck {
         session_present,
@@ -312,6 +322,18 @@ struct Connection<H: Hooks> {
     subscribed: Vec<String>,
     /// A clean session: its subscriptions end with the connection.
     clean: bool,
+    /// Acks held until the hub committed their message, in the order they are due.
+    held: FuturesOrdered<HeldAck>,
+    /// Routed PUBLISHes whose commit is awaited, by packet id, until the router's ack for them
+    /// comes and joins `held`.
+    awaiting: HashMap<u16, CommitWait>,
+}
+
+/// An ack (PUBACK or PUBREC) and the commit it waits for.
+type HeldAck = std::pin::Pin<Box<dyn Future<Output = (Packet, Result<(), CommitError>)> + Send>>;
+
+fn hold(packet: Packet, wait: CommitWait) -> HeldAck {
+    Box::pin(async move { (packet, wait.await) })
 }
 
 impl<H: Hooks> Connection<H> {
@@ -328,7 +350,14 @@ impl<H: Hooks> Connection<H> {
                     }
                     return SessionEnd::Shutdown;
                 }
-                read = tokio::time::timeout(self.idle, self.stream.read_buf(&mut self.rbuf)) => {
+                Some((packet, outcome)) = self.held.next(), if !self.held.is_empty() => {
+                    if let Flow::End(end) = self.release(packet, outcome) {
+                        let _ = self.flush().await;
+                        return end;
+                    }
+                }
+                read = tokio::time::timeout(self.idle, self.stream.read_buf(&mut self.rbuf)),
+                    if self.held.len() + self.awaiting.len() < self.limits.max_inflight => {
                     match read {
                         Err(_) => {
                             debug!("keep-alive expired");
@@ -364,8 +393,21 @@ impl<H: Hooks> Connection<H> {
                         return SessionEnd::Lost;
                     }
                     Ok(Some(notification)) => {
-                        if let Some(packet) = Option::<Packet>::from(notification) {
-                            self.queue(packet);
+                        match Option::<Packet>::from(notification) {
+                            // The router's ack of a PUBLISH whose commit is awaited waits for it.
+                            Some(packet @ (Packet::PubAck(..) | Packet::PubRec(..))) => {
+                                let pkid = match &packet {
+                                    Packet::PubAck(a, _) => a.pkid,
+                                    Packet::PubRec(r, _) => r.pkid,
+                                    _ => 0,
+                                };
+                                match self.awaiting.remove(&pkid) {
+                                    Some(wait) => self.held.push_back(hold(packet, wait)),
+                                    None => self.queue(packet),
+                                }
+                            }
+                            Some(packet) => self.queue(packet),
+                            None => {}
                         }
                     }
                     Ok(None) => {}
@@ -441,8 +483,10 @@ impl<H: Hooks> Connection<H> {
                     warn!(%topic, "PUBLISH refused by the ACL");
                     return self.ack_refused(&publish.serialize());
                 }
-                self.hooks
-                    .published(session, &topic, &publish.payload, publish.retain)
+                let qos = delivery.map_or(0, |(qos, _)| qos);
+                let commit = self
+                    .hooks
+                    .published(session, &topic, &publish.payload, publish.retain, qos)
                     .await;
                 // Nobody can be subscribed: skip the router (see `interest`). Retained messages and
                 // QoS 2 always go to the router, which stores the one and runs the other's flow.
@@ -450,13 +494,22 @@ impl<H: Hooks> Connection<H> {
                 if !publish.retain && matches!(qos, Some(0 | 1)) && !shared.interest_in(&topic) {
                     shared.stats.unrouted.fetch_add(1, Ordering::Relaxed);
                     if let Some((1, pkid)) = delivery {
-                        let ack = PubAck {
-                            pkid,
-                            reason: PubAckReason::Success,
-                        };
-                        self.queue(Packet::PubAck(ack, None));
+                        let ack = Packet::PubAck(
+                            PubAck {
+                                pkid,
+                                reason: PubAckReason::Success,
+                            },
+                            None,
+                        );
+                        match commit {
+                            Some(wait) => self.held.push_back(hold(ack, wait)),
+                            None => self.queue(ack),
+                        }
                     }
                     return Flow::Continue;
+                }
+                if let (Some(wait), Some((1 | 2, pkid))) = (commit, delivery) {
+                    self.awaiting.insert(pkid, wait);
                 }
                 if let Some(p) = properties.as_mut() {
                     p.topic_alias = None;
@@ -566,6 +619,43 @@ impl<H: Hooks> Connection<H> {
         Flow::Continue
     }
 
+    /// Sends a held ack once its commit is answered: as it is on success; on failure, MQTT 5
+    /// gets it with reason 0x80 and 3.1.1 (which has no negative ack) loses the connection, so
+    /// the client sends the message again.
+    fn release(&mut self, packet: Packet, outcome: Result<(), CommitError>) -> Flow {
+        match outcome {
+            Ok(()) => {
+                self.queue(packet);
+                Flow::Continue
+            }
+            Err(error) => {
+                warn!(%error, "a message could not be made durable; not acknowledged");
+                if !self.codec.is_v5() {
+                    return Flow::End(SessionEnd::Lost);
+                }
+                let packet = match packet {
+                    Packet::PubAck(ack, p) => Packet::PubAck(
+                        PubAck {
+                            pkid: ack.pkid,
+                            reason: PubAckReason::UnspecifiedError,
+                        },
+                        p,
+                    ),
+                    Packet::PubRec(rec, p) => Packet::PubRec(
+                        PubRec {
+                            pkid: rec.pkid,
+                            reason: PubRecReason::UnspecifiedError,
+                        },
+                        p,
+                    ),
+                    other => other,
+                };
+                self.queue(packet);
+                Flow::Continue
+            }
+        }
+    }
+
     async fn forward(&mut self, packet: Packet) -> Flow {
         match self.link_tx.send(packet).await {
             Ok(_) => Flow::Continue,
@@ -614,8 +704,10 @@ impl<H: Hooks> Connection<H> {
         if end == SessionEnd::Lost
             && let Some((topic, will)) = self.will.take()
         {
-            self.hooks
-                .published(&mut session, &topic, &will.message, will.retain)
+            // Nobody acknowledges a will: no commit to wait for.
+            let _ = self
+                .hooks
+                .published(&mut session, &topic, &will.message, will.retain, 0)
                 .await;
             let message = Outbound {
                 topic,

@@ -109,13 +109,16 @@ pub trait Hooks: Send + Sync + 'static {
     fn may_subscribe(&self, session: &Self::Session, filter: &str) -> bool;
 
     /// A message the client published (and that the ACL allowed), before the router has it.
+    /// For QoS 1 and 2 (`qos`), the hooks may return a wait that the connection holds the
+    /// PUBACK (PUBREC) behind: the message is acknowledged only once it is durable.
     fn published(
         &self,
         session: &mut Self::Session,
         topic: &str,
         payload: &Bytes,
         retain: bool,
-    ) -> impl Future<Output = ()> + Send;
+        qos: u8,
+    ) -> impl Future<Output = Option<device_models::CommitWait>> + Send;
 
     /// The connection is over.
     fn closed(&self, session: Self::Session, end: SessionEnd) -> impl Future<Output = ()> + Send;

@@ -74,6 +74,7 @@ fn kinds(out: &Outcome) -> Vec<&'static str> {
             DeviceEvent::Event { .. } => "event",
             DeviceEvent::ActionReply { .. } => "reply",
             DeviceEvent::Raw { .. } => "raw",
+            DeviceEvent::Barrier(_) => "barrier",
         })
         .collect()
 }

@@ -82,6 +82,8 @@ impl Core {
                 correlation,
                 outcome,
             } => self.action_reply(&thing, &correlation, outcome, now_ms),
+            // Behind the writes of the events before it, in the writer's queue.
+            DeviceEvent::Barrier(commit) => self.out.store.push(StoreOp::Barrier(commit)),
             DeviceEvent::Raw { source, .. } => {
                 self.stats.raw_messages.fetch_add(1, Ordering::Relaxed);
                 tracing::trace!(%source, "raw device message ignored by the things service");

@@ -14,13 +14,23 @@ impl Core {
         let answer = match req {
             Request::List { type_id, online } => Ok(self.list(type_id.as_deref(), online)),
             Request::Get { thing, property } => self.get(&thing, property.as_deref()),
+            // Changes are answered once the writes that hold them are committed.
             Request::Provision {
                 thing,
                 type_id,
                 info,
-            } => self.provision(thing, &type_id, info, now_ms),
-            Request::Delete { thing } => self.delete(&thing),
-            Request::UpdateInfo { thing, values } => self.update_info(&thing, &values),
+            } => {
+                let answer = self.provision(thing, &type_id, info, now_ms);
+                return self.after_commit(reply, answer);
+            }
+            Request::Delete { thing } => {
+                let answer = self.delete(&thing);
+                return self.after_commit(reply, answer);
+            }
+            Request::UpdateInfo { thing, values } => {
+                let answer = self.update_info(&thing, &values);
+                return self.after_commit(reply, answer);
+            }
             Request::TypesList => Ok(self.types_list()),
             Request::TypesGet { type_id } => self.types_get(&type_id),
             Request::Describe { thing } => self.describe(&thing),
@@ -45,6 +55,16 @@ impl Core {
             }
         };
         let _ = reply.send(answer);
+    }
+
+    /// Answers a change once the database holds it: a success waits behind the writes it made,
+    /// in the writer's queue; an error (nothing written) is answered now.
+    fn after_commit(&mut self, reply: Reply, answer: Result<Json, ApiError>) {
+        if answer.is_ok() && !self.out.store.is_empty() {
+            self.out.store.push(StoreOp::Reply { reply, answer });
+        } else {
+            let _ = reply.send(answer);
+        }
     }
 
     fn entry(&self, thing: &ThingId) -> Result<&Entry, ApiError> {

@@ -1,0 +1,99 @@
+//! [`Commit`]: how a gateway learns that what its devices said is durable, so that it
+//! acknowledges a device (an MQTT PUBACK, a CoAP ACK, a framed ack) only after the hub's
+//! database holds the message.
+//!
+//! A gateway sends [`DeviceEvent::Barrier`](super::DeviceEvent::Barrier) after the events it
+//! wants acknowledged, on the same channel, and awaits the [`CommitWait`]. Events are handled
+//! and written in the order they were sent, so the answer covers every event sent before the
+//! barrier. One database commit answers every barrier queued behind it (group commit).
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+/// Why a barrier was not answered with success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// The database refused the write (disk full, I/O error) even after retries.
+    #[error("the hub could not write the message to its database")]
+    WriteFailed,
+    /// The hub dropped the barrier without answering (it is stopping).
+    #[error("the hub stopped before the message was written")]
+    Stopped,
+}
+
+/// The hub's end of a barrier: answered once, by whoever holds the last clone. Dropping every
+/// clone unanswered answers [`CommitError::Stopped`].
+#[derive(Debug, Clone)]
+pub struct Commit(Arc<Mutex<Option<oneshot::Sender<Result<(), CommitError>>>>>);
+
+/// The gateway's end of a barrier.
+#[derive(Debug)]
+pub struct CommitWait(oneshot::Receiver<Result<(), CommitError>>);
+
+/// A new barrier: the hub answers the [`Commit`], the gateway awaits the [`CommitWait`].
+pub fn commit() -> (Commit, CommitWait) {
+    let (tx, rx) = oneshot::channel();
+    (Commit(Arc::new(Mutex::new(Some(tx)))), CommitWait(rx))
+}
+
+impl Commit {
+    /// Answers the barrier (the first answer counts).
+    pub fn answer(&self, outcome: Result<(), CommitError>) {
+        let sender = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(tx) = sender {
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+impl PartialEq for Commit {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl CommitWait {
+    /// The answer if it has come, without waiting: `None` while the write is pending.
+    pub fn try_answer(&mut self) -> Option<Result<(), CommitError>> {
+        match self.0.try_recv() {
+            Ok(outcome) => Some(outcome),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(CommitError::Stopped)),
+        }
+    }
+}
+
+impl std::future::Future for CommitWait {
+    type Output = Result<(), CommitError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(CommitError::Stopped)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_reaches_the_waiter_and_a_dropped_barrier_says_stopped() {
+        let (c, mut w) = commit();
+        assert_eq!(w.try_answer(), None);
+        let c2 = c.clone();
+        drop(c);
+        assert_eq!(w.try_answer(), None, "a clone still holds it");
+        c2.answer(Ok(()));
+        c2.answer(Err(CommitError::WriteFailed));
+        assert_eq!(w.try_answer(), Some(Ok(())));
+
+        let (c, mut w) = commit();
+        drop(c);
+        assert_eq!(w.try_answer(), Some(Err(CommitError::Stopped)));
+    }
+}
