@@ -13,6 +13,8 @@ pub mod things {
     pub const DESCRIBE: &str = "brume.things.describe";
     pub const TYPES_LIST: &str = "brume.types.list";
     pub const TYPES_GET: &str = "brume.types.get";
+    /// The things service's counters, with every loss by cause.
+    pub const STATS: &str = "brume.things.stats";
 
     /// The prefix of every `brume.things.*` procedure and topic.
     pub const PREFIX: &str = "brume.things.";

@@ -777,12 +777,7 @@ async fn a_puback_waits_for_the_commit_and_a_failed_write_is_not_acked() {
     let mut dev = Client::connect(hub.device_options("dev-1")).await.unwrap();
     dev.publish("things/dev-1/state", r#"{"temperature": 20.5}"#, false)
         .await;
-    let barrier = loop {
-        match tokio::time::timeout(harness::WAIT, raw.recv()).await.unwrap().unwrap() {
-            DeviceEvent::Barrier(c) => break c,
-            _ => {}
-        }
-    };
+    let barrier = next_barrier(&mut raw).await;
     let early = tokio::time::timeout(Duration::from_millis(300), dev.incoming.recv()).await;
     assert!(early.is_err(), "acknowledged before the commit: {early:?}");
     barrier.answer(Ok(()));
@@ -791,12 +786,7 @@ async fn a_puback_waits_for_the_commit_and_a_failed_write_is_not_acked() {
 
     dev.publish("things/dev-1/state", r#"{"temperature": 21.5}"#, false)
         .await;
-    let barrier = loop {
-        match tokio::time::timeout(harness::WAIT, raw.recv()).await.unwrap().unwrap() {
-            DeviceEvent::Barrier(c) => break c,
-            _ => {}
-        }
-    };
+    let barrier = next_barrier(&mut raw).await;
     barrier.answer(Err(device_models::CommitError::WriteFailed));
     let end = tokio::time::timeout(harness::WAIT, async {
         loop {
@@ -810,4 +800,14 @@ async fn a_puback_waits_for_the_commit_and_a_failed_write_is_not_acked() {
     .await
     .unwrap();
     assert_eq!(end, "disconnected");
+}
+
+/// The next barrier the gateway sends, skipping the events before it.
+async fn next_barrier(raw: &mut tokio::sync::mpsc::Receiver<DeviceEvent>) -> device_models::Commit {
+    loop {
+        let event = tokio::time::timeout(harness::WAIT, raw.recv()).await;
+        if let DeviceEvent::Barrier(c) = event.unwrap().unwrap() {
+            return c;
+        }
+    }
 }

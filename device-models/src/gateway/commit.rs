@@ -25,7 +25,10 @@ pub enum CommitError {
 /// The hub's end of a barrier: answered once, by whoever holds the last clone. Dropping every
 /// clone unanswered answers [`CommitError::Stopped`].
 #[derive(Debug, Clone)]
-pub struct Commit(Arc<Mutex<Option<oneshot::Sender<Result<(), CommitError>>>>>);
+pub struct Commit(Arc<Mutex<Option<Answer>>>);
+
+/// Where a barrier's outcome goes.
+type Answer = oneshot::Sender<Result<(), CommitError>>;
 
 /// The gateway's end of a barrier.
 #[derive(Debug)]

@@ -314,7 +314,12 @@ impl Hooks for Core {
         }
         // Acknowledged only once what it said is durable: the barrier follows its events.
         let (commit, wait) = device_models::gateway::commit();
-        if self.events.send(DeviceEvent::Barrier(commit)).await.is_err() {
+        if self
+            .events
+            .send(DeviceEvent::Barrier(commit))
+            .await
+            .is_err()
+        {
             debug!("the hub stopped; the message is not acknowledged");
         }
         Some(wait)

@@ -38,6 +38,7 @@ pub enum Procedure {
     Describe,
     TypesList,
     TypesGet,
+    Stats,
     /// `brume.thing.<id>.action.<name>`, registered as the wildcard [`ACTION_PATTERN`].
     Action,
 }
@@ -45,7 +46,7 @@ pub enum Procedure {
 pub use crate::wamp::uris::things::ACTION_PATTERN;
 
 impl Procedure {
-    pub const ALL: [Procedure; 10] = [
+    pub const ALL: [Procedure; 11] = [
         Procedure::List,
         Procedure::Get,
         Procedure::Provision,
@@ -55,6 +56,7 @@ impl Procedure {
         Procedure::Describe,
         Procedure::TypesList,
         Procedure::TypesGet,
+        Procedure::Stats,
         Procedure::Action,
     ];
 
@@ -72,6 +74,7 @@ impl Procedure {
             Procedure::Describe => exact(t::DESCRIBE),
             Procedure::TypesList => exact(t::TYPES_LIST),
             Procedure::TypesGet => exact(t::TYPES_GET),
+            Procedure::Stats => exact(t::STATS),
             Procedure::Action => (ACTION_PATTERN, MatchPolicy::Wildcard),
         }
     }
@@ -227,6 +230,7 @@ pub fn parse(
         },
         Procedure::Describe => Request::Describe { thing: a.thing()? },
         Procedure::TypesList => Request::TypesList,
+        Procedure::Stats => Request::Stats,
         Procedure::TypesGet => Request::TypesGet {
             type_id: a.required_str("type", Some(0))?.to_owned(),
         },

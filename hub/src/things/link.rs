@@ -80,6 +80,41 @@ impl ThingsStats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+
+    /// What `brume.things.stats` answers: the counters, the database writer's, and one ledger
+    /// of everything not kept, by cause (`dropped` is its sum). `pending_writes` are writes
+    /// handed over but not yet committed.
+    pub fn to_json(&self, store: &super::store::StoreStats, pending_writes: usize) -> Json {
+        let g = Self::get;
+        let by_cause = serde_json::json!({
+            "rejected_by_type": g(&self.invalid_reports) + g(&self.invalid_messages),
+            "unknown_device": g(&self.unknown_devices),
+            "publish_queue": g(&self.dropped_publications),
+            "command_queue": g(&self.dropped_commands),
+            "write_failed": g(&store.failed_ops),
+        });
+        let dropped: u64 = by_cause
+            .as_object()
+            .map(|m| m.values().filter_map(Json::as_u64).sum())
+            .unwrap_or(0);
+        serde_json::json!({
+            "events_in": g(&self.events_in),
+            "state_events": g(&self.state_events),
+            "auto_provisioned": g(&self.auto_provisioned),
+            "raw_messages": g(&self.raw_messages),
+            "dropped": dropped,
+            "dropped_by_cause": by_cause,
+            "store": {
+                "batches": g(&store.batches),
+                "writes": g(&store.ops),
+                "retries": g(&store.retries),
+                "failed_writes": g(&store.failed_ops),
+                "acknowledged_after_commit": g(&store.barriers),
+                "pruned_actions": g(&store.pruned_actions),
+                "pending_writes": pending_writes,
+            },
+        })
+    }
 }
 
 /// The handle gateways use to attach to the things service. Cheap to clone.

@@ -192,6 +192,7 @@ pub async fn start(
         store: store.sender(),
         stats,
         store_backlog_max: t.store_queue,
+        store_stats: store_stats.clone(),
     };
     let stop = shutdown.clone();
     tracker.spawn(async move {

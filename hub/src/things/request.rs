@@ -63,6 +63,8 @@ pub enum Request {
     TypesGet { type_id: String },
     /// `brume.things.describe`
     Describe { thing: ThingId },
+    /// `brume.things.stats` (answered by the service, which also sees the database writer).
+    Stats,
     /// The caller of a `set` or an action canceled it (the router interrupted the invocation):
     /// the API dropped that call's reply, and the service forgets every waiting call whose reply
     /// is gone (an action is logged as `canceled`; desired values stay pending).
@@ -84,6 +86,7 @@ impl Request {
             Request::TypesGet { .. } => "types.get",
             Request::Describe { .. } => "describe",
             Request::Canceled => "canceled",
+            Request::Stats => "stats",
         }
     }
 }

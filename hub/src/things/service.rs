@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::core::{Core, Publication};
 use super::link::{Attach, GatewayId, ThingsStats};
 use super::request::{Reply, Request};
-use super::store::StoreOp;
+use super::store::{StoreOp, StoreStats};
 use device_models::now_ms;
 
 /// Most device events handled in a row before the loop looks at its other inputs, so a device
@@ -64,6 +64,7 @@ pub struct ThingsService {
     pub(crate) store: mpsc::Sender<StoreOp>,
     pub(crate) stats: Arc<ThingsStats>,
     pub(crate) store_backlog_max: usize,
+    pub(crate) store_stats: Arc<StoreStats>,
 }
 
 impl ThingsService {
@@ -90,7 +91,12 @@ impl ThingsService {
                 }
                 Some((req, reply)) = self.requests.recv(), if read_requests => {
                     tracing::trace!(request = req.name(), "API request");
-                    self.core.handle_request(req, reply, tokio::time::Instant::now(), now_ms());
+                    if matches!(req, Request::Stats) {
+                        let pending = backlog.len() + store.max_capacity() - store.capacity();
+                        let _ = reply.send(Ok(self.stats.to_json(&self.store_stats, pending)));
+                    } else {
+                        self.core.handle_request(req, reply, tokio::time::Instant::now(), now_ms());
+                    }
                 }
                 Some((gw, event)) = gateways.next(), if read_events => {
                     let now = tokio::time::Instant::now();
@@ -228,6 +234,7 @@ mod tests {
             store,
             stats: stats.clone(),
             store_backlog_max: 64,
+            store_stats: Arc::new(StoreStats::default()),
         };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(service.run(shutdown.clone()));

@@ -34,6 +34,10 @@ impl Core {
             Request::TypesList => Ok(self.types_list()),
             Request::TypesGet { type_id } => self.types_get(&type_id),
             Request::Describe { thing } => self.describe(&thing),
+            // The service answers it (it sees the writer); a core alone has no writer.
+            Request::Stats => Ok(self
+                .stats
+                .to_json(&super::super::store::StoreStats::default(), 0)),
             Request::Canceled => {
                 self.forget_canceled(now_ms);
                 Ok(Json::Null)

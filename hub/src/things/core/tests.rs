@@ -52,9 +52,25 @@ impl Fixture {
         rx
     }
 
+    /// Calls and answers at once, committing (as the writer would) the replies that wait for
+    /// their writes.
     fn answer(&mut self, req: Request) -> Result<Json, ApiError> {
         let mut rx = self.call(req);
+        self.commit_replies();
         rx.try_recv().expect("answered at once")
+    }
+
+    /// Sends the replies held behind writes in the outbox, leaving the writes there.
+    fn commit_replies(&mut self) {
+        let ops = std::mem::take(&mut self.core.out.store);
+        for op in ops {
+            match op {
+                StoreOp::Reply { reply, answer } => {
+                    let _ = reply.send(answer);
+                }
+                op => self.core.out.store.push(op),
+            }
+        }
     }
 
     fn event(&mut self, e: DeviceEvent) {

@@ -223,3 +223,61 @@ fn a_bad_row_names_table_and_key() {
         "{text}"
     );
 }
+
+/// A barrier is answered once the writes before it are committed. A write the database refuses
+/// is retried, then written alone: the others in its batch are kept, only it is lost and
+/// counted, and the barriers of that batch say the write failed.
+#[test]
+fn barriers_follow_the_commit_and_a_refused_write_is_the_only_one_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("things.db");
+    let (store, _) = Store::open(&path, 64, 100).unwrap();
+    put_thing(&store, "t1");
+    put_thing(&store, "bad");
+    let (commit, wait) = device_models::gateway::commit();
+    store
+        .sender()
+        .blocking_send(StoreOp::Barrier(commit))
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert_eq!(rt.block_on(wait), Ok(()));
+    // Once the barrier is answered, its writes are on disk for any other reader.
+    let other = Connection::open(&path).unwrap();
+    let n: i64 = other
+        .query_row("SELECT count(*) FROM things", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2);
+    // The database refuses every report of "bad" (as a full disk would refuse all of them).
+    other
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON reported WHEN NEW.thing = 'bad'
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .unwrap();
+    drop(other);
+    let tx = store.sender();
+    for thing in ["t1", "bad"] {
+        tx.blocking_send(StoreOp::PutReported {
+            thing: id(thing),
+            values: vec![("temperature".into(), stamped(json!(20), 1))],
+        })
+        .unwrap();
+    }
+    let (commit, wait) = device_models::gateway::commit();
+    tx.blocking_send(StoreOp::Barrier(commit)).unwrap();
+    assert_eq!(
+        rt.block_on(wait),
+        Err(device_models::CommitError::WriteFailed)
+    );
+    assert_eq!(store.stats().failed_ops.load(Ordering::Relaxed), 1);
+    assert!(store.stats().retries.load(Ordering::Relaxed) >= u64::from(RETRIES));
+    drop(tx);
+    store.close();
+    let (_, loaded) = Store::open(&path, 64, 100).unwrap();
+    let t1 = loaded.things.iter().find(|t| t.id == id("t1")).unwrap();
+    assert_eq!(t1.reported["temperature"].value, json!(20));
+    let bad = loaded.things.iter().find(|t| t.id == id("bad")).unwrap();
+    assert!(bad.reported.is_empty());
+}
