@@ -79,12 +79,20 @@ impl Hub {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let td = td_context(&config, &bound);
+        // The things service hands its events to the uplink directly (see uplink::tap).
+        let (tap, tapped) = if config.uplink.enabled {
+            let (tap, rx) = crate::uplink::tap(&config.uplink)?;
+            (Some(tap), Some(rx))
+        } else {
+            (None, None)
+        };
         let things = crate::things::start(
             &config,
             td,
             &router,
             shutdown.clone(),
             catalog.clone(),
+            tap,
             &tracker,
         )
         .await?;
@@ -112,6 +120,7 @@ impl Hub {
                 &config.hub.id,
                 &config.hub.data_dir,
                 config.uplink.clone(),
+                tapped,
                 shutdown.clone(),
                 &tracker,
             )

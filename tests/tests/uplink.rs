@@ -730,3 +730,150 @@ async fn cloud_apps_read_and_set_things_and_see_the_link_status() {
         "{down:?}"
     );
 }
+
+/// The drill of a crash under load: MQTT devices publish QoS 1 reports as fast as the hub
+/// acknowledges them while the cloud is unreachable, the hub is SIGKILLed in the middle, and
+/// after the restart every report a device got a PUBACK for reaches the cloud, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_report_a_device_got_a_puback_for_reaches_the_cloud_after_a_crash() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    const DEVICES: usize = 10;
+    const REPORTS: u64 = 400;
+    let (cb, proxy, _dir, config) = offline_cloud_and_config().await;
+    let mqtt = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[mqtt]\nlisten = \"127.0.0.1:0\"",
+        &format!("[mqtt]\nlisten = \"{mqtt}\""),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut hub = BrumeProcess::start(&config);
+    let admin = process_client(&hub).await;
+    let mut devices = Vec::new();
+    for d in 0..DEVICES {
+        let thing = format!("drill-{d}");
+        let p = admin
+            .call(
+                "brume.things.provision",
+                vec![],
+                dict([
+                    ("thing", Value::from(thing.as_str())),
+                    ("type", Value::from("temperature_sensor")),
+                ]),
+            )
+            .await
+            .unwrap();
+        let secret = p.payload.arg(0).and_then(Value::as_dict).unwrap()["secret"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut o = MqttOptions::new(thing.clone(), mqtt.ip().to_string(), mqtt.port());
+        o.set_credentials(thing.clone(), secret);
+        o.set_inflight(50);
+        o.set_keep_alive(Duration::from_secs(30));
+        let (client, mut events) = AsyncClient::new(o, 64);
+        let acked = Arc::new(AtomicU64::new(0));
+        let counter = acked.clone();
+        let poll = tokio::spawn(async move {
+            // Until the hub dies: every PUBACK counted (the broker acknowledges in order).
+            while let Ok(e) = events.poll().await {
+                if let Event::Incoming(Packet::PubAck(_)) = e {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        let publish = tokio::spawn({
+            let thing = thing.clone();
+            async move {
+                for i in 0..REPORTS {
+                    let payload = format!("{{\"temperature\": {}}}", i as f64 / 100.0);
+                    let topic = format!("things/{thing}/state");
+                    if client
+                        .publish(topic, QoS::AtLeastOnce, false, payload)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+        devices.push((thing, acked, poll, publish));
+    }
+    // Killed in the middle of the run, acknowledgements still flowing.
+    let total = || {
+        devices
+            .iter()
+            .map(|d| d.1.load(Ordering::SeqCst))
+            .sum::<u64>()
+    };
+    let half = DEVICES as u64 * REPORTS / 2;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while total() < half {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("half the reports acknowledged");
+    hub.kill9();
+    drop(admin);
+    let mut acked = BTreeMap::new();
+    for (thing, count, poll, publish) in devices {
+        let _ = tokio::time::timeout(Duration::from_secs(10), poll).await;
+        publish.abort();
+        acked.insert(
+            format!("brume.hub.edge-a.thing.{thing}.state"),
+            count.load(Ordering::SeqCst),
+        );
+    }
+    assert!(acked.values().sum::<u64>() >= half);
+
+    let _hub = BrumeProcess::start(&config);
+    let (_cloud, mut rx) = cloud_subscriber(&cb).await;
+    proxy.set(ProxyMode::Open);
+    // Per device: the values the cloud got, duplicates (same hub, seq) dropped.
+    let mut seen = HashSet::new();
+    let mut got: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let complete = |got: &BTreeMap<String, Vec<u64>>| {
+        acked
+            .iter()
+            .all(|(topic, n)| got.get(topic).map_or(0, Vec::len) as u64 >= *n)
+    };
+    let arrived = tokio::time::timeout(Duration::from_secs(90), async {
+        while !complete(&got) {
+            let (topic, kw) = rx.recv().await.expect("cloud subscription open");
+            let Some(meta) = kw.get("_brume").and_then(Value::as_dict) else {
+                continue;
+            };
+            let key = (
+                meta["hub"].as_str().unwrap().to_owned(),
+                meta["seq"].as_u64().unwrap(),
+            );
+            if !seen.insert(key) || !acked.contains_key(&topic) {
+                continue;
+            }
+            let t = kw["values"].as_dict().unwrap()["temperature"]
+                .as_f64()
+                .unwrap();
+            got.entry(topic)
+                .or_default()
+                .push((t * 100.0).round() as u64);
+        }
+    })
+    .await;
+    for (topic, n) in &acked {
+        let values = got.get(topic).cloned().unwrap_or_default();
+        let prefix: Vec<u64> = values.iter().copied().take(*n as usize).collect();
+        assert_eq!(
+            prefix,
+            (0..*n).collect::<Vec<_>>(),
+            "{topic}: the {n} acknowledged reports, in order (arrived in time: {})",
+            arrived.is_ok()
+        );
+    }
+}

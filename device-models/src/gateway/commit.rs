@@ -6,7 +6,12 @@
 //! wants acknowledged, on the same channel, and awaits the [`CommitWait`]. Events are handled
 //! and written in the order they were sent, so the answer covers every event sent before the
 //! barrier. One database commit answers every barrier queued behind it (group commit).
+//!
+//! Where more than one store must hold the events (the things database and the uplink's queue),
+//! the barrier is split with [`Commit::part`]: the gateway hears success once every part has
+//! answered success, and the first failure at once.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
@@ -22,10 +27,18 @@ pub enum CommitError {
     Stopped,
 }
 
-/// The hub's end of a barrier: answered once, by whoever holds the last clone. Dropping every
-/// clone unanswered answers [`CommitError::Stopped`].
+/// The hub's end of a barrier. Every part (the first, and each [`Commit::part`]) answers once;
+/// the first answer of a part counts. Dropping every part unanswered answers
+/// [`CommitError::Stopped`].
 #[derive(Debug, Clone)]
-pub struct Commit(Arc<Mutex<Option<Answer>>>);
+pub struct Commit(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    answer: Mutex<Option<Answer>>,
+    /// Parts that have not answered success yet.
+    pending: AtomicUsize,
+}
 
 /// Where a barrier's outcome goes.
 type Answer = oneshot::Sender<Result<(), CommitError>>;
@@ -37,16 +50,42 @@ pub struct CommitWait(oneshot::Receiver<Result<(), CommitError>>);
 /// A new barrier: the hub answers the [`Commit`], the gateway awaits the [`CommitWait`].
 pub fn commit() -> (Commit, CommitWait) {
     let (tx, rx) = oneshot::channel();
-    (Commit(Arc::new(Mutex::new(Some(tx)))), CommitWait(rx))
+    let shared = Shared {
+        answer: Mutex::new(Some(tx)),
+        pending: AtomicUsize::new(1),
+    };
+    (Commit(Arc::new(shared)), CommitWait(rx))
 }
 
 impl Commit {
-    /// Answers the barrier (the first answer counts).
+    /// Answers this part of the barrier: a failure answers the gateway at once, success once
+    /// every part has succeeded.
     pub fn answer(&self, outcome: Result<(), CommitError>) {
-        let sender = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if outcome.is_ok() {
+            let before = self
+                .0
+                .pending
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            if before != Ok(1) {
+                return;
+            }
+        }
+        let sender = self
+            .0
+            .answer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(tx) = sender {
             let _ = tx.send(outcome);
         }
+    }
+
+    /// A further part of this barrier, for another store that must also hold the events
+    /// before the gateway acknowledges them.
+    pub fn part(&self) -> Commit {
+        self.0.pending.fetch_add(1, Ordering::AcqRel);
+        Commit(self.0.clone())
     }
 }
 
@@ -98,5 +137,31 @@ mod tests {
         let (c, mut w) = commit();
         drop(c);
         assert_eq!(w.try_answer(), Some(Err(CommitError::Stopped)));
+    }
+
+    #[test]
+    fn a_split_barrier_succeeds_when_every_part_has_and_fails_at_the_first_failure() {
+        let (c, mut w) = commit();
+        let uplink = c.part();
+        c.answer(Ok(()));
+        assert_eq!(w.try_answer(), None, "the uplink's part is pending");
+        uplink.answer(Ok(()));
+        assert_eq!(w.try_answer(), Some(Ok(())));
+
+        let (c, mut w) = commit();
+        let uplink = c.part();
+        uplink.answer(Err(CommitError::WriteFailed));
+        assert_eq!(w.try_answer(), Some(Err(CommitError::WriteFailed)));
+        c.answer(Ok(()));
+
+        let (c, mut w) = commit();
+        let uplink = c.part();
+        c.answer(Ok(()));
+        drop((c, uplink));
+        assert_eq!(
+            w.try_answer(),
+            Some(Err(CommitError::Stopped)),
+            "a part never answered"
+        );
     }
 }

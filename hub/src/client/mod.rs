@@ -268,10 +268,42 @@ impl Client {
         auth: AuthInfo,
         queue: usize,
     ) -> Result<Client, ClientError> {
+        Self::local_with_policy(router, realm, auth, queue, None)
+    }
+
+    /// Like [`Client::local_with_queue`], but a full queue drops this session's events (counted
+    /// in its [`SessionHandle::dropped_events`](crate::router::SessionHandle::dropped_events))
+    /// instead of closing it, whatever the router's policy: for internal sessions that must
+    /// keep running and account for what they missed.
+    pub fn local_dropping_events(
+        router: &Arc<Router>,
+        realm: &str,
+        auth: AuthInfo,
+        queue: usize,
+    ) -> Result<Client, ClientError> {
+        Self::local_with_policy(
+            router,
+            realm,
+            auth,
+            queue,
+            Some(crate::router::SlowConsumerPolicy::DropEvents),
+        )
+    }
+
+    fn local_with_policy(
+        router: &Arc<Router>,
+        realm: &str,
+        auth: AuthInfo,
+        queue: usize,
+        policy: Option<crate::router::SlowConsumerPolicy>,
+    ) -> Result<Client, ClientError> {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let kill = tokio_util::sync::CancellationToken::new();
         let mut session =
             RouterSession::new(router.clone(), TransportInfo::local(), tx, kill.clone());
+        if let Some(policy) = policy {
+            session.set_slow_consumer(policy);
+        }
         // In-process callees (the things API) honour INTERRUPT and bound their work by the
         // call's timeout: see [`Invocation::interrupted`] and [`Invocation::timeout`].
         let features = PeerFeatures {

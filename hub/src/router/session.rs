@@ -57,6 +57,8 @@ pub struct RouterSession {
     tx: mpsc::Sender<Outgoing>,
     kill: CancellationToken,
     state: State,
+    /// This session's slow-consumer policy when not the router's.
+    slow_consumer: Option<super::SlowConsumerPolicy>,
 }
 
 /// The agent string sent in WELCOME.
@@ -77,7 +79,14 @@ impl RouterSession {
             tx,
             kill,
             state: State::Idle,
+            slow_consumer: None,
         }
+    }
+
+    /// Applies `policy` to this session instead of the router's (set before it joins): an
+    /// internal session that must never be closed for slowness drops and counts instead.
+    pub fn set_slow_consumer(&mut self, policy: super::SlowConsumerPolicy) {
+        self.slow_consumer = Some(policy);
     }
 
     /// The established session's handle.
@@ -130,7 +139,8 @@ impl RouterSession {
                 features,
                 self.tx.clone(),
                 self.kill.clone(),
-                self.router.config.slow_consumer,
+                self.slow_consumer
+                    .unwrap_or(self.router.config.slow_consumer),
             ));
             if realm.insert_session(h.clone()) {
                 break h;

@@ -130,6 +130,7 @@ pub async fn start(
     router: &Arc<Router>,
     shutdown: CancellationToken,
     catalog: TypeCatalog,
+    tap: Option<crate::uplink::tap::UplinkTap>,
     tracker: &TaskTracker,
 ) -> Result<Things, ThingsError> {
     let t = &config.things;
@@ -184,6 +185,13 @@ pub async fn start(
         requests_tx.clone(),
     );
     let store_stats = store.stats().clone();
+    let mut publish_options = crate::wamp::Dict::new();
+    if let Some(tap) = &tap {
+        publish_options.insert(
+            "exclude_authid".into(),
+            crate::wamp::Value::List(vec![crate::wamp::Value::from(tap.authid())]),
+        );
+    }
     let service = service::ThingsService {
         core,
         attach: attach_rx,
@@ -193,6 +201,7 @@ pub async fn start(
         stats,
         store_backlog_max: t.store_queue,
         store_stats: store_stats.clone(),
+        tap,
     };
     let stop = shutdown.clone();
     tracker.spawn(async move {
@@ -208,6 +217,7 @@ pub async fn start(
         realm,
         requests: requests_tx,
         publications: pub_rx,
+        publish_options,
         tracker: tracker.clone(),
         shutdown: shutdown.clone(),
     };

@@ -16,6 +16,7 @@ use super::core::{Core, Publication};
 use super::link::{Attach, GatewayId, ThingsStats};
 use super::request::{Reply, Request};
 use super::store::{StoreOp, StoreStats};
+use crate::uplink::tap::{TapItem, UplinkTap};
 use device_models::now_ms;
 
 /// Most device events handled in a row before the loop looks at its other inputs, so a device
@@ -55,7 +56,11 @@ fn gateway_stream(id: GatewayId, rx: mpsc::Receiver<DeviceEvent>) -> GatewayStre
 ///   registry for `brume.things.get`;
 /// - database writes go to the writer thread with `try_send`; what does not fit waits in a
 ///   local backlog, and while the backlog is long, device events are not read (their gateways'
-///   channels fill and push back), so the backlog is bounded and no write is lost.
+///   channels fill and push back), so the backlog is bounded and no write is lost;
+/// - with the uplink on, events its rules forward and the device barriers behind them go to its
+///   [tap](crate::uplink::tap) the same way (backlog, then push back), so no event is lost
+///   between the registry and the uplink queue and a device is acknowledged only once both
+///   hold what it said.
 pub struct ThingsService {
     pub(crate) core: Core,
     pub(crate) attach: mpsc::Receiver<Attach>,
@@ -65,6 +70,14 @@ pub struct ThingsService {
     pub(crate) stats: Arc<ThingsStats>,
     pub(crate) store_backlog_max: usize,
     pub(crate) store_stats: Arc<StoreStats>,
+    pub(crate) tap: Option<UplinkTap>,
+}
+
+/// What waits for the database writer and for the uplink's tap.
+#[derive(Default)]
+struct Backlogs {
+    store: VecDeque<StoreOp>,
+    tap: VecDeque<TapItem>,
 }
 
 impl ThingsService {
@@ -72,13 +85,17 @@ impl ThingsService {
     /// handed to the writer.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut gateways: SelectAll<GatewayStream> = SelectAll::new();
-        let mut backlog: VecDeque<StoreOp> = VecDeque::new();
+        let mut backlogs = Backlogs::default();
         let mut dropped_logged = 0u64;
         let store = self.store.clone();
+        let tap = self.tap.as_ref().map(|t| t.tx.clone());
         loop {
             let deadline = self.core.next_deadline();
-            let read_events = !gateways.is_empty() && backlog.len() < self.store_backlog_max;
-            let read_requests = backlog.len() < self.store_backlog_max * 2;
+            let read_events = !gateways.is_empty()
+                && backlogs.store.len() < self.store_backlog_max
+                && backlogs.tap.len() < self.store_backlog_max;
+            let read_requests = backlogs.store.len() < self.store_backlog_max * 2
+                && backlogs.tap.len() < self.store_backlog_max * 2;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -92,7 +109,7 @@ impl ThingsService {
                 Some((req, reply)) = self.requests.recv(), if read_requests => {
                     tracing::trace!(request = req.name(), "API request");
                     if matches!(req, Request::Stats) {
-                        let pending = backlog.len() + store.max_capacity() - store.capacity();
+                        let pending = backlogs.store.len() + store.max_capacity() - store.capacity();
                         let _ = reply.send(Ok(self.stats.to_json(&self.store_stats, pending)));
                     } else {
                         self.core.handle_request(req, reply, tokio::time::Instant::now(), now_ms());
@@ -110,25 +127,44 @@ impl ThingsService {
                         }
                     }
                 }
-                permit = store.reserve(), if !backlog.is_empty() => {
+                permit = store.reserve(), if !backlogs.store.is_empty() => {
                     match permit {
-                        Ok(p) => if let Some(op) = backlog.pop_front() { p.send(op) },
+                        Ok(p) => if let Some(op) = backlogs.store.pop_front() { p.send(op) },
                         Err(_) => {
-                            tracing::error!(ops = backlog.len(), "the things database writer has stopped; writes lost");
-                            backlog.clear();
+                            tracing::error!(ops = backlogs.store.len(), "the things database writer has stopped; writes lost");
+                            backlogs.store.clear();
+                        }
+                    }
+                }
+                permit = reserve(tap.as_ref()), if !backlogs.tap.is_empty() => {
+                    match permit {
+                        Some(p) => if let Some(item) = backlogs.tap.pop_front() { p.send(item) },
+                        None => {
+                            tracing::error!(events = backlogs.tap.len(), "the uplink has stopped taking events");
+                            backlogs.tap.clear();
                         }
                     }
                 }
             }
-            self.flush(&mut backlog, &mut dropped_logged);
+            self.flush(&mut backlogs, &mut dropped_logged);
         }
         self.core.cancel_all(now_ms());
-        self.flush(&mut backlog, &mut dropped_logged);
-        for op in backlog {
+        self.flush(&mut backlogs, &mut dropped_logged);
+        // Handed over before the writer and the uplink's ingest commit what is left and stop.
+        if let Some(tap) = &tap {
+            for item in backlogs.tap.drain(..) {
+                if tap.send(item).await.is_err() {
+                    break;
+                }
+            }
+        }
+        for op in backlogs.store {
             if self.store.send(op).await.is_err() {
                 break;
             }
         }
+        drop(tap);
+        self.tap = None;
         drop(store);
         tracing::debug!("things service stopped");
     }
@@ -146,10 +182,17 @@ impl ThingsService {
         }
     }
 
-    /// Hands the core's outbox to the publisher and the writer, never waiting.
-    fn flush(&mut self, backlog: &mut VecDeque<StoreOp>, dropped_logged: &mut u64) {
+    /// Hands the core's outbox to the publisher, the uplink's tap and the writer, never
+    /// waiting.
+    fn flush(&mut self, backlogs: &mut Backlogs, dropped_logged: &mut u64) {
+        let at_ms = now_ms();
         // Drained in place, so the outbox keeps its capacity from one burst to the next.
         for p in self.core.out.publications.drain(..) {
+            if let Some(tap) = &self.tap
+                && let Some(item) = tap.event(&p.topic, &p.payload, at_ms)
+            {
+                hand_over(&tap.tx, &mut backlogs.tap, item);
+            }
             if self.publications.try_send(p).is_err() {
                 let n = self
                     .stats
@@ -166,18 +209,47 @@ impl ThingsService {
             }
         }
         for op in self.core.out.store.drain(..) {
-            if !backlog.is_empty() {
-                backlog.push_back(op);
+            // A barrier's second part follows this turn's events into the uplink queue.
+            if let (StoreOp::Barrier(commit), Some(tap)) = (&op, &self.tap) {
+                hand_over(&tap.tx, &mut backlogs.tap, TapItem::Fence(commit.part()));
+            }
+            if !backlogs.store.is_empty() {
+                backlogs.store.push_back(op);
                 continue;
             }
             match self.store.try_send(op) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(op)) => backlog.push_back(op),
+                Err(mpsc::error::TrySendError::Full(op)) => backlogs.store.push_back(op),
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     tracing::error!("the things database writer has stopped; a write was lost");
                 }
             }
         }
+    }
+}
+
+/// Sends `item` now if nothing waits before it and there is room, else queues it.
+fn hand_over(tx: &mpsc::Sender<TapItem>, backlog: &mut VecDeque<TapItem>, item: TapItem) {
+    if !backlog.is_empty() {
+        backlog.push_back(item);
+        return;
+    }
+    match tx.try_send(item) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(item)) => backlog.push_back(item),
+        // The uplink stopped: its part of a barrier drops unanswered, so the device is not
+        // acknowledged and sends again.
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            tracing::error!("the uplink has stopped taking events; an event was not queued");
+        }
+    }
+}
+
+/// A slot in the tap's channel; `None` once the uplink is gone.
+async fn reserve(tap: Option<&mpsc::Sender<TapItem>>) -> Option<mpsc::Permit<'_, TapItem>> {
+    match tap {
+        Some(tx) => tx.reserve().await.ok(),
+        None => std::future::pending().await,
     }
 }
 
@@ -235,6 +307,7 @@ mod tests {
             stats: stats.clone(),
             store_backlog_max: 64,
             store_stats: Arc::new(StoreStats::default()),
+            tap: None,
         };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(service.run(shutdown.clone()));

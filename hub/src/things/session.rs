@@ -44,6 +44,9 @@ pub struct SessionTask {
     pub realm: String,
     pub requests: mpsc::Sender<(Request, Reply)>,
     pub publications: mpsc::Receiver<Publication>,
+    /// PUBLISH options: with the uplink's tap on, the uplink's own session is excluded (the tap
+    /// already carries these events to it).
+    pub publish_options: Dict,
     pub tracker: TaskTracker,
     pub shutdown: CancellationToken,
 }
@@ -112,7 +115,8 @@ impl SessionTask {
                     None => return End::Shutdown,
                 },
             };
-            if let Err(e) = client.publish(&p.topic, p.payload, Dict::new()).await {
+            let options = self.publish_options.clone();
+            if let Err(e) = client.publish(&p.topic, p.payload, options).await {
                 return End::SessionEnded(e.to_string());
             }
         }

@@ -1,5 +1,6 @@
 //! Local events into the queue: one in-process session subscribed (losslessly) to every
-//! forwarding rule, batching what arrives into one queue transaction at a time.
+//! forwarding rule, and the things service's [tap](super::tap), batching what arrives into one
+//! queue transaction at a time and answering the tap's fences after that transaction.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -8,8 +9,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use device_models::{Commit, CommitError};
+
 use super::Shared;
 use super::queue::{Kind, NewEvent};
+use super::tap::{TapItem, TapReceiver};
 use crate::client::{ClientError, Subscription};
 use crate::config::uplink::Rule;
 use crate::wamp::{Dict, Value};
@@ -35,10 +39,11 @@ pub(super) async fn subscribe(
     Ok(out)
 }
 
-/// Merges every subscription into the queue until shutdown.
+/// Merges every subscription and the things service's tap into the queue until shutdown.
 pub(super) async fn run(
     shared: Arc<Shared>,
     subscriptions: Vec<(Subscription, Rule)>,
+    mut tap: Option<TapReceiver>,
     shutdown: CancellationToken,
 ) {
     let (tx, mut rx) = mpsc::channel::<(NewEvent, u64)>(BATCH * 4);
@@ -63,27 +68,86 @@ pub(super) async fn run(
     // A publication matching two rules arrives twice (same publication id): queue it once.
     let mut recent: VecDeque<u64> = VecDeque::new();
     let mut seen: HashSet<u64> = HashSet::new();
+    let mut wamp_open = true;
     loop {
-        let first = tokio::select! {
+        let mut batch = Batch::default();
+        tokio::select! {
             () = shutdown.cancelled() => {
-                flush_at_shutdown(&shared, &mut rx, &mut seen).await;
+                flush_at_shutdown(&shared, &mut rx, tap.as_mut(), &mut seen).await;
                 return;
             }
-            e = rx.recv() => match e { Some(e) => e, None => return },
-        };
-        let mut batch = vec![first];
+            e = rx.recv(), if wamp_open => match e {
+                Some(e) => batch.wamp.push(e),
+                None => wamp_open = false,
+            },
+            item = next_tap(&mut tap) => match item {
+                Some(item) => batch.add(item),
+                None => tap = None,
+            },
+        }
         // Take whatever else is already waiting, briefly, so a burst costs few transactions.
         let deadline = tokio::time::Instant::now() + Duration::from_millis(5);
-        while batch.len() < BATCH {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(e)) => batch.push(e),
-                _ => break,
+        while batch.len() < BATCH && !batch.is_empty() {
+            tokio::select! {
+                biased;
+                Some(item) = next_tap(&mut tap) => batch.add(item),
+                Some(e) = rx.recv(), if wamp_open => batch.wamp.push(e),
+                () = tokio::time::sleep_until(deadline) => break,
+                else => break,
             }
         }
-        let events = dedup(batch, &mut recent, &mut seen);
-        if let Err(lost) = queue_events(&shared, events).await {
-            shared.status.add_disk_error(lost);
+        let Batch {
+            wamp,
+            mut tapped,
+            fences,
+        } = batch;
+        let mut events = dedup(wamp, &mut recent, &mut seen);
+        events.append(&mut tapped);
+        let outcome = if events.is_empty() {
+            Ok(())
+        } else {
+            queue_events(&shared, events).await.map_err(|lost| {
+                shared.status.add_disk_error(lost);
+                CommitError::WriteFailed
+            })
+        };
+        for fence in fences {
+            fence.answer(outcome);
         }
+    }
+}
+
+/// What one turn of [`run`] writes: events from the WAMP subscriptions (with their publication
+/// ids), events from the tap, and the fences behind them.
+#[derive(Default)]
+struct Batch {
+    wamp: Vec<(NewEvent, u64)>,
+    tapped: Vec<NewEvent>,
+    fences: Vec<Commit>,
+}
+
+impl Batch {
+    fn add(&mut self, item: TapItem) {
+        match item {
+            TapItem::Event(e) => self.tapped.push(e),
+            TapItem::Fence(c) => self.fences.push(c),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.wamp.len() + self.tapped.len() + self.fences.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The tap's next item; pending forever once there is no tap.
+async fn next_tap(tap: &mut Option<TapReceiver>) -> Option<TapItem> {
+    match tap {
+        Some(t) => t.0.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -135,26 +199,48 @@ async fn queue_events(shared: &Arc<Shared>, events: Vec<NewEvent>) -> Result<(),
 async fn flush_at_shutdown(
     shared: &Arc<Shared>,
     rx: &mut mpsc::Receiver<(NewEvent, u64)>,
+    tap: Option<&mut TapReceiver>,
     seen: &mut HashSet<u64>,
 ) {
     // Leaving ends the subscriptions: their forwarders pass on what they still hold, then close
-    // the channel.
+    // the channel. The things service hands over its backlog and drops the tap as it stops.
     let _ = tokio::time::timeout(Duration::from_secs(1), shared.local.leave()).await;
-    let mut batch = Vec::new();
+    let mut batch = Batch::default();
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         while let Some(e) = rx.recv().await {
-            batch.push(e);
+            batch.wamp.push(e);
+        }
+        if let Some(tap) = tap {
+            while let Some(item) = tap.0.recv().await {
+                batch.add(item);
+            }
         }
     })
     .await;
-    if batch.is_empty() {
-        return;
-    }
-    let events = dedup(batch, &mut VecDeque::new(), seen);
+    let Batch {
+        wamp,
+        mut tapped,
+        fences,
+    } = batch;
+    let mut events = dedup(wamp, &mut VecDeque::new(), seen);
+    events.append(&mut tapped);
     let n = events.len();
-    match queue_events(shared, events).await {
-        Ok(()) => tracing::info!(events = n, "uplink events in memory written at shutdown"),
-        Err(lost) => shared.status.add_shutdown(lost),
+    let outcome = if n == 0 {
+        Ok(())
+    } else {
+        match queue_events(shared, events).await {
+            Ok(()) => {
+                tracing::info!(events = n, "uplink events in memory written at shutdown");
+                Ok(())
+            }
+            Err(lost) => {
+                shared.status.add_shutdown(lost);
+                Err(CommitError::WriteFailed)
+            }
+        }
+    };
+    for fence in fences {
+        fence.answer(outcome);
     }
 }
 

@@ -3,8 +3,10 @@
 //!
 //! - [`crate::config::uplink`]: `[uplink]` (cloud URL, realm, credentials, forwarding rules, bounds).
 //! - [`queue`]: the durable, bounded store-and-forward queue (SQLite).
-//! - [`ingest`]: a local session subscribed to the forwarding rules, writing every event into the
-//!   queue.
+//! - [`ingest`]: a local session subscribed to the forwarding rules, and the things service's
+//!   [`tap`], writing every event into the queue.
+//! - [`tap`]: the things service's events and device barriers, straight into the queue, so a
+//!   device is acknowledged only once the uplink holds what it said.
 //! - [`link`]: the cloud session: connect with jittered back-off, register the hub's procedures,
 //!   report drops, replay the queue in order with acknowledged publishes.
 //! - [`status`]: `brume.uplink.status` and the `brume.uplink.on_status` topic.
@@ -18,6 +20,7 @@ mod ingest;
 mod link;
 pub mod queue;
 mod status;
+pub mod tap;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -32,6 +35,9 @@ pub use status::UplinkStatus;
 
 use crate::client::{Client, ClientError};
 use crate::router::{AuthInfo, Router};
+
+/// The authid of the uplink's local session.
+pub const AUTHID: &str = "brume-uplink";
 
 /// Why the uplink could not start.
 #[derive(Debug, thiserror::Error)]
@@ -85,13 +91,23 @@ pub fn cloud_topic(prefix: &str, hub: &str, local: &str) -> String {
     format!("{prefix}.{hub}.{rest}")
 }
 
+/// The things service's tap for `config`'s forwarding rules (see [`tap`]), made before the
+/// things service starts; its receiving end goes to [`start`].
+pub fn tap(config: &UplinkConfig) -> Result<(tap::UplinkTap, tap::TapReceiver), UplinkError> {
+    config.validate()?;
+    Ok(tap::tap(config.rules()?))
+}
+
 /// Starts the uplink's tasks (ingest, link, status) under `tracker`, stopping on `shutdown`.
+/// `tap` carries the things service's events (see [`tap`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     router: &Arc<Router>,
     realm: &str,
     hub_id: &str,
     data_dir: &Path,
     config: UplinkConfig,
+    tap: Option<tap::TapReceiver>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<(), UplinkError> {
@@ -105,11 +121,13 @@ pub async fn start(
             seq: 0,
             reason: e.to_string(),
         })??;
-    let local = Client::local_with_queue(
+    // Never closed for slowness: what its queue cannot take is dropped and counted as
+    // `slow_consumer` in the status (the things service's events bypass it, see `tap`).
+    let local = Client::local_dropping_events(
         router,
         realm,
         AuthInfo {
-            authid: "brume-uplink".into(),
+            authid: AUTHID.into(),
             authrole: "trusted".into(),
             authmethod: "trusted".into(),
             authprovider: "static".into(),
@@ -117,6 +135,11 @@ pub async fn start(
         65_536,
     )?;
     let status = status::StatusCell::new(&config.url, queue.len(), queue.bytes());
+    status.watch_session(
+        router
+            .realm(realm)
+            .and_then(|r| r.session(local.session_id())),
+    );
     let shared = Arc::new(Shared {
         config,
         hub_id: hub_id.to_owned(),
@@ -130,7 +153,12 @@ pub async fn start(
         .local
         .register(crate::wamp::uris::uplink::STATUS, crate::wamp::Dict::new())
         .await?;
-    tracker.spawn(ingest::run(shared.clone(), subscriptions, shutdown.clone()));
+    tracker.spawn(ingest::run(
+        shared.clone(),
+        subscriptions,
+        tap,
+        shutdown.clone(),
+    ));
     tracker.spawn(ingest::expire(shared.clone(), shutdown.clone()));
     tracker.spawn(status::serve(shared.clone(), status_reg, shutdown.clone()));
     tracker.spawn(link::run(shared, shutdown));

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::queue::Drops;
+use crate::router::SessionHandle;
 use crate::router::meta::iso8601;
 use crate::wamp::{Dict, Payload, Value, dict};
 
@@ -37,11 +38,14 @@ pub struct DropLedger {
     pub disk_error: u64,
     /// Still in memory when the hub stopped and could not be written.
     pub shutdown: u64,
+    /// Published while the uplink's local session's queue was full (a burst faster than the
+    /// queue's disk): the router dropped them for that session.
+    pub slow_consumer: u64,
 }
 
 impl DropLedger {
     pub fn total(&self) -> u64 {
-        self.queue.total() + self.disk_error + self.shutdown
+        self.queue.total() + self.disk_error + self.shutdown + self.slow_consumer
     }
 
     pub fn to_dict(self) -> Dict {
@@ -54,6 +58,7 @@ impl DropLedger {
             ("unreadable", Value::from(q.unreadable)),
             ("disk_error", Value::from(self.disk_error)),
             ("shutdown", Value::from(self.shutdown)),
+            ("slow_consumer", Value::from(self.slow_consumer)),
         ])
     }
 }
@@ -78,20 +83,28 @@ impl UplinkStatus {
 }
 
 /// The shared, lock-protected status (short locks only).
-pub(crate) struct StatusCell(Mutex<UplinkStatus>);
+pub(crate) struct StatusCell(Mutex<UplinkStatus>, Mutex<Option<Arc<SessionHandle>>>);
 
 impl StatusCell {
     pub fn new(url: &str, queued: u64, queued_bytes: u64) -> Self {
-        StatusCell(Mutex::new(UplinkStatus {
-            url: url.to_owned(),
-            connected: false,
-            since: SystemTime::now(),
-            queued,
-            queued_bytes,
-            accepted: 0,
-            drops: DropLedger::default(),
-            last_error: None,
-        }))
+        StatusCell(
+            Mutex::new(UplinkStatus {
+                url: url.to_owned(),
+                connected: false,
+                since: SystemTime::now(),
+                queued,
+                queued_bytes,
+                accepted: 0,
+                drops: DropLedger::default(),
+                last_error: None,
+            }),
+            Mutex::new(None),
+        )
+    }
+
+    /// The local session whose dropped events count as `slow_consumer`.
+    pub fn watch_session(&self, session: Option<Arc<SessionHandle>>) {
+        *self.1.lock().unwrap_or_else(|e| e.into_inner()) = session;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, UplinkStatus> {
@@ -99,7 +112,15 @@ impl StatusCell {
     }
 
     pub fn get(&self) -> UplinkStatus {
-        self.lock().clone()
+        let slow = self
+            .1
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(0, |h| h.dropped_events());
+        let mut s = self.lock().clone();
+        s.drops.slow_consumer = slow;
+        s
     }
 
     /// The queue's size and drop counts, after every operation on it.
