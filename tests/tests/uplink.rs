@@ -877,3 +877,49 @@ async fn every_report_a_device_got_a_puback_for_reaches_the_cloud_after_a_crash(
         );
     }
 }
+
+/// A burst far larger than the uplink's local session can hold while the cloud takes its time:
+/// the session is never closed, what it missed is counted (`slow_consumer`), every other event
+/// is queued, and forwarding goes on: an event published after the burst reaches the cloud.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_100k_events_is_counted_to_the_last_and_forwarding_goes_on() {
+    const BURST: u64 = 100_000;
+    let cb = Crossbar::start(&["edge-a"]).await;
+    // A small session queue, so the burst certainly outruns the queue's writes.
+    let hub = hub_with_uplink("edge-a", cb.hub_addr(), |u| u.session_queue = 16).await;
+    let local = hub.local_client("devices");
+    wait_status(&local, "connected", connected).await;
+    let (_cloud, mut rx) = cloud_subscriber(&cb).await;
+    for i in 0..BURST {
+        let (t, p) = state("t1", i as i64);
+        local.publish(&t, p, Dict::new()).await.unwrap();
+    }
+    let counted = |s: &Dict| {
+        let slow = s["dropped_by_cause"].as_dict().unwrap()["slow_consumer"]
+            .as_u64()
+            .unwrap();
+        (s["accepted"].as_u64().unwrap(), slow)
+    };
+    wait_status(&local, "every event of the burst queued or counted", |s| {
+        let (accepted, slow) = counted(s);
+        accepted + slow == BURST
+    })
+    .await;
+    let (t, p) = state("after-burst", 1);
+    local.publish(&t, p, Dict::new()).await.unwrap();
+    let arrived = tokio::time::timeout(Duration::from_secs(180), async {
+        loop {
+            let (topic, _) = rx.recv().await.expect("cloud subscription open");
+            if topic == "brume.hub.edge-a.thing.after-burst.state" {
+                return;
+            }
+        }
+    })
+    .await;
+    let s = status(&local).await;
+    assert!(arrived.is_ok(), "forwarding stopped after the burst: {s:?}");
+    let (accepted, slow) = counted(&s);
+    assert_eq!(accepted + slow, BURST + 1, "{s:?}");
+    assert!(slow > 0, "the burst outran the session: {s:?}");
+    assert_eq!(s["dropped"].as_u64(), Some(slow), "{s:?}");
+}

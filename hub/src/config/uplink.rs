@@ -33,6 +33,10 @@ pub struct UplinkConfig {
     pub keepalive_secs: u64,
     /// Acknowledged publications in flight while replaying.
     pub window: usize,
+    /// Events from other publishers than the things service that the uplink's local session holds
+    /// while its queue writes catch up; beyond it they are dropped and counted as
+    /// `slow_consumer` in `brume.uplink.status`, and the session stays.
+    pub session_queue: usize,
 }
 
 /// How the uplink authenticates.
@@ -122,6 +126,7 @@ impl Default for UplinkConfig {
             reconnect_max_ms: 30_000,
             keepalive_secs: 15,
             window: 500,
+            session_queue: 65_536,
         }
     }
 }
@@ -218,6 +223,12 @@ impl UplinkConfig {
         }
         if !(1..=10_000).contains(&self.window) {
             return Err(Self::invalid("window", "must be between 1 and 10000"));
+        }
+        if !(16..=1_048_576).contains(&self.session_queue) {
+            return Err(Self::invalid(
+                "session_queue",
+                "must be between 16 and 1048576",
+            ));
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use device_models::{Commit, CommitError};
 use super::Shared;
 use super::queue::{Kind, NewEvent};
 use super::tap::{TapItem, TapReceiver};
-use crate::client::{ClientError, Subscription};
+use crate::client::{Client, ClientError, Subscription};
 use crate::config::uplink::Rule;
 use crate::wamp::{Dict, Value};
 
@@ -23,17 +23,14 @@ const BATCH: usize = 2048;
 
 /// Subscribes to every rule.
 pub(super) async fn subscribe(
-    shared: &Arc<Shared>,
+    feed: &Client,
     rules: &[Rule],
 ) -> Result<Vec<(Subscription, Rule)>, ClientError> {
     let mut out = Vec::new();
     for rule in rules {
         let mut options = Dict::new();
         options.insert("match".into(), Value::from(rule.policy.as_str()));
-        let sub = shared
-            .local
-            .subscribe_lossless(&rule.topic, options)
-            .await?;
+        let sub = feed.subscribe_lossless(&rule.topic, options).await?;
         out.push((sub, rule.clone()));
     }
     Ok(out)
@@ -42,6 +39,7 @@ pub(super) async fn subscribe(
 /// Merges every subscription and the things service's tap into the queue until shutdown.
 pub(super) async fn run(
     shared: Arc<Shared>,
+    feed: Client,
     subscriptions: Vec<(Subscription, Rule)>,
     mut tap: Option<TapReceiver>,
     shutdown: CancellationToken,
@@ -73,7 +71,7 @@ pub(super) async fn run(
         let mut batch = Batch::default();
         tokio::select! {
             () = shutdown.cancelled() => {
-                flush_at_shutdown(&shared, &mut rx, tap.as_mut(), &mut seen).await;
+                flush_at_shutdown(&shared, &feed, &mut rx, tap.as_mut(), &mut seen).await;
                 return;
             }
             e = rx.recv(), if wamp_open => match e {
@@ -198,13 +196,14 @@ async fn queue_events(shared: &Arc<Shared>, events: Vec<NewEvent>) -> Result<(),
 /// queue could take; what cannot be written is counted as lost at shutdown.
 async fn flush_at_shutdown(
     shared: &Arc<Shared>,
+    feed: &Client,
     rx: &mut mpsc::Receiver<(NewEvent, u64)>,
     tap: Option<&mut TapReceiver>,
     seen: &mut HashSet<u64>,
 ) {
     // Leaving ends the subscriptions: their forwarders pass on what they still hold, then close
     // the channel. The things service hands over its backlog and drops the tap as it stops.
-    let _ = tokio::time::timeout(Duration::from_secs(1), shared.local.leave()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), feed.leave()).await;
     let mut batch = Batch::default();
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         while let Some(e) = rx.recv().await {

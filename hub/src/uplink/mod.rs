@@ -121,24 +121,23 @@ pub async fn start(
             seq: 0,
             reason: e.to_string(),
         })??;
-    // Never closed for slowness: what its queue cannot take is dropped and counted as
-    // `slow_consumer` in the status (the things service's events bypass it, see `tap`).
-    let local = Client::local_dropping_events(
-        router,
-        realm,
-        AuthInfo {
-            authid: AUTHID.into(),
-            authrole: "trusted".into(),
-            authmethod: "trusted".into(),
-            authprovider: "static".into(),
-        },
-        65_536,
-    )?;
+    let auth = AuthInfo {
+        authid: AUTHID.into(),
+        authrole: "trusted".into(),
+        authmethod: "trusted".into(),
+        authprovider: "static".into(),
+    };
+    // Two local sessions: one for calls, the status procedure and announcements, and one that
+    // only receives the forwarded events. That one is never closed for slowness: what its queue
+    // cannot take is dropped and counted as `slow_consumer` (the things service's events
+    // bypass it, see `tap`), and a burst cannot crowd out a call's answer.
+    let local = Client::local(router, realm, auth.clone())?;
+    let feed = Client::local_dropping_events(router, realm, auth, config.session_queue)?;
     let status = status::StatusCell::new(&config.url, queue.len(), queue.bytes());
     status.watch_session(
         router
             .realm(realm)
-            .and_then(|r| r.session(local.session_id())),
+            .and_then(|r| r.session(feed.session_id())),
     );
     let shared = Arc::new(Shared {
         config,
@@ -148,13 +147,14 @@ pub async fn start(
         status,
         local,
     });
-    let subscriptions = ingest::subscribe(&shared, &rules).await?;
+    let subscriptions = ingest::subscribe(&feed, &rules).await?;
     let status_reg = shared
         .local
         .register(crate::wamp::uris::uplink::STATUS, crate::wamp::Dict::new())
         .await?;
     tracker.spawn(ingest::run(
         shared.clone(),
+        feed,
         subscriptions,
         tap,
         shutdown.clone(),
