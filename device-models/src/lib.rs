@@ -29,6 +29,7 @@
 pub mod catalog;
 pub mod check;
 pub mod clock;
+pub mod fault;
 pub mod frames;
 pub mod gateway;
 pub mod key_path;

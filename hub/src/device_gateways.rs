@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::supervisor::Supervisor;
 use bytes::Bytes;
 use device_models::{DeviceEvent, ThingId, TypeCatalog};
 use gateways::GatewayIo;
@@ -24,7 +25,6 @@ use gateways::mqtt::{MqttConfig, MqttGateway, MqttHandle};
 use gateways::raw::{self, RawConfig};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::client::{Client, ClientError};
 use crate::config::{ConfigError, section_error};
@@ -99,7 +99,8 @@ async fn attach(link: &GatewayLink, name: &str) -> Result<GatewayIo, GatewayStar
         })
 }
 
-/// Starts every enabled gateway under `tracker`.
+/// Starts every enabled gateway under `supervisor`: each is critical (see
+/// [`crate::supervisor`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn start(
     mqtt: &MqttConfig,
@@ -109,39 +110,50 @@ pub async fn start(
     link: &GatewayLink,
     router: &Arc<Router>,
     realm: &str,
-    shutdown: CancellationToken,
-    tracker: &TaskTracker,
+    supervisor: &Supervisor,
 ) -> Result<Gateways, GatewayStartError> {
+    let shutdown = supervisor.shutdown().clone();
+    let tracker = supervisor.tracker();
     let mut out = Gateways::default();
     if mqtt.enabled {
         let io = attach(link, "mqtt").await?;
-        let (io, raw_events) = split_raw(io, tracker, shutdown.clone());
+        let (io, raw_events) = split_raw(io, supervisor, shutdown.clone());
         let handle = Arc::new(MqttGateway::start(mqtt.clone(), io).await?);
         tracing::info!("MQTT broker at mqtt://{}", handle.local_addr());
         out.addrs.mqtt = Some(handle.local_addr());
         let local = internal_client(router, realm, "brume-mqtt")?;
-        tracker.spawn(sync_directory(
-            local.clone(),
-            handle.clone(),
-            catalog.clone(),
-            shutdown.clone(),
-        ));
-        if mqtt.raw_bridge {
-            tracker.spawn(bridge_to_wamp(
+        supervisor.critical(
+            "mqtt_directory",
+            sync_directory(
                 local.clone(),
-                raw_events,
-                out.bridge_skipped.clone(),
-            ));
+                handle.clone(),
+                catalog.clone(),
+                shutdown.clone(),
+            ),
+        );
+        let (watched, stopping) = (handle.clone(), shutdown.clone());
+        supervisor.critical("mqtt_router_link", async move {
+            tokio::select! {
+                () = watched.failed() => {}
+                () = stopping.cancelled() => {}
+            }
+        });
+        if mqtt.raw_bridge {
+            let bridge = bridge_to_wamp(local.clone(), raw_events, out.bridge_skipped.clone());
+            supervisor.critical("mqtt_bridge", bridge);
             let sub = local
                 .subscribe("mqtt.", dict([("match", Value::from("prefix"))]))
                 .await?;
-            tracker.spawn(bridge_to_mqtt(
-                local,
-                sub,
-                handle.clone(),
-                out.bridge_skipped.clone(),
-                shutdown.clone(),
-            ));
+            supervisor.critical(
+                "mqtt_bridge",
+                bridge_to_mqtt(
+                    local,
+                    sub,
+                    handle.clone(),
+                    out.bridge_skipped.clone(),
+                    shutdown.clone(),
+                ),
+            );
         }
         let stop = handle.clone();
         let token = shutdown.clone();
@@ -163,7 +175,7 @@ pub async fn start(
         let gw = CoapGateway::start(coap, catalog, io, shutdown.clone()).await?;
         tracing::info!("CoAP gateway at coap://{}", gw.local_addr());
         out.addrs.coap = Some(gw.local_addr());
-        tracker.spawn(async move {
+        supervisor.critical("coap_gateway", async move {
             if let Err(e) = gw.join().await {
                 tracing::error!(error = %e, "CoAP gateway stopped");
             }
@@ -182,7 +194,7 @@ pub async fn start(
         }
         out.addrs.raw.push((name.clone(), l.local_addr()));
         out.raw_stats.push((name, l.stats().clone()));
-        tracker.spawn(l.join());
+        supervisor.critical("raw_listener", l.join());
     }
     Ok(out)
 }
@@ -251,13 +263,13 @@ fn internal_client(
 /// aside for the bridge; everything else passes on with the same back-pressure.
 fn split_raw(
     io: GatewayIo,
-    tracker: &TaskTracker,
+    supervisor: &Supervisor,
     shutdown: CancellationToken,
 ) -> (GatewayIo, mpsc::Receiver<(String, Bytes)>) {
     let (tx, mut rx) = mpsc::channel::<DeviceEvent>(1024);
     let (raw_tx, raw_rx) = mpsc::channel(1024);
     let things = io.events.clone();
-    tracker.spawn(async move {
+    supervisor.critical("mqtt_split", async move {
         loop {
             let ev = tokio::select! {
                 () = shutdown.cancelled() => return,

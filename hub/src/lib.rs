@@ -17,6 +17,7 @@ pub mod config;
 pub mod device_gateways;
 pub mod router;
 pub mod server;
+pub mod supervisor;
 pub mod things;
 pub mod transport;
 pub mod uplink;

@@ -142,8 +142,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tokio::select! {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
+        () = hub.failed() => {}
     }
     tracing::info!("shutting down");
+    let failure = hub.failure();
     hub.shutdown().await;
+    if let Some(failure) = failure {
+        // Non-zero, so the service manager starts the hub again from its durable state.
+        tracing::error!(%failure, status = hub::supervisor::EXIT_FAILED, "the hub stopped because a part of it failed");
+        std::process::exit(hub::supervisor::EXIT_FAILED);
+    }
     Ok(())
 }

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ListenerKind};
 use crate::router::Router;
+use crate::supervisor::Supervisor;
 use crate::transport::listener;
 
 /// Why the hub could not start.
@@ -47,6 +48,7 @@ pub struct Hub {
     addrs: Vec<(String, SocketAddr)>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    supervisor: Supervisor,
     grace: Duration,
     things: crate::things::Things,
     gateways: crate::device_gateways::Gateways,
@@ -78,6 +80,7 @@ impl Hub {
         let router = Router::new(config.router_config()?);
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let supervisor = Supervisor::new(shutdown.clone(), tracker.clone());
         let td = td_context(&config, &bound);
         // The things service hands its events to the uplink directly (see uplink::tap).
         let (tap, tapped) = if config.uplink.enabled {
@@ -93,7 +96,7 @@ impl Hub {
             shutdown.clone(),
             catalog.clone(),
             tap,
-            &tracker,
+            &supervisor,
         )
         .await?;
         // Gateways attach before any WAMP listener accepts, so the first client finds devices.
@@ -106,8 +109,7 @@ impl Hub {
             &things.link,
             &router,
             &realm,
-            shutdown.clone(),
-            &tracker,
+            &supervisor,
         )
         .await?;
         let permits = Arc::new(Semaphore::new(config.router.max_connections));
@@ -121,8 +123,7 @@ impl Hub {
                 &config.hub.data_dir,
                 config.uplink.clone(),
                 tapped,
-                shutdown.clone(),
-                &tracker,
+                &supervisor,
             )
             .await?;
         }
@@ -150,20 +151,24 @@ impl Hub {
                 ),
             }
             addrs.push((plan.spec.name.clone(), addr));
-            tracker.spawn(listener::serve(
-                l,
-                Arc::new(plan.spec),
-                router.clone(),
-                permits.clone(),
-                shutdown.clone(),
-                tracker.clone(),
-            ));
+            supervisor.critical(
+                "wamp_listener",
+                listener::serve(
+                    l,
+                    Arc::new(plan.spec),
+                    router.clone(),
+                    permits.clone(),
+                    shutdown.clone(),
+                    tracker.clone(),
+                ),
+            );
         }
         Ok(Hub {
             router,
             addrs,
             shutdown,
             tracker,
+            supervisor,
             grace: Duration::from_secs(config.hub.shutdown_grace_secs),
             things,
             gateways,
@@ -206,6 +211,16 @@ impl Hub {
             .iter()
             .find(|(n, _)| n == listener)
             .map(|(_, a)| *a)
+    }
+
+    /// Resolves once a part of the hub failed (see [`Supervisor`]); the hub is then stopping.
+    pub async fn failed(&self) {
+        self.supervisor.failed().await;
+    }
+
+    /// Which part failed and how, if one did.
+    pub fn failure(&self) -> Option<String> {
+        self.supervisor.failure()
     }
 
     /// A token that, once cancelled, starts the shutdown of every task of this hub.

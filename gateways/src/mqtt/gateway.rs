@@ -453,6 +453,12 @@ impl std::fmt::Debug for Core {
 }
 
 impl MqttHandle {
+    /// Resolves if the broker failed (rumqttd's router thread or the gateway's link into it is
+    /// gone): MQTT routing has stopped and the hub must not go on as if it had not.
+    pub async fn failed(&self) {
+        self.broker.failed().await;
+    }
+
     /// The address devices connect to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

@@ -68,7 +68,6 @@ use std::time::Duration;
 use device_models::{LoadError, TdContext, TypeCatalog};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 pub use credentials::RegistryCredentials;
 pub use link::{GatewayId, GatewayLink, LinkError, ThingsStats};
@@ -122,7 +121,7 @@ pub fn load_catalog(config: &Config) -> Result<TypeCatalog, ThingsError> {
 }
 
 /// Loads the database, joins the realm, registers the procedures and spawns the
-/// service's tasks on `tracker`; they stop when `shutdown` is cancelled, after the database
+/// service's tasks under `supervisor`; they stop when `shutdown` is cancelled, after the database
 /// writer has committed everything.
 pub async fn start(
     config: &Config,
@@ -131,8 +130,9 @@ pub async fn start(
     shutdown: CancellationToken,
     catalog: TypeCatalog,
     tap: Option<crate::uplink::tap::UplinkTap>,
-    tracker: &TaskTracker,
+    supervisor: &crate::supervisor::Supervisor,
 ) -> Result<Things, ThingsError> {
+    let tracker = supervisor.tracker();
     let t = &config.things;
     let database = t.database_path(&config.hub.data_dir);
     let (queue, log_max, path) = (t.store_queue, t.action_log_max, database.clone());
@@ -203,9 +203,14 @@ pub async fn start(
         store_stats: store_stats.clone(),
         tap,
     };
-    let stop = shutdown.clone();
-    tracker.spawn(async move {
-        service.run(stop).await;
+    let (stop, sup) = (shutdown.clone(), supervisor.clone());
+    supervisor.critical("things_service", async move {
+        if service.run(stop).await == service::Ended::WriterGone {
+            sup.fail(
+                "things_store",
+                "stopped: the database writer thread is gone",
+            );
+        }
         // The service dropped its sender: the writer commits what is left and stops.
         match tokio::task::spawn_blocking(move || store.close()).await {
             Ok(()) => tracing::debug!("things database closed"),
@@ -221,7 +226,7 @@ pub async fn start(
         tracker: tracker.clone(),
         shutdown: shutdown.clone(),
     };
-    tracker.spawn(wamp.run(first));
+    supervisor.critical("things_session", wamp.run(first));
     Ok(Things {
         link,
         database,

@@ -73,6 +73,15 @@ pub struct ThingsService {
     pub(crate) tap: Option<UplinkTap>,
 }
 
+/// Why [`ThingsService::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The hub is stopping.
+    Shutdown,
+    /// The database writer thread is gone: nothing the service does could be kept.
+    WriterGone,
+}
+
 /// What waits for the database writer and for the uplink's tap.
 #[derive(Default)]
 struct Backlogs {
@@ -83,12 +92,15 @@ struct Backlogs {
 impl ThingsService {
     /// Runs until `shutdown` is cancelled; pending calls are then failed and the queued writes
     /// handed to the writer.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// Returns early, with [`Ended::WriterGone`], if the database writer is gone.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Ended {
+        device_models::fault::inject("things_service");
         let mut gateways: SelectAll<GatewayStream> = SelectAll::new();
         let mut backlogs = Backlogs::default();
         let mut dropped_logged = 0u64;
         let store = self.store.clone();
         let tap = self.tap.as_ref().map(|t| t.tx.clone());
+        let mut ended = Ended::Shutdown;
         loop {
             let deadline = self.core.next_deadline();
             let read_events = !gateways.is_empty()
@@ -99,6 +111,11 @@ impl ThingsService {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                () = store.closed() => {
+                    tracing::error!("the things database writer has stopped; the things service cannot go on");
+                    ended = Ended::WriterGone;
+                    break;
+                }
                 Some(a) = self.attach.recv() => {
                     self.core.attach(a.id, a.name, a.commands);
                     gateways.push(gateway_stream(a.id, a.events));
@@ -167,6 +184,7 @@ impl ThingsService {
         self.tap = None;
         drop(store);
         tracing::debug!("things service stopped");
+        ended
     }
 
     fn event(

@@ -60,6 +60,7 @@ enum End {
 impl SessionTask {
     /// Serves the session joined at start, then any later one, until shutdown.
     pub async fn run(mut self, first: (Client, Vec<(Procedure, Registration)>)) {
+        device_models::fault::inject("things_session");
         let permits = Arc::new(Semaphore::new(api::MAX_IN_FLIGHT));
         let mut session = Some(first);
         let mut backoff = Duration::from_millis(50);
@@ -112,7 +113,12 @@ impl SessionTask {
                 }
                 p = self.publications.recv() => match p {
                     Some(p) => p,
-                    None => return End::Shutdown,
+                    // The service is gone: its own supervision reports that and stops the
+                    // hub; this waits for the shutdown that follows.
+                    None => {
+                        self.shutdown.cancelled().await;
+                        return End::Shutdown;
+                    }
                 },
             };
             let options = self.publish_options.clone();

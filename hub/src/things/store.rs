@@ -288,7 +288,10 @@ impl Store {
         };
         let thread = std::thread::Builder::new()
             .name("things-store".into())
-            .spawn(move || writer.run())
+            .spawn(move || {
+                device_models::fault::inject("things_store");
+                writer.run()
+            })
             .map_err(StoreError::Thread)?;
         Ok((
             Store {

@@ -48,6 +48,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    device_models::fault::inject("wamp_listener");
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {

@@ -44,6 +44,7 @@ pub(super) async fn run(
     mut tap: Option<TapReceiver>,
     shutdown: CancellationToken,
 ) {
+    device_models::fault::inject("uplink_ingest");
     let (tx, mut rx) = mpsc::channel::<(NewEvent, u64)>(BATCH * 4);
     for (mut sub, rule) in subscriptions {
         let tx = tx.clone();

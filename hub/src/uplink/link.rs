@@ -14,8 +14,13 @@ use crate::wamp::{Dict, Payload, Value, dict, uris};
 /// Cloud calls served at once; more wait.
 const CONCURRENT_CALLS: usize = 64;
 
-/// Runs the link until shutdown.
+/// Runs the link until shutdown. Started again by the supervisor if it fails, so it starts
+/// from "not connected" whatever an earlier run left.
 pub(super) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+    if let Some(s) = shared.status.set_connected(false, None) {
+        status::announce(&shared, s).await;
+    }
+    device_models::fault::inject("uplink_link");
     let initial = Duration::from_millis(shared.config.reconnect_initial_ms);
     let cap = Duration::from_millis(shared.config.reconnect_max_ms);
     let mut backoff = initial;

@@ -26,8 +26,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 pub use crate::config::uplink::UplinkConfig;
 use queue::UplinkQueue;
@@ -35,6 +33,7 @@ pub use status::UplinkStatus;
 
 use crate::client::{Client, ClientError};
 use crate::router::{AuthInfo, Router};
+use crate::supervisor::Supervisor;
 
 /// The authid of the uplink's local session.
 pub const AUTHID: &str = "brume-uplink";
@@ -98,7 +97,7 @@ pub fn tap(config: &UplinkConfig) -> Result<(tap::UplinkTap, tap::TapReceiver), 
     Ok(tap::tap(config.rules()?))
 }
 
-/// Starts the uplink's tasks (ingest, link, status) under `tracker`, stopping on `shutdown`.
+/// Starts the uplink's tasks (ingest, link, status) under `supervisor`, stopping with the hub.
 /// `tap` carries the things service's events (see [`tap`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn start(
@@ -108,9 +107,9 @@ pub async fn start(
     data_dir: &Path,
     config: UplinkConfig,
     tap: Option<tap::TapReceiver>,
-    shutdown: CancellationToken,
-    tracker: &TaskTracker,
+    supervisor: &Supervisor,
 ) -> Result<(), UplinkError> {
+    let shutdown = supervisor.shutdown().clone();
     config.validate()?;
     let rules = config.rules()?;
     let limits = queue::QueueLimits::of(&config);
@@ -152,16 +151,24 @@ pub async fn start(
         .local
         .register(crate::wamp::uris::uplink::STATUS, crate::wamp::Dict::new())
         .await?;
-    tracker.spawn(ingest::run(
-        shared.clone(),
-        feed,
-        subscriptions,
-        tap,
-        shutdown.clone(),
-    ));
-    tracker.spawn(ingest::expire(shared.clone(), shutdown.clone()));
-    tracker.spawn(status::serve(shared.clone(), status_reg, shutdown.clone()));
-    tracker.spawn(link::run(shared, shutdown));
+    // The ingest holds the subscriptions and the tap, and the status its registration: they
+    // live as long as the hub. The age bound and the cloud link hold nothing that a fresh
+    // start cannot rebuild from the queue.
+    supervisor.critical(
+        "uplink_ingest",
+        ingest::run(shared.clone(), feed, subscriptions, tap, shutdown.clone()),
+    );
+    supervisor.critical(
+        "uplink_status",
+        status::serve(shared.clone(), status_reg, shutdown.clone()),
+    );
+    let (me, stop) = (shared.clone(), shutdown.clone());
+    supervisor.restartable("uplink_expiry", move || {
+        ingest::expire(me.clone(), stop.clone())
+    });
+    supervisor.restartable("uplink_link", move || {
+        link::run(shared.clone(), shutdown.clone())
+    });
     Ok(())
 }
 

@@ -116,6 +116,7 @@ async fn recv_client(rx: &mut Option<mpsc::Receiver<ClientEvent>>) -> Option<Cli
 
 /// Runs until `shutdown` is cancelled or the server driver stops.
 pub(crate) async fn run(mut actor: Actor, mut inputs: Inputs) -> Result<(), GatewayError> {
+    device_models::fault::inject("coap_gateway");
     let events = actor.events.clone();
     let shutdown = actor.shutdown.clone();
     let mut commands_open = true;

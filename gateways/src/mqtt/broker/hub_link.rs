@@ -25,6 +25,7 @@ pub(super) async fn run(
     mut outbound: mpsc::Receiver<Outbound>,
     shutdown: CancellationToken,
 ) {
+    device_models::fault::inject("mqtt_router_link");
     let mut pkid: u16 = 0;
     loop {
         tokio::select! {

@@ -194,6 +194,9 @@ pub struct Broker {
     local_addr: SocketAddr,
     outbound: mpsc::Sender<Outbound>,
     shutdown: CancellationToken,
+    /// Cancelled if the gateway's link into rumqttd's router ends while the broker runs: the
+    /// router thread is gone (or the link task panicked), and MQTT routing with it.
+    failed: CancellationToken,
     tracker: TaskTracker,
     grace: Duration,
 }
@@ -251,12 +254,21 @@ impl Broker {
                 .map_err(MqttError::LinkTask)?
                 .map_err(|source| MqttError::HubLink { source })?;
         let (outbound, outbound_rx) = mpsc::channel(1024);
-        tracker.spawn(hub_link::run(
+        let failed = CancellationToken::new();
+        let link = tokio::spawn(hub_link::run(
             link_tx,
             link_rx,
             outbound_rx,
             shutdown.clone(),
         ));
+        let (gone, stopping) = (failed.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            let outcome = link.await;
+            if !stopping.is_cancelled() {
+                tracing::error!(?outcome, "the MQTT gateway's link into the router ended");
+                gone.cancel();
+            }
+        });
 
         let shared = Arc::new(Shared {
             hooks,
@@ -280,6 +292,7 @@ impl Broker {
             local_addr,
             outbound,
             shutdown,
+            failed,
             tracker,
             grace: Duration::from_millis(config.shutdown_grace_ms),
         })
@@ -288,6 +301,11 @@ impl Broker {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Resolves if the broker failed: its link into rumqttd's router ended while it ran.
+    pub async fn failed(&self) {
+        self.failed.cancelled().await;
     }
 
     /// A sender of messages to publish; bounded, so publishers wait when the router lags.
