@@ -956,3 +956,52 @@ async fn a_call_timeout_and_a_cancel_reach_the_device_action() {
     let statuses: Vec<&str> = log.iter().map(|r| r.status.as_str()).collect();
     assert_eq!(statuses[1], "canceled", "{statuses:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_every_drop_by_cause_and_the_acknowledged_writes() {
+    let hub = hub_with(|c| c.things.provisioning = Provisioning::Explicit).await;
+    let local = hub.local_client("app");
+    let remote = hub.client("websocket", Serializer::Json).await;
+    provision(&local, "s1", "temperature_sensor").await;
+    let gw = sim(&hub, vec![]).await;
+    let report = |thing: &str, values: Json| DeviceEvent::Reported {
+        thing: id(thing),
+        values: kwargs_obj(values),
+        at_ms: hub::things::now_ms(),
+    };
+    gw.send(report("s1", json!({ "temperature": 21.5 })))
+        .await
+        .unwrap();
+    gw.send(report("s1", json!({ "temperature": "hot" })))
+        .await
+        .unwrap();
+    gw.send(report("stranger", json!({ "temperature": 1.0 })))
+        .await
+        .unwrap();
+    // A gateway's barrier: answered once everything before it is committed.
+    let (commit, wait) = device_models::gateway::commit();
+    gw.send(DeviceEvent::Barrier(commit)).await.unwrap();
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .expect("the barrier is answered")
+        .expect("after a successful commit");
+
+    let s = ok(&remote, "brume.things.stats", json!({})).await;
+    let by_cause = &s["dropped_by_cause"];
+    assert_eq!(by_cause["rejected_by_type"], json!(1), "{s}");
+    assert_eq!(by_cause["unknown_device"], json!(1), "{s}");
+    assert_eq!(by_cause["write_failed"], json!(0), "{s}");
+    let total: u64 = by_cause
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(s["dropped"], json!(total), "{s}");
+    assert!(s["events_in"].as_u64().unwrap() >= 3, "{s}");
+    assert_eq!(s["store"]["acknowledged_after_commit"], json!(1), "{s}");
+    assert!(s["store"]["writes"].as_u64().unwrap() >= 2, "{s}");
+    assert_eq!(s["store"]["failed_writes"], json!(0), "{s}");
+    let got = ok(&remote, "brume.things.get", json!({ "thing": "s1" })).await;
+    assert_eq!(got["reported"]["temperature"]["value"], json!(21.5));
+}

@@ -34,12 +34,14 @@
 //! | `brume.things.update_info` | `thing` + `property`, `value` or `values: {p: v}` | `{thing, info}` |
 //! | `brume.things.set` | `thing` + `property`, `value` or `values: {p: v}` | `{thing, settled: {p: {value, at}}}` once the device reports them |
 //! | `brume.things.describe` | `thing` | the W3C WoT Thing Description |
+//! | `brume.things.stats` | | `{events_in, state_events, auto_provisioned, raw_messages, dropped, dropped_by_cause: {rejected_by_type, unknown_device, publish_queue, command_queue, write_failed}, store: {batches, writes, retries, failed_writes, acknowledged_after_commit, pruned_actions, pending_writes}}` |
 //! | `brume.types.list` | | `[{id, title, description, version, origin}]` |
 //! | `brume.types.get` | `type` | the thing type |
 //! | `brume.thing.<id>.action.<name>` | the input: kwargs, or one positional argument | the device's output |
 //!
 //! Errors: `brume.error.no_such_thing`, `no_such_action`, `no_such_type`, `thing_offline`,
-//! `action_failed` (the device said no, or its reply broke the schema), and
+//! `action_failed` (the device said no, or its reply broke the schema), `write_failed` (the
+//! database refused the write even after retries: nothing was changed), and
 //! `wamp.error.invalid_argument` (message naming thing, property and rule; kwargs `thing`,
 //! `property` or `action`, `rule`), `wamp.error.timeout`, `wamp.error.canceled` (the caller canceled,
 //! or a later `set` of the same property superseded the call), `wamp.error.unavailable` (the gateway's command queue

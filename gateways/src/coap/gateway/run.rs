@@ -9,7 +9,7 @@
 //! - other events (offline, values from observed devices, command refusals) go through a
 //!   bounded [`Outbox`] drained as the hub makes room.
 //!
-//! A confirmable request whose events reached the hub is answered only once the hub has
+//! A confirmable POST or PUT whose events reached the hub is answered only once the hub has
 //! committed them: a barrier follows its events, and the response waits for it beside the
 //! actor's other inputs (if that takes longer than the ACK delay, the server sends an empty ACK
 //! and the response follows as a separate one, after the commit). If the hub cannot write them,
@@ -268,7 +268,11 @@ impl Actor {
         match permits {
             Ok(mut permits) => {
                 let reaction = self.push.on_request(now(), wall_ms(), request);
-                let durable = request.confirmable && !reaction.events.is_empty();
+                // What a device delivers (POST, PUT) is acknowledged once durable; a GET's
+                // events are only presence, and its answer (the commands waiting, an Observe
+                // registration) must not wait: notifications sent before it would be lost.
+                let delivers = !matches!(request.method, coap_lite::RequestType::Get);
+                let durable = request.confirmable && delivers && !reaction.events.is_empty();
                 let barrier = durable.then(device_models::gateway::commit);
                 let (commit, wait) = match barrier {
                     Some((c, w)) => (Some(DeviceEvent::Barrier(c)), Some(w)),
