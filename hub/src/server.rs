@@ -116,6 +116,13 @@ impl Hub {
         // Internal services attach before any listener accepts, so the first client finds them.
         if config.uplink.enabled {
             let realm = config.realms[0].name.clone();
+            // The uplink queue gets the disk budget less what the things database holds now,
+            // with room left for that to grow (it is never shed).
+            let budget = config.hub.disk_budget();
+            let things_db = std::fs::metadata(&things.database).map_or(0, |m| m.len());
+            let queue_file = budget
+                .saturating_sub(things_db.saturating_mul(2))
+                .max(crate::config::hub::MIN_DISK_BYTES / 2);
             crate::uplink::start(
                 &router,
                 &realm,
@@ -123,6 +130,7 @@ impl Hub {
                 &config.hub.data_dir,
                 config.uplink.clone(),
                 tapped,
+                queue_file,
                 &supervisor,
             )
             .await?;

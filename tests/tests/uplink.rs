@@ -975,3 +975,92 @@ async fn a_link_flapping_every_second_under_load_loses_nothing() {
     let s = status(&local).await;
     assert_eq!(s["dropped"].as_u64(), Some(0), "{s:?}");
 }
+
+/// The drill of a disk filling up: the hub's disk budget (`hub.max_disk_bytes`, here 4 MiB)
+/// runs out while the cloud is unreachable. The hub keeps serving, sheds the oldest telemetry
+/// (counted as `disk_full`, and said on `brume.uplink.on_status`), keeps the newest, and once
+/// the link is back and the queue drains, takes events again without shedding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_sheds_the_oldest_telemetry_counted_and_the_hub_recovers() {
+    let cb = Crossbar::start(&["edge-a"]).await;
+    let proxy = Proxy::start(cb.hub_addr()).await;
+    proxy.set(ProxyMode::Closed);
+    let up = uplink_to("edge-a", proxy.addr);
+    let hub = TestHub::start_with(move |c| {
+        c.hub.id = "edge-a".into();
+        c.hub.max_disk_bytes = 4 * 1024 * 1024;
+        c.uplink = up;
+    })
+    .await;
+    let local = hub.local_client("devices");
+    let mut on_status = local
+        .subscribe("brume.uplink.on_status", Dict::new())
+        .await
+        .unwrap();
+    let pad = "p".repeat(2000);
+    let padded = |n: i64| {
+        Payload::kwargs(dict([(
+            "values",
+            Value::Dict(dict([
+                ("n", Value::Int(n)),
+                ("pad", Value::from(pad.as_str())),
+            ])),
+        )]))
+    };
+    const EVENTS: i64 = 4000;
+    for n in 0..EVENTS {
+        local
+            .publish("brume.thing.t1.state", padded(n), Dict::new())
+            .await
+            .unwrap();
+    }
+    let disk_full = |s: &Dict| {
+        s["dropped_by_cause"].as_dict().unwrap()["disk_full"]
+            .as_u64()
+            .unwrap()
+    };
+    wait_status(&local, "every event queued or shed", |s| {
+        queued(s) + disk_full(s) == EVENTS as u64
+    })
+    .await;
+    let s = status(&local).await;
+    let shed = disk_full(&s);
+    assert!(shed > 0, "the budget ran out: {s:?}");
+    assert_eq!(s["dropped"].as_u64(), Some(shed), "{s:?}");
+    assert_eq!(s["accepted"].as_u64(), Some(EVENTS as u64), "{s:?}");
+    // Said on the status topic.
+    let said = tokio::time::timeout(Duration::from_secs(10), on_status.next())
+        .await
+        .expect("a status event")
+        .unwrap();
+    let said = said.payload.kwarg_dict().cloned().unwrap();
+    assert!(disk_full(&said) > 0, "{said:?}");
+    // The hub serves on.
+    local
+        .call("brume.things.list", vec![], Dict::new())
+        .await
+        .unwrap();
+
+    // The link comes back: the newest events arrive, the oldest were shed.
+    let (_cloud, mut rx) = cloud_subscriber(&cb).await;
+    proxy.set(ProxyMode::Open);
+    let kept = (EVENTS as u64 - shed) as usize;
+    let got = collect(&mut rx, kept).await;
+    let ns = &got["brume.hub.edge-a.thing.t1.state"];
+    assert_eq!(
+        ns,
+        &((EVENTS - kept as i64)..EVENTS).collect::<Vec<_>>(),
+        "the newest kept, in order"
+    );
+    wait_status(&local, "the queue drained", |s| queued(s) == 0).await;
+    // Space is back: new events are taken without shedding.
+    for n in EVENTS..EVENTS + 100 {
+        local
+            .publish("brume.thing.t1.state", padded(n), Dict::new())
+            .await
+            .unwrap();
+    }
+    let got = collect(&mut rx, 100).await;
+    assert_eq!(got["brume.hub.edge-a.thing.t1.state"].len(), 100);
+    assert_eq!(disk_full(&status(&local).await), shed, "nothing more shed");
+}

@@ -13,6 +13,10 @@ pub struct HubSection {
     pub id: String,
     pub data_dir: PathBuf,
     pub shutdown_grace_secs: u64,
+    /// The most disk the hub's data may take, in bytes; 0: a quarter of the space free on the
+    /// data directory's filesystem at start. What can be shed (the uplink queue's oldest
+    /// telemetry first) is shed to stay within it; provisioning and desired state never are.
+    pub max_disk_bytes: u64,
 }
 
 impl Default for HubSection {
@@ -21,11 +25,35 @@ impl Default for HubSection {
             id: "brume".into(),
             data_dir: "./brume-data".into(),
             shutdown_grace_secs: 5,
+            max_disk_bytes: 0,
         }
     }
 }
 
+/// Smallest disk budget the hub runs with.
+pub const MIN_DISK_BYTES: u64 = 4 * 1024 * 1024;
+
 impl HubSection {
+    /// The disk budget: `max_disk_bytes`, or a quarter of the free space on the data
+    /// directory's filesystem (64 GiB when that cannot be read).
+    pub fn disk_budget(&self) -> u64 {
+        if self.max_disk_bytes > 0 {
+            return self.max_disk_bytes;
+        }
+        match nix::sys::statvfs::statvfs(&self.data_dir) {
+            Ok(s) => {
+                // The field types differ between platforms.
+                #[allow(clippy::unnecessary_cast)]
+                let free = (s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64);
+                (free / 4).max(MIN_DISK_BYTES)
+            }
+            Err(e) => {
+                tracing::warn!(data_dir = %self.data_dir.display(), error = %e, "cannot read the free disk space; assuming 64 GiB for the disk budget");
+                64 << 30
+            }
+        }
+    }
+
     /// Checks `[hub]`.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let id = &self.id;
@@ -38,6 +66,12 @@ impl HubSection {
             return Err(invalid(
                 "hub.id",
                 "must be 1-64 letters, digits, `_` or `-`",
+            ));
+        }
+        if self.max_disk_bytes != 0 && self.max_disk_bytes < MIN_DISK_BYTES {
+            return Err(invalid(
+                "hub.max_disk_bytes",
+                "must be 0 (automatic) or at least 4194304 (4 MiB)",
             ));
         }
         Ok(())

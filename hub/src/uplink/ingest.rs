@@ -68,6 +68,7 @@ pub(super) async fn run(
     let mut recent: VecDeque<u64> = VecDeque::new();
     let mut seen: HashSet<u64> = HashSet::new();
     let mut wamp_open = true;
+    let mut shedding = Shedding::default();
     loop {
         let mut batch = Batch::default();
         tokio::select! {
@@ -113,6 +114,41 @@ pub(super) async fn run(
         for fence in fences {
             fence.answer(outcome);
         }
+        shedding.check(&shared).await;
+    }
+}
+
+/// Says on `brume.uplink.on_status` that the queue sheds for lack of disk: when it starts, and
+/// at most every [`SHEDDING_ANNOUNCE`] while it goes on.
+#[derive(Default)]
+struct Shedding {
+    seen: u64,
+    announced: Option<tokio::time::Instant>,
+}
+
+/// Least time between two announcements of shedding.
+const SHEDDING_ANNOUNCE: Duration = Duration::from_secs(10);
+
+impl Shedding {
+    async fn check(&mut self, shared: &Arc<Shared>) {
+        let status = shared.status.get();
+        let shed = status.drops.queue.disk_full;
+        if shed == self.seen {
+            return;
+        }
+        self.seen = shed;
+        if self
+            .announced
+            .is_some_and(|at| at.elapsed() < SHEDDING_ANNOUNCE)
+        {
+            return;
+        }
+        self.announced = Some(tokio::time::Instant::now());
+        tracing::warn!(
+            shed,
+            "the uplink queue is at the hub's disk budget; shedding the oldest telemetry"
+        );
+        super::status::announce(shared, status).await;
     }
 }
 

@@ -98,6 +98,8 @@ pub fn tap(config: &UplinkConfig) -> Result<(tap::UplinkTap, tap::TapReceiver), 
 }
 
 /// Starts the uplink's tasks (ingest, link, status) under `supervisor`, stopping with the hub.
+/// The queue's file may grow to `max_file_bytes` (its share of the hub's disk budget); past it
+/// the oldest telemetry is shed.
 /// `tap` carries the things service's events (see [`tap`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn start(
@@ -107,12 +109,19 @@ pub async fn start(
     data_dir: &Path,
     config: UplinkConfig,
     tap: Option<tap::TapReceiver>,
+    max_file_bytes: u64,
     supervisor: &Supervisor,
 ) -> Result<(), UplinkError> {
     let shutdown = supervisor.shutdown().clone();
     config.validate()?;
     let rules = config.rules()?;
-    let limits = queue::QueueLimits::of(&config);
+    let mut limits = queue::QueueLimits::of(&config);
+    limits.max_file_bytes = Some(max_file_bytes);
+    tracing::info!(
+        max_file_bytes,
+        max_bytes = limits.max_bytes,
+        "uplink queue bounds"
+    );
     let path = data_dir.join("uplink.db");
     let queue = tokio::task::spawn_blocking(move || UplinkQueue::open(&path, limits))
         .await

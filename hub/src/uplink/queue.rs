@@ -49,6 +49,9 @@ impl Kind {
 pub struct QueueLimits {
     pub max_bytes: u64,
     pub max_age: Duration,
+    /// The most the queue's database file may grow to (the hub's disk budget less what the
+    /// things database needs); `None`: as far as the disk allows.
+    pub max_file_bytes: Option<u64>,
 }
 
 impl QueueLimits {
@@ -57,6 +60,7 @@ impl QueueLimits {
         QueueLimits {
             max_bytes: config.queue_max_bytes,
             max_age: Duration::from_secs(config.queue_max_age_secs),
+            max_file_bytes: None,
         }
     }
 }
@@ -95,6 +99,17 @@ pub enum QueueError {
     },
 }
 
+impl QueueError {
+    /// Whether the database is full: the disk, or the page budget the hub gave it.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            QueueError::Db(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DiskFull
+        )
+    }
+}
+
 /// Events dropped by the queue since it was opened, by cause.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Drops {
@@ -108,11 +123,13 @@ pub struct Drops {
     pub rejected: u64,
     /// Could not be read back from the database.
     pub unreadable: u64,
+    /// Shed, oldest telemetry first, because the disk (or the hub's disk budget) was full.
+    pub disk_full: u64,
 }
 
 impl Drops {
     pub fn total(&self) -> u64 {
-        self.bound + self.age + self.oversize + self.rejected + self.unreadable
+        self.bound + self.age + self.oversize + self.rejected + self.unreadable + self.disk_full
     }
 }
 
@@ -122,6 +139,7 @@ enum Cause {
     Bound,
     Age,
     Rejected,
+    DiskFull,
 }
 
 /// Unreadable rows kept for inspection; older ones are deleted.
@@ -174,6 +192,11 @@ impl UplinkQueue {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        if let Some(max) = limits.max_file_bytes {
+            let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            let pages = (max / page.max(512) as u64).max(64);
+            conn.pragma_update(None, "max_page_count", pages as i64)?;
+        }
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS queue (
                  seq INTEGER PRIMARY KEY,
@@ -245,8 +268,63 @@ impl UplinkQueue {
     }
 
     /// Queues events in one transaction, then enforces the bounds. Returns the sequence numbers
-    /// given.
+    /// given. When the disk (or the disk budget) is full, the oldest telemetry is shed, counted
+    /// as `disk_full`, and the write tried again, rather than losing the newest events.
     pub fn push(&mut self, events: &[NewEvent]) -> Result<Vec<u64>, QueueError> {
+        let mut attempts = 0;
+        loop {
+            match self.push_once(events) {
+                Err(e) if e.is_disk_full() && attempts < 8 && !self.is_empty() => {
+                    attempts += 1;
+                    let shed = self.shed_for_space((self.bytes / 4).max(64 * 1024))?;
+                    tracing::warn!(
+                        shed,
+                        "the uplink queue's disk is full; oldest telemetry shed and counted (disk_full)"
+                    );
+                }
+                // Even an empty queue cannot take the whole batch: half of it at a time.
+                Err(e) if e.is_disk_full() && events.len() > 1 => {
+                    let (first, second) = events.split_at(events.len() / 2);
+                    let mut given = self.push(first)?;
+                    given.extend(self.push(second)?);
+                    return Ok(given);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Drops the oldest events, telemetry first, until about `wanted` bytes are freed; returns
+    /// how many went.
+    fn shed_for_space(&mut self, wanted: u64) -> Result<u64, QueueError> {
+        for (sql, cond) in [
+            (
+                "SELECT seq, bytes FROM queue WHERE kind = 0 ORDER BY seq",
+                "kind = 0 AND seq <= ?1",
+            ),
+            ("SELECT seq, bytes FROM queue ORDER BY seq", "seq <= ?1"),
+        ] {
+            let mut freed = 0u64;
+            let mut upto = None;
+            {
+                let mut stmt = self.conn.prepare(sql)?;
+                let mut rows = stmt.query([])?;
+                while let Some(row) = rows.next()? {
+                    freed += row.get::<_, i64>(1)? as u64;
+                    upto = Some(row.get::<_, i64>(0)?);
+                    if freed >= wanted {
+                        break;
+                    }
+                }
+            }
+            if let Some(upto) = upto {
+                return self.drop_where(cond, upto, Cause::DiskFull);
+            }
+        }
+        Ok(0)
+    }
+
+    fn push_once(&mut self, events: &[NewEvent]) -> Result<Vec<u64>, QueueError> {
         let mut seq = self.last_seq()?;
         let mut given = Vec::with_capacity(events.len());
         // Applied to the counters only once the transaction committed.
@@ -361,6 +439,7 @@ impl UplinkQueue {
             Cause::Bound => &mut self.drops.bound,
             Cause::Age => &mut self.drops.age,
             Cause::Rejected => &mut self.drops.rejected,
+            Cause::DiskFull => &mut self.drops.disk_full,
         };
         *counter += n as u64;
         if n > 0 {
@@ -538,6 +617,7 @@ mod tests {
             QueueLimits {
                 max_bytes,
                 max_age: Duration::from_secs(3600),
+                max_file_bytes: None,
             },
         )
         .unwrap()
@@ -656,6 +736,53 @@ mod tests {
         assert_eq!(q.len(), 1);
     }
 
+    /// A full disk (here a 2 MiB budget) sheds the oldest telemetry, counted, and keeps the
+    /// newest events and every lifecycle event; nothing is refused.
+    #[test]
+    fn a_full_disk_sheds_the_oldest_telemetry_and_keeps_taking_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = UplinkQueue::open(
+            &dir.path().join("q.db"),
+            QueueLimits {
+                max_bytes: 1 << 30,
+                max_age: Duration::from_secs(3600),
+                max_file_bytes: Some(2 * 1024 * 1024),
+            },
+        )
+        .unwrap();
+        q.push(&[ev("life", Kind::Lifecycle, -1, 1)]).unwrap();
+        let big = "x".repeat(2000);
+        let padded = |n: i64| {
+            let mut e = ev("t", Kind::Telemetry, n, 2);
+            e.payload = Payload::new(
+                vec![Value::Int(n)],
+                dict([("pad", Value::from(big.as_str()))]),
+            );
+            e
+        };
+        // One at a time, then in batches as large as the ingest's, each near the budget alone.
+        let mut last = 0;
+        for n in 0..2000 {
+            last = *q.push(&[padded(n)]).unwrap().last().unwrap();
+        }
+        for batch in 0..2 {
+            let events: Vec<NewEvent> =
+                (0..1000).map(|i| padded(2000 + batch * 1000 + i)).collect();
+            last = *q.push(&events).unwrap().last().unwrap();
+        }
+        let drops = q.drops();
+        assert!(drops.disk_full > 0, "{drops:?}");
+        assert_eq!(drops.total(), drops.disk_full);
+        assert_eq!(
+            q.len() + drops.disk_full,
+            4001,
+            "every event queued or counted"
+        );
+        let rows = q.peek(0, 10_000).unwrap();
+        assert_eq!(rows[0].topic, "life", "lifecycle is kept");
+        assert_eq!(rows.last().unwrap().seq, last, "the newest is kept");
+    }
+
     #[test]
     fn age_bound_drops_and_counts() {
         let dir = tempfile::tempdir().unwrap();
@@ -664,6 +791,7 @@ mod tests {
             QueueLimits {
                 max_bytes: 1 << 20,
                 max_age: Duration::from_secs(10),
+                max_file_bytes: None,
             },
         )
         .unwrap();

@@ -56,6 +56,7 @@ impl DropLedger {
             ("oversize", Value::from(q.oversize)),
             ("rejected", Value::from(q.rejected)),
             ("unreadable", Value::from(q.unreadable)),
+            ("disk_full", Value::from(q.disk_full)),
             ("disk_error", Value::from(self.disk_error)),
             ("shutdown", Value::from(self.shutdown)),
             ("slow_consumer", Value::from(self.slow_consumer)),
