@@ -144,6 +144,23 @@ async fn collect(
     per_thing
 }
 
+/// Asserts that what [`collect`] returned holds every number of `expected` once, each topic's
+/// in increasing order.
+fn assert_each_once_in_order(got: &BTreeMap<String, Vec<i64>>, expected: std::ops::Range<i64>) {
+    for (topic, ns) in got {
+        assert!(
+            ns.windows(2).all(|w| w[0] < w[1]),
+            "{topic} arrived in order"
+        );
+    }
+    let all: HashSet<i64> = got.values().flatten().copied().collect();
+    assert_eq!(
+        all,
+        expected.collect::<HashSet<i64>>(),
+        "every event exactly once after dedup"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hubs_forward_state_and_serve_cloud_calls() {
     let cb = Crossbar::start(&["edge-a", "edge-b"]).await;
@@ -294,18 +311,7 @@ async fn outage_loses_nothing_and_local_apps_never_notice() {
     let (_cloud, mut rx) = cloud_subscriber(&cb).await;
     proxy.set(ProxyMode::Open);
     let after = collect(&mut rx, 3000).await;
-    for (topic, ns) in &after {
-        assert!(
-            ns.windows(2).all(|w| w[0] < w[1]),
-            "{topic} arrived in order"
-        );
-    }
-    let all: HashSet<i64> = after.values().flatten().copied().collect();
-    assert_eq!(
-        all,
-        (100..3100).collect::<HashSet<i64>>(),
-        "every event exactly once after dedup"
-    );
+    assert_each_once_in_order(&after, 100..3100);
     wait_status(&local, "the queue empties", |s| {
         connected(s) && queued(s) == 0
     })
@@ -960,18 +966,7 @@ async fn a_link_flapping_every_second_under_load_loses_nothing() {
     };
     tokio::join!(flapping, publishing);
     let got = collect(&mut rx, EVENTS as usize).await;
-    for (topic, ns) in &got {
-        assert!(
-            ns.windows(2).all(|w| w[0] < w[1]),
-            "{topic} arrived in order"
-        );
-    }
-    let all: HashSet<i64> = got.values().flatten().copied().collect();
-    assert_eq!(
-        all,
-        (0..EVENTS).collect::<HashSet<i64>>(),
-        "every event exactly once after dedup"
-    );
+    assert_each_once_in_order(&got, 0..EVENTS);
     let s = status(&local).await;
     assert_eq!(s["dropped"].as_u64(), Some(0), "{s:?}");
 }

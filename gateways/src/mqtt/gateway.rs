@@ -308,8 +308,11 @@ impl Hooks for Core {
                 }
             }
         }
+        // Nothing to make durable (QoS 0, or a message that produced no event): acknowledged
+        // at once.
+        let durable = qos > 0 && !outcome.events.is_empty();
         self.emit(outcome.events).await;
-        if qos == 0 {
+        if !durable {
             return None;
         }
         // Acknowledged only once what it said is durable: the barrier follows its events.

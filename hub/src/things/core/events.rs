@@ -12,7 +12,10 @@ use super::*;
 impl Core {
     /// Handles one event from gateway `gw`.
     pub fn handle_event(&mut self, gw: GatewayId, event: DeviceEvent, now: Instant, now_ms: u64) {
-        self.stats.events_in.fetch_add(1, Ordering::Relaxed);
+        // A barrier is the gateway asking for a commit, not something a device said.
+        if !matches!(event, DeviceEvent::Barrier(_)) {
+            self.stats.events_in.fetch_add(1, Ordering::Relaxed);
+        }
         match event {
             DeviceEvent::Hello {
                 thing,
