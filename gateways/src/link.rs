@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use device_models::{DeviceCommand, DeviceEvent, ThingId};
+use device_models::{DeviceCommand, DeviceEvent, MemoryPressure, ThingId};
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq as _;
 use tokio::sync::mpsc;
@@ -88,6 +88,9 @@ pub struct GatewayIo {
     pub credentials: Arc<dyn DeviceCredentials>,
     /// Reads things back from the registry, for devices that ask.
     pub things: Arc<dyn ThingReader>,
+    /// Whether the hub is over its memory budget: a gateway accepts no new device connection
+    /// while it is (see [`MemoryPressure::admit_connection`]).
+    pub memory: MemoryPressure,
 }
 
 impl std::fmt::Debug for GatewayIo {
@@ -174,12 +177,19 @@ impl GatewayIo {
                 commands: crx,
                 credentials,
                 things: Arc::new(StaticThings::default()),
+                memory: MemoryPressure::default(),
             },
             HubEnds {
                 events: StandInEvents(erx),
                 commands: ctx,
             },
         )
+    }
+
+    /// The same link, under the hub's memory budget `memory`.
+    pub fn with_memory(mut self, memory: MemoryPressure) -> GatewayIo {
+        self.memory = memory;
+        self
     }
 
     /// The same link, reading things from `things`.

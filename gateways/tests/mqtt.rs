@@ -811,3 +811,23 @@ async fn next_barrier(raw: &mut tokio::sync::mpsc::Receiver<DeviceEvent>) -> dev
         }
     }
 }
+
+#[tokio::test]
+async fn no_new_connection_while_the_hub_is_over_its_memory_budget() {
+    let memory = device_models::MemoryPressure::new();
+    let mut hub = harness::start_under(memory.clone(), |_| {}).await;
+    hub.register("dev-1", "boiler", None);
+    let kept = Client::connect(hub.device_options("dev-1")).await.unwrap();
+    memory.set_over(true);
+    let refused = Client::connect(hub.device_options("dev-2")).await;
+    assert!(refused.is_err(), "refused while over the budget");
+    until_stats(&hub, |s| s.connections_refused_memory == 1).await;
+    assert_eq!(memory.refused_connections(), 1);
+    // The device already connected is still served.
+    kept.publish("things/dev-1/state", r#"{"temperature": 21.5}"#, false)
+        .await;
+    hub.expect(|e| matches!(e, DeviceEvent::Reported { .. }).then_some(()))
+        .await;
+    memory.set_over(false);
+    Client::connect(hub.device_options("dev-2")).await.unwrap();
+}

@@ -225,6 +225,27 @@ async fn raw_tcp_connection_limit_and_idle_timeout() {
     assert_eq!(gw.stats().connections, 2);
 }
 
+#[tokio::test]
+async fn raw_tcp_accepts_no_connection_while_the_hub_is_over_its_memory_budget() {
+    let memory = device_models::MemoryPressure::new();
+    let mut prepared = tcp(|_| {}).prepare(&catalog()).unwrap();
+    let gw = Gateway::start_under(prepared.remove(0), memory.clone()).await;
+    let mut kept = TcpStream::connect(gw.addr()).await.unwrap();
+    gw.stats_until("the first connection", |s| s.connections == 1)
+        .await;
+    memory.set_over(true);
+    let mut refused = TcpStream::connect(gw.addr()).await.unwrap();
+    assert!(closed_by_peer(&mut refused, Duration::from_secs(5)).await);
+    assert_eq!(gw.stats().connections_refused_memory, 1);
+    assert_eq!(memory.refused_connections(), 1);
+    // The connection it had is not touched; back under the budget, new ones are taken again.
+    assert!(!closed_by_peer(&mut kept, Duration::from_millis(100)).await);
+    memory.set_over(false);
+    let _later = TcpStream::connect(gw.addr()).await.unwrap();
+    gw.stats_until("the later connection", |s| s.connections == 2)
+        .await;
+}
+
 fn meter_line(pairs: &str) -> Vec<u8> {
     format!("{pairs}*{:04X}\r\n", crc16_modbus(pairs.as_bytes())).into_bytes()
 }

@@ -90,13 +90,20 @@ pub struct Gateways {
     pub bridge_skipped: Arc<AtomicU64>,
 }
 
-async fn attach(link: &GatewayLink, name: &str) -> Result<GatewayIo, GatewayStartError> {
-    link.attach(name)
+/// Attaches a gateway to the things service, under the hub's memory budget.
+async fn attach(
+    link: &GatewayLink,
+    router: &Router,
+    name: &str,
+) -> Result<GatewayIo, GatewayStartError> {
+    let io = link
+        .attach(name)
         .await
         .map_err(|e| GatewayStartError::Attach {
             gateway: name.to_owned(),
             reason: e.to_string(),
-        })
+        })?;
+    Ok(io.with_memory(router.memory().clone()))
 }
 
 /// Starts every enabled gateway under `supervisor`: each is critical (see
@@ -116,7 +123,7 @@ pub async fn start(
     let tracker = supervisor.tracker();
     let mut out = Gateways::default();
     if mqtt.enabled {
-        let io = attach(link, "mqtt").await?;
+        let io = attach(link, router, "mqtt").await?;
         let (io, raw_events) = split_raw(io, supervisor, shutdown.clone());
         let handle = Arc::new(MqttGateway::start(mqtt.clone(), io).await?);
         tracing::info!("MQTT broker at mqtt://{}", handle.local_addr());
@@ -171,7 +178,7 @@ pub async fn start(
                 .await
                 .map_err(GatewayStartError::CoapDevices)?;
         }
-        let io = attach(link, "coap").await?;
+        let io = attach(link, router, "coap").await?;
         let gw = CoapGateway::start(coap, catalog, io, shutdown.clone()).await?;
         tracing::info!("CoAP gateway at coap://{}", gw.local_addr());
         out.addrs.coap = Some(gw.local_addr());
@@ -186,7 +193,7 @@ pub async fn start(
         .map_err(|e| section_error("raw", e))?
     {
         let name = listener.name().to_owned();
-        let io = attach(link, &name).await?;
+        let io = attach(link, router, &name).await?;
         let l = raw::start(listener, io, shutdown.clone()).await?;
         match l.local_addr() {
             Some(a) => tracing::info!(listener = %name, "raw device listener at {a}"),
@@ -298,6 +305,7 @@ fn split_raw(
             commands: io.commands,
             credentials: io.credentials,
             things: io.things,
+            memory: io.memory,
         },
         raw_rx,
     )

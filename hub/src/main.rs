@@ -8,6 +8,11 @@ use hub::config::{Config, DEFAULT_TOML};
 use hub::router::auth::AuthMethod;
 use hub::router::auth::generate::new_principal;
 
+/// mimalloc returns freed memory to the system within milliseconds, so the resident memory the
+/// memory budget watches (`hub.max_memory_bytes`) falls once a backlog is shed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Brume: an IoT edge hub with a WAMP router, device gateways and a cloud uplink.
 #[derive(Parser, Debug)]
 #[command(version, about)]

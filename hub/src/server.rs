@@ -30,6 +30,8 @@ pub enum ServerError {
     Things(#[from] crate::things::ThingsError),
     #[error(transparent)]
     Gateway(#[from] crate::device_gateways::GatewayStartError),
+    #[error("the hub's own session: {0}")]
+    Local(#[source] crate::client::ClientError),
     #[error("uplink: {0}")]
     Uplink(#[from] crate::uplink::UplinkError),
     #[error("listener {name}: cannot bind {address}: {source}")]
@@ -77,10 +79,15 @@ impl Hub {
             let addr = l.local_addr().unwrap_or(plan.address);
             bound.push((l, addr, plan));
         }
-        let router = Router::new(config.router_config()?);
+        let memory = device_models::MemoryPressure::new();
+        let mut router_config = config.router_config()?;
+        router_config.memory = memory.clone();
+        let router = Router::new(router_config);
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let supervisor = Supervisor::new(shutdown.clone(), tracker.clone());
+        let disk_budget = config.hub.disk_budget();
+        start_memory_watch(&config, &router, memory, disk_budget, &supervisor).await?;
         let td = td_context(&config, &bound);
         // The things service hands its events to the uplink directly (see uplink::tap).
         let (tap, tapped) = if config.uplink.enabled {
@@ -118,7 +125,7 @@ impl Hub {
             let realm = config.realms[0].name.clone();
             // The uplink queue gets the disk budget less what the things database holds now,
             // with room left for that to grow (it is never shed).
-            let budget = config.hub.disk_budget();
+            let budget = disk_budget;
             let things_db = std::fs::metadata(&things.database).map_or(0, |m| m.len());
             let queue_file = budget
                 .saturating_sub(things_db.saturating_mul(2))
@@ -251,6 +258,48 @@ impl Hub {
         }
         done
     }
+}
+
+/// Starts the memory watch and `brume.hub.status` on a local session of the things realm.
+async fn start_memory_watch(
+    config: &Config,
+    router: &Arc<Router>,
+    memory: device_models::MemoryPressure,
+    disk_budget: u64,
+    supervisor: &Supervisor,
+) -> Result<(), ServerError> {
+    let budget = config.hub.memory_budget();
+    tracing::info!(budget, "memory budget");
+    let watch = crate::memory::MemoryWatch::new(budget, memory);
+    let realm = config.things.realm_name(&config.realms);
+    let local = crate::client::Client::local(
+        router,
+        realm,
+        crate::router::AuthInfo {
+            authid: "brume-hub".into(),
+            authrole: "trusted".into(),
+            authmethod: "trusted".into(),
+            authprovider: "static".into(),
+        },
+    )
+    .map_err(ServerError::Local)?;
+    let reg = local
+        .register(crate::wamp::uris::hub::STATUS, crate::wamp::Dict::new())
+        .await
+        .map_err(ServerError::Local)?;
+    let shutdown = supervisor.shutdown().clone();
+    supervisor.critical(
+        "hub_status",
+        crate::memory::serve_status(
+            config.hub.id.clone(),
+            disk_budget,
+            watch.clone(),
+            reg,
+            shutdown.clone(),
+        ),
+    );
+    supervisor.critical("memory_watch", crate::memory::watch(watch, local, shutdown));
+    Ok(())
 }
 
 /// How Thing Descriptions name this hub: its id, the first WebSocket listener's URL (`wss://` when

@@ -101,6 +101,7 @@ fn a_critical_part_that_panics_stops_the_process_with_status_70() {
         "mqtt_router_link",
         "coap_gateway",
         "wamp_listener",
+        "memory_watch",
     ];
     // In pairs, so the run stays short on two cores.
     for pair in parts.chunks(2) {

@@ -55,6 +55,8 @@ pub struct Core {
     stats: Arc<Stats>,
     /// Set once the broker runs; used to publish a vanished device's `offline` status.
     publisher: OnceLock<mpsc::Sender<Outbound>>,
+    /// The hub's memory budget: no new connection while over it.
+    memory: device_models::MemoryPressure,
 }
 
 impl Core {
@@ -200,6 +202,10 @@ impl Core {
 
 impl Hooks for Core {
     type Session = DeviceSession;
+
+    fn admits_connection(&self) -> bool {
+        self.memory.admit_connection()
+    }
 
     fn connect(&self, request: &ConnectRequest<'_>) -> Result<Accepted<DeviceSession>, Refusal> {
         let thing = match request.username {
@@ -372,6 +378,7 @@ impl MqttGateway {
             commands,
             credentials,
             things: _,
+            memory,
         } = io;
         let core = Arc::new(Core {
             name,
@@ -385,6 +392,7 @@ impl MqttGateway {
             retained_desired: Mutex::new(HashMap::new()),
             stats: stats.clone(),
             publisher: OnceLock::new(),
+            memory,
         });
         let broker = Broker::start(&config, core.clone(), stats.clone()).await?;
         let publisher = broker.publisher();

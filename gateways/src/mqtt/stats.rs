@@ -9,6 +9,7 @@ pub struct Stats {
     pub(crate) connections_accepted: AtomicU64,
     pub(crate) connections_open: AtomicU64,
     pub(crate) connections_refused_full: AtomicU64,
+    pub(crate) connections_refused_memory: AtomicU64,
     pub(crate) connections_refused_auth: AtomicU64,
     pub(crate) acl_denied_publish: AtomicU64,
     pub(crate) acl_denied_subscribe: AtomicU64,
@@ -34,6 +35,8 @@ pub struct MqttStats {
     pub connections_open: u64,
     /// Connections closed at accept because `max_connections` were open.
     pub connections_refused_full: u64,
+    /// Connections closed at accept because the hub was over its memory budget.
+    pub connections_refused_memory: u64,
     /// CONNECTs refused (credentials, client id, will topic, router full).
     pub connections_refused_auth: u64,
     /// PUBLISH packets (and wills) refused by the ACL.
@@ -72,6 +75,7 @@ impl Stats {
             connections_accepted: get(&self.connections_accepted),
             connections_open: get(&self.connections_open),
             connections_refused_full: get(&self.connections_refused_full),
+            connections_refused_memory: get(&self.connections_refused_memory),
             connections_refused_auth: get(&self.connections_refused_auth),
             acl_denied_publish: get(&self.acl_denied_publish),
             acl_denied_subscribe: get(&self.acl_denied_subscribe),

@@ -77,6 +77,8 @@ counters! {
     connections,
     /// TCP connections refused because `max_connections` were open.
     connections_refused,
+    /// TCP connections refused because the hub was over its memory budget.
+    connections_refused_memory,
     /// TCP connections closed for sending only bad frames.
     garbage_disconnects,
     /// TCP connections closed after `idle_timeout_secs` without a byte.

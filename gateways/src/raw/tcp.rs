@@ -79,6 +79,7 @@ pub(super) async fn start(
     let span = info_span!("raw.tcp", listener = %p.common.name, address = %local);
     let (conn_tx, conn_rx) = mpsc::channel(CONN_EVENT_QUEUE);
     let p = Arc::new(p);
+    let memory = io.memory.clone();
     tasks.spawn(
         engine_task(
             Arc::clone(&p),
@@ -89,7 +90,9 @@ pub(super) async fn start(
         )
         .instrument(span.clone()),
     );
-    tasks.spawn(accept_loop(listener, p, conn_tx, stats, tasks.clone(), shutdown).instrument(span));
+    tasks.spawn(
+        accept_loop(listener, p, conn_tx, stats, memory, tasks.clone(), shutdown).instrument(span),
+    );
     Ok(local)
 }
 
@@ -98,6 +101,7 @@ async fn accept_loop(
     p: Arc<PreparedTcp>,
     conn_tx: mpsc::Sender<ConnEvent>,
     stats: Arc<ListenerStats>,
+    memory: device_models::MemoryPressure,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -129,6 +133,11 @@ async fn accept_loop(
         if !p.peers.admits(peer) {
             ListenerStats::bump(&stats.unlisted_peer);
             debug!(%peer, "connection from an unlisted peer refused");
+            continue;
+        }
+        if !memory.admit_connection() {
+            ListenerStats::bump(&stats.connections_refused_memory);
+            debug!(%peer, "connection refused: the hub is over its memory budget");
             continue;
         }
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {

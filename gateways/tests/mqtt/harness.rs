@@ -47,12 +47,21 @@ pub async fn start_with(edit: impl FnOnce(&mut MqttConfig)) -> Hub {
 
 /// A gateway whose stand-in hub reads (and commits) only when the test reads an event.
 pub async fn start_paused(edit: impl FnOnce(&mut MqttConfig)) -> Hub {
+    start_under(device_models::MemoryPressure::default(), edit).await
+}
+
+/// Like [`start_paused`], under the memory budget flag `memory`.
+pub async fn start_under(
+    memory: device_models::MemoryPressure,
+    edit: impl FnOnce(&mut MqttConfig),
+) -> Hub {
     let mut config = MqttConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..MqttConfig::default()
     };
     edit(&mut config);
     let (io, ends) = GatewayIo::pair("mqtt", 256, Arc::new(credentials()));
+    let io = io.with_memory(memory);
     let gateway = MqttGateway::start(config, io).await.unwrap();
     let mut catalog = TypeCatalog::builtin().unwrap();
     let boiler = ThingType::from_toml(BOILER, "boiler.toml").unwrap();

@@ -57,8 +57,17 @@ impl Gateway {
     }
 
     pub async fn start_prepared(listener: PreparedListener) -> Gateway {
+        Self::start_under(listener, device_models::MemoryPressure::default()).await
+    }
+
+    /// Starts `listener` under the memory budget flag `memory`.
+    pub async fn start_under(
+        listener: PreparedListener,
+        memory: device_models::MemoryPressure,
+    ) -> Gateway {
         let (io, hub) =
             GatewayIo::pair(listener.name(), 256, Arc::new(StaticCredentials::default()));
+        let io = io.with_memory(memory);
         let shutdown = CancellationToken::new();
         let listener = raw::start(listener, io, shutdown.clone()).await.unwrap();
         Gateway {

@@ -17,6 +17,10 @@ pub struct HubSection {
     /// data directory's filesystem at start. What can be shed (the uplink queue's oldest
     /// telemetry first) is shed to stay within it; provisioning and desired state never are.
     pub max_disk_bytes: u64,
+    /// The most resident memory the hub may use, in bytes; 0: half of the memory the machine
+    /// (or the hub's cgroup) has. Past it the hub sheds what a slow subscriber has queued and
+    /// accepts no new connection (see [`crate::memory`]).
+    pub max_memory_bytes: u64,
 }
 
 impl Default for HubSection {
@@ -26,9 +30,13 @@ impl Default for HubSection {
             data_dir: "./brume-data".into(),
             shutdown_grace_secs: 5,
             max_disk_bytes: 0,
+            max_memory_bytes: 0,
         }
     }
 }
+
+/// Smallest memory budget the hub runs with.
+pub const MIN_MEMORY_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Smallest disk budget the hub runs with.
 pub const MIN_DISK_BYTES: u64 = 4 * 1024 * 1024;
@@ -54,6 +62,23 @@ impl HubSection {
         }
     }
 
+    /// The memory budget: `max_memory_bytes`, or half of the memory this process may have
+    /// (the machine's, or its cgroup's limit when lower; 1 GiB when neither can be read).
+    pub fn memory_budget(&self) -> u64 {
+        if self.max_memory_bytes > 0 {
+            return self.max_memory_bytes;
+        }
+        match crate::memory::available_memory() {
+            Some(total) => (total / 2).max(MIN_MEMORY_BYTES),
+            None => {
+                tracing::warn!(
+                    "cannot read the machine's memory; assuming 1 GiB for the memory budget"
+                );
+                1 << 30
+            }
+        }
+    }
+
     /// Checks `[hub]`.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let id = &self.id;
@@ -72,6 +97,12 @@ impl HubSection {
             return Err(invalid(
                 "hub.max_disk_bytes",
                 "must be 0 (automatic) or at least 4194304 (4 MiB)",
+            ));
+        }
+        if self.max_memory_bytes != 0 && self.max_memory_bytes < MIN_MEMORY_BYTES {
+            return Err(invalid(
+                "hub.max_memory_bytes",
+                "must be 0 (automatic) or at least 33554432 (32 MiB)",
             ));
         }
         Ok(())

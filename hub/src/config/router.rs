@@ -70,6 +70,7 @@ impl Config {
             realms: self.realm_configs()?,
             outbound_queue: self.router.outbound_queue,
             slow_consumer: self.router.slow_consumer,
+            memory: device_models::MemoryPressure::default(),
         })
     }
 }

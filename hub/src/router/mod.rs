@@ -38,6 +38,9 @@ pub struct RouterConfig {
     /// Messages a session may have queued towards it before the slow-consumer policy applies.
     pub outbound_queue: usize,
     pub slow_consumer: SlowConsumerPolicy,
+    /// The hub's memory budget: while over it, events for sessions that are behind are shed
+    /// (see [`outbound::PRESSURE_BACKLOG`]) and listeners accept no new connection.
+    pub memory: device_models::MemoryPressure,
 }
 
 impl Default for RouterConfig {
@@ -46,6 +49,7 @@ impl Default for RouterConfig {
             realms: vec![RealmConfig::open("brume")],
             outbound_queue: 1024,
             slow_consumer: SlowConsumerPolicy::Disconnect,
+            memory: device_models::MemoryPressure::default(),
         }
     }
 }
@@ -86,6 +90,11 @@ impl Router {
     /// Messages a session may have queued before the slow-consumer policy applies.
     pub fn outbound_queue(&self) -> usize {
         self.config.outbound_queue
+    }
+
+    /// The hub's memory budget flag, shared with the listeners and gateways.
+    pub fn memory(&self) -> &device_models::MemoryPressure {
+        &self.config.memory
     }
 
     /// Asks every session of every realm to close with `reason` (used at shutdown).

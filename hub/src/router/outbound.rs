@@ -49,6 +49,10 @@ impl Outgoing {
     }
 }
 
+/// How many messages a session may have queued while the hub is over its memory budget: past
+/// this its events are shed (see [`SessionHandle::send_event`]).
+pub const PRESSURE_BACKLOG: usize = 256;
+
 /// What the router does when a session's outbound queue is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -129,7 +133,9 @@ pub struct SessionHandle {
     kill: CancellationToken,
     close: Mutex<Option<CloseRequest>>,
     policy: SlowConsumerPolicy,
+    memory: device_models::MemoryPressure,
     dropped_events: AtomicU64,
+    shed_for_memory: AtomicU64,
     warned_drop: AtomicBool,
     next_invocation: AtomicU64,
     testaments: Mutex<Vec<Testament>>,
@@ -164,6 +170,7 @@ impl SessionHandle {
         tx: mpsc::Sender<Outgoing>,
         kill: CancellationToken,
         policy: SlowConsumerPolicy,
+        memory: device_models::MemoryPressure,
     ) -> Self {
         SessionHandle {
             id,
@@ -175,7 +182,9 @@ impl SessionHandle {
             kill,
             close: Mutex::new(None),
             policy,
+            memory,
             dropped_events: AtomicU64::new(0),
+            shed_for_memory: AtomicU64::new(0),
             warned_drop: AtomicBool::new(false),
             next_invocation: AtomicU64::new(1),
             testaments: Mutex::new(Vec::new()),
@@ -233,43 +242,102 @@ impl SessionHandle {
         }
     }
 
-    /// Queues an EVENT under the slow-consumer policy.
+    /// Messages queued for this session and not yet taken by its writer.
+    pub fn backlog(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Queues an EVENT under the slow-consumer policy. While the hub is over its memory budget,
+    /// a session [`PRESSURE_BACKLOG`] messages behind is treated as full: its queue is what the
+    /// budget sheds first.
     pub fn send_event(&self, msg: Outgoing) -> bool {
+        if self.memory.over() && self.backlog() >= PRESSURE_BACKLOG {
+            self.shed_for_memory.fetch_add(1, Ordering::Relaxed);
+            self.memory.count_shed_events(1);
+            return self.on_full(true);
+        }
         match self.tx.try_send(msg) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                let dropped = self.dropped_events.fetch_add(1, Ordering::Relaxed) + 1;
-                match self.policy {
-                    SlowConsumerPolicy::Disconnect => {
-                        tracing::warn!(
-                            session = self.id,
-                            dropped,
-                            "subscriber cannot keep up; closing it (slow_consumer = disconnect)"
-                        );
-                        self.close_with(CloseRequest {
-                            abort: true,
-                            reason: crate::wamp::uris::CLOSE_SLOW_CONSUMER.into(),
-                            message: Some("outbound queue full".into()),
-                        });
-                    }
-                    SlowConsumerPolicy::DropEvents => {
-                        if !self.warned_drop.swap(true, Ordering::Relaxed) {
-                            tracing::warn!(
-                                session = self.id,
-                                "subscriber cannot keep up; dropping its events (slow_consumer = drop_events)"
-                            );
-                        }
-                    }
-                }
-                false
-            }
+            Err(mpsc::error::TrySendError::Full(_)) => self.on_full(false),
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 
-    /// Events dropped for this session because its queue was full.
+    /// Whether the writer should discard `out` instead of sending it: an EVENT taken while the
+    /// hub is over its memory budget and `backlog` more messages wait behind it. The writer
+    /// then sheds the oldest events first, down to [`PRESSURE_BACKLOG`]. Counted.
+    pub fn shed_on_write(&self, out: &Outgoing, backlog: usize) -> bool {
+        if backlog < PRESSURE_BACKLOG
+            || !self.memory.over()
+            || !matches!(out.message(), Message::Event { .. })
+        {
+            return false;
+        }
+        self.dropped_events.fetch_add(1, Ordering::Relaxed);
+        self.shed_for_memory.fetch_add(1, Ordering::Relaxed);
+        self.memory.count_shed_events(1);
+        true
+    }
+
+    /// An event did not fit (`memory`: because the hub is over its memory budget): apply the
+    /// slow-consumer policy.
+    fn on_full(&self, memory: bool) -> bool {
+        let dropped = self.dropped_events.fetch_add(1, Ordering::Relaxed) + 1;
+        // The memory budget never closes an in-process session (a part of the hub): it loses
+        // the event instead, counted.
+        let policy = if memory && self.transport.kind == "local" {
+            SlowConsumerPolicy::DropEvents
+        } else {
+            self.policy
+        };
+        match policy {
+            SlowConsumerPolicy::Disconnect if memory => {
+                tracing::warn!(
+                    session = self.id,
+                    dropped,
+                    backlog = self.backlog(),
+                    "the hub is over its memory budget; closing a subscriber that is behind (slow_consumer = disconnect)"
+                );
+                self.close_with(CloseRequest {
+                    abort: true,
+                    reason: crate::wamp::uris::CLOSE_SLOW_CONSUMER.into(),
+                    message: Some("the router is over its memory budget".into()),
+                });
+            }
+            SlowConsumerPolicy::Disconnect => {
+                tracing::warn!(
+                    session = self.id,
+                    dropped,
+                    "subscriber cannot keep up; closing it (slow_consumer = disconnect)"
+                );
+                self.close_with(CloseRequest {
+                    abort: true,
+                    reason: crate::wamp::uris::CLOSE_SLOW_CONSUMER.into(),
+                    message: Some("outbound queue full".into()),
+                });
+            }
+            SlowConsumerPolicy::DropEvents => {
+                if !self.warned_drop.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        session = self.id,
+                        memory,
+                        "subscriber cannot keep up; dropping its events (slow_consumer = drop_events)"
+                    );
+                }
+            }
+        }
+        false
+    }
+
+    /// Events dropped for this session because its queue was full or the hub was over its
+    /// memory budget (the latter also in [`Self::shed_for_memory`]).
     pub fn dropped_events(&self) -> u64 {
         self.dropped_events.load(Ordering::Relaxed)
+    }
+
+    /// Events dropped for this session because the hub was over its memory budget.
+    pub fn shed_for_memory(&self) -> u64 {
+        self.shed_for_memory.load(Ordering::Relaxed)
     }
 
     /// Asks the session's task to end the session with this close; the first request wins.
@@ -296,5 +364,103 @@ impl SessionHandle {
             return 1;
         }
         id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wamp::Payload;
+
+    fn handle(
+        kind: &'static str,
+        policy: SlowConsumerPolicy,
+        memory: &device_models::MemoryPressure,
+    ) -> (SessionHandle, mpsc::Receiver<Outgoing>) {
+        let (tx, rx) = mpsc::channel(4 * PRESSURE_BACKLOG);
+        let auth = AuthInfo {
+            authid: "a".into(),
+            authrole: "r".into(),
+            authmethod: "anonymous".into(),
+            authprovider: "static".into(),
+        };
+        let transport = TransportInfo {
+            kind,
+            ..TransportInfo::local()
+        };
+        let h = SessionHandle::new(
+            1,
+            "brume".into(),
+            auth,
+            transport,
+            PeerFeatures::default(),
+            tx,
+            CancellationToken::new(),
+            policy,
+            memory.clone(),
+        );
+        (h, rx)
+    }
+
+    fn event(n: u64) -> Outgoing {
+        Outgoing::new(Message::Event {
+            subscription: 1,
+            publication: n,
+            details: Default::default(),
+            payload: Payload::empty(),
+        })
+    }
+
+    #[test]
+    fn over_the_memory_budget_a_session_behind_sheds_its_events() {
+        let memory = device_models::MemoryPressure::new();
+        let (h, mut rx) = handle("rawsocket", SlowConsumerPolicy::DropEvents, &memory);
+        for n in 0..PRESSURE_BACKLOG as u64 + 10 {
+            assert!(h.send_event(event(n)), "under budget every event fits");
+        }
+        memory.set_over(true);
+        assert!(!h.send_event(event(999)), "behind, over budget: shed");
+        assert_eq!(h.shed_for_memory(), 1);
+        assert_eq!(h.dropped_events(), 1);
+        // The writer sheds from the front (the oldest) down to the backlog allowed.
+        let mut written = Vec::new();
+        while let Ok(out) = rx.try_recv() {
+            if !h.shed_on_write(&out, rx.len()) {
+                written.push(out);
+            }
+        }
+        assert_eq!(written.len(), PRESSURE_BACKLOG);
+        assert_eq!(h.shed_for_memory(), 11);
+        assert_eq!(memory.shed_events(), 11);
+        assert!(h.close_request().is_none(), "drop_events keeps the session");
+    }
+
+    #[test]
+    fn over_the_memory_budget_a_disconnect_session_behind_is_closed_but_never_a_local_one() {
+        let memory = device_models::MemoryPressure::new();
+        memory.set_over(true);
+        let (remote, _rx1) = handle("websocket", SlowConsumerPolicy::Disconnect, &memory);
+        let (local, _rx2) = handle("local", SlowConsumerPolicy::Disconnect, &memory);
+        for n in 0..PRESSURE_BACKLOG as u64 {
+            assert!(remote.send_event(event(n)));
+            assert!(local.send_event(event(n)));
+        }
+        assert!(!remote.send_event(event(1000)));
+        assert!(
+            remote.close_request().is_some(),
+            "closed, freeing its backlog"
+        );
+        assert!(!local.send_event(event(1000)));
+        assert!(
+            local.close_request().is_none(),
+            "a part of the hub is never closed"
+        );
+        assert_eq!(local.shed_for_memory(), 1);
+        // What goes through `send` (results, invocations, errors) is never shed.
+        assert!(
+            local.send(event(1002)),
+            "a reply is queued whatever the budget"
+        );
+        assert_eq!(local.backlog(), PRESSURE_BACKLOG + 1);
     }
 }

@@ -141,6 +141,7 @@ impl RouterSession {
                 self.kill.clone(),
                 self.slow_consumer
                     .unwrap_or(self.router.config.slow_consumer),
+                self.router.config.memory.clone(),
             ));
             if realm.insert_session(h.clone()) {
                 break h;

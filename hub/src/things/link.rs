@@ -170,6 +170,7 @@ impl GatewayLink {
             commands: commands_rx,
             credentials: self.credentials.clone(),
             things: self.reader.clone(),
+            memory: device_models::MemoryPressure::default(),
         })
     }
 

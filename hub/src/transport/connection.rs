@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, field};
 
 use super::{TransportError, WampTransport};
-use crate::router::{Flow, Outgoing, Router, RouterSession, TransportInfo};
+use crate::router::{Flow, Outgoing, Router, RouterSession, SessionHandle, TransportInfo};
 use crate::wamp::{Message, Serializer, uris};
 
 /// Time limits for a WAMP connection.
@@ -115,8 +115,9 @@ async fn serve_inner<T: WampTransport>(
             }
             out = rx.recv() => {
                 let Some(out) = out else { break };
+                let handle = session.handle_ref().cloned();
                 tokio::select! {
-                    r = write_batch(&mut t, ser, out, &mut rx, limits.write_timeout) => {
+                    r = write_batch(&mut t, ser, out, &mut rx, limits.write_timeout, handle.as_deref()) => {
                         if let Err(e) = r {
                             tracing::info!(error = %e, "write failed; closing");
                             return;
@@ -163,7 +164,7 @@ async fn serve_inner<T: WampTransport>(
     rx.close();
     let drain = async {
         while let Some(out) = rx.recv().await {
-            write_batch(&mut t, ser, out, &mut rx, limits.write_timeout).await?;
+            write_batch(&mut t, ser, out, &mut rx, limits.write_timeout, None).await?;
         }
         Ok::<(), TransportError>(())
     };
@@ -171,20 +172,37 @@ async fn serve_inner<T: WampTransport>(
     let _ = tokio::time::timeout(limits.goodbye_timeout, t.close()).await;
 }
 
-/// Writes `first` and whatever else is already queued, then flushes once.
+/// Writes `first` and whatever else is already queued, then flushes once. Events the session
+/// sheds for the hub's memory budget (oldest first, see [`SessionHandle::shed_on_write`]) are
+/// skipped.
 async fn write_batch<T: WampTransport>(
     t: &mut T,
     ser: Serializer,
     first: Outgoing,
     rx: &mut mpsc::Receiver<Outgoing>,
     write_timeout: Duration,
+    session: Option<&SessionHandle>,
 ) -> Result<(), TransportError> {
-    queue_one(t, ser, &first)?;
+    let sheds = |out: &Outgoing, rx: &mpsc::Receiver<Outgoing>| {
+        session.is_some_and(|h| h.shed_on_write(out, rx.len()))
+    };
+    let mut queued = false;
+    if !sheds(&first, rx) {
+        queue_one(t, ser, &first)?;
+        queued = true;
+    }
     for _ in 1..MAX_BATCH {
         match rx.try_recv() {
-            Ok(out) => queue_one(t, ser, &out)?,
+            Ok(out) if sheds(&out, rx) => {}
+            Ok(out) => {
+                queue_one(t, ser, &out)?;
+                queued = true;
+            }
             Err(_) => break,
         }
+    }
+    if !queued {
+        return Ok(());
     }
     tokio::time::timeout(write_timeout, t.flush())
         .await

@@ -68,6 +68,11 @@ pub async fn serve(
                 continue;
             }
         };
+        if !router.memory().admit_connection() {
+            tracing::debug!(listener = %spec.name, %peer, "over the memory budget; refusing a connection");
+            drop(stream);
+            continue;
+        }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::warn!(listener = %spec.name, %peer, "connection limit reached; refusing");
             drop(stream);

@@ -41,11 +41,14 @@ pub struct DropLedger {
     /// Published while the uplink's local session's queue was full (a burst faster than the
     /// queue's disk): the router dropped them for that session.
     pub slow_consumer: u64,
+    /// Published while the hub was over its memory budget and that session's queue was behind
+    /// (see `hub.max_memory_bytes`): shed before they reached the queue.
+    pub memory: u64,
 }
 
 impl DropLedger {
     pub fn total(&self) -> u64 {
-        self.queue.total() + self.disk_error + self.shutdown + self.slow_consumer
+        self.queue.total() + self.disk_error + self.shutdown + self.slow_consumer + self.memory
     }
 
     pub fn to_dict(self) -> Dict {
@@ -60,6 +63,7 @@ impl DropLedger {
             ("disk_error", Value::from(self.disk_error)),
             ("shutdown", Value::from(self.shutdown)),
             ("slow_consumer", Value::from(self.slow_consumer)),
+            ("memory", Value::from(self.memory)),
         ])
     }
 }
@@ -103,7 +107,7 @@ impl StatusCell {
         )
     }
 
-    /// The local session whose dropped events count as `slow_consumer`.
+    /// The local session whose dropped events count as `slow_consumer` (or `memory`).
     pub fn watch_session(&self, session: Option<Arc<SessionHandle>>) {
         *self.1.lock().unwrap_or_else(|e| e.into_inner()) = session;
     }
@@ -113,14 +117,15 @@ impl StatusCell {
     }
 
     pub fn get(&self) -> UplinkStatus {
-        let slow = self
+        let (dropped, memory) = self
             .1
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .map_or(0, |h| h.dropped_events());
+            .map_or((0, 0), |h| (h.dropped_events(), h.shed_for_memory()));
         let mut s = self.lock().clone();
-        s.drops.slow_consumer = slow;
+        s.drops.slow_consumer = dropped.saturating_sub(memory);
+        s.drops.memory = memory;
         s
     }
 

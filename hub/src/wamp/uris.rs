@@ -18,3 +18,9 @@ pub mod uplink {
     pub const STATUS: &str = "brume.uplink.status";
     pub const ON_STATUS: &str = "brume.uplink.on_status";
 }
+
+/// The hub's own status procedure and its memory-budget topic.
+pub mod hub {
+    pub const STATUS: &str = "brume.hub.status";
+    pub const ON_MEMORY: &str = "brume.hub.on_memory";
+}

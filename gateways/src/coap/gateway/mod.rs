@@ -212,6 +212,7 @@ impl CoapGateway {
             commands,
             credentials,
             things,
+            memory: _,
         } = io;
         let local_addr = server.local_addr;
         info!(

@@ -40,6 +40,15 @@ pub(super) async fn run<H: Hooks>(
                 continue;
             }
         };
+        if !shared.hooks.admits_connection() {
+            shared
+                .stats
+                .connections_refused_memory
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, "MQTT connection refused: the hub is over its memory budget");
+            drop(stream);
+            continue;
+        }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             shared
                 .stats

@@ -99,6 +99,12 @@ pub trait Hooks: Send + Sync + 'static {
     /// Per-connection state.
     type Session: Send + 'static;
 
+    /// Whether a new TCP connection may be accepted now; false while the hub is over its
+    /// memory budget (the connection is closed at accept and counted).
+    fn admits_connection(&self) -> bool {
+        true
+    }
+
     /// Authenticates a CONNECT and creates the connection's state.
     fn connect(&self, request: &ConnectRequest<'_>) -> Result<Accepted<Self::Session>, Refusal>;
 
