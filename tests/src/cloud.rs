@@ -262,7 +262,13 @@ pub enum ProxyMode {
     Closed = 1,
     /// Keep connections open but forward nothing (a half-open link).
     Frozen = 2,
+    /// Forward both ways at [`SLOW_BYTES_PER_SEC`] each (a slow link, or a cloud that takes its
+    /// time).
+    Slow = 3,
 }
+
+/// What a [`ProxyMode::Slow`] proxy forwards per second, each way.
+pub const SLOW_BYTES_PER_SEC: usize = 256 * 1024;
 
 /// Where a [`Proxy`] forwards to.
 #[derive(Clone, Debug)]
@@ -300,16 +306,17 @@ impl Proxy {
                 }
                 let watch = ch.subscribe();
                 let target = target.clone();
+                let m = m.clone();
                 tokio::spawn(async move {
                     match target {
                         Target::Tcp(a) => {
                             if let Ok(out) = TcpStream::connect(a).await {
-                                pump(inbound, out, watch).await;
+                                pump(inbound, out, watch, m.clone()).await;
                             }
                         }
                         Target::Unix(p) => {
                             if let Ok(out) = UnixStream::connect(p).await {
-                                pump(inbound, out, watch).await;
+                                pump(inbound, out, watch, m.clone()).await;
                             }
                         }
                     }
@@ -329,18 +336,48 @@ impl Proxy {
     }
 }
 
+/// Copies `from` to `to` until either ends, at [`SLOW_BYTES_PER_SEC`] while the mode is
+/// [`ProxyMode::Slow`].
+async fn copy_paced<R, W>(from: &mut R, to: &mut W, mode: &AtomicU8)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let slow = mode.load(Ordering::SeqCst) == ProxyMode::Slow as u8;
+        let want = if slow { 4096 } else { buf.len() };
+        let n = match from.read(&mut buf[..want]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+        if slow {
+            let pause = Duration::from_secs_f64(n as f64 / SLOW_BYTES_PER_SEC as f64);
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
 /// Forwards both ways between `inbound` and `outbound` as the mode says, until either side
 /// closes or the mode becomes [`ProxyMode::Closed`].
-async fn pump<O>(inbound: TcpStream, outbound: O, mut watch: watch::Receiver<u8>)
-where
+async fn pump<O>(
+    inbound: TcpStream,
+    outbound: O,
+    mut watch: watch::Receiver<u8>,
+    mode: Arc<AtomicU8>,
+) where
     O: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut ri, mut wi) = inbound.into_split();
     let (mut ro, mut wo) = tokio::io::split(outbound);
     let pump = async {
         tokio::select! {
-            _ = tokio::io::copy(&mut ri, &mut wo) => {}
-            _ = tokio::io::copy(&mut ro, &mut wi) => {}
+            () = copy_paced(&mut ri, &mut wo, &mode) => {}
+            () = copy_paced(&mut ro, &mut wi, &mode) => {}
         }
     };
     tokio::pin!(pump);
