@@ -15,6 +15,7 @@
 pub mod client;
 pub mod config;
 pub mod device_gateways;
+pub mod disk;
 pub mod memory;
 pub mod router;
 pub mod server;

@@ -87,6 +87,17 @@ impl Hub {
         let tracker = TaskTracker::new();
         let supervisor = Supervisor::new(shutdown.clone(), tracker.clone());
         let disk_budget = config.hub.disk_budget();
+        // Room kept for the things database when the disk fills up (see crate::disk).
+        let reserve_bytes = crate::disk::MAX_RESERVE_BYTES.min(disk_budget / 16);
+        let data_dir = config.hub.data_dir.clone();
+        let reserve = tokio::task::spawn_blocking(move || {
+            Arc::new(crate::disk::DiskReserve::new(&data_dir, reserve_bytes))
+        })
+        .await
+        .map_err(|e| ServerError::DataDir {
+            path: config.hub.data_dir.display().to_string(),
+            source: std::io::Error::other(e),
+        })?;
         start_memory_watch(&config, &router, memory, disk_budget, &supervisor).await?;
         let td = td_context(&config, &bound);
         // The things service hands its events to the uplink directly (see uplink::tap).
@@ -103,6 +114,7 @@ impl Hub {
             shutdown.clone(),
             catalog.clone(),
             tap,
+            Some(reserve.clone()),
             &supervisor,
         )
         .await?;
@@ -129,6 +141,7 @@ impl Hub {
             let things_db = std::fs::metadata(&things.database).map_or(0, |m| m.len());
             let queue_file = budget
                 .saturating_sub(things_db.saturating_mul(2))
+                .saturating_sub(reserve_bytes)
                 .max(crate::config::hub::MIN_DISK_BYTES / 2);
             crate::uplink::start(
                 &router,
@@ -138,6 +151,7 @@ impl Hub {
                 config.uplink.clone(),
                 tapped,
                 queue_file,
+                Some(reserve.clone()),
                 &supervisor,
             )
             .await?;

@@ -125,10 +125,16 @@ pub struct BrumeProcess {
 impl BrumeProcess {
     /// Starts `brume run --config <config>` and waits for its RawSocket listener's log line.
     pub fn start(config: &std::path::Path) -> BrumeProcess {
+        let mut cmd = std::process::Command::new(brume_binary());
+        cmd.args(["run", "--config"]).arg(config);
+        Self::spawn(cmd)
+    }
+
+    /// Runs `command`, which ends by exec'ing `brume run` (a wrapper that sets up a namespace or
+    /// a mount first), and waits for the hub's RawSocket listener's log line.
+    pub fn spawn(mut command: std::process::Command) -> BrumeProcess {
         use std::io::{BufRead, BufReader};
-        let mut child = std::process::Command::new(brume_binary())
-            .args(["run", "--config"])
-            .arg(config)
+        let mut child = command
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::piped())
@@ -156,8 +162,19 @@ impl BrumeProcess {
                     .split_whitespace()
                     .next()
                     .unwrap_or_default();
-                // Keep draining the log so brume never blocks on a full pipe.
-                std::thread::spawn(move || for _ in rx {});
+                // Keep draining the log so brume never blocks on a full pipe; its warnings
+                // and errors go to the test's output (shown when the test fails).
+                std::thread::spawn(move || {
+                    for line in rx {
+                        if line.contains(" WARN ") || line.contains(" ERROR ") {
+                            // The test harness shows this only for a failing test.
+                            #[allow(clippy::print_stderr)]
+                            {
+                                eprintln!("brume: {line}");
+                            }
+                        }
+                    }
+                });
                 return BrumeProcess {
                     child,
                     rs_url: format!("rs://{addr}"),

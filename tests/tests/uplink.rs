@@ -1083,3 +1083,224 @@ async fn a_full_disk_sheds_the_oldest_telemetry_counted_and_the_hub_recovers() {
     assert_eq!(got["brume.hub.edge-a.thing.t1.state"].len(), 100);
     assert_eq!(disk_full(&status(&local).await), shed, "nothing more shed");
 }
+
+/// `command` run in a private mount namespace where `data` is a fresh tmpfs of `size_mib`,
+/// holding a filler file of `filler_mib` (so the disk fills up early, and space comes back when
+/// the test deletes the filler). Root gets a plain mount namespace; others a user namespace.
+fn on_small_filesystem(
+    data: &std::path::Path,
+    size_mib: u32,
+    filler_mib: u32,
+    brume_args: &[&std::ffi::OsStr],
+) -> std::process::Command {
+    let script = format!(
+        "set -e; mount -t tmpfs -o size={size_mib}m tmpfs \"$1\"; \
+         head -c {} /dev/zero > \"$1/filler\"; shift; exec \"$@\"",
+        u64::from(filler_mib) << 20
+    );
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let mut cmd = std::process::Command::new("unshare");
+    if !root {
+        cmd.args(["--user", "--map-root-user"]);
+    }
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+        "sh",
+    ])
+    .arg(data)
+    .arg(tests::hub::brume_binary())
+    .args(brume_args);
+    cmd
+}
+
+/// The drill of a real disk filling up: the hub's data directory is a 32 MiB filesystem, and the
+/// cloud is unreachable while events keep coming. First the queue's own growth meets the room
+/// the hub keeps free (two disk reserves): it stops growing and sheds its oldest telemetry.
+/// Then another program takes every byte left: the hub releases its disk reserve, provisioning
+/// and info updates still commit, and the queue goes on shedding (`disk_full`), never failing
+/// (`disk_error`). Once the space is back and the link too, the kept events arrive in order,
+/// the reserve is written again, and new events are taken without shedding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_full_disk_sheds_telemetry_keeps_provisioning_and_recovers() {
+    let cb = Crossbar::start(&["edge-a"]).await;
+    let proxy = Proxy::start(cb.hub_addr()).await;
+    proxy.set(ProxyMode::Closed);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = dir.path().join("brume.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[hub]\nid = \"edge-a\"\ndata_dir = {:?}\nmax_disk_bytes = 1073741824\n\
+             [mqtt]\nenabled = false\n[coap]\nenabled = false\n\
+             [[listeners]]\nname = \"rs\"\nkind = \"rawsocket\"\naddress = \"127.0.0.1:0\"\n\
+             [uplink]\nenabled = true\nurl = \"ws://{}/ws\"\nrealm = \"cloud\"\n\
+             reconnect_initial_ms = 100\nreconnect_max_ms = 400\n\
+             [uplink.auth]\nmethod = \"ticket\"\nauthid = \"edge-a\"\nsecret = \"secret-edge-a\"\n",
+            data.display().to_string(),
+            proxy.addr,
+        ),
+    )
+    .unwrap();
+    let hub = BrumeProcess::spawn(on_small_filesystem(
+        &data,
+        32,
+        8,
+        &["run".as_ref(), "--config".as_ref(), config.as_os_str()],
+    ));
+    // The hub's data directory as this process sees it, through the hub's mount namespace.
+    let seen = std::path::PathBuf::from(format!("/proc/{}/root{}", hub.child.id(), data.display()));
+    let reserve = seen.join(hub::disk::RESERVE_FILE);
+    assert!(
+        seen.join("filler").exists(),
+        "the data directory is the small filesystem"
+    );
+    assert!(reserve.exists(), "the hub keeps a disk reserve");
+    let app =
+        Client::connect(&ConnectOptions::new(&hub.rs_url, "brume").serializer(Serializer::MsgPack))
+            .await
+            .unwrap();
+    let pad = "p".repeat(2000);
+    let padded = |n: i64| {
+        (
+            "brume.thing.t1.state".to_owned(),
+            Payload::kwargs(dict([(
+                "values",
+                Value::Dict(dict([
+                    ("n", Value::Int(n)),
+                    ("pad", Value::from(pad.as_str())),
+                ])),
+            )])),
+        )
+    };
+    let publish = |range: std::ops::Range<i64>| {
+        let app = app.clone();
+        let events: Vec<_> = range.map(padded).collect();
+        async move {
+            for chunk in events.chunks(500) {
+                for r in app.publish_batch_acked(chunk.to_vec()).await {
+                    r.unwrap();
+                }
+            }
+        }
+    };
+    let cause = |s: &Dict, c: &str| {
+        s["dropped_by_cause"].as_dict().unwrap()[c]
+            .as_u64()
+            .unwrap()
+    };
+    let settled = |n: i64| {
+        move |s: &Dict| queued(s) + cause(s, "disk_full") + cause(s, "disk_error") == n as u64
+    };
+
+    // 1. 6,000 events of 2 KB: more than the room the queue may take (16 MiB free less 8).
+    const FIRST: i64 = 6000;
+    publish(0..FIRST).await;
+    wait_status(&app, "every event queued or shed", settled(FIRST)).await;
+    let s = status(&app).await;
+    assert!(
+        cause(&s, "disk_full") > 0,
+        "the queue met the room kept free: {s:?}"
+    );
+    assert_eq!(cause(&s, "disk_error"), 0, "shed, never failed: {s:?}");
+    assert!(reserve.exists(), "the reserve is untouched: {s:?}");
+
+    // 2. Another program takes every byte left.
+    let hog = seen.join("hog");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&hog).unwrap();
+        let mb = vec![1u8; 1 << 20];
+        while f.write_all(&mb).and_then(|()| f.sync_all()).is_ok() {}
+        let mut kb = [1u8; 4096];
+        while f.write_all(&kb).and_then(|()| f.sync_all()).is_ok() {
+            kb[0] = kb[0].wrapping_add(1);
+        }
+    }
+    const EVENTS: i64 = FIRST + 2000;
+    publish(FIRST..EVENTS).await;
+    wait_status(&app, "every event queued or shed", settled(EVENTS)).await;
+    // What is never shed still commits on the full disk.
+    let provisioned = app
+        .call(
+            "brume.things.provision",
+            vec![],
+            dict([
+                ("thing", Value::from("late-1")),
+                ("type", Value::from("temperature_sensor")),
+            ]),
+        )
+        .await;
+    assert!(
+        provisioned.is_ok(),
+        "provisioning on a full disk: {provisioned:?}"
+    );
+    let updated = app
+        .call(
+            "brume.things.update_info",
+            vec![],
+            dict([
+                ("thing", Value::from("late-1")),
+                ("property", Value::from("location")),
+                ("value", Value::from("on a full disk")),
+            ]),
+        )
+        .await;
+    assert!(
+        updated.is_ok(),
+        "an info update on a full disk: {updated:?}"
+    );
+    let s = status(&app).await;
+    let shed = cause(&s, "disk_full");
+    assert_eq!(cause(&s, "disk_error"), 0, "shed, never failed: {s:?}");
+    assert!(
+        !reserve.exists(),
+        "the reserve was released for the full disk"
+    );
+
+    // 3. Space comes back and so does the link: the newest events arrive, in order.
+    std::fs::remove_file(&hog).unwrap();
+    std::fs::remove_file(seen.join("filler")).unwrap();
+    let (_cloud, mut rx) = cloud_subscriber(&cb).await;
+    proxy.set(ProxyMode::Open);
+    let kept = (EVENTS as u64 - shed) as usize;
+    let got = collect(&mut rx, kept).await;
+    assert_eq!(
+        got["brume.hub.edge-a.thing.t1.state"],
+        ((EVENTS - kept as i64)..EVENTS).collect::<Vec<_>>(),
+        "the newest kept, in order"
+    );
+    wait_status(&app, "the queue drained", |s| queued(s) == 0).await;
+    publish(EVENTS..EVENTS + 500).await;
+    // Every new one reaches the cloud (after what else the queue held: the new thing's events).
+    let last = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let (topic, kw) = rx.recv().await.expect("cloud subscription open");
+            let n = kw
+                .get("values")
+                .and_then(Value::as_dict)
+                .and_then(|v| v.get("n"))
+                .and_then(Value::as_i64);
+            if topic == "brume.hub.edge-a.thing.t1.state" && n == Some(EVENTS + 499) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        last.is_ok(),
+        "the events after the disk had room again reached the cloud"
+    );
+    let s = status(&app).await;
+    assert_eq!(cause(&s, "disk_full"), shed, "nothing more shed: {s:?}");
+    assert!(reserve.exists(), "the disk reserve is back");
+}

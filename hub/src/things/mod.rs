@@ -125,6 +125,7 @@ pub fn load_catalog(config: &Config) -> Result<TypeCatalog, ThingsError> {
 /// Loads the database, joins the realm, registers the procedures and spawns the
 /// service's tasks under `supervisor`; they stop when `shutdown` is cancelled, after the database
 /// writer has committed everything.
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     config: &Config,
     td: TdContext,
@@ -132,16 +133,18 @@ pub async fn start(
     shutdown: CancellationToken,
     catalog: TypeCatalog,
     tap: Option<crate::uplink::tap::UplinkTap>,
+    reserve: Option<Arc<crate::disk::DiskReserve>>,
     supervisor: &crate::supervisor::Supervisor,
 ) -> Result<Things, ThingsError> {
     let tracker = supervisor.tracker();
     let t = &config.things;
     let database = t.database_path(&config.hub.data_dir);
     let (queue, log_max, path) = (t.store_queue, t.action_log_max, database.clone());
-    let (store, loaded) =
-        tokio::task::spawn_blocking(move || store::Store::open(&path, queue, log_max))
-            .await
-            .map_err(ThingsError::Blocking)??;
+    let (store, loaded) = tokio::task::spawn_blocking(move || {
+        store::Store::open_with_reserve(&path, queue, log_max, reserve)
+    })
+    .await
+    .map_err(ThingsError::Blocking)??;
     if loaded.expired_at_start > 0 {
         tracing::info!(
             actions = loaded.expired_at_start,

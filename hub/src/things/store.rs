@@ -246,6 +246,17 @@ impl Store {
         queue: usize,
         action_log_max: u64,
     ) -> Result<(Store, Loaded), StoreError> {
+        Self::open_with_reserve(path, queue, action_log_max, None)
+    }
+
+    /// Like [`Store::open`]; a commit that fails because the disk is full first releases the
+    /// hub's disk `reserve` (see [`crate::disk`]), then tries again.
+    pub fn open_with_reserve(
+        path: &Path,
+        queue: usize,
+        action_log_max: u64,
+        reserve: Option<Arc<crate::disk::DiskReserve>>,
+    ) -> Result<(Store, Loaded), StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
                 path: path.to_owned(),
@@ -285,6 +296,7 @@ impl Store {
             stats: stats.clone(),
             action_rows,
             action_log_max,
+            reserve,
         };
         let thread = std::thread::Builder::new()
             .name("things-store".into())
@@ -516,6 +528,7 @@ struct Writer {
     stats: Arc<StoreStats>,
     action_rows: u64,
     action_log_max: u64,
+    reserve: Option<Arc<crate::disk::DiskReserve>>,
 }
 
 impl Writer {
@@ -544,6 +557,15 @@ impl Writer {
         for attempt in 1..=RETRIES {
             let Err(e) = &result else { break };
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+                // The disk is full: take the hub's reserve, and give back what the WAL holds.
+                if let Some(reserve) = &self.reserve {
+                    reserve.release();
+                }
+                if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+                    tracing::warn!(error = %e, "things database: checkpoint on a full disk failed");
+                }
+            }
             tracing::warn!(error = %e, ops = writes, attempt, retry_in = ?delay, "things database: a commit failed; trying again");
             std::thread::sleep(delay);
             delay *= 4;

@@ -99,7 +99,8 @@ pub fn tap(config: &UplinkConfig) -> Result<(tap::UplinkTap, tap::TapReceiver), 
 
 /// Starts the uplink's tasks (ingest, link, status) under `supervisor`, stopping with the hub.
 /// The queue's file may grow to `max_file_bytes` (its share of the hub's disk budget); past it
-/// the oldest telemetry is shed.
+/// the oldest telemetry is shed, as it is when the disk itself fills up (then the queue releases
+/// the hub's disk `reserve` and stops growing, see [`crate::disk`]).
 /// `tap` carries the things service's events (see [`tap`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn start(
@@ -110,6 +111,7 @@ pub async fn start(
     config: UplinkConfig,
     tap: Option<tap::TapReceiver>,
     max_file_bytes: u64,
+    reserve: Option<Arc<crate::disk::DiskReserve>>,
     supervisor: &Supervisor,
 ) -> Result<(), UplinkError> {
     let shutdown = supervisor.shutdown().clone();
@@ -123,12 +125,18 @@ pub async fn start(
         "uplink queue bounds"
     );
     let path = data_dir.join("uplink.db");
-    let queue = tokio::task::spawn_blocking(move || UplinkQueue::open(&path, limits))
-        .await
-        .map_err(|e| queue::QueueError::Corrupt {
-            seq: 0,
-            reason: e.to_string(),
-        })??;
+    let dir = data_dir.to_owned();
+    let queue = tokio::task::spawn_blocking(move || {
+        UplinkQueue::open(&path, limits).map(|q| match reserve {
+            Some(r) => q.with_reserve(r, &dir),
+            None => q,
+        })
+    })
+    .await
+    .map_err(|e| queue::QueueError::Corrupt {
+        seq: 0,
+        reason: e.to_string(),
+    })??;
     let auth = AuthInfo {
         authid: AUTHID.into(),
         authrole: "trusted".into(),

@@ -17,12 +17,14 @@
 //! The queue is a plain struct over a connection (no async); the uplink owns it on a blocking
 //! thread.
 
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::de::DeserializeSeed;
 
+use crate::disk::{self, DiskReserve};
 use crate::wamp::value::{Flavor, Seed, Ser};
 use crate::wamp::{Payload, Value};
 
@@ -153,7 +155,26 @@ pub struct UplinkQueue {
     count: u64,
     bytes: u64,
     drops: Drops,
+    /// The hub's disk reserve and the queue's directory, when the queue watches the disk.
+    reserve: Option<(Arc<DiskReserve>, PathBuf)>,
+    page_size: u64,
+    /// The file's current cap in pages (`max_page_count`), and whether the disk (not the
+    /// budget) set it; when it was last fitted (see [`Self::fit_to_disk`]).
+    cap: i64,
+    disk_limited: bool,
+    fitted: Option<Instant>,
+    /// When drops were last logged.
+    drop_logged: Option<Instant>,
 }
+
+/// Least time between two log lines about dropped events.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Most events written in one transaction while the disk is nearly full.
+const SMALL_BATCH: usize = 64;
+
+/// How often the queue fits its file's cap to the free space on its filesystem.
+const FIT_EVERY: Duration = Duration::from_millis(100);
 
 /// Largest single event accepted into the queue; larger ones are dropped and counted.
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
@@ -192,11 +213,16 @@ impl UplinkQueue {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        if let Some(max) = limits.max_file_bytes {
-            let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-            let pages = (max / page.max(512) as u64).max(64);
-            conn.pragma_update(None, "max_page_count", pages as i64)?;
-        }
+        let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let page_size = page.max(512) as u64;
+        let max_pages: i64 = match limits.max_file_bytes {
+            Some(max) => {
+                let pages = (max / page_size).max(64) as i64;
+                conn.pragma_update(None, "max_page_count", pages)?;
+                pages
+            }
+            None => conn.query_row("PRAGMA max_page_count", [], |r| r.get(0))?,
+        };
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS queue (
                  seq INTEGER PRIMARY KEY,
@@ -233,7 +259,104 @@ impl UplinkQueue {
             count: count as u64,
             bytes: bytes as u64,
             drops: Drops::default(),
+            reserve: None,
+            page_size,
+            cap: max_pages,
+            disk_limited: false,
+            fitted: None,
+            drop_logged: None,
         })
+    }
+
+    /// The same queue, watching its filesystem: when a write fails because the disk itself is
+    /// full (not the disk budget), it releases the hub's disk `reserve` and stops growing.
+    pub fn with_reserve(mut self, reserve: Arc<DiskReserve>, dir: &Path) -> UplinkQueue {
+        self.reserve = Some((reserve, dir.to_owned()));
+        self
+    }
+
+    /// Whether the queue's file is held below its budget because its filesystem is nearly full.
+    pub fn disk_limited(&self) -> bool {
+        self.disk_limited
+    }
+
+    /// Fits the file's cap to its filesystem, at most every [`FIT_EVERY`]: the file may grow to
+    /// its budget, but never into the last two reserves' worth of free space, which stays for the
+    /// things database and both write-ahead logs. Past that cap the queue sheds its oldest
+    /// telemetry (counted as `disk_full`), as it does at its budget. Restores the hub's disk
+    /// reserve once there is room for it again.
+    fn fit_to_disk(&mut self) {
+        let Some((reserve, dir)) = &self.reserve else {
+            return;
+        };
+        if self.fitted.is_some_and(|t| t.elapsed() < FIT_EVERY) {
+            return;
+        }
+        self.fitted = Some(Instant::now());
+        if !reserve.held() {
+            reserve.restore_if_room();
+        }
+        let Some(free) = disk::free_bytes(dir) else {
+            return;
+        };
+        let keep_free = reserve.bytes().saturating_mul(2);
+        let pages: i64 = match self.conn.query_row("PRAGMA page_count", [], |r| r.get(0)) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "uplink queue: cannot read its page count");
+                return;
+            }
+        };
+        let room =
+            i64::try_from(free.saturating_sub(keep_free) / self.page_size).unwrap_or(i64::MAX);
+        let budget = self.budget_pages();
+        let cap = budget.min(pages.saturating_add(room));
+        if cap != self.cap {
+            match self.conn.pragma_update(None, "max_page_count", cap) {
+                Ok(()) => self.cap = cap,
+                Err(e) => tracing::warn!(error = %e, "uplink queue: cannot set its page cap"),
+            }
+        }
+        let limited = cap < budget;
+        if limited != self.disk_limited {
+            self.disk_limited = limited;
+            if limited {
+                tracing::warn!(
+                    free,
+                    keep_free,
+                    file_bytes = cap.saturating_mul(self.page_size as i64),
+                    "the disk is nearly full: the uplink queue stops growing and sheds its oldest telemetry (disk_full)"
+                );
+            } else {
+                tracing::info!("the disk has room again: the uplink queue may grow to its budget");
+            }
+        }
+    }
+
+    /// The most pages the disk budget allows the file.
+    fn budget_pages(&self) -> i64 {
+        match self.limits.max_file_bytes {
+            Some(max) => (max / self.page_size).max(64) as i64,
+            None => i64::from(u32::MAX >> 1),
+        }
+    }
+
+    /// A write failed for lack of space while the filesystem is full anyway (something else
+    /// filled it faster than the cap followed): release the hub's disk reserve, give back what
+    /// the WAL holds, and refit the cap at once.
+    fn on_disk_full(&mut self) {
+        let Some((reserve, dir)) = &self.reserve else {
+            return;
+        };
+        if disk::free_bytes(dir).is_some_and(|free| free >= reserve.bytes().max(1 << 20)) {
+            return; // the cap or the budget, not the disk
+        }
+        reserve.release();
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+            tracing::debug!(error = %e, "uplink queue checkpoint on a full disk failed");
+        }
+        self.fitted = None;
+        self.fit_to_disk();
     }
 
     /// Events dropped since the queue was opened, by cause.
@@ -271,13 +394,49 @@ impl UplinkQueue {
     /// given. When the disk (or the disk budget) is full, the oldest telemetry is shed, counted
     /// as `disk_full`, and the write tried again, rather than losing the newest events.
     pub fn push(&mut self, events: &[NewEvent]) -> Result<Vec<u64>, QueueError> {
+        self.fit_to_disk();
+        if self.disk_limited && events.len() > SMALL_BATCH {
+            // Small transactions while the disk is nearly full: the WAL needs little room.
+            let mut given = Vec::with_capacity(events.len());
+            for chunk in events.chunks(SMALL_BATCH) {
+                given.extend(self.push(chunk)?);
+            }
+            return Ok(given);
+        }
         let mut attempts = 0;
         loop {
-            match self.push_once(events) {
+            let outcome = self.push_once(events);
+            if outcome.as_ref().is_err_and(QueueError::is_disk_full) {
+                let was_limited = self.disk_limited;
+                self.on_disk_full();
+                if !was_limited && self.disk_limited {
+                    // The disk itself filled up: make room, then write in small transactions.
+                    if !self.is_empty() {
+                        self.shed_for_space((self.bytes / 4).max(64 * 1024))?;
+                    }
+                    return self.push(events);
+                }
+            }
+            if outcome.is_ok() && self.disk_limited {
+                // Give the WAL's space back to the filesystem after each write while it is
+                // full, so the things database keeps the room the reserve made.
+                if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+                    tracing::debug!(error = %e, "uplink queue checkpoint on a full disk failed");
+                }
+            }
+            match outcome {
                 Err(e) if e.is_disk_full() && attempts < 8 && !self.is_empty() => {
                     attempts += 1;
-                    let shed = self.shed_for_space((self.bytes / 4).max(64 * 1024))?;
-                    tracing::warn!(
+                    let wanted = (self.bytes / 4).max(64 * 1024);
+                    let shed = match self.shed_for_space(wanted) {
+                        // Even a delete needs room in the WAL: make some and try once more.
+                        Err(e) if e.is_disk_full() => {
+                            self.on_disk_full();
+                            self.shed_for_space(wanted)?
+                        }
+                        other => other?,
+                    };
+                    tracing::debug!(
                         shed,
                         "the uplink queue's disk is full; oldest telemetry shed and counted (disk_full)"
                     );
@@ -443,11 +602,22 @@ impl UplinkQueue {
         };
         *counter += n as u64;
         if n > 0 {
-            tracing::warn!(
-                dropped = n,
-                bytes = b,
-                "uplink queue over its bounds; oldest events dropped and counted"
-            );
+            // One line per DROP_LOG_EVERY at most: a full disk sheds on every write.
+            if self
+                .drop_logged
+                .is_none_or(|t| t.elapsed() >= DROP_LOG_EVERY)
+            {
+                self.drop_logged = Some(Instant::now());
+                tracing::warn!(
+                    dropped = n,
+                    bytes = b,
+                    cause = ?cause,
+                    total = ?self.drops,
+                    "uplink queue over its bounds; oldest events dropped and counted (further drops are counted, and logged again in 10 s)"
+                );
+            } else {
+                tracing::debug!(dropped = n, bytes = b, cause = ?cause, "uplink queue dropped events");
+            }
         }
         Ok(n as u64)
     }
