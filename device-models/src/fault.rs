@@ -3,7 +3,7 @@
 //! supervisor). Unset, it costs one environment read per process.
 //!
 //! Parts: `things_service`, `things_store`, `things_session`, `uplink_ingest`, `uplink_link`,
-//! `mqtt_router_link`, `coap_gateway`, `wamp_listener`, `memory_watch`.
+//! `mqtt_router_link`, `coap_gateway`, `wamp_listener`, `memory_watch`, `http_listener`.
 
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};

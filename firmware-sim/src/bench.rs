@@ -105,6 +105,7 @@ fn bench_config(dir: &std::path::Path) -> Config {
     config.things.auto_type = Some("temperature_sensor".into());
     config.things.publish_queue = 65_536;
     config.things.store_queue = 65_536;
+    config.http.listen = "127.0.0.1:0".parse().unwrap_or(config.http.listen);
     config.listeners = vec![ListenerSection {
         name: "wamp".into(),
         kind: ListenerKind::Both,

@@ -16,6 +16,7 @@ pub mod client;
 pub mod config;
 pub mod device_gateways;
 pub mod disk;
+pub mod http;
 pub mod memory;
 pub mod router;
 pub mod server;

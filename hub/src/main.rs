@@ -32,6 +32,16 @@ enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Prints the state of a running hub (readiness, things, gateways, uplink, memory), from
+    /// its HTTP listener.
+    Status {
+        /// The hub's HTTP listener (`[http] listen`).
+        #[arg(long, default_value = "http://127.0.0.1:8088")]
+        url: String,
+        /// Print the raw JSON of `/status` instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Prints the full default configuration, with comments.
     PrintConfig,
     /// Validates a config file and names the offending key if it is wrong.
@@ -121,6 +131,26 @@ fn main() -> anyhow::Result<()> {
                 p.secret.expose()
             )?;
             Ok(())
+        }
+        Command::Status { url, json } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let status = runtime.block_on(hub::http::client::get_json(&url, "/status"))?;
+            let text = if json {
+                serde_json::to_string_pretty(&status)? + "\n"
+            } else {
+                hub::http::client::render_status(&status)
+            };
+            use std::io::Write as _;
+            std::io::stdout().write_all(text.as_bytes())?;
+            if status["readiness"]["ready"].as_bool() == Some(true) {
+                Ok(())
+            } else {
+                // Scripts can tell: 0 ready, 1 not ready (the picture is printed either way).
+                std::process::exit(1)
+            }
         }
         Command::Run { config } => {
             init_logging(cli.verbose);

@@ -54,6 +54,21 @@ impl MemoryWatch {
         self.budget
     }
 
+    /// The last resident memory sampled, in bytes.
+    pub fn rss(&self) -> u64 {
+        self.rss.load(Ordering::Relaxed)
+    }
+
+    /// Whether the hub is over its budget now (shedding).
+    pub fn shedding(&self) -> bool {
+        self.pressure.over()
+    }
+
+    /// The shared flag and its counters.
+    pub fn pressure(&self) -> &MemoryPressure {
+        &self.pressure
+    }
+
     /// Records one sample of the resident memory; returns the flag's new value if it changed.
     pub fn observe(&self, rss: u64) -> Option<bool> {
         self.rss.store(rss, Ordering::Relaxed);

@@ -82,6 +82,19 @@ impl Hub {
         let memory = device_models::MemoryPressure::new();
         let mut router_config = config.router_config()?;
         router_config.memory = memory.clone();
+        let http = if config.http.enabled {
+            let address = config.http.listen;
+            let l = crate::http::bind(address)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    name: "http".into(),
+                    address,
+                    source,
+                })?;
+            Some(l)
+        } else {
+            None
+        };
         let router = Router::new(router_config);
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -98,7 +111,8 @@ impl Hub {
             path: config.hub.data_dir.display().to_string(),
             source: std::io::Error::other(e),
         })?;
-        start_memory_watch(&config, &router, memory, disk_budget, &supervisor).await?;
+        let memory_watch =
+            start_memory_watch(&config, &router, memory, disk_budget, &supervisor).await?;
         let td = td_context(&config, &bound);
         // The things service hands its events to the uplink directly (see uplink::tap).
         let (tap, tapped) = if config.uplink.enabled {
@@ -133,6 +147,7 @@ impl Hub {
         .await?;
         let permits = Arc::new(Semaphore::new(config.router.max_connections));
         // Internal services attach before any listener accepts, so the first client finds them.
+        let mut uplink = None;
         if config.uplink.enabled {
             let realm = config.realms[0].name.clone();
             // The uplink queue gets the disk budget less what the things database holds now,
@@ -143,7 +158,7 @@ impl Hub {
                 .saturating_sub(things_db.saturating_mul(2))
                 .saturating_sub(reserve_bytes)
                 .max(crate::config::hub::MIN_DISK_BYTES / 2);
-            crate::uplink::start(
+            let handle = crate::uplink::start(
                 &router,
                 &realm,
                 &config.hub.id,
@@ -155,6 +170,7 @@ impl Hub {
                 &supervisor,
             )
             .await?;
+            uplink = Some(handle);
         }
         let mut addrs = Vec::new();
         for (l, addr, plan) in bound {
@@ -190,6 +206,40 @@ impl Hub {
                     shutdown.clone(),
                     tracker.clone(),
                 ),
+            );
+        }
+        if let Some(l) = http {
+            let addr = l.local_addr().unwrap_or(config.http.listen);
+            tracing::info!("HTTP (health, metrics, status) at http://{addr}");
+            let mut listeners = addrs.clone();
+            if let Some(a) = gateways.addrs.mqtt {
+                listeners.push(("mqtt".into(), a));
+            }
+            if let Some(a) = gateways.addrs.coap {
+                listeners.push(("coap".into(), a));
+            }
+            for (name, a) in &gateways.addrs.raw {
+                if let Some(a) = a {
+                    listeners.push((name.clone(), *a));
+                }
+            }
+            let view = crate::http::HubView {
+                id: config.hub.id.clone(),
+                started: std::time::Instant::now(),
+                supervisor: supervisor.clone(),
+                router: router.clone(),
+                things: things.link.clone(),
+                store: things.store_stats.clone(),
+                mqtt: gateways.mqtt.clone(),
+                raw: gateways.raw_stats.clone(),
+                uplink,
+                memory: memory_watch,
+                listeners,
+            };
+            addrs.push(("http".into(), addr));
+            supervisor.critical(
+                "http_listener",
+                crate::http::serve(l, view, shutdown.clone()),
             );
         }
         Ok(Hub {
@@ -281,7 +331,7 @@ async fn start_memory_watch(
     memory: device_models::MemoryPressure,
     disk_budget: u64,
     supervisor: &Supervisor,
-) -> Result<(), ServerError> {
+) -> Result<Arc<crate::memory::MemoryWatch>, ServerError> {
     let budget = config.hub.memory_budget();
     tracing::info!(budget, "memory budget");
     let watch = crate::memory::MemoryWatch::new(budget, memory);
@@ -312,8 +362,11 @@ async fn start_memory_watch(
             shutdown.clone(),
         ),
     );
-    supervisor.critical("memory_watch", crate::memory::watch(watch, local, shutdown));
-    Ok(())
+    supervisor.critical(
+        "memory_watch",
+        crate::memory::watch(watch.clone(), local, shutdown),
+    );
+    Ok(watch)
 }
 
 /// How Thing Descriptions name this hub: its id, the first WebSocket listener's URL (`wss://` when

@@ -44,6 +44,19 @@ struct Inner {
     failed: CancellationToken,
     failure: Mutex<Option<String>>,
     restarts: AtomicU64,
+    /// Every part started, by name: how many instances run now, and restarts.
+    parts: Mutex<std::collections::BTreeMap<&'static str, PartStatus>>,
+}
+
+/// One named part of the hub as the supervisor sees it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartStatus {
+    /// Instances running now (a listener part may have several).
+    pub running: u32,
+    /// Instances started since start.
+    pub started: u32,
+    /// Restarts after a panic or an early end (restartable parts only).
+    pub restarts: u64,
 }
 
 impl Supervisor {
@@ -55,6 +68,7 @@ impl Supervisor {
             failed: CancellationToken::new(),
             failure: Mutex::new(None),
             restarts: AtomicU64::new(0),
+            parts: Mutex::new(std::collections::BTreeMap::new()),
         }))
     }
 
@@ -72,10 +86,15 @@ impl Supervisor {
     /// the hub.
     pub fn critical(&self, part: &'static str, task: impl Future<Output = ()> + Send + 'static) {
         let me = self.clone();
+        self.mark(part, |p| {
+            p.running += 1;
+            p.started += 1;
+        });
         // Its own task, so a panic ends only it and is seen here.
         let handle = tokio::spawn(task);
         self.0.tracker.spawn(async move {
             let outcome = handle.await;
+            me.mark(part, |p| p.running = p.running.saturating_sub(1));
             if let Some(reason) = me.why_ended(outcome) {
                 me.fail(part, &reason);
             }
@@ -94,10 +113,16 @@ impl Supervisor {
             let mut delay = RESTART_INITIAL;
             loop {
                 let started = tokio::time::Instant::now();
+                me.mark(part, |p| {
+                    p.running += 1;
+                    p.started += 1;
+                });
                 let outcome = tokio::spawn(make()).await;
+                me.mark(part, |p| p.running = p.running.saturating_sub(1));
                 let Some(reason) = me.why_ended(outcome) else {
                     return;
                 };
+                me.mark(part, |p| p.restarts += 1);
                 if me.0.shutdown.is_cancelled() {
                     return;
                 }
@@ -113,6 +138,17 @@ impl Supervisor {
                 delay = (delay * 2).min(RESTART_MAX);
             }
         });
+    }
+
+    fn mark(&self, part: &'static str, f: impl FnOnce(&mut PartStatus)) {
+        let mut parts = self.0.parts.lock().unwrap_or_else(|e| e.into_inner());
+        f(parts.entry(part).or_default());
+    }
+
+    /// Every part started so far, by name.
+    pub fn parts(&self) -> Vec<(&'static str, PartStatus)> {
+        let parts = self.0.parts.lock().unwrap_or_else(|e| e.into_inner());
+        parts.iter().map(|(k, v)| (*k, *v)).collect()
     }
 
     /// Why a task's end is a failure, or `None` when it ended with the hub.

@@ -71,7 +71,7 @@ fn start(dir: &std::path::Path) -> (Child, String, String, mpsc::Receiver<String
         &config,
         format!(
             "[hub]\ndata_dir = {:?}\nshutdown_grace_secs = 3\n\
-             [mqtt]\nlisten = \"127.0.0.1:0\"\n[coap]\nbind = \"127.0.0.1:0\"\n\
+             [mqtt]\nlisten = \"127.0.0.1:0\"\n[coap]\nbind = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
              [[listeners]]\nname = \"ws\"\nkind = \"websocket\"\naddress = \"127.0.0.1:0\"\n\
              [[listeners]]\nname = \"rs\"\nkind = \"rawsocket\"\naddress = \"127.0.0.1:0\"\n",
             dir.join("data").display().to_string()

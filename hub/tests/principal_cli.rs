@@ -71,7 +71,7 @@ async fn printed_principals_parse_back_and_authenticate() {
     let data = tempfile::tempdir().unwrap();
     text.push_str(&format!(
         "[hub]\ndata_dir = {:?}\n\
-         [mqtt]\nlisten = \"127.0.0.1:0\"\n[coap]\nbind = \"127.0.0.1:0\"\n\
+         [mqtt]\nlisten = \"127.0.0.1:0\"\n[coap]\nbind = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
          [[listeners]]\nname = \"wamp\"\nkind = \"both\"\naddress = \"127.0.0.1:0\"\n",
         data.path().display().to_string()
     ));

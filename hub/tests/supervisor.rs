@@ -21,7 +21,7 @@ fn config(dir: &std::path::Path) -> std::path::PathBuf {
         &config,
         format!(
             "[hub]\ndata_dir = {:?}\nshutdown_grace_secs = 3\n\
-             [mqtt]\nlisten = \"127.0.0.1:0\"\n[coap]\nbind = \"127.0.0.1:0\"\n\
+             [mqtt]\nlisten = \"127.0.0.1:0\"\n[coap]\nbind = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
              [[listeners]]\nname = \"rs\"\nkind = \"rawsocket\"\naddress = \"127.0.0.1:0\"\n\
              [uplink]\nenabled = true\nurl = \"ws://{closed}/ws\"\nrealm = \"cloud\"\n\
              reconnect_initial_ms = 100\nreconnect_max_ms = 200\n",
@@ -102,6 +102,7 @@ fn a_critical_part_that_panics_stops_the_process_with_status_70() {
         "coap_gateway",
         "wamp_listener",
         "memory_watch",
+        "http_listener",
     ];
     // In pairs, so the run stays short on two cores.
     for pair in parts.chunks(2) {

@@ -40,6 +40,7 @@ impl TestHub {
         // Gateways on free ports too, so tests can run side by side.
         config.mqtt.listen = "127.0.0.1:0".parse().expect("address");
         config.coap.bind = "127.0.0.1:0".parse().expect("address");
+        config.http.listen = "127.0.0.1:0".parse().expect("address");
         edit(&mut config);
         let hub = Hub::start(config).await.expect("hub starts");
         let addr = hub.local_addr("wamp").expect("listener bound");

@@ -27,7 +27,7 @@ fn config(dir: &tempfile::TempDir) -> std::path::PathBuf {
         format!(
             "[hub]\ndata_dir = {:?}\nmax_memory_bytes = {BUDGET}\n\
              [router]\noutbound_queue = 200000\nslow_consumer = \"drop_events\"\nwrite_timeout_secs = 4\n\
-             [mqtt]\nenabled = false\n[coap]\nenabled = false\n\
+             [mqtt]\nenabled = false\n[coap]\nenabled = false\n[http]\nlisten = \"127.0.0.1:0\"\n\
              [[listeners]]\nname = \"rs\"\nkind = \"rawsocket\"\naddress = \"127.0.0.1:0\"\n",
             dir.path().join("data").display().to_string(),
         ),

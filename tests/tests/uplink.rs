@@ -462,7 +462,7 @@ fn process_config(dir: &tempfile::TempDir, cloud: std::net::SocketAddr) -> std::
         &config,
         format!(
             "[hub]\nid = \"edge-a\"\ndata_dir = {:?}\n\
-             [mqtt]\nlisten = \"127.0.0.1:0\"\n[coap]\nbind = \"127.0.0.1:0\"\n\
+             [mqtt]\nlisten = \"127.0.0.1:0\"\n[coap]\nbind = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
              [[listeners]]\nname = \"rs\"\nkind = \"rawsocket\"\naddress = \"127.0.0.1:0\"\n\
              [uplink]\nenabled = true\nurl = \"ws://{}/ws\"\nrealm = \"cloud\"\n\
              reconnect_initial_ms = 100\nreconnect_max_ms = 400\n\
@@ -1141,7 +1141,7 @@ async fn a_real_full_disk_sheds_telemetry_keeps_provisioning_and_recovers() {
         &config,
         format!(
             "[hub]\nid = \"edge-a\"\ndata_dir = {:?}\nmax_disk_bytes = 1073741824\n\
-             [mqtt]\nenabled = false\n[coap]\nenabled = false\n\
+             [mqtt]\nenabled = false\n[coap]\nenabled = false\n[http]\nlisten = \"127.0.0.1:0\"\n\
              [[listeners]]\nname = \"rs\"\nkind = \"rawsocket\"\naddress = \"127.0.0.1:0\"\n\
              [uplink]\nenabled = true\nurl = \"ws://{}/ws\"\nrealm = \"cloud\"\n\
              reconnect_initial_ms = 100\nreconnect_max_ms = 400\n\

@@ -55,7 +55,7 @@ pub fn start_brume(binary: &Path, settings: &str) -> anyhow::Result<BrumeProcess
     std::fs::write(
         &config,
         format!(
-            "{settings}\nmqtt.listen = \"127.0.0.1:0\"\ncoap.bind = \"127.0.0.1:0\"\n\
+            "{settings}\nmqtt.listen = \"127.0.0.1:0\"\ncoap.bind = \"127.0.0.1:0\"\nhttp.listen = \"127.0.0.1:0\"\n\
              [hub]\ndata_dir = {:?}\n\
              [[listeners]]\nname = \"ws\"\nkind = \"websocket\"\naddress = \"127.0.0.1:0\"\n\
              [[listeners]]\nname = \"rs\"\nkind = \"rawsocket\"\naddress = \"127.0.0.1:0\"\n",

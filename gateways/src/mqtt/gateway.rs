@@ -470,6 +470,11 @@ impl MqttHandle {
         self.broker.failed().await;
     }
 
+    /// Whether the broker has failed, without waiting.
+    pub fn has_failed(&self) -> bool {
+        self.broker.has_failed()
+    }
+
     /// The address devices connect to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

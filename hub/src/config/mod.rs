@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod http;
 pub mod hub;
 pub mod listeners;
 pub mod realms;
@@ -98,6 +99,9 @@ pub struct Config {
     /// `[raw]`: raw UDP, TCP and serial device listeners.
     #[serde(default)]
     pub raw: gateways::raw::RawConfig,
+    /// `[http]`: health, readiness, metrics and status for operators.
+    #[serde(default)]
+    pub http: http::HttpSection,
 }
 
 /// The defaults for omitted keys. A unit test checks they equal the embedded file, so the
@@ -114,6 +118,7 @@ impl Default for Config {
             coap: gateways::coap::gateway::CoapConfig::default(),
             raw: gateways::raw::RawConfig::default(),
             uplink: UplinkConfig::default(),
+            http: http::HttpSection::default(),
         }
     }
 }

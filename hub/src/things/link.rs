@@ -179,6 +179,14 @@ impl GatewayLink {
         &self.stats
     }
 
+    /// What `brume.things.stats` answers, asked of the service in its turn (not over WAMP);
+    /// `None` if the service does not answer: it is gone or stuck.
+    pub async fn service_stats(&self) -> Option<Json> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.reader.requests.send((Request::Stats, tx)).await.ok()?;
+        rx.await.ok()?.ok()
+    }
+
     /// The device credential check every attached gateway gets.
     pub fn credentials(&self) -> &Arc<RegistryCredentials> {
         &self.credentials

@@ -214,7 +214,7 @@ pub struct Loaded {
 }
 
 /// Counters of the writer thread.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StoreStats {
     /// Transactions committed.
     pub batches: AtomicU64,
@@ -228,6 +228,30 @@ pub struct StoreStats {
     pub barriers: AtomicU64,
     /// Action log rows pruned.
     pub pruned_actions: AtomicU64,
+    /// Whether the last commit lost writes (the database is failing now).
+    pub failing: std::sync::atomic::AtomicBool,
+    /// Commit latency and size, for `/metrics`.
+    pub commit_seconds: prometheus_client::metrics::histogram::Histogram,
+    pub commit_ops: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for StoreStats {
+    fn default() -> Self {
+        use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+        StoreStats {
+            batches: AtomicU64::new(0),
+            ops: AtomicU64::new(0),
+            failed_ops: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            barriers: AtomicU64::new(0),
+            pruned_actions: AtomicU64::new(0),
+            failing: std::sync::atomic::AtomicBool::new(false),
+            // 0.25 ms to about 4 s.
+            commit_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 15)),
+            // 1 to 4096 operations.
+            commit_ops: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+        }
+    }
 }
 
 /// The service's end of the writer thread.
@@ -551,6 +575,7 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: &mut Vec<StoreOp>) {
+        let started = std::time::Instant::now();
         let writes = batch.iter().filter(|op| op.writes()).count() as u64;
         let mut result = self.write(batch);
         let mut delay = RETRY_DELAY;
@@ -587,6 +612,13 @@ impl Writer {
         };
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.ops.fetch_add(writes - lost, Ordering::Relaxed);
+        self.stats.failing.store(lost > 0, Ordering::Relaxed);
+        if writes > 0 {
+            self.stats
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+            self.stats.commit_ops.observe(writes as f64);
+        }
         self.action_rows += batch
             .iter()
             .filter(|op| matches!(op, StoreOp::InsertAction { .. }))

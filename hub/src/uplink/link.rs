@@ -109,6 +109,10 @@ async fn serve(shared: &Arc<Shared>, cloud: &Client, shutdown: &CancellationToke
     if let Err(e) = register_procedures(shared, cloud).await {
         return format!("cannot register the hub's procedures: {e}");
     }
+    let _probe = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(probe(
+        shared.clone(),
+        cloud.clone(),
+    )));
     loop {
         if let Err(e) = report_drops(shared, cloud).await {
             return e;
@@ -178,6 +182,31 @@ async fn serve(shared: &Arc<Shared>, cloud: &Client, shutdown: &CancellationToke
             .await;
         if let Some(reason) = lost {
             return reason;
+        }
+    }
+}
+
+/// How often the link proves itself end to end.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// Proves the link end to end every [`PROBE_EVERY`] for as long as the session lasts: calls
+/// the hub's own `uplink.status` through the cloud router, which routes it back to this hub,
+/// and records the round trip (or its failure) in the status that readiness reads.
+async fn probe(shared: Arc<Shared>, cloud: Client) {
+    let procedure = format!("{}.{}.uplink.status", shared.config.prefix, shared.hub_id);
+    loop {
+        let started = std::time::Instant::now();
+        let call = cloud.call(&procedure, Vec::new(), Dict::new());
+        match tokio::time::timeout(PROBE_EVERY, call).await {
+            Ok(Ok(_)) => shared.status.set_round_trip(Ok(started.elapsed())),
+            Ok(Err(e)) => shared.status.set_round_trip(Err(e.to_string())),
+            Err(_) => shared
+                .status
+                .set_round_trip(Err(format!("no answer within {PROBE_EVERY:?}"))),
+        }
+        tokio::select! {
+            _ = cloud.closed() => return,
+            () = tokio::time::sleep(PROBE_EVERY) => {}
         }
     }
 }

@@ -113,7 +113,7 @@ pub async fn start(
     max_file_bytes: u64,
     reserve: Option<Arc<crate::disk::DiskReserve>>,
     supervisor: &Supervisor,
-) -> Result<(), UplinkError> {
+) -> Result<UplinkHandle, UplinkError> {
     let shutdown = supervisor.shutdown().clone();
     config.validate()?;
     let rules = config.rules()?;
@@ -183,10 +183,28 @@ pub async fn start(
     supervisor.restartable("uplink_expiry", move || {
         ingest::expire(me.clone(), stop.clone())
     });
+    let handle = UplinkHandle(shared.clone());
     supervisor.restartable("uplink_link", move || {
         link::run(shared.clone(), shutdown.clone())
     });
-    Ok(())
+    Ok(handle)
+}
+
+/// What the rest of the hub (health, metrics) reads of a running uplink.
+#[derive(Clone)]
+pub struct UplinkHandle(Arc<Shared>);
+
+impl UplinkHandle {
+    /// The uplink's state now (what `brume.uplink.status` answers).
+    pub fn status(&self) -> status::UplinkStatus {
+        self.0.status.get()
+    }
+}
+
+impl std::fmt::Debug for UplinkHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UplinkHandle").finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! (a topic published on every change of connection state).
 
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +27,22 @@ pub struct UplinkStatus {
     /// dict is their sum).
     pub drops: DropLedger,
     pub last_error: Option<String>,
+    /// The last end-to-end probe (a call through the cloud router back to this hub) that
+    /// succeeded: when, and how long the round trip took. Cleared when the link goes down.
+    pub round_trip: Option<(SystemTime, Duration)>,
+    /// Why the last probe failed, if it did.
+    pub probe_error: Option<String>,
+}
+
+impl UplinkStatus {
+    /// Whether the link is up and proved itself end to end within `fresh`.
+    pub fn proven_within(&self, fresh: Duration) -> bool {
+        self.connected
+            && self.probe_error.is_none()
+            && self
+                .round_trip
+                .is_some_and(|(at, _)| at.elapsed().is_ok_and(|age| age <= fresh))
+    }
 }
 
 /// Every event the uplink lost since start, by cause.
@@ -83,6 +99,16 @@ impl UplinkStatus {
                 "last_error",
                 self.last_error.clone().map_or(Value::Null, Value::from),
             ),
+            (
+                "round_trip_ms",
+                self.round_trip
+                    .map_or(Value::Null, |(_, rtt)| Value::from(rtt.as_millis() as u64)),
+            ),
+            (
+                "last_round_trip",
+                self.round_trip
+                    .map_or(Value::Null, |(at, _)| Value::from(iso8601(at))),
+            ),
         ])
     }
 }
@@ -102,6 +128,8 @@ impl StatusCell {
                 accepted: 0,
                 drops: DropLedger::default(),
                 last_error: None,
+                round_trip: None,
+                probe_error: None,
             }),
             Mutex::new(None),
         )
@@ -141,6 +169,18 @@ impl StatusCell {
         self.lock().accepted += n;
     }
 
+    /// Records the outcome of an end-to-end probe of the link.
+    pub fn set_round_trip(&self, outcome: Result<Duration, String>) {
+        let mut s = self.lock();
+        match outcome {
+            Ok(rtt) => {
+                s.round_trip = Some((SystemTime::now(), rtt));
+                s.probe_error = None;
+            }
+            Err(e) => s.probe_error = Some(e),
+        }
+    }
+
     /// Events that could not be written to the queue.
     pub fn add_disk_error(&self, n: u64) {
         let mut s = self.lock();
@@ -163,6 +203,9 @@ impl StatusCell {
             return None;
         }
         s.connected = connected;
+        if !connected {
+            s.round_trip = None;
+        }
         s.since = SystemTime::now();
         Some(s.clone())
     }

@@ -314,6 +314,11 @@ impl Broker {
         self.failed.cancelled().await;
     }
 
+    /// Whether the broker has failed (see [`Self::failed`]), without waiting.
+    pub fn has_failed(&self) -> bool {
+        self.failed.is_cancelled()
+    }
+
     /// A sender of messages to publish; bounded, so publishers wait when the router lags.
     pub fn publisher(&self) -> mpsc::Sender<Outbound> {
         self.outbound.clone()

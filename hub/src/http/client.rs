@@ -1,0 +1,254 @@
+//! What `brume status` uses: a GET against a running hub's HTTP listener, and the terminal
+//! rendering of its `/status` answer.
+
+use std::fmt::Write as _;
+
+use http_body_util::BodyExt as _;
+use serde_json::Value as Json;
+
+/// Why `brume status` could not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("{0} is not an http:// URL of a hub")]
+    Url(String),
+    #[error("cannot reach the hub at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("HTTP request: {0}")]
+    Request(#[from] axum::http::Error),
+    #[error("the hub answered {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("the hub's answer is not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Most bytes of an answer read.
+const MAX_BODY: usize = 4 << 20;
+
+/// GETs `path` from the hub at `base` (`http://host:port`) and parses the JSON answer.
+pub async fn get_json(base: &str, path: &str) -> Result<Json, StatusError> {
+    let (status, body) = get(base, path).await?;
+    // `/readyz` answers 503 with a JSON body worth showing; anything else that is not JSON is
+    // an error.
+    match serde_json::from_slice(&body) {
+        Ok(json) => Ok(json),
+        Err(_) if status != 200 => Err(StatusError::Status {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// GETs `path` from the hub at `base` (`http://host:port`): the status code and the body.
+pub async fn get(base: &str, path: &str) -> Result<(u16, bytes::Bytes), StatusError> {
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let uri: hyper::Uri = url.parse().map_err(|_| StatusError::Url(base.to_owned()))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(StatusError::Url(base.to_owned()));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| StatusError::Url(base.to_owned()))?;
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|source| StatusError::Connect {
+            url: base.to_owned(),
+            source,
+        })?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let request = hyper::Request::get(uri.path())
+        .header(hyper::header::HOST, format!("{host}:{port}"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| StatusError::Status {
+            status,
+            body: e.to_string(),
+        })?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// Renders a `/status` answer for a terminal.
+pub fn render_status(s: &Json) -> String {
+    let mut out = String::new();
+    let str_of = |v: &Json| match v {
+        Json::String(s) => s.clone(),
+        Json::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let ready = s["readiness"]["ready"].as_bool() == Some(true);
+    let _ = writeln!(
+        out,
+        "hub {} (brume {}), up {}, {}",
+        str_of(&s["id"]),
+        str_of(&s["version"]),
+        uptime(s["uptime_secs"].as_u64().unwrap_or(0)),
+        if ready { "READY" } else { "NOT READY" }
+    );
+    if let Some(problems) = s["readiness"]["not_ready"].as_array() {
+        for p in problems {
+            let _ = writeln!(out, "  ! {}", str_of(p));
+        }
+    }
+    if let Some(l) = s["listeners"].as_object() {
+        let list: Vec<String> = l
+            .iter()
+            .map(|(k, v)| format!("{k} {}", str_of(v)))
+            .collect();
+        let _ = writeln!(out, "listeners: {}", list.join(", "));
+    }
+    let _ = writeln!(out, "WAMP sessions: {}", str_of(&s["sessions"]));
+    let t = &s["things"];
+    let _ = writeln!(
+        out,
+        "things: {} events in, {} state events, {} dropped {}",
+        str_of(&t["events_in"]),
+        str_of(&t["state_events"]),
+        str_of(&t["dropped"]),
+        causes(&t["dropped_by_cause"])
+    );
+    let _ = writeln!(
+        out,
+        "  store: {} commits, {} writes, {} retries, {} failed, {} pending",
+        str_of(&t["store"]["batches"]),
+        str_of(&t["store"]["writes"]),
+        str_of(&t["store"]["retries"]),
+        str_of(&t["store"]["failed_writes"]),
+        str_of(&t["store"]["pending_writes"])
+    );
+    if let Some(g) = s["gateways"].as_object() {
+        for (name, v) in g {
+            let fields: Vec<String> = v
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, x)| format!("{k} {}", str_of(x)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let _ = writeln!(out, "gateway {name}: {}", fields.join(", "));
+        }
+    }
+    let u = &s["uplink"];
+    if u.is_object() {
+        let _ = writeln!(
+            out,
+            "uplink {}: {}, round trip {} ms, {} queued ({} bytes), {} dropped {}",
+            str_of(&u["url"]),
+            if u["connected"].as_bool() == Some(true) {
+                "connected"
+            } else {
+                "down"
+            },
+            str_of(&u["round_trip_ms"]),
+            str_of(&u["queued"]),
+            str_of(&u["queued_bytes"]),
+            str_of(&u["dropped"]),
+            causes(&u["dropped_by_cause"])
+        );
+    } else {
+        let _ = writeln!(out, "uplink: off");
+    }
+    let m = &s["memory"];
+    let _ = writeln!(
+        out,
+        "memory: {} of {} MiB budget{}, {} events shed, {} connections refused",
+        mib(&m["rss_bytes"]),
+        mib(&m["budget_bytes"]),
+        if m["shedding"].as_bool() == Some(true) {
+            " (SHEDDING)"
+        } else {
+            ""
+        },
+        str_of(&m["shed_events"]),
+        str_of(&m["refused_connections"])
+    );
+    out
+}
+
+/// The non-zero causes of a drop ledger, as `(a 1, b 2)`.
+fn causes(v: &Json) -> String {
+    let list: Vec<String> = v
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, n)| n.as_u64().is_some_and(|n| n > 0))
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if list.is_empty() {
+        String::new()
+    } else {
+        format!("({})", list.join(", "))
+    }
+}
+
+fn mib(v: &Json) -> String {
+    v.as_u64()
+        .map_or_else(|| "-".into(), |b| format!("{:.1}", b as f64 / 1048576.0))
+}
+
+fn uptime(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3600),
+        s => format!("{} days", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_what_an_operator_looks_at_first() {
+        let s = serde_json::json!({
+            "id": "edge-1", "version": "0.1.0", "uptime_secs": 4000,
+            "readiness": {"ready": false, "not_ready": ["uplink: not connected to ws://x"]},
+            "listeners": {"wamp": "127.0.0.1:8080"},
+            "sessions": 3,
+            "things": {"events_in": 10, "state_events": 9, "dropped": 1,
+                       "dropped_by_cause": {"unknown_device": 1, "publish_queue": 0},
+                       "store": {"batches": 5, "writes": 9, "retries": 0, "failed_writes": 0, "pending_writes": 0}},
+            "gateways": {"mqtt": {"connections": 2}},
+            "uplink": {"url": "ws://x", "connected": false, "round_trip_ms": null, "queued": 7,
+                       "queued_bytes": 700, "dropped": 0, "dropped_by_cause": {}},
+            "memory": {"rss_bytes": 20971520, "budget_bytes": 1073741824, "shedding": false,
+                       "shed_events": 0, "refused_connections": 0}
+        });
+        let text = render_status(&s);
+        assert!(
+            text.starts_with("hub edge-1 (brume 0.1.0), up 66 min, NOT READY\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  ! uplink: not connected to ws://x\n"),
+            "{text}"
+        );
+        assert!(text.contains("dropped (unknown_device 1)"), "{text}");
+        assert!(text.contains("gateway mqtt: connections 2"), "{text}");
+        assert!(
+            text.contains("uplink ws://x: down, round trip - ms, 7 queued"),
+            "{text}"
+        );
+        assert!(
+            text.contains("memory: 20.0 of 1024.0 MiB budget, 0 events shed"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,392 @@
+//! `/metrics`: the hub's counters in Prometheus text format, read from the live state at each
+//! scrape (a [`Collector`]), plus the things database's commit histograms. One registry per
+//! hub, no global recorder. Labels are bounded: gateways by configured name, drops by cause,
+//! sessions by transport and serializer; never one series per thing or per session.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use super::HubView;
+
+/// The registry of one hub: its collector and the store's histograms.
+pub fn registry(view: &HubView) -> Registry {
+    let mut r = Registry::with_prefix("brume");
+    r.register(
+        "things_store_commit_seconds",
+        "Time to commit one batch of the things database (with its fsync)",
+        view.store.commit_seconds.clone(),
+    );
+    r.register(
+        "things_store_commit_writes",
+        "Writes per commit of the things database (group commit)",
+        view.store.commit_ops.clone(),
+    );
+    r.register_collector(Box::new(HubCollector(Arc::new(view.clone()))));
+    r
+}
+
+/// Renders the registry as a `/metrics` answer.
+pub fn render(registry: &Registry) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode the metrics");
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+#[derive(Debug)]
+struct HubCollector(Arc<HubView>);
+
+/// Writes metric families into one [`DescriptorEncoder`].
+struct Out<'a, 'b>(&'a mut DescriptorEncoder<'b>);
+
+impl Out<'_, '_> {
+    fn counter(&mut self, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
+        let m = ConstCounter::new(v);
+        m.encode(
+            self.0
+                .encode_descriptor(name, help, None, m.metric_type())?,
+        )
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, v: f64) -> Result<(), std::fmt::Error> {
+        let m = ConstGauge::new(v);
+        m.encode(
+            self.0
+                .encode_descriptor(name, help, None, m.metric_type())?,
+        )
+    }
+
+    /// A counter family with one label.
+    fn counters(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &str,
+        series: &[(&str, u64)],
+    ) -> Result<(), std::fmt::Error> {
+        let mut family = self
+            .0
+            .encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (value, v) in series {
+            let labels = [(label, *value)];
+            ConstCounter::new(*v).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
+    /// A gauge family with labels.
+    fn gauges(
+        &mut self,
+        name: &str,
+        help: &str,
+        series: &[(Vec<(&str, &str)>, f64)],
+    ) -> Result<(), std::fmt::Error> {
+        let mut family = self
+            .0
+            .encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (labels, v) in series {
+            ConstGauge::new(*v).encode(family.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+impl Collector for HubCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let v = &self.0;
+        let mut out = Out(&mut encoder);
+        process(&mut out, v)?;
+        router(&mut out, v)?;
+        things(&mut out, v)?;
+        gateways(&mut out, v)?;
+        uplink(&mut out, v)
+    }
+}
+
+fn process(out: &mut Out<'_, '_>, v: &HubView) -> Result<(), std::fmt::Error> {
+    out.gauge(
+        "uptime_seconds",
+        "Seconds since the hub started",
+        v.started.elapsed().as_secs_f64(),
+    )?;
+    out.gauge(
+        "process_resident_memory_bytes",
+        "Resident memory of the hub process",
+        crate::memory::rss_bytes().unwrap_or(0) as f64,
+    )?;
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    out.gauge("process_open_fds", "Open file descriptors", fds as f64)?;
+    out.gauge(
+        "memory_budget_bytes",
+        "The memory budget (hub.max_memory_bytes)",
+        v.memory.budget() as f64,
+    )?;
+    out.gauge(
+        "memory_shedding",
+        "1 while the hub is over its memory budget and sheds",
+        if v.memory.shedding() { 1.0 } else { 0.0 },
+    )?;
+    let p = v.memory.pressure();
+    out.counter(
+        "memory_shed_events",
+        "Events dropped for slow subscribers because the hub was over its memory budget",
+        p.shed_events(),
+    )?;
+    out.counter(
+        "memory_refused_connections",
+        "Connections refused because the hub was over its memory budget",
+        p.refused_connections(),
+    )?;
+    let parts = v.supervisor.parts();
+    let restarts: Vec<(&str, u64)> = parts.iter().map(|(n, p)| (*n, p.restarts)).collect();
+    out.counters(
+        "part_restarts",
+        "Restarts of a part of the hub after a panic or an early end",
+        "part",
+        &restarts,
+    )
+}
+
+fn router(out: &mut Out<'_, '_>, v: &HubView) -> Result<(), std::fmt::Error> {
+    let mut by_kind: std::collections::BTreeMap<(&'static str, &'static str), usize> =
+        std::collections::BTreeMap::new();
+    let mut queued = 0usize;
+    let mut dropped = 0u64;
+    for realm in v.router.realms() {
+        for s in realm.sessions() {
+            let ser = match s.transport.serializer {
+                Some(crate::wamp::Serializer::Json) => "json",
+                Some(crate::wamp::Serializer::MsgPack) => "msgpack",
+                None => "none",
+            };
+            *by_kind.entry((s.transport.kind, ser)).or_default() += 1;
+            queued += s.backlog();
+            dropped += s.dropped_events();
+        }
+    }
+    let series: Vec<(Vec<(&str, &str)>, f64)> = by_kind
+        .iter()
+        .map(|((t, s), n)| (vec![("transport", *t), ("serializer", *s)], *n as f64))
+        .collect();
+    out.gauges(
+        "router_sessions",
+        "WAMP sessions open now, by transport and serializer",
+        &series,
+    )?;
+    out.gauge(
+        "router_outbound_queued",
+        "Messages queued towards sessions now, over all sessions",
+        queued as f64,
+    )?;
+    out.gauge(
+        "router_dropped_events_open_sessions",
+        "Events dropped for slow consumers, over the sessions open now",
+        dropped as f64,
+    )
+}
+
+fn things(out: &mut Out<'_, '_>, v: &HubView) -> Result<(), std::fmt::Error> {
+    let t = v.things.stats();
+    let s = &v.store;
+    out.counter(
+        "things_events_in",
+        "Device events taken from the gateways",
+        get(&t.events_in),
+    )?;
+    out.counter(
+        "things_state_events",
+        "State change events published",
+        get(&t.state_events),
+    )?;
+    out.counter(
+        "things_auto_provisioned",
+        "Things provisioned automatically",
+        get(&t.auto_provisioned),
+    )?;
+    out.counters(
+        "things_dropped",
+        "Device messages and publications the things service dropped, by cause",
+        "cause",
+        &[
+            (
+                "rejected_by_type",
+                get(&t.invalid_reports) + get(&t.invalid_messages),
+            ),
+            ("unknown_device", get(&t.unknown_devices)),
+            ("publish_queue", get(&t.dropped_publications)),
+            ("command_queue", get(&t.dropped_commands)),
+            ("write_failed", get(&s.failed_ops)),
+        ],
+    )?;
+    out.counter(
+        "things_store_batches",
+        "Commits of the things database",
+        get(&s.batches),
+    )?;
+    out.counter(
+        "things_store_writes",
+        "Writes committed to the things database",
+        get(&s.ops),
+    )?;
+    out.counter(
+        "things_store_retries",
+        "Commits of the things database tried again",
+        get(&s.retries),
+    )?;
+    out.counter(
+        "things_acknowledged_after_commit",
+        "Device messages acknowledged after the commit that holds them",
+        get(&s.barriers),
+    )
+}
+
+fn gateways(out: &mut Out<'_, '_>, v: &HubView) -> Result<(), std::fmt::Error> {
+    if let Some(mqtt) = &v.mqtt {
+        let s = mqtt.stats();
+        out.gauge(
+            "mqtt_connections",
+            "MQTT sessions open now",
+            s.connections_open as f64,
+        )?;
+        out.counter(
+            "mqtt_connections_accepted",
+            "MQTT TCP connections accepted",
+            s.connections_accepted,
+        )?;
+        out.counters(
+            "mqtt_connections_refused",
+            "MQTT connections refused, by cause",
+            "cause",
+            &[
+                ("auth", s.connections_refused_auth),
+                ("max_connections", s.connections_refused_full),
+                ("memory", s.connections_refused_memory),
+            ],
+        )?;
+        out.counter(
+            "mqtt_messages_in",
+            "MQTT messages published by clients",
+            s.messages_in,
+        )?;
+        out.counter(
+            "mqtt_events_out",
+            "Device events the MQTT gateway handed to the hub",
+            s.events_out,
+        )?;
+        out.counters(
+            "mqtt_rejected",
+            "MQTT messages and requests rejected, by cause",
+            "cause",
+            &[
+                ("payload", s.rejected_payloads),
+                ("acl_publish", s.acl_denied_publish),
+                ("acl_subscribe", s.acl_denied_subscribe),
+            ],
+        )?;
+        out.counter("mqtt_commands", "Commands sent to MQTT devices", s.commands)?;
+    }
+    if !v.raw.is_empty() {
+        let snaps: Vec<(&str, gateways::raw::StatsSnapshot)> = v
+            .raw
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.snapshot()))
+            .collect();
+        let pick = |f: fn(&gateways::raw::StatsSnapshot) -> u64| -> Vec<(&str, u64)> {
+            snaps.iter().map(|(n, s)| (*n, f(s))).collect()
+        };
+        out.counters(
+            "raw_frames",
+            "Frames decoded and accepted, by raw listener",
+            "listener",
+            &pick(|s| s.frames),
+        )?;
+        out.counters(
+            "raw_bad_frames",
+            "Frames rejected (checksum, size, layout), by raw listener",
+            "listener",
+            &pick(|s| s.bad_checksum + s.oversize + s.truncated),
+        )?;
+        out.counters(
+            "raw_connections",
+            "TCP connections accepted, by raw listener",
+            "listener",
+            &pick(|s| s.connections),
+        )?;
+    }
+    Ok(())
+}
+
+fn uplink(out: &mut Out<'_, '_>, v: &HubView) -> Result<(), std::fmt::Error> {
+    let Some(u) = &v.uplink else {
+        return Ok(());
+    };
+    let s = u.status();
+    out.gauge(
+        "uplink_connected",
+        "1 while the cloud link is up",
+        if s.connected { 1.0 } else { 0.0 },
+    )?;
+    out.gauge(
+        "uplink_round_trip_seconds",
+        "The last end-to-end probe through the cloud router (0 if none since the link came up)",
+        s.round_trip.map_or(0.0, |(_, rtt)| rtt.as_secs_f64()),
+    )?;
+    out.gauge(
+        "uplink_queued_events",
+        "Events in the uplink queue",
+        s.queued as f64,
+    )?;
+    out.gauge(
+        "uplink_queued_bytes",
+        "Bytes in the uplink queue",
+        s.queued_bytes as f64,
+    )?;
+    out.counter(
+        "uplink_accepted",
+        "Events taken into the uplink queue",
+        s.accepted,
+    )?;
+    let d = &s.drops;
+    let q = &d.queue;
+    out.counters(
+        "uplink_dropped",
+        "Events the uplink dropped, by cause",
+        "cause",
+        &[
+            ("queue_bound", q.bound),
+            ("age", q.age),
+            ("oversize", q.oversize),
+            ("rejected", q.rejected),
+            ("unreadable", q.unreadable),
+            ("disk_full", q.disk_full),
+            ("disk_error", d.disk_error),
+            ("shutdown", d.shutdown),
+            ("slow_consumer", d.slow_consumer),
+            ("memory", d.memory),
+        ],
+    )
+}

@@ -1,0 +1,282 @@
+//! The operator's HTTP listener (`[http]`): `/healthz` (the process answers), `/readyz` (every
+//! part runs, the store commits, the things service answers, the uplink proved itself through
+//! the cloud router; 503 naming what is not ready), `/metrics` (Prometheus text format, see
+//! [`metrics`]) and `/status` (the JSON `brume status` prints).
+//!
+//! Every answer is computed from the same live state the WAMP API reads (the supervisor, the
+//! things service, the uplink's status, the gateways' counters): nothing here keeps a copy.
+
+pub mod client;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router as Routes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value as Json, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::memory::MemoryWatch;
+use crate::router::Router;
+use crate::supervisor::Supervisor;
+use crate::things::GatewayLink;
+use crate::things::store::StoreStats;
+use crate::uplink::UplinkHandle;
+
+/// How long readiness waits for the things service to answer.
+const SERVICE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How recent the uplink's last end-to-end round trip must be for it to count as ready: three
+/// probe periods.
+const UPLINK_FRESH: Duration = Duration::from_secs(15);
+
+/// The live parts of a running hub that the HTTP answers read.
+#[derive(Clone, Debug)]
+pub struct HubView {
+    pub id: String,
+    pub started: Instant,
+    pub supervisor: Supervisor,
+    pub router: Arc<Router>,
+    pub things: GatewayLink,
+    pub store: Arc<StoreStats>,
+    pub mqtt: Option<Arc<gateways::mqtt::MqttHandle>>,
+    pub raw: Vec<(String, Arc<gateways::raw::ListenerStats>)>,
+    pub uplink: Option<UplinkHandle>,
+    pub memory: Arc<MemoryWatch>,
+    /// The WAMP listeners and the device gateways' addresses, by name.
+    pub listeners: Vec<(String, SocketAddr)>,
+}
+
+/// Serves the routes on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, view: HubView, shutdown: CancellationToken) {
+    device_models::fault::inject("http_listener");
+    let registry = Arc::new(metrics::registry(&view));
+    let routes = Routes::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route(
+            "/metrics",
+            get(move |State(_): State<Arc<HubView>>| {
+                let registry = registry.clone();
+                async move { metrics::render(&registry) }
+            }),
+        )
+        .with_state(Arc::new(view));
+    let served = axum::serve(listener, routes)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the HTTP listener failed");
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(view): State<Arc<HubView>>) -> Response {
+    let r = readiness(&view).await;
+    let code = if r.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(r.to_json())).into_response()
+}
+
+async fn status(State(view): State<Arc<HubView>>) -> Response {
+    let r = readiness(&view).await;
+    let body = status_json(&view, &r);
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+}
+
+/// One check of readiness: what it looked at, and why it failed if it did.
+#[derive(Debug)]
+pub struct Check {
+    pub name: String,
+    pub problem: Option<String>,
+}
+
+/// The verdict of `/readyz`.
+#[derive(Debug)]
+pub struct Readiness {
+    pub ready: bool,
+    pub checks: Vec<Check>,
+    /// What the things service answered (its `brume.things.stats`), if it did.
+    pub things: Option<Json>,
+}
+
+impl Readiness {
+    pub fn to_json(&self) -> Json {
+        let checks: serde_json::Map<String, Json> = self
+            .checks
+            .iter()
+            .map(|c| {
+                let v = match &c.problem {
+                    None => json!({"ok": true}),
+                    Some(p) => json!({"ok": false, "problem": p}),
+                };
+                (c.name.clone(), v)
+            })
+            .collect();
+        let not_ready: Vec<String> = self
+            .checks
+            .iter()
+            .filter_map(|c| c.problem.as_ref().map(|p| format!("{}: {p}", c.name)))
+            .collect();
+        json!({"ready": self.ready, "checks": checks, "not_ready": not_ready})
+    }
+}
+
+/// Checks every part of the hub, end to end where it can.
+pub async fn readiness(view: &HubView) -> Readiness {
+    let mut checks = Vec::new();
+    let mut check = |name: &str, problem: Option<String>| {
+        checks.push(Check {
+            name: name.to_owned(),
+            problem,
+        })
+    };
+    check(
+        "supervisor",
+        view.supervisor
+            .failure()
+            .map(|f| format!("the hub is stopping: {f}")),
+    );
+    let stopped: Vec<&str> = view
+        .supervisor
+        .parts()
+        .into_iter()
+        .filter(|(_, p)| p.started > 0 && p.running == 0)
+        .map(|(name, _)| name)
+        .collect();
+    check(
+        "parts",
+        (!stopped.is_empty()).then(|| format!("not running: {}", stopped.join(", "))),
+    );
+    let things = tokio::time::timeout(SERVICE_TIMEOUT, view.things.service_stats())
+        .await
+        .ok()
+        .flatten();
+    check(
+        "things_service",
+        things
+            .is_none()
+            .then(|| format!("did not answer within {SERVICE_TIMEOUT:?}")),
+    );
+    check(
+        "store",
+        view.store
+            .failing
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| "the last commit of the things database failed".to_owned()),
+    );
+    check(
+        "memory",
+        view.memory.shedding().then(|| {
+            format!(
+                "over the memory budget ({} of {} bytes): shedding and refusing new connections",
+                view.memory.rss(),
+                view.memory.budget()
+            )
+        }),
+    );
+    if let Some(mqtt) = &view.mqtt {
+        check(
+            "mqtt",
+            mqtt.has_failed()
+                .then(|| "the MQTT broker stopped routing".to_owned()),
+        );
+    }
+    if let Some(uplink) = &view.uplink {
+        let s = uplink.status();
+        let problem = if s.proven_within(UPLINK_FRESH) {
+            None
+        } else if !s.connected {
+            Some(format!(
+                "not connected to {}{}",
+                s.url,
+                s.last_error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ))
+        } else if let Some(e) = &s.probe_error {
+            Some(format!(
+                "connected, but a call through the cloud router failed: {e}"
+            ))
+        } else {
+            Some("connected, no round trip through the cloud router yet".to_owned())
+        };
+        check("uplink", problem);
+    }
+    let ready = checks.iter().all(|c| c.problem.is_none());
+    Readiness {
+        ready,
+        checks,
+        things,
+    }
+}
+
+/// What `/status` answers: the readiness verdict and the figures an operator looks at first.
+fn status_json(view: &HubView, r: &Readiness) -> Json {
+    let parts: serde_json::Map<String, Json> = view
+        .supervisor
+        .parts()
+        .into_iter()
+        .map(|(name, p)| {
+            (
+                name.to_owned(),
+                json!({"running": p.running, "restarts": p.restarts}),
+            )
+        })
+        .collect();
+    let mut gateways = serde_json::Map::new();
+    if let Some(mqtt) = &view.mqtt {
+        let s = mqtt.stats();
+        gateways.insert(
+            "mqtt".into(),
+            json!({
+                "address": mqtt.local_addr().to_string(),
+                "connections": s.connections_open,
+                "messages_in": s.messages_in,
+                "events_out": s.events_out,
+                "rejected": s.rejected_payloads,
+                "refused": s.connections_refused_auth + s.connections_refused_full + s.connections_refused_memory,
+            }),
+        );
+    }
+    for (name, stats) in &view.raw {
+        let s = stats.snapshot();
+        gateways.insert(
+            name.clone(),
+            json!({"connections": s.connections, "frames": s.frames}),
+        );
+    }
+    let memory = Json::from(&crate::wamp::Value::Dict(view.memory.to_dict()));
+    json!({
+        "id": view.id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": view.started.elapsed().as_secs(),
+        "readiness": r.to_json(),
+        "listeners": view.listeners.iter().map(|(n, a)| (n.clone(), Json::from(a.to_string()))).collect::<serde_json::Map<_, _>>(),
+        "sessions": view.router.realms().map(|r| r.sessions().len()).sum::<usize>(),
+        "things": r.things.clone().unwrap_or(Json::Null),
+        "gateways": gateways,
+        "uplink": view.uplink.as_ref().map_or(Json::Null, |u| Json::from(&crate::wamp::Value::Dict(u.status().to_dict()))),
+        "memory": memory,
+        "parts": parts,
+    })
+}
+
+/// Binds the HTTP listener.
+pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address).await
+}
