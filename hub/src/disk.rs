@@ -31,19 +31,22 @@ impl DiskReserve {
     /// A reserve of `bytes` in `data_dir`, written now if the filesystem has room for four times
     /// as much (an existing reserve file is kept).
     pub fn new(data_dir: &Path, bytes: u64) -> DiskReserve {
-        let reserve = DiskReserve {
-            path: data_dir.join(RESERVE_FILE),
-            bytes,
-            held: Mutex::new(false),
-            releases: AtomicU64::new(0),
-        };
-        let existing = std::fs::metadata(&reserve.path).is_ok_and(|m| m.len() >= bytes);
-        if existing {
-            *reserve.lock() = true;
-        } else {
-            reserve.restore_if_room();
-        }
+        let reserve = DiskReserve::existing(data_dir, bytes);
+        reserve.restore_if_room();
         reserve
+    }
+
+    /// The reserve of `bytes` in `data_dir` as it is on disk, writing nothing: held if its file
+    /// is there. [`Self::restore_if_room`] writes it (the hub does so off its start path).
+    pub fn existing(data_dir: &Path, bytes: u64) -> DiskReserve {
+        let path = data_dir.join(RESERVE_FILE);
+        let held = std::fs::metadata(&path).is_ok_and(|m| m.len() >= bytes);
+        DiskReserve {
+            path,
+            bytes,
+            held: Mutex::new(held),
+            releases: AtomicU64::new(0),
+        }
     }
 
     /// The reserve's size in bytes.

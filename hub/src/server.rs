@@ -102,15 +102,13 @@ impl Hub {
         let disk_budget = config.hub.disk_budget();
         // Room kept for the things database when the disk fills up (see crate::disk).
         let reserve_bytes = crate::disk::MAX_RESERVE_BYTES.min(disk_budget / 16);
-        let data_dir = config.hub.data_dir.clone();
-        let reserve = tokio::task::spawn_blocking(move || {
-            Arc::new(crate::disk::DiskReserve::new(&data_dir, reserve_bytes))
-        })
-        .await
-        .map_err(|e| ServerError::DataDir {
-            path: config.hub.data_dir.display().to_string(),
-            source: std::io::Error::other(e),
-        })?;
+        let reserve = Arc::new(crate::disk::DiskReserve::existing(
+            &config.hub.data_dir,
+            reserve_bytes,
+        ));
+        // Written off the start path: a few MiB and an fsync would delay listening.
+        let writing = reserve.clone();
+        tokio::task::spawn_blocking(move || writing.restore_if_room());
         let memory_watch =
             start_memory_watch(&config, &router, memory, disk_budget, &supervisor).await?;
         let td = td_context(&config, &bound);

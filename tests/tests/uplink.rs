@@ -1164,7 +1164,13 @@ async fn a_real_full_disk_sheds_telemetry_keeps_provisioning_and_recovers() {
         seen.join("filler").exists(),
         "the data directory is the small filesystem"
     );
-    assert!(reserve.exists(), "the hub keeps a disk reserve");
+    let written = tokio::time::timeout(Duration::from_secs(10), async {
+        while !reserve.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(written.is_ok(), "the hub keeps a disk reserve");
     let app =
         Client::connect(&ConnectOptions::new(&hub.rs_url, "brume").serializer(Serializer::MsgPack))
             .await
