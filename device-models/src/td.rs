@@ -32,6 +32,8 @@ pub const WAMP_NAMESPACE: &str = "https://example.invalid/brume/ns/wamp#";
 /// Namespace of the `brume:` extension terms (`brume:thingType`, `brume:kind`,
 /// `brume:timeoutMs`).
 pub const BRUME_NAMESPACE: &str = "https://example.invalid/brume/ns/td#";
+/// The W3C HTTP vocabulary (`htv:methodName` in HTTP forms).
+pub const HTTP_NAMESPACE: &str = "http://www.w3.org/2011/http#";
 /// The WebSocket subprotocol named in WAMP forms.
 pub const WAMP_SUBPROTOCOL: &str = "wamp.2.json";
 
@@ -88,6 +90,8 @@ pub enum AffordanceSelector {
     Property(String),
     /// Every property of one kind.
     PropertiesOfKind(PropertyKind),
+    /// Every writable property of one kind (for `writeproperty` forms).
+    WritablePropertiesOfKind(PropertyKind),
     /// One action by name.
     Action(String),
     /// Every action.
@@ -114,7 +118,8 @@ pub struct ExtraForm {
 /// Where a form is being built: the affordance kind and name, for selectors and placeholders.
 enum Affordance<'a> {
     Thing,
-    Property(&'a str, PropertyKind),
+    /// Name, kind, writable.
+    Property(&'a str, PropertyKind, bool),
     Action(&'a str),
     Event(&'a str),
 }
@@ -125,10 +130,13 @@ impl AffordanceSelector {
             (Self::Thing, Affordance::Thing)
             | (Self::AllActions, Affordance::Action(_))
             | (Self::AllEvents, Affordance::Event(_)) => true,
-            (Self::Property(want), Affordance::Property(name, _))
+            (Self::Property(want), Affordance::Property(name, _, _))
             | (Self::Action(want), Affordance::Action(name))
             | (Self::Event(want), Affordance::Event(name)) => want == name,
-            (Self::PropertiesOfKind(want), Affordance::Property(_, kind)) => want == kind,
+            (Self::PropertiesOfKind(want), Affordance::Property(_, kind, _))
+            | (Self::WritablePropertiesOfKind(want), Affordance::Property(_, kind, true)) => {
+                want == kind
+            }
             _ => false,
         }
     }
@@ -140,7 +148,7 @@ pub fn thing_description(thing: &Thing, thing_type: &ThingType, ctx: &TdContext)
     let mut td = Map::new();
     td.insert(
         "@context".into(),
-        json!([TD_CONTEXT_V11, { "wamp": WAMP_NAMESPACE, "brume": BRUME_NAMESPACE }]),
+        json!([TD_CONTEXT_V11, { "wamp": WAMP_NAMESPACE, "brume": BRUME_NAMESPACE, "htv": HTTP_NAMESPACE }]),
     );
     td.insert(
         "id".into(),
@@ -281,9 +289,9 @@ impl FormBuilder<'_> {
     fn with_extra(&self, mut forms: Vec<Value>, affordance: &Affordance<'_>) -> Value {
         let name = match affordance {
             Affordance::Thing => "",
-            Affordance::Property(name, _) | Affordance::Action(name) | Affordance::Event(name) => {
-                name
-            }
+            Affordance::Property(name, _, _)
+            | Affordance::Action(name)
+            | Affordance::Event(name) => name,
         };
         for extra in &self.ctx.extra_forms {
             if extra.selector.matches(affordance) {
@@ -323,7 +331,10 @@ fn property_affordance(name: &str, property: &Property, forms: &FormBuilder<'_>)
     }
     p.insert(
         "forms".into(),
-        forms.with_extra(list, &Affordance::Property(name, property.kind)),
+        forms.with_extra(
+            list,
+            &Affordance::Property(name, property.kind, property.writable),
+        ),
     );
     Value::Object(p)
 }

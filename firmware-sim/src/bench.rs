@@ -191,6 +191,12 @@ pub async fn bench_things(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let updates = Arc::new(AtomicU64::new(0));
+    let seen = updates.clone();
+    let _progress = crate::progress::track(
+        format!("things bench, {} devices", opts.devices),
+        "device updates",
+        move || seen.load(Ordering::Relaxed),
+    );
     let published_before = ThingsStats::get(&stats.state_events);
     let received_before = received.load(Ordering::Relaxed);
     let store_stats = hub.things_store_stats().clone();

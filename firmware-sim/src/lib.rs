@@ -12,6 +12,7 @@
 //! - [`mqtt`]: simulated MQTT devices following Brume's conventions, singly or as a fleet.
 //! - [`coap`]: simulated CoAP devices (pushing, and CoAP servers) and the CoAP load generator.
 //! - [`raw`]: raw UDP, TCP and serial devices that follow the frame bindings of their thing types.
+//! - [`progress`]: once-a-second progress lines on stderr for the long-running commands.
 //!
 //! Protocol simulators (MQTT, CoAP, UDP/TCP, serial devices) live beside these and talk to the
 //! hub's gateways over real sockets instead of the in-process link.
@@ -22,6 +23,7 @@ pub mod device;
 pub mod gateway;
 pub mod load;
 pub mod mqtt;
+pub mod progress;
 pub mod raw;
 
 pub use device::{Kind, Mode, SimDevice};

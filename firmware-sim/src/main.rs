@@ -1,6 +1,6 @@
 //! `brume-sim`: simulated devices and load tools for Brume.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -18,6 +18,13 @@ struct Cli {
     /// More log output (-v info, -vv debug). RUST_LOG overrides it.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Print a progress line to stderr about once a second while a load or bench command runs
+    /// (elapsed time, messages so far, rate); the default when stderr is a terminal.
+    #[arg(long, global = true, conflicts_with = "quiet")]
+    progress: bool,
+    /// No progress lines.
+    #[arg(long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -131,6 +138,9 @@ fn main() -> anyhow::Result<()> {
         _ => cli.verbose,
     };
     init_logging(verbose);
+    if cli.progress || (!cli.quiet && std::io::stderr().is_terminal()) {
+        firmware_sim::progress::start();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

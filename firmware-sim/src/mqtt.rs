@@ -360,6 +360,16 @@ pub async fn run_fleet(
     stop: CancellationToken,
 ) -> anyhow::Result<Arc<SimStats>> {
     let stats = Arc::new(SimStats::default());
+    run_fleet_with(fleet, stop, stats.clone()).await?;
+    Ok(stats)
+}
+
+/// [`run_fleet`], counting in `stats`.
+pub async fn run_fleet_with(
+    fleet: FleetConfig,
+    stop: CancellationToken,
+    stats: Arc<SimStats>,
+) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..fleet.count {
         if stop.is_cancelled() {
@@ -377,7 +387,7 @@ pub async fn run_fleet(
     while let Some(done) = tasks.join_next().await {
         done.context("device task")??;
     }
-    Ok(stats)
+    Ok(())
 }
 
 /// `brume-sim mqtt`: MQTT devices following Brume's conventions.
@@ -461,10 +471,20 @@ pub async fn run_cli(args: MqttArgs) -> anyhow::Result<String> {
         timer.cancel();
     });
     info!(broker = %args.broker, type_id = %args.type_id, "simulated MQTT devices starting");
-    let stats = if args.id.is_some() {
-        let stats = Arc::new(SimStats::default());
+    let stats = Arc::new(SimStats::default());
+    // Fleets and timed runs show progress; a single device left running does not.
+    let _progress = (args.id.is_none() || seconds.is_some()).then(|| {
+        let seen = stats.clone();
+        let label = match &args.id {
+            Some(id) => format!("MQTT device {id}"),
+            None => format!("MQTT fleet of {}", args.count),
+        };
+        crate::progress::track(label, "reports sent", move || {
+            seen.reports.load(Ordering::Relaxed)
+        })
+    });
+    if args.id.is_some() {
         run_device(device, stop, stats.clone()).await?;
-        stats
     } else {
         let fleet = FleetConfig {
             device,
@@ -472,8 +492,8 @@ pub async fn run_cli(args: MqttArgs) -> anyhow::Result<String> {
             prefix: args.prefix,
             ramp: Duration::from_millis(args.ramp_ms),
         };
-        run_fleet(fleet, stop).await?
-    };
+        run_fleet_with(fleet, stop, stats.clone()).await?;
+    }
     Ok(format!("{}\n", stats.summary()))
 }
 

@@ -84,6 +84,8 @@ pub struct GatewayAddrs {
 pub struct Gateways {
     pub addrs: GatewayAddrs,
     pub mqtt: Option<Arc<MqttHandle>>,
+    /// The CoAP gateway's counters.
+    pub coap: Option<Arc<gateways::coap::gateway::CoapStats>>,
     /// Raw listener statistics by name.
     pub raw_stats: Vec<(String, Arc<raw::ListenerStats>)>,
     /// MQTT messages the bridge could not carry (topics that are not valid URIs, or refused).
@@ -182,6 +184,7 @@ pub async fn start(
         let gw = CoapGateway::start(coap, catalog, io, shutdown.clone()).await?;
         tracing::info!("CoAP gateway at coap://{}", gw.local_addr());
         out.addrs.coap = Some(gw.local_addr());
+        out.coap = Some(gw.stats().clone());
         supervisor.critical("coap_gateway", async move {
             if let Err(e) = gw.join().await {
                 tracing::error!(error = %e, "CoAP gateway stopped");

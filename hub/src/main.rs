@@ -41,6 +41,10 @@ enum Command {
         /// Print the raw JSON of `/status` instead.
         #[arg(long)]
         json: bool,
+        /// A WAMP ticket of a principal whose role may call `brume.hub.status`, when the
+        /// things realm wants authentication (else the `BRUME_TICKET` environment variable).
+        #[arg(long)]
+        ticket: Option<String>,
     },
     /// Prints the full default configuration, with comments.
     PrintConfig,
@@ -132,12 +136,18 @@ fn main() -> anyhow::Result<()> {
             )?;
             Ok(())
         }
-        Command::Status { url, json } => {
+        Command::Status { url, json, ticket } => {
+            let ticket = ticket.or_else(|| std::env::var("BRUME_TICKET").ok());
+            let authorization = ticket.map(|t| format!("Bearer {t}"));
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            let status = runtime.block_on(hub::http::client::get_json(&url, "/status"))?;
+            let status = runtime.block_on(hub::http::client::get_json_with(
+                &url,
+                "/status",
+                authorization.as_deref(),
+            ))?;
             let text = if json {
                 serde_json::to_string_pretty(&status)? + "\n"
             } else {

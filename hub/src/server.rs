@@ -82,18 +82,19 @@ impl Hub {
         let memory = device_models::MemoryPressure::new();
         let mut router_config = config.router_config()?;
         router_config.memory = memory.clone();
-        let http = if config.http.enabled {
-            let address = config.http.listen;
-            let l = crate::http::bind(address)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    name: "http".into(),
-                    address,
-                    source,
-                })?;
-            Some(l)
-        } else {
-            None
+        let http = match config.http_plan()? {
+            Some(plan) => {
+                let l =
+                    crate::http::bind(plan.address)
+                        .await
+                        .map_err(|source| ServerError::Bind {
+                            name: "http".into(),
+                            address: plan.address,
+                            source,
+                        })?;
+                Some((l, plan))
+            }
+            None => None,
         };
         let router = Router::new(router_config);
         let shutdown = CancellationToken::new();
@@ -111,7 +112,11 @@ impl Hub {
         tokio::task::spawn_blocking(move || writing.restore_if_room());
         let memory_watch =
             start_memory_watch(&config, &router, memory, disk_budget, &supervisor).await?;
-        let td = td_context(&config, &bound);
+        let http_base = http.as_ref().map(|(l, plan)| {
+            let scheme = if plan.tls.is_some() { "https" } else { "http" };
+            (scheme, l.local_addr().unwrap_or(plan.address))
+        });
+        let td = td_context(&config, &bound, http_base);
         // The things service hands its events to the uplink directly (see uplink::tap).
         let (tap, tapped) = if config.uplink.enabled {
             let (tap, rx) = crate::uplink::tap(&config.uplink)?;
@@ -206,9 +211,10 @@ impl Hub {
                 ),
             );
         }
-        if let Some(l) = http {
-            let addr = l.local_addr().unwrap_or(config.http.listen);
-            tracing::info!("HTTP (health, metrics, status) at http://{addr}");
+        if let Some((l, plan)) = http {
+            let addr = l.local_addr().unwrap_or(plan.address);
+            let scheme = if plan.tls.is_some() { "https" } else { "http" };
+            tracing::info!("HTTP (console, REST API, health, metrics) at {scheme}://{addr}/");
             let mut listeners = addrs.clone();
             if let Some(a) = gateways.addrs.mqtt {
                 listeners.push(("mqtt".into(), a));
@@ -229,15 +235,17 @@ impl Hub {
                 things: things.link.clone(),
                 store: things.store_stats.clone(),
                 mqtt: gateways.mqtt.clone(),
+                coap: gateways.coap.clone(),
                 raw: gateways.raw_stats.clone(),
                 uplink,
                 memory: memory_watch,
                 listeners,
+                realm: realm.clone(),
             };
             addrs.push(("http".into(), addr));
             supervisor.critical(
                 "http_listener",
-                crate::http::serve(l, view, shutdown.clone()),
+                crate::http::serve(l, plan.tls, view, shutdown.clone()),
             );
         }
         Ok(Hub {
@@ -373,6 +381,7 @@ async fn start_memory_watch(
 fn td_context(
     config: &Config,
     bound: &[(TcpListener, SocketAddr, crate::config::ListenerPlan)],
+    http: Option<(&str, SocketAddr)>,
 ) -> device_models::TdContext {
     let ws_url = bound
         .iter()
@@ -392,12 +401,98 @@ fn td_context(
             "wamp_auth".into(),
             serde_json::json!({ "scheme": "auto", "description": "WAMP authentication (ticket, WAMP-CRA, cryptosign) negotiated in HELLO" }),
         );
+        definitions.insert(
+            "http_ticket".into(),
+            serde_json::json!({ "scheme": "bearer", "in": "header", "name": "Authorization", "description": "A WAMP ticket as a bearer token, on the HTTP forms" }),
+        );
         td.security = device_models::TdSecurity::Custom {
             definitions,
             security: vec!["wamp_auth".into()],
         };
     }
+    if let Some((scheme, addr)) = http {
+        td.extra_forms = http_forms(&format!("{scheme}://{addr}"), !anonymous);
+    }
     td
+}
+
+/// The HTTP forms of the REST API beside the WAMP ones (`htv:methodName` from the HTTP
+/// vocabulary of TD 1.1; observation over Server-Sent Events). With `bearer`, each names the
+/// `http_ticket` security scheme.
+fn http_forms(base: &str, bearer: bool) -> Vec<device_models::td::ExtraForm> {
+    use device_models::PropertyKind::{Info, State};
+    use device_models::td::{AffordanceSelector as On, ExtraForm};
+    let form = |selector: On, op: serde_json::Value, method: &str, path: &str| {
+        let mut f = serde_json::Map::new();
+        f.insert("href".into(), format!("{base}{path}").into());
+        f.insert("op".into(), op);
+        f.insert("htv:methodName".into(), method.into());
+        f.insert("contentType".into(), "application/json".into());
+        if bearer {
+            f.insert("security".into(), serde_json::json!(["http_ticket"]));
+        }
+        ExtraForm { selector, form: f }
+    };
+    let sse = |selector: On, op: serde_json::Value| {
+        let mut f = form(selector, op, "GET", "/api/events?thing={thing}");
+        f.form.insert("subprotocol".into(), "sse".into());
+        f.form
+            .insert("contentType".into(), "text/event-stream".into());
+        f
+    };
+    let property = "/api/things/{thing}/properties/{name}";
+    vec![
+        form(
+            On::Thing,
+            "readallproperties".into(),
+            "GET",
+            "/api/things/{thing}",
+        ),
+        form(
+            On::Thing,
+            "writemultipleproperties".into(),
+            "PUT",
+            "/api/things/{thing}/desired",
+        ),
+        form(
+            On::PropertiesOfKind(State),
+            "readproperty".into(),
+            "GET",
+            property,
+        ),
+        form(
+            On::PropertiesOfKind(Info),
+            "readproperty".into(),
+            "GET",
+            property,
+        ),
+        form(
+            On::WritablePropertiesOfKind(State),
+            "writeproperty".into(),
+            "PUT",
+            property,
+        ),
+        form(
+            On::WritablePropertiesOfKind(Info),
+            "writeproperty".into(),
+            "PUT",
+            property,
+        ),
+        sse(
+            On::PropertiesOfKind(State),
+            serde_json::json!(["observeproperty", "unobserveproperty"]),
+        ),
+        form(
+            On::AllActions,
+            "invokeaction".into(),
+            "POST",
+            "/api/things/{thing}/actions/{name}",
+        ),
+        sse(
+            On::AllEvents,
+            serde_json::json!(["subscribeevent", "unsubscribeevent"]),
+        ),
+    ]
 }
 
 /// Runs the hub until `stop` is cancelled, then shuts it down.

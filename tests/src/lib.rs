@@ -1,8 +1,8 @@
 //! Shared harness for Brume's end-to-end tests.
 //!
 //! - [`hub`]: a hub started in-process on port 0 with a temporary data directory.
-//! - [`peers`]: third-party peers (Autobahn, Crossbar.io, mosquitto, aiocoap, libcoap), installed
-//!   pinned on first use so the test command works on a fresh machine.
+//! - [`peers`]: third-party peers (Autobahn, Crossbar.io, mosquitto, aiocoap, libcoap, Playwright
+//!   with Chromium), installed pinned on first use so the test command works on a fresh machine.
 //! - [`cloud`]: Crossbar.io as the cloud router, and a switchable TCP proxy to stage outages.
 //! - [`raw`]: a bare RawSocket/WebSocket speaker for feeding the router bad input.
 //! - [`auth`]: a realm with one principal per authentication method, and their secrets.

@@ -1,10 +1,10 @@
 //! Third-party peers, installed on first use so that `cargo test` passes on a fresh machine.
 //!
-//! Python peers (Autobahn, Crossbar.io, paho-mqtt, aiocoap) go into a virtualenv under
-//! `target/peers/venv`, pinned by `tests/peers/requirements.txt`; a stamp holding the file's
-//! content makes reinstalling happen only when the pins change. Debian packages (mosquitto
-//! clients, libcoap) are installed with apt-get when their binary is missing. A file lock makes
-//! concurrent test binaries install once.
+//! Python peers (Autobahn, Crossbar.io, paho-mqtt, aiocoap, Playwright) go into a virtualenv
+//! under `target/peers/venv`, pinned by `tests/peers/requirements.txt`; a stamp holding the
+//! file's content makes reinstalling happen only when the pins change. Debian packages (mosquitto
+//! clients, libcoap, Chromium) are installed with apt-get when their binary is missing. A file
+//! lock makes concurrent test binaries install once.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -118,6 +118,12 @@ pub fn apt(binary: &str, package: &str) -> PathBuf {
         panic!("cannot install {package} for {binary}: {e}");
     }
     found(binary).unwrap_or_else(|| panic!("{package} installed but {binary} not found"))
+}
+
+/// Debian's Chromium, the browser Playwright drives in the console tests (Playwright's own
+/// browser download is never used). Installed with apt-get when missing; panics if it cannot.
+pub fn chromium() -> PathBuf {
+    apt("chromium", "chromium")
 }
 
 /// Everything a child writes to one of its pipes, collected as it writes it, so that a failure

@@ -1,13 +1,15 @@
 //! What an operator sees from outside, over the hub's HTTP listener: `/healthz`, `/readyz`
 //! (end to end: the uplink counts as ready only after a round trip through Crossbar.io, and a
 //! half-open link that still looks connected is caught), `/metrics` in Prometheus text format
-//! moving with a real MQTT device, and `brume status`.
+//! moving with a real MQTT device and a simulated CoAP device (router traffic, things calls by
+//! outcome, the CoAP gateway's counters), and `brume status`.
 
 // Test helpers fail the test by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
+use firmware_sim::coap::{PushActivity, PushDevice, PushDeviceConfig};
 use hub::http::client::{get, get_json};
 use hub::uplink::UplinkConfig;
 use hub::wamp::{Dict, Serializer, Value, dict};
@@ -15,6 +17,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value as Json;
 use tests::cloud::{Crossbar, Proxy, ProxyMode};
 use tests::hub::TestHub;
+use tokio_util::sync::CancellationToken;
 
 fn base(hub: &TestHub) -> String {
     format!(
@@ -84,6 +87,10 @@ async fn health_readiness_and_metrics_follow_a_real_device() {
         .and_then(Value::as_str)
         .unwrap()
         .to_owned();
+    let mut states = app
+        .subscribe("brume.thing.th1.state", Dict::new())
+        .await
+        .unwrap();
     let mqtt = hub.hub.gateway_addrs().mqtt.unwrap();
     let mut o = MqttOptions::new("th1-fw", "127.0.0.1", mqtt.port());
     o.set_credentials("th1", secret);
@@ -109,6 +116,10 @@ async fn health_readiness_and_metrics_follow_a_real_device() {
     })
     .await
     .expect("three PUBACKs");
+    tokio::time::timeout(Duration::from_secs(20), states.next())
+        .await
+        .expect("a state event")
+        .expect("subscribed");
     let text = metrics(&hub).await;
     assert_eq!(sample(&text, "brume_mqtt_connections"), Some(1.0), "{text}");
     assert!(
@@ -146,6 +157,137 @@ async fn health_readiness_and_metrics_follow_a_real_device() {
         text.ends_with("# EOF\n"),
         "OpenMetrics text ends with # EOF"
     );
+    // The router's traffic: the state events published and delivered to the app, the calls.
+    let at_least = |text: &str, series: &str, min: f64| {
+        let v = sample(text, series).unwrap_or_else(|| panic!("no {series} in {text}"));
+        assert!(v >= min, "{series} = {v}, expected at least {min}\n{text}");
+    };
+    at_least(
+        &text,
+        "brume_router_publications_total{realm=\"brume\"}",
+        1.0,
+    );
+    at_least(
+        &text,
+        "brume_router_events_sent_total{realm=\"brume\"}",
+        1.0,
+    );
+    at_least(&text, "brume_router_calls_total{realm=\"brume\"}", 1.0);
+    at_least(
+        &text,
+        "brume_router_call_outcomes_total{realm=\"brume\",outcome=\"result\"}",
+        1.0,
+    );
+
+    // A CoAP device: provisioned, its commands observed, then a set it applies.
+    let r = app
+        .call(
+            "brume.things.provision",
+            vec![],
+            dict([
+                ("thing", Value::from("co1")),
+                ("type", Value::from("thermostat")),
+            ]),
+        )
+        .await
+        .unwrap();
+    let co_secret = r
+        .payload
+        .arg(0)
+        .and_then(Value::as_dict)
+        .and_then(|d| d.get("secret"))
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_owned();
+    let devices = CancellationToken::new();
+    let coap = hub.hub.gateway_addrs().coap.expect("the CoAP gateway runs");
+    let mut device = PushDevice::start(
+        PushDeviceConfig {
+            secret: Some(co_secret),
+            ..PushDeviceConfig::new(coap, "co1")
+        },
+        devices.clone(),
+    )
+    .await
+    .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(20), device.activity.recv())
+        .await
+        .expect("the device observes its commands");
+    assert_eq!(first, Some(PushActivity::Commands(0)));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = app
+            .call(
+                "brume.things.get",
+                vec![],
+                dict([("thing", Value::from("co1"))]),
+            )
+            .await
+            .unwrap();
+        let online = t
+            .payload
+            .arg(0)
+            .and_then(Value::as_dict)
+            .and_then(|d| d.get("online"))
+            .and_then(Value::as_bool);
+        if online == Some(true) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "co1 never online");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let set = |thing: &str, setpoint: f64| {
+        dict([
+            ("thing", Value::from(thing)),
+            (
+                "values",
+                Value::Dict(dict([("setpoint", Value::from(setpoint))])),
+            ),
+        ])
+    };
+    app.call("brume.things.set", vec![], set("co1", 23.0))
+        .await
+        .expect("the device applies the set");
+    // Refused at once: out of range, and an action the type does not have.
+    app.call("brume.things.set", vec![], set("th1", 99.0))
+        .await
+        .expect_err("out of range");
+    app.call("brume.thing.co1.action.boost", vec![], Dict::new())
+        .await
+        .expect_err("no such action");
+    let text = metrics(&hub).await;
+    at_least(&text, "brume_things_set_calls_total", 2.0);
+    at_least(
+        &text,
+        "brume_things_set_outcomes_total{outcome=\"succeeded\"}",
+        1.0,
+    );
+    at_least(
+        &text,
+        "brume_things_set_outcomes_total{outcome=\"refused\"}",
+        1.0,
+    );
+    at_least(&text, "brume_things_action_calls_total", 1.0);
+    at_least(
+        &text,
+        "brume_things_action_outcomes_total{outcome=\"refused\"}",
+        1.0,
+    );
+    at_least(
+        &text,
+        "brume_router_call_outcomes_total{realm=\"brume\",outcome=\"error\"}",
+        2.0,
+    );
+    at_least(&text, "brume_coap_requests_total", 2.0);
+    at_least(&text, "brume_coap_events_out_total", 2.0);
+    at_least(&text, "brume_coap_commands_total", 1.0);
+    assert_eq!(sample(&text, "brume_coap_observers"), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, "brume_coap_rejected_total{cause=\"auth\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    devices.cancel();
 
     // `/status` shows the same picture, and `brume status` prints it.
     let status = get_json(&base(&hub), "/status").await.unwrap();

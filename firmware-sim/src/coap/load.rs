@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -125,13 +126,21 @@ pub async fn coap_load(config: LoadConfig) -> anyhow::Result<LoadReport> {
             (addr, Some(counter))
         }
     };
+    let answered = Arc::new(AtomicU64::new(0));
+    let seen = answered.clone();
+    let _progress = crate::progress::track(
+        format!("CoAP load, {} devices", config.devices),
+        "requests answered",
+        move || seen.load(Ordering::Relaxed),
+    );
     let started = Instant::now();
     let deadline = started + config.duration;
     let mut tasks = Vec::with_capacity(config.devices);
     for n in 0..config.devices {
         let cfg = config.clone();
+        let answered = answered.clone();
         tasks.push(tokio::spawn(async move {
-            run_device(n, target, &cfg, deadline).await
+            run_device(n, target, &cfg, deadline, &answered).await
         }));
     }
     let mut total = DeviceStats::default();
@@ -317,6 +326,7 @@ async fn run_device(
     target: SocketAddr,
     config: &LoadConfig,
     deadline: Instant,
+    answered: &AtomicU64,
 ) -> anyhow::Result<DeviceStats> {
     let socket = UdpSocket::bind(local_bind_for(target)).await?;
     socket.connect(target).await?;
@@ -343,6 +353,7 @@ async fn run_device(
                 };
                 if let Some(i) = inflight.iter().position(|(m, _)| *m == answer.mid) {
                     let (_, sent_at) = inflight.swap_remove(i);
+                    answered.fetch_add(1, Ordering::Relaxed);
                     let at = Instant::now();
                     if answer.changed {
                         stats.ok += 1;

@@ -89,6 +89,12 @@ pub async fn telemetry(
     window: u64,
 ) -> anyhow::Result<TelemetryFigure> {
     let track = Arc::new(Tracking::default());
+    let seen = track.clone();
+    let _progress = crate::progress::track(
+        format!("MQTT telemetry, {devices} devices"),
+        "messages delivered",
+        move || seen.received.load(Ordering::Relaxed),
+    );
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
     // The subscriber first.
@@ -252,6 +258,12 @@ fn connect_packet(client_id: &str) -> Vec<u8> {
 /// the returned sockets are dropped.
 pub async fn idle_connections(broker: SocketAddr, n: usize) -> anyhow::Result<Vec<TcpStream>> {
     let mut out = Vec::with_capacity(n);
+    let opened_so_far = Arc::new(AtomicU64::new(0));
+    let seen = opened_so_far.clone();
+    let _progress =
+        crate::progress::track(format!("{n} idle MQTT connections"), "opened", move || {
+            seen.load(Ordering::Relaxed)
+        });
     for chunk in (0..n).collect::<Vec<_>>().chunks(250) {
         let opened = futures_util::future::join_all(chunk.iter().map(|i| async move {
             let mut s = TcpStream::connect(broker).await?;
@@ -270,6 +282,7 @@ pub async fn idle_connections(broker: SocketAddr, n: usize) -> anyhow::Result<Ve
         for s in opened {
             out.push(s?);
         }
+        opened_so_far.store(out.len() as u64, Ordering::Relaxed);
     }
     Ok(out)
 }

@@ -134,7 +134,15 @@ pub async fn replay(events: usize, cloud: Cloud) -> anyhow::Result<ReplayFigure>
         &ConnectOptions::new(&hub.rawsocket, "brume").serializer(Serializer::MsgPack),
     )
     .await?;
+    let published = Arc::new(AtomicU64::new(0));
+    let seen = published.clone();
+    let queueing = crate::progress::track(
+        "uplink: queueing while the cloud is unreachable",
+        "events published",
+        move || seen.load(Ordering::Relaxed),
+    );
     for i in 0..events {
+        published.fetch_add(1, Ordering::Relaxed);
         let payload = Payload::kwargs(dict([(
             "values",
             Value::Dict(dict([("n", Value::from(i as u64))])),
@@ -162,6 +170,7 @@ pub async fn replay(events: usize, cloud: Cloud) -> anyhow::Result<ReplayFigure>
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    drop(queueing);
 
     let cb = start_cloud(cloud)?;
     let mut cloud = Peer::join(&cb.rawsocket, "brume", Serializer::MsgPack).await?;
@@ -169,6 +178,12 @@ pub async fn replay(events: usize, cloud: Cloud) -> anyhow::Result<ReplayFigure>
         .subscribe_with("brume.hub.", dict([("match", Value::from("prefix"))]))
         .await?;
     let received = Arc::new(AtomicU64::new(0));
+    let seen = received.clone();
+    let _progress = crate::progress::track(
+        "uplink: replay",
+        "events received by the cloud",
+        move || seen.load(Ordering::Relaxed),
+    );
     let first = Arc::new(std::sync::Mutex::new(None::<Instant>));
     let (r, f) = (received.clone(), first.clone());
     let counter = tokio::spawn(async move {

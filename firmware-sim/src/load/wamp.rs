@@ -55,6 +55,12 @@ pub async fn pubsub(
     let counters: Vec<Arc<AtomicU64>> = (0..subscribers)
         .map(|_| Arc::new(AtomicU64::new(0)))
         .collect();
+    let seen = counters.clone();
+    let _progress = crate::progress::track(
+        format!("pub/sub 1 → {subscribers}"),
+        "events delivered",
+        move || seen.iter().map(|c| c.load(Ordering::Relaxed)).sum(),
+    );
     let progress = Arc::new(Notify::new());
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -176,6 +182,13 @@ pub async fn rpc(cfg: &WampLoad, in_flight: usize) -> anyhow::Result<RpcFigure> 
     let start = Instant::now();
     let mut measuring_since: Option<Instant> = None;
     let mut completed = 0u64;
+    let answered = Arc::new(AtomicU64::new(0));
+    let seen = answered.clone();
+    let _progress = crate::progress::track(
+        format!("RPC, {in_flight} in flight"),
+        "calls answered",
+        move || seen.load(Ordering::Relaxed),
+    );
     let call = |caller: &mut Peer, sent_at: &mut std::collections::HashMap<u64, Instant>| {
         let request = caller.request_id();
         sent_at.insert(request, Instant::now());
@@ -193,6 +206,7 @@ pub async fn rpc(cfg: &WampLoad, in_flight: usize) -> anyhow::Result<RpcFigure> 
     loop {
         match caller.recv().await? {
             Message::Result { request, .. } => {
+                answered.fetch_add(1, Ordering::Relaxed);
                 let now = Instant::now();
                 if let Some(t) = sent_at.remove(&request)
                     && measuring_since.is_some()

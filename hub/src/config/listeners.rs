@@ -168,7 +168,7 @@ impl Config {
 }
 
 /// A listener's TLS acceptor; errors name `cert_file`, `key_file` or the section.
-fn tls_acceptor(t: &TlsSection, at: &str) -> Result<TlsAcceptor, ConfigError> {
+pub(super) fn tls_acceptor(t: &TlsSection, at: &str) -> Result<TlsAcceptor, ConfigError> {
     TlsAcceptor::from_pem_files(&t.cert_file, &t.key_file).map_err(|e| {
         let which = match &e {
             TlsError::Read { path, .. } if *path == t.key_file => "key_file",

@@ -151,6 +151,7 @@ impl Config {
         self.things.validate(&self.realms)?;
         self.uplink.validate()?;
         self.realm_configs()?;
+        self.http_plan()?;
         self.listener_plans().map(|_| ())
     }
 }

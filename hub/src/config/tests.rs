@@ -103,6 +103,22 @@ fn non_loopback_with_anonymous_is_allowed_only_explicitly() {
     assert!(Config::from_toml(text, "x").is_ok());
 }
 
+#[test]
+fn the_http_listener_follows_the_same_rule_and_checks_its_tls_files() {
+    let e = err("[http]\nlisten = \"0.0.0.0:8088\"\n");
+    assert!(
+        e.starts_with("http.listen:") && e.contains("allow_anonymous_remote"),
+        "{e}"
+    );
+    let text = "[http]\nlisten = \"0.0.0.0:8088\"\nallow_anonymous_remote = true\n";
+    assert!(Config::from_toml(text, "x").is_ok());
+    let text = "[[realms]]\nname = \"r\"\nanonymous = false\n[http]\nlisten = \"0.0.0.0:8088\"\n";
+    assert!(Config::from_toml(text, "x").is_ok());
+    let e =
+        err("[http.tls]\ncert_file = \"/nonexistent/c.pem\"\nkey_file = \"/nonexistent/k.pem\"\n");
+    assert!(e.starts_with("http.tls.cert_file:"), "{e}");
+}
+
 /// The commented example of a secure realm in the embedded default.
 fn documented_example() -> String {
     let start = DEFAULT_TOML

@@ -32,7 +32,16 @@ const MAX_BODY: usize = 4 << 20;
 
 /// GETs `path` from the hub at `base` (`http://host:port`) and parses the JSON answer.
 pub async fn get_json(base: &str, path: &str) -> Result<Json, StatusError> {
-    let (status, body) = get(base, path).await?;
+    get_json_with(base, path, None).await
+}
+
+/// [`get_json`] with an `Authorization` header value.
+pub async fn get_json_with(
+    base: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> Result<Json, StatusError> {
+    let (status, body) = request(base, "GET", path, authorization, None).await?;
     // `/readyz` answers 503 with a JSON body worth showing; anything else that is not JSON is
     // an error.
     match serde_json::from_slice(&body) {
@@ -47,6 +56,19 @@ pub async fn get_json(base: &str, path: &str) -> Result<Json, StatusError> {
 
 /// GETs `path` from the hub at `base` (`http://host:port`): the status code and the body.
 pub async fn get(base: &str, path: &str) -> Result<(u16, bytes::Bytes), StatusError> {
+    request(base, "GET", path, None, None).await
+}
+
+/// Sends one request to the hub at `base` (`http://host:port`): `method` on `path` (with its
+/// query string), an `Authorization` header value if given, a JSON body if given. Answers the
+/// status code and the body.
+pub async fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> Result<(u16, bytes::Bytes), StatusError> {
     let url = format!("{}{path}", base.trim_end_matches('/'));
     let uri: hyper::Uri = url.parse().map_err(|_| StatusError::Url(base.to_owned()))?;
     if uri.scheme_str() != Some("http") {
@@ -65,9 +87,20 @@ pub async fn get(base: &str, path: &str) -> Result<(u16, bytes::Bytes), StatusEr
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let request = hyper::Request::get(uri.path())
-        .header(hyper::header::HOST, format!("{host}:{port}"))
-        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut builder = hyper::Request::builder()
+        .method(method)
+        .uri(target)
+        .header(hyper::header::HOST, format!("{host}:{port}"));
+    if let Some(a) = authorization {
+        builder = builder.header(hyper::header::AUTHORIZATION, a);
+    }
+    if body.is_some() {
+        builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let request = builder.body(http_body_util::Full::new(bytes::Bytes::from(
+        body.unwrap_or_default(),
+    )))?;
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
     let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)

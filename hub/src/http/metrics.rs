@@ -1,7 +1,8 @@
 //! `/metrics`: the hub's counters in Prometheus text format, read from the live state at each
 //! scrape (a [`Collector`]), plus the things database's commit histograms. One registry per
 //! hub, no global recorder. Labels are bounded: gateways by configured name, drops by cause,
-//! sessions by transport and serializer; never one series per thing or per session.
+//! sessions by transport and serializer, router traffic by realm (configured), calls by outcome;
+//! never one series per thing or per session.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,6 +91,22 @@ impl Out<'_, '_> {
         for (value, v) in series {
             let labels = [(label, *value)];
             ConstCounter::new(*v).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
+    /// A counter family with labels.
+    fn labeled_counters(
+        &mut self,
+        name: &str,
+        help: &str,
+        series: &[(Vec<(&str, &str)>, u64)],
+    ) -> Result<(), std::fmt::Error> {
+        let mut family = self
+            .0
+            .encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (labels, v) in series {
+            ConstCounter::new(*v).encode(family.encode_family(labels)?)?;
         }
         Ok(())
     }
@@ -206,6 +223,64 @@ fn router(out: &mut Out<'_, '_>, v: &HubView) -> Result<(), std::fmt::Error> {
         "router_dropped_events_open_sessions",
         "Events dropped for slow consumers, over the sessions open now",
         dropped as f64,
+    )?;
+    traffic(out, v)
+}
+
+/// Picks one counter of a realm's [`crate::router::realm::Traffic`].
+type Pick = fn(&crate::router::realm::Traffic) -> &AtomicU64;
+
+/// Publications, events and calls, by realm (realms come from the config).
+fn traffic(out: &mut Out<'_, '_>, v: &HubView) -> Result<(), std::fmt::Error> {
+    let mut realms: Vec<_> = v.router.realms().collect();
+    realms.sort_by(|a, b| a.name().cmp(b.name()));
+    let by_realm = |f: Pick| -> Vec<(&str, u64)> {
+        realms
+            .iter()
+            .map(|r| (r.name(), get(f(r.traffic()))))
+            .collect()
+    };
+    out.counters(
+        "router_publications",
+        "Publications the broker took (sessions' PUBLISH and the router's meta events), by realm",
+        "realm",
+        &by_realm(|t| &t.publications),
+    )?;
+    out.counters(
+        "router_events_sent",
+        "EVENT messages queued to subscribers, by realm",
+        "realm",
+        &by_realm(|t| &t.events),
+    )?;
+    out.counters(
+        "router_calls",
+        "CALLs the dealer took (meta procedures aside), by realm",
+        "realm",
+        &by_realm(|t| &t.calls),
+    )?;
+    let outcomes: [(&str, Pick); 5] = [
+        ("result", |t| &t.results),
+        ("error", |t| &t.errors),
+        ("timeout", |t| &t.timeouts),
+        ("canceled", |t| &t.canceled),
+        ("refused", |t| &t.refused),
+    ];
+    let series: Vec<(Vec<(&str, &str)>, u64)> = realms
+        .iter()
+        .flat_map(|r| {
+            outcomes.iter().map(|(outcome, f)| {
+                (
+                    vec![("realm", r.name()), ("outcome", *outcome)],
+                    get(f(r.traffic())),
+                )
+            })
+        })
+        .collect();
+    out.labeled_counters(
+        "router_call_outcomes",
+        "How routed calls ended, by realm: result, the callee's error, timeout, canceled (by the \
+         caller, or a side left), refused (no callee, or one that cannot take more)",
+        &series,
     )
 }
 
@@ -261,7 +336,41 @@ fn things(out: &mut Out<'_, '_>, v: &HubView) -> Result<(), std::fmt::Error> {
         "things_acknowledged_after_commit",
         "Device messages acknowledged after the commit that holds them",
         get(&s.barriers),
+    )?;
+    out.counter(
+        "things_set_calls",
+        "Calls of brume.things.set taken",
+        get(&t.sets.called),
+    )?;
+    out.counters(
+        "things_set_outcomes",
+        "How set calls ended: succeeded (the device reported the values), refused (at once, \
+         nothing sent), failed (thing deleted or offline while waiting), timed_out, canceled",
+        "outcome",
+        &call_outcomes(&t.sets),
+    )?;
+    out.counter(
+        "things_action_calls",
+        "Action calls taken",
+        get(&t.actions.called),
+    )?;
+    out.counters(
+        "things_action_outcomes",
+        "How action calls ended: succeeded, refused (at once, nothing sent), failed (the device \
+         answered an error, or the thing went away), timed_out, canceled",
+        "outcome",
+        &call_outcomes(&t.actions),
     )
+}
+
+fn call_outcomes(c: &crate::things::link::CallStats) -> [(&'static str, u64); 5] {
+    [
+        ("succeeded", get(&c.succeeded)),
+        ("refused", get(&c.refused)),
+        ("failed", get(&c.failed)),
+        ("timed_out", get(&c.timed_out)),
+        ("canceled", get(&c.canceled)),
+    ]
 }
 
 fn gateways(out: &mut Out<'_, '_>, v: &HubView) -> Result<(), std::fmt::Error> {
@@ -309,6 +418,9 @@ fn gateways(out: &mut Out<'_, '_>, v: &HubView) -> Result<(), std::fmt::Error> {
         )?;
         out.counter("mqtt_commands", "Commands sent to MQTT devices", s.commands)?;
     }
+    if let Some(coap) = &v.coap {
+        coap_gateway(out, &coap.snapshot())?;
+    }
     if !v.raw.is_empty() {
         let snaps: Vec<(&str, gateways::raw::StatsSnapshot)> = v
             .raw
@@ -340,6 +452,74 @@ fn gateways(out: &mut Out<'_, '_>, v: &HubView) -> Result<(), std::fmt::Error> {
     Ok(())
 }
 
+fn coap_gateway(
+    out: &mut Out<'_, '_>,
+    s: &gateways::coap::gateway::CoapStatsSnapshot,
+) -> Result<(), std::fmt::Error> {
+    let e = &s.engine;
+    out.counter(
+        "coap_datagrams",
+        "UDP datagrams the CoAP gateway received",
+        e.datagrams,
+    )?;
+    out.counter(
+        "coap_requests",
+        "CoAP requests (exchanges) handed to the CoAP gateway, duplicates aside",
+        e.requests,
+    )?;
+    out.counter(
+        "coap_duplicates",
+        "Retransmitted CoAP requests answered from the cache or dropped",
+        e.duplicates,
+    )?;
+    out.counter(
+        "coap_retransmissions",
+        "Confirmable CoAP messages (notifications, separate responses) sent again",
+        e.retransmissions,
+    )?;
+    out.counter(
+        "coap_gave_up",
+        "Confirmable CoAP messages never acknowledged after their last retransmission",
+        e.gave_up,
+    )?;
+    out.gauge(
+        "coap_observers",
+        "Observe relations (of commands resources) registered now",
+        s.observers as f64,
+    )?;
+    out.counter(
+        "coap_events_out",
+        "Device events the CoAP gateway handed to the hub",
+        s.events_out,
+    )?;
+    out.counter(
+        "coap_events_dropped",
+        "Device events the CoAP gateway dropped because the hub lagged",
+        s.events_dropped,
+    )?;
+    out.counter(
+        "coap_commands",
+        "Commands the CoAP gateway took for its devices",
+        s.commands,
+    )?;
+    out.counters(
+        "coap_rejected",
+        "CoAP datagrams and requests rejected, by cause (busy: 5.03, the device retries)",
+        "cause",
+        &[
+            ("rate_limited", e.rate_limited),
+            ("malformed", e.malformed),
+            ("protocol", e.refused),
+            ("auth", s.rejected_auth),
+            ("not_found", s.rejected_not_found),
+            ("method", s.rejected_method),
+            ("bad_request", s.rejected_bad_request),
+            ("other", s.rejected_other),
+            ("busy", e.busy + s.busy),
+        ],
+    )
+}
+
 fn uplink(out: &mut Out<'_, '_>, v: &HubView) -> Result<(), std::fmt::Error> {
     let Some(u) = &v.uplink else {
         return Ok(());
@@ -365,10 +545,23 @@ fn uplink(out: &mut Out<'_, '_>, v: &HubView) -> Result<(), std::fmt::Error> {
         "Bytes in the uplink queue",
         s.queued_bytes as f64,
     )?;
+    let oldest_age = s.oldest_at_ms.map_or(0.0, |at| {
+        device_models::now_ms().saturating_sub(at) as f64 / 1000.0
+    });
+    out.gauge(
+        "uplink_queue_oldest_age_seconds",
+        "Age of the event at the head of the uplink queue, the next to go up (0 when empty)",
+        oldest_age,
+    )?;
     out.counter(
         "uplink_accepted",
         "Events taken into the uplink queue",
         s.accepted,
+    )?;
+    out.counter(
+        "uplink_forwarded",
+        "Events replayed from the uplink queue and acknowledged by the cloud router",
+        s.forwarded,
     )?;
     let d = &s.drops;
     let q = &d.queue;

@@ -1,13 +1,64 @@
-//! The operator's HTTP listener (`[http]`): `/healthz` (the process answers), `/readyz` (every
-//! part runs, the store commits, the things service answers, the uplink proved itself through
-//! the cloud router; 503 naming what is not ready), `/metrics` (Prometheus text format, see
-//! [`metrics`]) and `/status` (the JSON `brume status` prints).
+//! The operator's HTTP listener (`[http]`, plain or TLS):
+//! - `/healthz` (the process answers) and `/readyz` (every part runs, the store commits, the
+//!   things service answers, the uplink proved itself through the cloud router; 503 naming what
+//!   is not ready), open to anyone who reaches the port, for probes;
+//! - `/metrics` (Prometheus text format, see [`metrics`]) and `/status` (the JSON `brume status`
+//!   prints), for principals whose role may call `brume.hub.status`;
+//! - the REST API under `/api` ([`api`], documented at `/api/openapi.json`);
+//! - the web console at `/console/`, from assets built into the binary.
 //!
 //! Every answer is computed from the same live state the WAMP API reads (the supervisor, the
 //! things service, the uplink's status, the gateways' counters): nothing here keeps a copy.
+//! Who may do what is the things realm's principals and roles ([`auth`]).
 
+pub mod api;
+pub mod auth;
 pub mod client;
+pub mod error;
+pub mod listener;
 pub mod metrics;
+pub mod openapi;
+
+/// The web console's assets, built into the binary: no files to install, no build step.
+mod console {
+    use axum::Router as Routes;
+    use axum::http::header;
+    use axum::response::{IntoResponse, Redirect};
+    use axum::routing::get;
+
+    const INDEX: &str = include_str!("console/index.html");
+    const SCRIPT: &str = include_str!("console/app.js");
+    const STYLE: &str = include_str!("console/app.css");
+
+    fn asset(kind: &'static str, body: &'static str) -> impl IntoResponse {
+        (
+            [
+                (header::CONTENT_TYPE, kind),
+                (header::CACHE_CONTROL, "no-cache"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            body,
+        )
+    }
+
+    pub fn routes() -> Routes {
+        Routes::new()
+            .route("/", get(|| async { Redirect::to("/console/") }))
+            .route("/console", get(|| async { Redirect::to("/console/") }))
+            .route(
+                "/console/",
+                get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+            )
+            .route(
+                "/console/app.js",
+                get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+            )
+            .route(
+                "/console/app.css",
+                get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+            )
+    }
+}
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,34 +97,94 @@ pub struct HubView {
     pub things: GatewayLink,
     pub store: Arc<StoreStats>,
     pub mqtt: Option<Arc<gateways::mqtt::MqttHandle>>,
+    pub coap: Option<Arc<gateways::coap::gateway::CoapStats>>,
     pub raw: Vec<(String, Arc<gateways::raw::ListenerStats>)>,
     pub uplink: Option<UplinkHandle>,
     pub memory: Arc<MemoryWatch>,
     /// The WAMP listeners and the device gateways' addresses, by name.
     pub listeners: Vec<(String, SocketAddr)>,
+    /// The realm of the things API, whose principals and roles the API and console use.
+    pub realm: String,
 }
 
-/// Serves the routes on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, view: HubView, shutdown: CancellationToken) {
+/// Serves the routes on `listener` (with TLS when `tls` is given) until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<crate::transport::tls::TlsAcceptor>,
+    view: HubView,
+    shutdown: CancellationToken,
+) {
     device_models::fault::inject("http_listener");
+    let Some(realm) = view.router.realm(&view.realm).cloned() else {
+        tracing::error!(realm = %view.realm, "the HTTP listener's realm does not exist");
+        return;
+    };
+    let listener = match listener::HttpListener::new(listener, tls) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "the HTTP listener failed");
+            return;
+        }
+    };
     let registry = Arc::new(metrics::registry(&view));
-    let routes = Routes::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    let view = Arc::new(view);
+    let api = Arc::new(api::Api {
+        view: view.clone(),
+        auth: auth::HttpAuth::new(realm),
+        streams: Arc::new(tokio::sync::Semaphore::new(api::MAX_STREAMS)),
+        shutdown: shutdown.clone(),
+    });
+    let operator = Routes::new()
         .route("/status", get(status))
         .route(
             "/metrics",
-            get(move |State(_): State<Arc<HubView>>| {
+            get(move |State(_): State<Arc<api::Api>>| {
                 let registry = registry.clone();
                 async move { metrics::render(&registry) }
             }),
         )
-        .with_state(Arc::new(view));
+        .route_layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            operator_only,
+        ))
+        .with_state(api.clone());
+    let routes = Routes::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(view)
+        .merge(operator)
+        .merge(api::routes(api))
+        .merge(console::routes())
+        .fallback(|| async {
+            error::HttpError::new(error::NOT_FOUND, "no such resource (see /api/openapi.json)")
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY));
     let served = axum::serve(listener, routes)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
     if let Err(e) = served {
         tracing::error!(error = %e, "the HTTP listener failed");
+    }
+}
+
+/// Lets through principals whose role may call `brume.hub.status` (what `/status` and
+/// `/metrics` show).
+async fn operator_only(
+    State(api): State<Arc<api::Api>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let allowed = match api.auth.authenticate(request.headers()).await {
+        Ok(caller) => api.auth.authorize(
+            &caller,
+            crate::router::authz::Action::Call,
+            crate::wamp::uris::hub::STATUS,
+        ),
+        Err(e) => Err(e),
+    };
+    match allowed {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -91,9 +202,10 @@ async fn readyz(State(view): State<Arc<HubView>>) -> Response {
     (code, axum::Json(r.to_json())).into_response()
 }
 
-async fn status(State(view): State<Arc<HubView>>) -> Response {
-    let r = readiness(&view).await;
-    let body = status_json(&view, &r);
+async fn status(State(api): State<Arc<api::Api>>) -> Response {
+    let view = &api.view;
+    let r = readiness(view).await;
+    let body = status_json(view, &r);
     ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
 }
 

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 
 use super::outbound::{Outgoing, SessionHandle};
 use super::patterns::PatternIndex;
+use super::realm::Traffic;
 use crate::wamp::message::opt_bool;
 use crate::wamp::{Dict, Id, MatchPolicy, Message, Payload, Value, ids};
 
@@ -59,6 +60,7 @@ pub struct Broker {
     /// Behind their own locks so publishing needs only the broker's read lock.
     retained: Mutex<HashMap<String, Retained>>,
     history: Vec<Mutex<History>>,
+    traffic: Arc<Traffic>,
 }
 
 /// The last event published with `retain: true` on a topic, replayed to new subscribers that ask.
@@ -219,6 +221,12 @@ impl Broker {
         }
     }
 
+    /// The same broker, counting what it routes in `traffic`.
+    pub(crate) fn with_traffic(mut self, traffic: Arc<Traffic>) -> Broker {
+        self.traffic = traffic;
+        self
+    }
+
     /// Adds `session` to the subscription for (uri, policy), creating it if needed. Subscribing
     /// twice returns the same subscription.
     pub fn subscribe(
@@ -295,6 +303,8 @@ impl Broker {
     ) -> (Id, usize) {
         let publication = ids::random_id();
         let delivered = self.deliver(publisher, topic, &audience, disclose, payload, publication);
+        Traffic::add(&self.traffic.publications, 1);
+        Traffic::add(&self.traffic.events, delivered as u64);
         if !audience.names_sessions() {
             let now = SystemTime::now();
             for h in &self.history {

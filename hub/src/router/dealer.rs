@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::outbound::{Outgoing, SessionHandle};
 use super::patterns::PatternIndex;
+use super::realm::Traffic;
 use crate::wamp::message::{code, opt_bool};
 use crate::wamp::{Dict, Id, MatchPolicy, Message, Payload, Value, uris};
 
@@ -205,9 +206,16 @@ pub struct Dealer {
     pending: HashMap<(Id, Id), Pending>,
     /// (caller session, call request) → pending key, for CANCEL.
     by_call: HashMap<(Id, Id), (Id, Id)>,
+    traffic: Arc<Traffic>,
 }
 
 impl Dealer {
+    /// The same dealer, counting calls and their outcomes in `traffic`.
+    pub(crate) fn with_traffic(mut self, traffic: Arc<Traffic>) -> Dealer {
+        self.traffic = traffic;
+        self
+    }
+
     /// Registers `session` for (uri, policy). A second registrant is admitted only when both use
     /// the same shared invocation policy, or when it asks `force_reregister` (then it replaces
     /// every current callee, who get a revocation).
@@ -328,6 +336,22 @@ impl Dealer {
     /// Routes a CALL to a callee as an INVOCATION. Returns a timer to arm if the call has a
     /// timeout.
     pub fn call(
+        &mut self,
+        caller: &Arc<SessionHandle>,
+        request: Id,
+        procedure: &str,
+        options: &Dict,
+        payload: Payload,
+    ) -> Result<Option<CallTimer>, Refusal> {
+        Traffic::add(&self.traffic.calls, 1);
+        let routed = self.route(caller, request, procedure, options, payload);
+        if routed.is_err() {
+            Traffic::add(&self.traffic.refused, 1);
+        }
+        routed
+    }
+
+    fn route(
         &mut self,
         caller: &Arc<SessionHandle>,
         request: Id,
@@ -466,6 +490,7 @@ impl Dealer {
             return;
         }
         if let Some(p) = self.finish(key) {
+            Traffic::add(&self.traffic.results, 1);
             p.caller.send(Outgoing::new(Message::Result {
                 request: p.call_request,
                 details: Dict::new(),
@@ -489,8 +514,10 @@ impl Dealer {
             return;
         };
         let error = if p.killed {
+            Traffic::add(&self.traffic.canceled, 1);
             uris::CANCELED.to_owned()
         } else {
+            Traffic::add(&self.traffic.errors, 1);
             error
         };
         p.caller.send(Outgoing::new(Message::Error {
@@ -534,6 +561,7 @@ impl Dealer {
             }
             CancelMode::Skip | CancelMode::KillNoWait => {
                 if let Some(p) = self.finish(key) {
+                    Traffic::add(&self.traffic.canceled, 1);
                     if mode == CancelMode::KillNoWait {
                         interrupt(&p, "killnowait");
                     }
@@ -562,6 +590,7 @@ impl Dealer {
         let Some(p) = self.finish(key) else {
             return TimeoutCheck::Gone;
         };
+        Traffic::add(&self.traffic.timeouts, 1);
         if p.callee.features.call_canceling {
             p.callee.send(Outgoing::new(Message::Interrupt {
                 request: key.1,
@@ -602,6 +631,7 @@ impl Dealer {
             .collect();
         for key in keys {
             let Some(p) = self.finish(key) else { continue };
+            Traffic::add(&self.traffic.canceled, 1);
             if key.0 == session {
                 p.caller.send(Outgoing::new(Message::error(
                     code::CALL,

@@ -5,6 +5,7 @@
 //! use `try_send`, so a lock is never held while waiting on a peer.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::auth::PrincipalStore;
@@ -44,6 +45,44 @@ impl RealmConfig {
     }
 }
 
+/// Message counters of one realm, bumped (relaxed) by the broker and the dealer in their routing
+/// steps and read by the metrics without taking their locks.
+///
+/// Every call the dealer takes ends in exactly one outcome, so `calls` is the sum of `results`,
+/// `errors`, `timeouts`, `canceled` and `refused`, plus the calls in flight.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Publications the broker took: sessions' PUBLISH and the router's meta events.
+    pub publications: AtomicU64,
+    /// EVENT messages queued to subscribers for those publications.
+    pub events: AtomicU64,
+    /// CALLs the dealer took (meta procedures are answered by the router itself, uncounted).
+    pub calls: AtomicU64,
+    /// Calls answered with a final RESULT.
+    pub results: AtomicU64,
+    /// Calls answered with the callee's ERROR.
+    pub errors: AtomicU64,
+    /// Calls that timed out (`timeout` option).
+    pub timeouts: AtomicU64,
+    /// Calls canceled by their caller, or ended because the caller or the callee left.
+    pub canceled: AtomicU64,
+    /// Calls not routed: no such procedure, no available callee, a callee that cannot take
+    /// more, a bad `timeout` option.
+    pub refused: AtomicU64,
+}
+
+impl Traffic {
+    /// Adds `n` to `counter`.
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The value of `counter` now.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
 /// One realm's routing state.
 #[derive(Debug)]
 pub struct Realm {
@@ -51,16 +90,26 @@ pub struct Realm {
     sessions: RwLock<HashMap<Id, Arc<SessionHandle>>>,
     broker: RwLock<Broker>,
     dealer: Mutex<Dealer>,
+    traffic: Arc<Traffic>,
 }
 
 impl Realm {
     pub fn new(config: RealmConfig) -> Self {
+        let traffic = Arc::new(Traffic::default());
         Realm {
             sessions: RwLock::default(),
-            broker: RwLock::new(Broker::with_history(&config.history)),
-            dealer: Mutex::default(),
+            broker: RwLock::new(
+                Broker::with_history(&config.history).with_traffic(traffic.clone()),
+            ),
+            dealer: Mutex::new(Dealer::default().with_traffic(traffic.clone())),
+            traffic,
             config,
         }
+    }
+
+    /// The realm's message counters.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
     }
 
     pub fn name(&self) -> &str {

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::credentials::RegistryCredentials;
-use super::link::{GatewayId, ThingsStats};
+use super::link::{CallStats, GatewayId, ThingsStats};
 use super::request::{ApiError, Reply, Request, errors};
 use super::secret::{self, SecretHash};
 use super::store::{ActionStatus, Loaded, StoreOp};
@@ -102,6 +102,39 @@ struct ActionWaiter {
     action: String,
     timeout_ms: u64,
     reply: Reply,
+}
+
+/// How a `set` or an action ended, for its [`CallStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Succeeded,
+    Refused,
+    Failed,
+    TimedOut,
+    Canceled,
+}
+
+impl Outcome {
+    /// The outcome of a call that waited on its device and ended with `err`.
+    fn of_error(err: &ApiError) -> Outcome {
+        match err.uri {
+            uris::TIMEOUT => Outcome::TimedOut,
+            uris::CANCELED => Outcome::Canceled,
+            _ => Outcome::Failed,
+        }
+    }
+
+    /// Counts it.
+    fn count(self, stats: &CallStats) {
+        let counter = match self {
+            Outcome::Succeeded => &stats.succeeded,
+            Outcome::Refused => &stats.refused,
+            Outcome::Failed => &stats.failed,
+            Outcome::TimedOut => &stats.timed_out,
+            Outcome::Canceled => &stats.canceled,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -390,6 +423,7 @@ impl Core {
         for c in calls {
             if let Some(w) = self.actions.remove(&c) {
                 let e = err();
+                Outcome::of_error(&e).count(&self.stats.actions);
                 self.out.store.push(StoreOp::UpdateAction {
                     id: w.id,
                     status: ActionStatus::Failed,
@@ -414,6 +448,7 @@ impl Core {
         for c in calls {
             if let Some(w) = self.actions.remove(&c) {
                 tracing::debug!(thing = %w.thing, action = %w.action, "action canceled by its caller");
+                Outcome::Canceled.count(&self.stats.actions);
                 self.out.store.push(StoreOp::UpdateAction {
                     id: w.id,
                     status: ActionStatus::Canceled,
@@ -435,6 +470,7 @@ impl Core {
 
     fn fail_set(&mut self, id: u64, err: ApiError) {
         if let Some(w) = self.sets.remove(&id) {
+            Outcome::of_error(&err).count(&self.stats.sets);
             for name in &w.waiting {
                 let key = (w.thing.clone(), name.clone());
                 if self.set_by_property.get(&key) == Some(&id) {
@@ -492,6 +528,7 @@ impl Core {
                         w.timeout_ms
                     );
                     tracing::info!(thing = %w.thing, action = %w.action, "action expired");
+                    Outcome::TimedOut.count(&self.stats.actions);
                     self.out.store.push(StoreOp::UpdateAction {
                         id: w.id,
                         status: ActionStatus::Expired,
@@ -517,6 +554,7 @@ impl Core {
             );
         }
         for (_, w) in self.actions.drain() {
+            Outcome::Canceled.count(&self.stats.actions);
             self.out.store.push(StoreOp::UpdateAction {
                 id: w.id,
                 status: ActionStatus::Expired,

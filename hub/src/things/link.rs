@@ -28,10 +28,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use device_models::{DeviceCommand, DeviceEvent, ThingId};
 use gateways::{GatewayIo, ThingRead, ThingReader, ThingView};
 use serde_json::Value as Json;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
+use super::core::Publication;
 use super::credentials::RegistryCredentials;
-use super::request::{Reply, Request};
+use super::request::{ApiError, Reply, Request};
 
 /// Identifies one attached gateway for the life of the hub.
 pub type GatewayId = u64;
@@ -73,6 +74,30 @@ pub struct ThingsStats {
     pub dropped_commands: AtomicU64,
     /// Raw (unmodelled) device messages, not handled by the things service.
     pub raw_messages: AtomicU64,
+    /// `set` calls and how they ended.
+    pub sets: CallStats,
+    /// Action calls and how they ended.
+    pub actions: CallStats,
+}
+
+/// Calls that wait on a device (`set`, actions), and how each ended: once answered, a call is in
+/// exactly one outcome, so `called` less their sum is the calls waiting now.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    /// Calls taken.
+    pub called: AtomicU64,
+    /// Settled as asked: the device reported the values, or answered the action.
+    pub succeeded: AtomicU64,
+    /// Refused at once, nothing sent to the device: no such thing or action, invalid values or
+    /// input, the thing offline, its gateway not taking commands.
+    pub refused: AtomicU64,
+    /// The device answered the action with an error (or an invalid output), or the thing was
+    /// deleted or went offline while the call waited.
+    pub failed: AtomicU64,
+    /// No answer within the call's timeout.
+    pub timed_out: AtomicU64,
+    /// The caller went away, a later `set` superseded it, or the hub shut down.
+    pub canceled: AtomicU64,
 }
 
 impl ThingsStats {
@@ -127,6 +152,7 @@ pub struct GatewayLink {
     stats: Arc<ThingsStats>,
     credentials: Arc<RegistryCredentials>,
     reader: Arc<RegistryReader>,
+    watch: Option<broadcast::Sender<Arc<Publication>>>,
 }
 
 impl GatewayLink {
@@ -146,7 +172,47 @@ impl GatewayLink {
             stats,
             credentials,
             reader: Arc::new(RegistryReader { requests }),
+            watch: None,
         }
+    }
+
+    /// Lets [`GatewayLink::watch`] follow the service's publications.
+    pub(crate) fn with_watch(mut self, watch: broadcast::Sender<Arc<Publication>>) -> Self {
+        self.watch = Some(watch);
+        self
+    }
+
+    /// Asks the things service, in its turn, exactly what the WAMP procedure of the same name
+    /// asks (the REST API answers with this: one core, two surfaces). A `set` or an action that
+    /// waits on a device is forgotten by the service if this future is dropped before the
+    /// answer (the caller went away), as a WAMP call canceled by its caller is.
+    pub async fn call(&self, request: Request) -> Result<Json, ApiError> {
+        let stopped = || {
+            ApiError::new(
+                crate::wamp::uris::CANCELED,
+                "the things service has stopped",
+            )
+        };
+        let waits_on_device = matches!(request, Request::Set { .. } | Request::Action { .. });
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.reader
+            .requests
+            .send((request, tx))
+            .await
+            .map_err(|_| stopped())?;
+        let mut guard = CancelOnDrop {
+            requests: waits_on_device.then(|| self.reader.requests.clone()),
+        };
+        let answer = rx.await.unwrap_or_else(|_| Err(stopped()));
+        guard.requests = None;
+        answer
+    }
+
+    /// Follows every publication of the things service (state, events, lifecycle) as it is
+    /// handed to the router; `None` when the service was started without a watch. A receiver
+    /// that falls more than the channel's capacity behind gets `Lagged` and misses the oldest.
+    pub fn watch(&self) -> Option<broadcast::Receiver<Arc<Publication>>> {
+        self.watch.as_ref().map(broadcast::Sender::subscribe)
     }
 
     /// Attaches a gateway named `name` (for logs), returning its end of the link. Clone its
@@ -190,6 +256,22 @@ impl GatewayLink {
     /// The device credential check every attached gateway gets.
     pub fn credentials(&self) -> &Arc<RegistryCredentials> {
         &self.credentials
+    }
+}
+
+/// Tells the service that the caller of a `set` or an action went away (see
+/// [`GatewayLink::call`]).
+struct CancelOnDrop {
+    requests: Option<mpsc::Sender<(Request, Reply)>>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(requests) = self.requests.take() {
+            let (tx, _) = tokio::sync::oneshot::channel();
+            // Best effort: with the queue full, the call still expires at its deadline.
+            let _ = requests.try_send((Request::Canceled, tx));
+        }
     }
 }
 

@@ -101,6 +101,9 @@ pub enum ThingsError {
 /// Milliseconds since the Unix epoch; the one clock, from `device-models`.
 pub use device_models::now_ms;
 
+/// Publications an in-process watcher may fall behind by before it misses some.
+const WATCH_CAPACITY: usize = 1024;
+
 /// What a running things service gives the hub.
 #[derive(Debug)]
 pub struct Things {
@@ -181,6 +184,7 @@ pub async fn start(
     let (attach_tx, attach_rx) = mpsc::channel(16);
     let (requests_tx, requests_rx) = mpsc::channel(1024);
     let (pub_tx, pub_rx) = mpsc::channel(t.publish_queue);
+    let (watch, _) = tokio::sync::broadcast::channel(WATCH_CAPACITY);
     let link = GatewayLink::new(
         attach_tx,
         t.event_queue,
@@ -188,7 +192,8 @@ pub async fn start(
         stats.clone(),
         credentials,
         requests_tx.clone(),
-    );
+    )
+    .with_watch(watch.clone());
     let store_stats = store.stats().clone();
     let mut publish_options = crate::wamp::Dict::new();
     if let Some(tap) = &tap {
@@ -207,6 +212,7 @@ pub async fn start(
         store_backlog_max: t.store_queue,
         store_stats: store_stats.clone(),
         tap,
+        watch,
     };
     let (stop, sup) = (shutdown.clone(), supervisor.clone());
     supervisor.critical("things_service", async move {

@@ -128,8 +128,11 @@ impl ApiError {
     }
 
     pub fn no_such_thing(thing: &ThingId) -> ApiError {
-        ApiError::new(errors::NO_SUCH_THING, format!("no thing {thing:?}"))
-            .with("thing", thing.as_str())
+        ApiError::new(
+            errors::NO_SUCH_THING,
+            format!("no thing {:?}", thing.as_str()),
+        )
+        .with("thing", thing.as_str())
     }
 
     /// A value rejected by a thing's type: `wamp.error.invalid_argument` with the check's

@@ -9,7 +9,7 @@ use std::task::Poll;
 use device_models::DeviceEvent;
 use futures_util::StreamExt as _;
 use futures_util::stream::{self, SelectAll, Stream};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::core::{Core, Publication};
@@ -71,6 +71,9 @@ pub struct ThingsService {
     pub(crate) store_backlog_max: usize,
     pub(crate) store_stats: Arc<StoreStats>,
     pub(crate) tap: Option<UplinkTap>,
+    /// Publications for in-process watchers (the HTTP event stream); sent only while someone
+    /// watches, never waited on: a watcher that falls behind misses publications and is told.
+    pub(crate) watch: broadcast::Sender<Arc<Publication>>,
 }
 
 /// Why [`ThingsService::run`] returned.
@@ -205,7 +208,11 @@ impl ThingsService {
     fn flush(&mut self, backlogs: &mut Backlogs, dropped_logged: &mut u64) {
         let at_ms = now_ms();
         // Drained in place, so the outbox keeps its capacity from one burst to the next.
+        let watched = self.watch.receiver_count() > 0;
         for p in self.core.out.publications.drain(..) {
+            if watched {
+                let _ = self.watch.send(Arc::new(p.clone()));
+            }
             if let Some(tap) = &self.tap
                 && let Some(item) = tap.event(&p.topic, &p.payload, at_ms)
             {
@@ -326,6 +333,7 @@ mod tests {
             store_backlog_max: 64,
             store_stats: Arc::new(StoreStats::default()),
             tap: None,
+            watch: tokio::sync::broadcast::channel(1).0,
         };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(service.run(shutdown.clone()));

@@ -174,6 +174,7 @@ async fn serve(shared: &Arc<Shared>, cloud: &Client, shutdown: &CancellationToke
                 }
             }
         }
+        shared.status.add_forwarded(acked.len() as u64);
         let _ = shared
             .with_queue(move |q| {
                 q.ack(&acked)?;

@@ -70,7 +70,8 @@ impl Shared {
         let result = tokio::task::spawn_blocking(move || {
             let mut q = me.queue.lock().unwrap_or_else(|e| e.into_inner());
             let r = f(&mut q);
-            me.status.set_queue(q.len(), q.bytes(), q.drops());
+            me.status
+                .set_queue(q.len(), q.bytes(), q.drops(), q.oldest_at_ms());
             r
         })
         .await;

@@ -378,6 +378,23 @@ impl UplinkQueue {
         self.bytes
     }
 
+    /// When the event at the head of the queue (the next to go up) was taken in, in ms since
+    /// the Unix epoch; `None` when the queue is empty or cannot be read.
+    pub fn oldest_at_ms(&self) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT at_ms FROM queue ORDER BY seq LIMIT 1")
+            .ok()?;
+        stmt.query_row([], |r| r.get::<_, i64>(0))
+            .optional()
+            .ok()
+            .flatten()
+            .map(|at| at.max(0) as u64)
+    }
+
     /// The last sequence number handed out (0 if none yet). Survives restarts and acks, so
     /// sequence numbers never repeat for this hub.
     fn last_seq(&self) -> Result<u64, QueueError> {
@@ -819,6 +836,24 @@ mod tests {
         assert!(q.is_empty());
         assert_eq!(q.bytes(), 0);
         assert_eq!(q.push(&[ev("a", Kind::Telemetry, 4, 0)]).unwrap(), vec![4]);
+    }
+
+    #[test]
+    fn the_oldest_event_is_the_head_of_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = open(&dir, 1 << 20);
+        assert_eq!(q.oldest_at_ms(), None);
+        let seqs = q
+            .push(&[
+                ev("a", Kind::Telemetry, 1, 100),
+                ev("a", Kind::Telemetry, 2, 200),
+            ])
+            .unwrap();
+        assert_eq!(q.oldest_at_ms(), Some(100));
+        q.ack(&seqs[..1]).unwrap();
+        assert_eq!(q.oldest_at_ms(), Some(200));
+        q.ack(&seqs[1..]).unwrap();
+        assert_eq!(q.oldest_at_ms(), None);
     }
 
     #[test]

@@ -20,6 +20,11 @@ pub struct UplinkStatus {
     pub since: SystemTime,
     pub queued: u64,
     pub queued_bytes: u64,
+    /// When the event at the head of the queue was taken in (ms since the Unix epoch); `None`
+    /// while the queue is empty.
+    pub oldest_at_ms: Option<u64>,
+    /// Events the cloud router acknowledged since start: what went up from the queue.
+    pub forwarded: u64,
     /// Events written to the queue since start (before any bound dropped some of them): what a
     /// local app published and the uplink took in.
     pub accepted: u64,
@@ -92,7 +97,14 @@ impl UplinkStatus {
             ("since", Value::from(iso8601(self.since))),
             ("queued", Value::from(self.queued)),
             ("queued_bytes", Value::from(self.queued_bytes)),
+            (
+                "oldest_queued",
+                self.oldest_at_ms.map_or(Value::Null, |ms| {
+                    Value::from(iso8601(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)))
+                }),
+            ),
             ("accepted", Value::from(self.accepted)),
+            ("forwarded", Value::from(self.forwarded)),
             ("dropped", Value::from(self.drops.total())),
             ("dropped_by_cause", Value::Dict(self.drops.to_dict())),
             (
@@ -125,6 +137,8 @@ impl StatusCell {
                 since: SystemTime::now(),
                 queued,
                 queued_bytes,
+                oldest_at_ms: None,
+                forwarded: 0,
                 accepted: 0,
                 drops: DropLedger::default(),
                 last_error: None,
@@ -157,16 +171,22 @@ impl StatusCell {
         s
     }
 
-    /// The queue's size and drop counts, after every operation on it.
-    pub fn set_queue(&self, queued: u64, bytes: u64, drops: Drops) {
+    /// The queue's size, head and drop counts, after every operation on it.
+    pub fn set_queue(&self, queued: u64, bytes: u64, drops: Drops, oldest_at_ms: Option<u64>) {
         let mut s = self.lock();
         s.queued = queued;
         s.queued_bytes = bytes;
         s.drops.queue = drops;
+        s.oldest_at_ms = oldest_at_ms;
     }
 
     pub fn add_accepted(&self, n: u64) {
         self.lock().accepted += n;
+    }
+
+    /// Events the cloud router acknowledged.
+    pub fn add_forwarded(&self, n: u64) {
+        self.lock().forwarded += n;
     }
 
     /// Records the outcome of an end-to-end probe of the link.

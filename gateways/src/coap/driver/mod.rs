@@ -26,7 +26,7 @@ use tokio::net::UdpSocket;
 use tracing::debug;
 
 pub use client::{ClientDriverConfig, ClientHandle, ClientParts, spawn_client};
-pub use server::{ServerDriverConfig, ServerHandle, ServerParts, spawn_server};
+pub use server::{ServerCounters, ServerDriverConfig, ServerHandle, ServerParts, spawn_server};
 
 use super::error::DriverError;
 use super::transmission::Transmit;

@@ -1,6 +1,8 @@
 //! The server driver: a task running a [`Server`] engine on a UDP socket.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
@@ -11,7 +13,9 @@ use tracing::{debug, warn};
 
 use super::{DEFAULT_MAX_DATAGRAM, Received, now, receive, sleep_until, transmit};
 use crate::coap::error::DriverError;
-use crate::coap::server::{Notification, RequestId, Response, Server, ServerConfig, ServerEvent};
+use crate::coap::server::{
+    Notification, RequestId, Response, Server, ServerConfig, ServerEvent, ServerStats,
+};
 
 /// Settings of the server driver.
 #[derive(Clone, Debug, PartialEq)]
@@ -87,6 +91,62 @@ impl ServerHandle {
     }
 }
 
+/// The engine's counters and observer count, as the driver task last copied them (after every
+/// datagram, command or timer), readable from any thread without asking the task.
+#[derive(Debug, Default)]
+pub struct ServerCounters {
+    datagrams: AtomicU64,
+    rate_limited: AtomicU64,
+    malformed: AtomicU64,
+    duplicates: AtomicU64,
+    requests: AtomicU64,
+    retransmissions: AtomicU64,
+    gave_up: AtomicU64,
+    refused: AtomicU64,
+    busy: AtomicU64,
+    /// New requests answered 5.03 by the driver because the application's queue was full.
+    queue_full: AtomicU64,
+    observers: AtomicU64,
+}
+
+impl ServerCounters {
+    fn publish(&self, engine: &Server) {
+        let s = engine.stats();
+        let set = |c: &AtomicU64, v: u64| c.store(v, Ordering::Relaxed);
+        set(&self.datagrams, s.datagrams);
+        set(&self.rate_limited, s.rate_limited);
+        set(&self.malformed, s.malformed);
+        set(&self.duplicates, s.duplicates);
+        set(&self.requests, s.requests);
+        set(&self.retransmissions, s.retransmissions);
+        set(&self.gave_up, s.gave_up);
+        set(&self.refused, s.refused);
+        set(&self.busy, s.busy);
+        set(&self.observers, engine.observer_count() as u64);
+    }
+
+    /// The engine's counters.
+    pub fn snapshot(&self) -> ServerStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ServerStats {
+            datagrams: get(&self.datagrams),
+            rate_limited: get(&self.rate_limited),
+            malformed: get(&self.malformed),
+            duplicates: get(&self.duplicates),
+            requests: get(&self.requests),
+            retransmissions: get(&self.retransmissions),
+            gave_up: get(&self.gave_up),
+            refused: get(&self.refused),
+            busy: get(&self.busy) + get(&self.queue_full),
+        }
+    }
+
+    /// Observations registered now.
+    pub fn observers(&self) -> u64 {
+        self.observers.load(Ordering::Relaxed)
+    }
+}
+
 /// What `spawn_server` returns.
 #[derive(Debug)]
 pub struct ServerParts {
@@ -98,6 +158,8 @@ pub struct ServerParts {
     pub local_addr: SocketAddr,
     /// The task; resolves when shut down or on a fatal socket error.
     pub task: JoinHandle<Result<(), DriverError>>,
+    /// The engine's counters, kept current by the task.
+    pub counters: Arc<ServerCounters>,
 }
 
 /// Starts a server on `socket` until `shutdown` is cancelled.
@@ -110,6 +172,7 @@ pub fn spawn_server(
     let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue.max(1));
     let (ev_tx, ev_rx) = mpsc::channel(config.event_queue.max(1));
     let engine = Server::new(config.engine.clone());
+    let counters = Arc::new(ServerCounters::default());
     let task = tokio::spawn(run(
         socket,
         engine,
@@ -117,12 +180,14 @@ pub fn spawn_server(
         ev_tx,
         shutdown,
         config.max_datagram,
+        counters.clone(),
     ));
     Ok(ServerParts {
         handle: ServerHandle { tx: cmd_tx },
         events: ev_rx,
         local_addr,
         task,
+        counters,
     })
 }
 
@@ -134,11 +199,13 @@ async fn run(
     events: mpsc::Sender<ServerEvent>,
     shutdown: CancellationToken,
     max_datagram: usize,
+    counters: Arc<ServerCounters>,
 ) -> Result<(), DriverError> {
     let mut buf = vec![0u8; max_datagram.max(4) + 1];
     let mut handles_alive = true;
     loop {
-        forward_events(&mut engine, &events);
+        forward_events(&mut engine, &events, &counters);
+        counters.publish(&engine);
         while let Some(t) = engine.poll_transmit() {
             transmit(&socket, t).await;
         }
@@ -171,7 +238,11 @@ async fn run(
 
 /// Hands events to the application without waiting; see
 /// [`ServerDriverConfig::event_queue`] for what happens when it is full.
-fn forward_events(engine: &mut Server, events: &mpsc::Sender<ServerEvent>) {
+fn forward_events(
+    engine: &mut Server,
+    events: &mpsc::Sender<ServerEvent>,
+    counters: &ServerCounters,
+) {
     while let Some(event) = engine.poll_event() {
         let Err(err) = events.try_send(event) else {
             continue;
@@ -180,6 +251,7 @@ fn forward_events(engine: &mut Server, events: &mpsc::Sender<ServerEvent>) {
         match event {
             ServerEvent::Request(r) => {
                 debug!(request = %r.id, peer = %r.peer, "application queue full; answering 5.03");
+                counters.queue_full.fetch_add(1, Ordering::Relaxed);
                 let busy =
                     Response::new(coap_lite::ResponseType::ServiceUnavailable).with_max_age(2);
                 if let Err(e) = engine.respond(now(), r.id, busy) {

@@ -103,6 +103,7 @@
 //! | `push` | the sans-I/O core of push devices: requests to responses and events, presence |
 //! | `observed` | the sans-I/O core of the hub as client of devices that are CoAP servers |
 //! | `run` | the actor task gluing both cores to the engine drivers and the hub |
+//! | `stats` | [`CoapStats`], the gateway's counters for metrics |
 //! | `error` | [`GatewayError`] |
 
 mod binding;
@@ -114,8 +115,10 @@ pub mod payload;
 mod push;
 mod resource;
 mod run;
+mod stats;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use device_models::TypeCatalog;
@@ -130,6 +133,7 @@ pub use binding::{BindingError, CoapBinding, ResourceBinding};
 pub use config::{CoapConfig, CoapConfigError, DEFAULT_TOML, DeviceConfig, ServerDevice};
 pub use error::GatewayError;
 pub use payload::{CONTENT_FORMAT_TEXT, PayloadError, PayloadFormat};
+pub use stats::{CoapStats, CoapStatsSnapshot};
 
 use self::observed::ObservedDevices;
 use self::push::{PushDevices, PushSettings};
@@ -142,6 +146,7 @@ use crate::link::GatewayIo;
 pub struct CoapGateway {
     local_addr: SocketAddr,
     client_addr: Option<SocketAddr>,
+    stats: Arc<CoapStats>,
     task: JoinHandle<Result<(), GatewayError>>,
 }
 
@@ -215,6 +220,7 @@ impl CoapGateway {
             memory: _,
         } = io;
         let local_addr = server.local_addr;
+        let stats = Arc::new(CoapStats::new(server.counters));
         info!(
             %local_addr,
             auth_required = settings.auth_required,
@@ -228,7 +234,8 @@ impl CoapGateway {
             server_task: server.task,
             client,
             events,
-            outbox: Outbox::default(),
+            outbox: Outbox::new(stats.clone()),
+            stats: stats.clone(),
             shutdown: drivers,
             things,
             reads: futures_util::stream::FuturesUnordered::new(),
@@ -245,8 +252,14 @@ impl CoapGateway {
         Ok(Self {
             local_addr,
             client_addr,
+            stats,
             task,
         })
+    }
+
+    /// The gateway's counters, live.
+    pub fn stats(&self) -> &Arc<CoapStats> {
+        &self.stats
     }
 
     /// The address devices send to (useful after binding port 0).

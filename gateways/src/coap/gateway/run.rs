@@ -38,6 +38,7 @@ use tracing::{debug, error, warn};
 use super::error::GatewayError;
 use super::observed::{ObservedDevices, Planned};
 use super::push::{MAX_EVENTS_PER_REQUEST, PushDevices, Read};
+use super::stats::CoapStats;
 use crate::coap::client::ClientEvent;
 use crate::coap::driver::{ClientHandle, ServerHandle};
 use crate::coap::server::{Request, RequestId, Response, ServerEvent};
@@ -78,6 +79,8 @@ pub(crate) struct Actor {
     pub client: Option<ClientHandle>,
     pub events: mpsc::Sender<DeviceEvent>,
     pub outbox: Outbox,
+    /// The gateway's counters.
+    pub stats: Arc<CoapStats>,
     pub shutdown: CancellationToken,
     /// The registry, for devices that read their thing back.
     pub things: Arc<dyn ThingReader>,
@@ -156,6 +159,7 @@ pub(crate) async fn run(mut actor: Actor, mut inputs: Inputs) -> Result<(), Gate
             permit = events.reserve(), if !actor.outbox.is_empty() => match permit {
                 Ok(permit) => {
                     if let Some(e) = actor.outbox.queue.pop_front() {
+                        actor.stats.sent(&e);
                         permit.send(e);
                     }
                 }
@@ -166,7 +170,7 @@ pub(crate) async fn run(mut actor: Actor, mut inputs: Inputs) -> Result<(), Gate
             },
             Some((id, read, view)) = actor.reads.next(), if !actor.reads.is_empty() => {
                 let response = read.answer(view.as_ref());
-                if let Err(e) = actor.server.respond(id, response).await {
+                if let Err(e) = actor.respond(id, response).await {
                     break Err(GatewayError::Driver(e));
                 }
             }
@@ -178,7 +182,7 @@ pub(crate) async fn run(mut actor: Actor, mut inputs: Inputs) -> Result<(), Gate
                         busy()
                     }
                 };
-                if let Err(e) = actor.server.respond(id, response).await {
+                if let Err(e) = actor.respond(id, response).await {
                     break Err(GatewayError::Driver(e));
                 }
             }
@@ -229,14 +233,19 @@ impl Actor {
             },
             None => response,
         };
-        self.server
-            .respond(id, response)
+        self.respond(id, response)
             .await
             .map_err(GatewayError::Driver)?;
         if let Some(thing) = notify {
             self.notify(&thing).await?;
         }
         Ok(())
+    }
+
+    /// Answers request `id`, counting refusals.
+    async fn respond(&mut self, id: RequestId, response: Response) -> Result<(), DriverError> {
+        self.stats.answered(response.code);
+        self.server.respond(id, response).await
     }
 
     /// Starts reading a thing for request `id`; `Some` is the answer when it cannot start.
@@ -280,7 +289,10 @@ impl Actor {
                 };
                 for event in reaction.events.into_iter().chain(commit) {
                     match permits.next() {
-                        Some(permit) => permit.send(event),
+                        Some(permit) => {
+                            self.stats.sent(&event);
+                            permit.send(event);
+                        }
                         None => self.outbox.push(&self.events, event),
                     }
                 }
@@ -298,6 +310,7 @@ impl Actor {
     }
 
     async fn on_command(&mut self, command: DeviceCommand) -> Result<(), GatewayError> {
+        self.stats.command();
         if self.observed.owns(command.thing()) {
             match self.observed.plan(&command) {
                 Ok(planned) => {
@@ -388,13 +401,22 @@ fn busy() -> Response {
 }
 
 /// Events waiting for room in the hub's channel, in order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Outbox {
     queue: VecDeque<DeviceEvent>,
     dropped: u64,
+    stats: Arc<CoapStats>,
 }
 
 impl Outbox {
+    pub(crate) fn new(stats: Arc<CoapStats>) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            dropped: 0,
+            stats,
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
@@ -403,8 +425,15 @@ impl Outbox {
     /// [`OUTBOX_CAP`].
     fn push(&mut self, tx: &mpsc::Sender<DeviceEvent>, event: DeviceEvent) {
         let event = if self.queue.is_empty() {
+            let counted = !matches!(event, DeviceEvent::Barrier(_));
             match tx.try_send(event) {
-                Ok(()) | Err(TrySendError::Closed(_)) => return,
+                Ok(()) => {
+                    if counted {
+                        self.stats.event_out();
+                    }
+                    return;
+                }
+                Err(TrySendError::Closed(_)) => return,
                 Err(TrySendError::Full(e)) => e,
             }
         } else {
@@ -412,6 +441,7 @@ impl Outbox {
         };
         if self.queue.len() >= OUTBOX_CAP {
             self.dropped += 1;
+            self.stats.dropped();
             if matches!(event, DeviceEvent::Reported { .. }) {
                 warn!(
                     dropped = self.dropped,

@@ -238,6 +238,7 @@ impl Server {
                 Timer::ResponseDeadline(id) => {
                     if self.pending.contains_key(&id) {
                         warn!(request = %id, "application did not answer in time; sending 5.03");
+                        self.stats.busy += 1;
                         let _ =
                             self.respond(now, id, Response::new(ResponseType::ServiceUnavailable));
                     }
@@ -480,6 +481,11 @@ impl Server {
                 block1,
                 max_age,
             } = answer;
+            if code == ResponseType::ServiceUnavailable {
+                self.stats.busy += 1;
+            } else if code.is_error() {
+                self.stats.refused += 1;
+            }
             self.answer_now(now, reply, code, |p| {
                 if let Some(s) = size1 {
                     message::set_uint_option(p, opt::SIZE1, s);

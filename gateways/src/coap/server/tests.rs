@@ -740,6 +740,7 @@ fn unknown_critical_option_is_bad_option() {
     p.add_option(CoapOption::Unknown(65000), vec![1]);
     feed(&mut s, t0, peer(1), &p);
     assert_eq!(requests(&mut s).len(), 1);
+    assert_eq!((s.stats().refused, s.stats().requests), (1, 1));
 }
 
 #[test]

@@ -224,4 +224,10 @@ pub struct ServerStats {
     pub retransmissions: u64,
     /// CONs given up after MAX_RETRANSMIT.
     pub gave_up: u64,
+    /// Requests the engine refused itself with a 4.xx (unknown critical option, method, size,
+    /// Content-Format, block-wise errors).
+    pub refused: u64,
+    /// Requests the engine answered 5.03: too many pending, or the application did not answer
+    /// in time.
+    pub busy: u64,
 }

@@ -321,6 +321,7 @@ impl Core {
             && let Some(w) = self.sets.remove(&id)
         {
             let result = json!({ "thing": w.thing.as_str(), "settled": stamped_map(&w.settled) });
+            Outcome::Succeeded.count(&self.stats.sets);
             let _ = w.reply.send(Ok(result));
         }
     }
@@ -399,6 +400,7 @@ impl Core {
                     result: Some(output.clone()),
                     at_ms: now_ms,
                 });
+                Outcome::Succeeded.count(&self.stats.actions);
                 let _ = w.reply.send(Ok(output));
             }
             (Err(message), _) | (Ok(()), Err(message)) => {
@@ -412,6 +414,7 @@ impl Core {
                 let err = ApiError::new(errors::ACTION_FAILED, message)
                     .with("thing", thing.as_str())
                     .with("action", w.action.as_str());
+                Outcome::Failed.count(&self.stats.actions);
                 let _ = w.reply.send(Err(err));
             }
         }

@@ -47,6 +47,7 @@ impl Core {
                 values,
                 timeout,
             } => {
+                self.stats.sets.called.fetch_add(1, Ordering::Relaxed);
                 return self.set(thing, values, timeout, reply, now, now_ms);
             }
             Request::Action {
@@ -55,6 +56,7 @@ impl Core {
                 input,
                 timeout,
             } => {
+                self.stats.actions.called.fetch_add(1, Ordering::Relaxed);
                 return self.invoke(thing, action, input, timeout, reply, now, now_ms);
             }
         };
@@ -293,16 +295,19 @@ impl Core {
         now_ms: u64,
     ) {
         let Some(e) = self.things.get_mut(&thing) else {
+            Outcome::Refused.count(&self.stats.sets);
             let _ = reply.send(Err(ApiError::no_such_thing(&thing)));
             return;
         };
         if values.is_empty() {
+            Outcome::Refused.count(&self.stats.sets);
             let _ = reply.send(Err(
                 ApiError::invalid("no values to set").with("thing", thing.as_str())
             ));
             return;
         }
         if let Err(err) = e.ty.check_desired(&thing, &values) {
+            Outcome::Refused.count(&self.stats.sets);
             let _ = reply.send(Err(ApiError::check(&err)));
             return;
         }
@@ -361,6 +366,7 @@ impl Core {
         }
         if pending.is_empty() {
             let result = json!({ "thing": thing.as_str(), "settled": stamped_map(&already) });
+            Outcome::Succeeded.count(&self.stats.sets);
             let _ = reply.send(Ok(result));
             return;
         }
@@ -375,6 +381,7 @@ impl Core {
             )
             .with("thing", thing.as_str())
             .with("pending", Value::List(names));
+            Outcome::Refused.count(&self.stats.sets);
             let _ = reply.send(Err(err));
             return;
         }
@@ -385,6 +392,7 @@ impl Core {
         match self.send_command(gateway, cmd) {
             Ok(()) => {}
             Err(SendFailure::Full) => {
+                Outcome::Refused.count(&self.stats.sets);
                 let _ = reply.send(Err(ApiError::new(
                     uris::UNAVAILABLE,
                     format!(
@@ -396,6 +404,7 @@ impl Core {
                 return;
             }
             Err(SendFailure::Gone) => {
+                Outcome::Refused.count(&self.stats.sets);
                 let _ = reply.send(Err(Self::offline_error(&thing)));
                 return;
             }
@@ -432,10 +441,12 @@ impl Core {
         now_ms: u64,
     ) {
         let Some(e) = self.things.get(&thing) else {
+            Outcome::Refused.count(&self.stats.actions);
             let _ = reply.send(Err(ApiError::no_such_thing(&thing)));
             return;
         };
         let Some(def) = e.ty.action(&action) else {
+            Outcome::Refused.count(&self.stats.actions);
             let _ = reply.send(Err(ApiError::new(
                 errors::NO_SUCH_ACTION,
                 format!(
@@ -449,10 +460,12 @@ impl Core {
             return;
         };
         if let Err(err) = e.ty.check_action_input(&thing, &action, &input) {
+            Outcome::Refused.count(&self.stats.actions);
             let _ = reply.send(Err(ApiError::check(&err)));
             return;
         }
         if !e.online || e.gateway.is_none() {
+            Outcome::Refused.count(&self.stats.actions);
             let _ = reply.send(Err(Self::offline_error(&thing)));
             return;
         }
@@ -499,6 +512,7 @@ impl Core {
                 result: Some(Json::String(err.message.clone())),
                 at_ms: now_ms,
             });
+            Outcome::Refused.count(&self.stats.actions);
             let _ = reply.send(Err(err));
             return;
         }

@@ -94,6 +94,24 @@ impl Fixture {
         });
     }
 
+    /// `set` (or action) counters: called, succeeded, refused, failed, timed out, canceled.
+    fn counted(&self, sets: bool) -> [u64; 6] {
+        let c = if sets {
+            &self.core.stats.sets
+        } else {
+            &self.core.stats.actions
+        };
+        let g = ThingsStats::get;
+        [
+            g(&c.called),
+            g(&c.succeeded),
+            g(&c.refused),
+            g(&c.failed),
+            g(&c.timed_out),
+            g(&c.canceled),
+        ]
+    }
+
     fn topics(&mut self) -> Vec<(String, Payload)> {
         self.core
             .take_outbox()
@@ -248,6 +266,7 @@ fn set_checks_values_and_times_out_keeping_the_desired_value() {
         })
         .unwrap();
     assert_eq!(got["desired"]["setpoint"]["value"], json!(25));
+    assert_eq!(f.counted(true), [2, 0, 1, 0, 1, 0]);
 }
 
 #[test]
@@ -274,6 +293,7 @@ fn a_later_set_supersedes_an_earlier_one_and_others_proceed() {
     f.report("th1", json!({"setpoint": 21, "mode": "heat"}), 11);
     assert!(second.try_recv().unwrap().is_ok());
     assert!(mode.try_recv().unwrap().is_ok());
+    assert_eq!(f.counted(true), [3, 2, 0, 0, 0, 1]);
 }
 
 #[test]
@@ -389,6 +409,8 @@ fn actions_resolve_with_the_checked_reply_fail_or_expire() {
         })
         .unwrap_err();
     assert_eq!(err.uri, uris::INVALID_ARGUMENT);
+    assert_eq!(f.counted(false), [5, 1, 2, 1, 1, 0]);
+    assert_eq!(f.counted(true), [0; 6]);
 }
 
 #[test]
@@ -737,4 +759,6 @@ fn canceled_calls_are_forgotten_and_their_desired_values_kept() {
         })
         .unwrap();
     assert_eq!(got["desired"]["value"], json!(22));
+    assert_eq!(f.counted(true), [1, 0, 0, 0, 0, 1]);
+    assert_eq!(f.counted(false), [2, 0, 0, 0, 0, 1]);
 }
