@@ -15,6 +15,43 @@ pub struct TestHub {
 }
 
 impl TestHub {
+    /// Runs a simulated MQTT device (`firmware_sim`) of the built-in type `type_id` as `thing`,
+    /// with the secret its provisioning answered (anonymous when `None`), reporting every
+    /// `every`, until the returned token is cancelled.
+    pub fn mqtt_device(
+        &self,
+        thing: &str,
+        type_id: &str,
+        secret: Option<String>,
+        every: std::time::Duration,
+    ) -> tokio_util::sync::CancellationToken {
+        use firmware_sim::mqtt::{DeviceConfig, SimStats, run_device};
+        let mqtt = self.hub.gateway_addrs().mqtt.expect("MQTT gateway");
+        let ty = device_models::TypeCatalog::builtin()
+            .expect("built-in types")
+            .get(type_id)
+            .expect("a built-in type")
+            .clone();
+        let config = DeviceConfig {
+            host: mqtt.ip().to_string(),
+            port: mqtt.port(),
+            thing: device_models::ThingId::new(thing).expect("thing id"),
+            secret,
+            ty,
+            report_every: every,
+            keep_alive: std::time::Duration::from_secs(30),
+            clean_session: true,
+            seed: 7,
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(run_device(
+            config,
+            stop.clone(),
+            std::sync::Arc::new(SimStats::default()),
+        ));
+        stop
+    }
+
     /// Starts a hub with the default config, one listener serving both protocols on port 0.
     pub async fn start() -> TestHub {
         TestHub::start_with(|_| {}).await

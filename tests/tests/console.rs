@@ -10,8 +10,6 @@
 
 use std::time::Duration;
 
-use device_models::{ThingId, TypeCatalog};
-use firmware_sim::mqtt::{DeviceConfig, SimStats, run_device};
 use hub::client::Client;
 use hub::http::client::{get, get_json};
 use hub::router::AuthInfo;
@@ -59,30 +57,12 @@ async fn provision(client: &Client, thing: &str) -> String {
 
 /// Runs the simulated thermostat `thing` over MQTT until the returned token is cancelled.
 fn thermostat(hub: &TestHub, thing: &str, secret: String) -> CancellationToken {
-    let mqtt = hub.hub.gateway_addrs().mqtt.expect("MQTT gateway");
-    let ty = TypeCatalog::builtin()
-        .unwrap()
-        .get("thermostat")
-        .expect("the built-in thermostat type")
-        .clone();
-    let config = DeviceConfig {
-        host: mqtt.ip().to_string(),
-        port: mqtt.port(),
-        thing: ThingId::new(thing).unwrap(),
-        secret: Some(secret),
-        ty,
-        report_every: Duration::from_millis(200),
-        keep_alive: Duration::from_secs(30),
-        clean_session: true,
-        seed: 7,
-    };
-    let stop = CancellationToken::new();
-    tokio::spawn(run_device(
-        config,
-        stop.clone(),
-        std::sync::Arc::new(SimStats::default()),
-    ));
-    stop
+    hub.mqtt_device(
+        thing,
+        "thermostat",
+        Some(secret),
+        Duration::from_millis(200),
+    )
 }
 
 /// Runs the browser script against the hub at `base`. Once the browser lists `thing` (offline),

@@ -8,11 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use device_models::{ThingId, TypeCatalog};
-use firmware_sim::mqtt::{DeviceConfig, SimStats, run_device};
 use hub::config::{RealmSection, RoleSection, RuleSection, UriMatch};
 use hub::http::client::request;
 use hub::router::authz::Action::{Call, Subscribe};
@@ -47,30 +44,8 @@ async fn call(
 /// Runs a simulated MQTT device of `type_id`, with the secret its provisioning answered, until
 /// the token is cancelled.
 fn device(hub: &TestHub, id: &str, type_id: &str, provisioned: &Json) -> CancellationToken {
-    let mqtt = hub.hub.gateway_addrs().mqtt.unwrap();
-    let ty = TypeCatalog::builtin()
-        .unwrap()
-        .get(type_id)
-        .unwrap()
-        .clone();
-    let config = DeviceConfig {
-        host: mqtt.ip().to_string(),
-        port: mqtt.port(),
-        thing: ThingId::new(id).unwrap(),
-        secret: provisioned["secret"].as_str().map(str::to_owned),
-        ty,
-        report_every: Duration::from_millis(100),
-        keep_alive: Duration::from_secs(30),
-        clean_session: true,
-        seed: 7,
-    };
-    let stop = CancellationToken::new();
-    tokio::spawn(run_device(
-        config,
-        stop.clone(),
-        Arc::new(SimStats::default()),
-    ));
-    stop
+    let secret = provisioned["secret"].as_str().map(str::to_owned);
+    hub.mqtt_device(id, type_id, secret, Duration::from_millis(100))
 }
 
 /// Polls GET `path` until `pred` holds for its body.
