@@ -21,6 +21,6 @@ pub mod raw;
 mod udp;
 
 pub use link::{
-    CredentialCheck, DeviceCredentials, GatewayIo, StaticCredentials, StaticThings, ThingRead,
-    ThingReader, ThingView,
+    CredentialCheck, DeviceCredentials, DirectoryListener, Following, GatewayIo, StaticCredentials,
+    StaticDirectory, StaticThings, ThingDirectory, ThingRead, ThingReader, ThingView,
 };

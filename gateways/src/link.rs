@@ -1,5 +1,6 @@
 //! What every gateway gets from the hub, and nothing more: where to send [`DeviceEvent`]s, where
-//! [`DeviceCommand`]s for its devices arrive, and how to check a device's credentials.
+//! [`DeviceCommand`]s for its devices arrive, how to check a device's credentials, and the
+//! registry's directory of things and their types, followed in process.
 //!
 //! Gateways depend on this and on `device-models`, never on the hub, so each can be run and tested
 //! with plain channels.
@@ -9,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use device_models::{DeviceCommand, DeviceEvent, MemoryPressure, ThingId};
+use device_models::{DeviceCommand, DeviceEvent, MemoryPressure, ThingId, ThingType};
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq as _;
 use tokio::sync::mpsc;
@@ -50,6 +51,41 @@ pub trait ThingReader: Send + Sync + 'static {
     fn read(&self, thing: &ThingId) -> ThingRead;
 }
 
+/// Follows the hub's registry: which things exist and of which type, so that a gateway can
+/// check and translate their messages without asking anyone. The hub calls it from the task
+/// that owns the registry, in order: once per thing registered when the follower starts, then at
+/// each provisioning and deletion. A call must be quick and never wait (a short lock at most),
+/// since the registry waits for it.
+pub trait DirectoryListener: Send + Sync + 'static {
+    /// `thing` is registered, with type `ty` (also when it was already known: the type wins).
+    fn added(&self, thing: &ThingId, ty: &Arc<ThingType>);
+    /// `thing` was deleted.
+    fn removed(&self, thing: &ThingId);
+}
+
+/// Resolves once a new follower holds every thing registered when it started following.
+pub type Following = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The hub's registry as a gateway follows it: a snapshot, then every change, in process.
+pub trait ThingDirectory: Send + Sync + 'static {
+    /// Starts `listener` following the registry (see [`DirectoryListener`]).
+    fn follow(&self, listener: Arc<dyn DirectoryListener>) -> Following;
+}
+
+/// A fixed directory, for simulations and tests (empty by default): a follower is told each of
+/// its things once, and nothing changes afterwards.
+#[derive(Debug, Default, Clone)]
+pub struct StaticDirectory(pub Vec<(ThingId, Arc<ThingType>)>);
+
+impl ThingDirectory for StaticDirectory {
+    fn follow(&self, listener: Arc<dyn DirectoryListener>) -> Following {
+        for (thing, ty) in &self.0 {
+            listener.added(thing, ty);
+        }
+        Box::pin(std::future::ready(()))
+    }
+}
+
 /// Things from a fixed map, for simulations and tests (empty: every read finds nothing).
 #[derive(Debug, Default, Clone)]
 pub struct StaticThings(pub HashMap<ThingId, ThingView>);
@@ -88,6 +124,8 @@ pub struct GatewayIo {
     pub credentials: Arc<dyn DeviceCredentials>,
     /// Reads things back from the registry, for devices that ask.
     pub things: Arc<dyn ThingReader>,
+    /// The registry's things and their types, for gateways that check or translate by type.
+    pub directory: Arc<dyn ThingDirectory>,
     /// Whether the hub is over its memory budget: a gateway accepts no new device connection
     /// while it is (see [`MemoryPressure::admit_connection`]).
     pub memory: MemoryPressure,
@@ -177,6 +215,7 @@ impl GatewayIo {
                 commands: crx,
                 credentials,
                 things: Arc::new(StaticThings::default()),
+                directory: Arc::new(StaticDirectory::default()),
                 memory: MemoryPressure::default(),
             },
             HubEnds {
@@ -189,6 +228,12 @@ impl GatewayIo {
     /// The same link, under the hub's memory budget `memory`.
     pub fn with_memory(mut self, memory: MemoryPressure) -> GatewayIo {
         self.memory = memory;
+        self
+    }
+
+    /// The same link, following `directory`.
+    pub fn with_directory(mut self, directory: Arc<dyn ThingDirectory>) -> GatewayIo {
+        self.directory = directory;
         self
     }
 

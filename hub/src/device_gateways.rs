@@ -1,6 +1,6 @@
 //! The device gateways as the hub runs them: their config sections (`[mqtt]`, `[coap]`,
-//! `[raw]`) checked before any port opens, each attached to the things service's gateway link,
-//! the MQTT gateway's directory of thing types kept in step with the registry, and the plain
+//! `[raw]`) checked before any port opens, each attached to the things service's gateway link
+//! (events, commands, credentials and the registry's directory, all in process), and the plain
 //! MQTT ↔ WAMP bridge (`a/b/c` ↔ `mqtt.a.b.c`).
 //!
 //! Bridge rules: an MQTT message on a topic no thing owns is published on WAMP as
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::supervisor::Supervisor;
 use bytes::Bytes;
-use device_models::{DeviceEvent, ThingId, TypeCatalog};
+use device_models::{ThingId, TypeCatalog};
 use gateways::GatewayIo;
 use gateways::coap::gateway::{CoapConfig, CoapGateway, DeviceConfig};
 use gateways::mqtt::{MqttConfig, MqttGateway, MqttHandle};
@@ -26,10 +26,11 @@ use gateways::raw::{self, RawConfig};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{Client, ClientError};
+use crate::client::Client;
 use crate::config::{ConfigError, section_error};
 use crate::router::{AuthInfo, Router};
 use crate::things::GatewayLink;
+use crate::things::request::{ApiError, Request};
 use crate::wamp::{Dict, Payload, Value, dict, uris};
 
 /// Why a gateway could not start.
@@ -48,7 +49,7 @@ pub enum GatewayStartError {
     #[error("mqtt bridge session: {0}")]
     Bridge(#[from] crate::client::ClientError),
     #[error("coap: cannot provision the configured devices: {0}")]
-    CoapDevices(#[source] crate::client::ClientError),
+    CoapDevices(String),
 }
 
 /// Checks the gateway sections, naming the key at fault.
@@ -126,20 +127,9 @@ pub async fn start(
     let mut out = Gateways::default();
     if mqtt.enabled {
         let io = attach(link, router, "mqtt").await?;
-        let (io, raw_events) = split_raw(io, supervisor, shutdown.clone());
         let handle = Arc::new(MqttGateway::start(mqtt.clone(), io).await?);
         tracing::info!("MQTT broker at mqtt://{}", handle.local_addr());
         out.addrs.mqtt = Some(handle.local_addr());
-        let local = internal_client(router, realm, "brume-mqtt")?;
-        supervisor.critical(
-            "mqtt_directory",
-            sync_directory(
-                local.clone(),
-                handle.clone(),
-                catalog.clone(),
-                shutdown.clone(),
-            ),
-        );
         let (watched, stopping) = (handle.clone(), shutdown.clone());
         supervisor.critical("mqtt_router_link", async move {
             tokio::select! {
@@ -147,8 +137,14 @@ pub async fn start(
                 () = stopping.cancelled() => {}
             }
         });
-        if mqtt.raw_bridge {
-            let bridge = bridge_to_wamp(local.clone(), raw_events, out.bridge_skipped.clone());
+        if let Some(raw_messages) = handle.take_raw_messages() {
+            let local = internal_client(router, realm, "brume-mqtt")?;
+            let bridge = bridge_to_wamp(
+                local.clone(),
+                raw_messages,
+                out.bridge_skipped.clone(),
+                shutdown.clone(),
+            );
             supervisor.critical("mqtt_bridge", bridge);
             let sub = local
                 .subscribe("mqtt.", dict([("match", Value::from("prefix"))]))
@@ -173,13 +169,9 @@ pub async fn start(
         out.mqtt = Some(handle);
     }
     if coap.enabled {
-        if coap.devices.iter().any(|d| d.type_id.is_some()) {
-            let local = internal_client(router, realm, "brume-coap")
-                .map_err(GatewayStartError::CoapDevices)?;
-            provision_coap_devices(&local, &coap.devices)
-                .await
-                .map_err(GatewayStartError::CoapDevices)?;
-        }
+        provision_coap_devices(link, &coap.devices)
+            .await
+            .map_err(|e| GatewayStartError::CoapDevices(format!("{}: {}", e.uri, e.message)))?;
         let io = attach(link, router, "coap").await?;
         let gw = CoapGateway::start(coap, catalog, io, shutdown.clone()).await?;
         tracing::info!("CoAP gateway at coap://{}", gw.local_addr());
@@ -215,34 +207,34 @@ pub async fn start(
 /// unknown thing's reports are dropped, and the observed values that rarely change (a setpoint)
 /// would then stay unknown, the thing offline, until they changed.
 async fn provision_coap_devices(
-    local: &Client,
+    link: &GatewayLink,
     devices: &[DeviceConfig],
-) -> Result<(), ClientError> {
+) -> Result<(), ApiError> {
     for device in devices {
         let Some(ty) = device.type_id.as_deref() else {
             continue;
         };
-        let thing = Value::from(device.thing.as_str());
-        match local
-            .call(uris::things::GET, vec![thing.clone()], Dict::new())
-            .await
-        {
-            Ok(r) => {
-                let known = r.payload.arg(0).and_then(Value::as_dict);
-                let known = known.and_then(|d| d.get("type")).and_then(Value::as_str);
+        let thing = ThingId::new(device.thing.as_str())
+            .map_err(|e| ApiError::new(uris::INVALID_ARGUMENT, e.to_string()))?;
+        let get = Request::Get {
+            thing: thing.clone(),
+            property: None,
+        };
+        match link.call(get).await {
+            Ok(known) => {
+                let known = known.get("type").and_then(serde_json::Value::as_str);
                 if known != Some(ty) {
                     tracing::warn!(thing = %device.thing, configured = ty, registered = ?known,
                         "CoAP device's configured type differs from its registered type");
                 }
             }
-            Err(ClientError::Wamp(e)) if e.uri == crate::things::errors::NO_SUCH_THING => {
-                local
-                    .call(
-                        uris::things::PROVISION,
-                        vec![],
-                        dict([("thing", thing), ("type", Value::from(ty))]),
-                    )
-                    .await?;
+            Err(e) if e.uri == crate::things::errors::NO_SUCH_THING => {
+                let provision = Request::Provision {
+                    thing,
+                    type_id: ty.to_owned(),
+                    info: serde_json::Map::new(),
+                };
+                link.call(provision).await?;
                 tracing::info!(thing = %device.thing, r#type = ty, "CoAP device provisioned from the config");
             }
             Err(e) => return Err(e),
@@ -266,51 +258,6 @@ fn internal_client(
             authprovider: "static".into(),
         },
         16_384,
-    )
-}
-
-/// Puts a task between a gateway and the things service that takes raw (unmodelled) messages
-/// aside for the bridge; everything else passes on with the same back-pressure.
-fn split_raw(
-    io: GatewayIo,
-    supervisor: &Supervisor,
-    shutdown: CancellationToken,
-) -> (GatewayIo, mpsc::Receiver<(String, Bytes)>) {
-    let (tx, mut rx) = mpsc::channel::<DeviceEvent>(1024);
-    let (raw_tx, raw_rx) = mpsc::channel(1024);
-    let things = io.events.clone();
-    supervisor.critical("mqtt_split", async move {
-        loop {
-            let ev = tokio::select! {
-                () = shutdown.cancelled() => return,
-                ev = rx.recv() => match ev { Some(ev) => ev, None => return },
-            };
-            match ev {
-                DeviceEvent::Raw { source, payload } => {
-                    // A full bridge queue drops the message (counted by the bridge's absence of
-                    // it) rather than holding device reports back.
-                    if raw_tx.try_send((source, payload)).is_err() {
-                        tracing::debug!("MQTT bridge queue full; raw message dropped");
-                    }
-                }
-                other => {
-                    if things.send(other).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    (
-        GatewayIo {
-            name: io.name,
-            events: tx,
-            commands: io.commands,
-            credentials: io.credentials,
-            things: io.things,
-            memory: io.memory,
-        },
-        raw_rx,
     )
 }
 
@@ -354,8 +301,13 @@ async fn bridge_to_wamp(
     local: Client,
     mut raw: mpsc::Receiver<(String, Bytes)>,
     skipped: Arc<AtomicU64>,
+    shutdown: CancellationToken,
 ) {
-    while let Some((source, payload)) = raw.recv().await {
+    loop {
+        let (source, payload) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            m = raw.recv() => match m { Some(m) => m, None => return },
+        };
         let topic = source.strip_prefix("mqtt:").unwrap_or(&source);
         let Some(uri) = mqtt_to_wamp(topic) else {
             if (skipped.fetch_add(1, Ordering::Relaxed) + 1).is_power_of_two() {
@@ -396,75 +348,6 @@ async fn bridge_to_mqtt(
             && (skipped.fetch_add(1, Ordering::Relaxed) + 1).is_power_of_two()
         {
             tracing::info!(%topic, error = %e, "WAMP event not bridged to MQTT");
-        }
-    }
-}
-
-/// Tells the MQTT gateway every thing's type (for its checks and `[bindings.mqtt]`), now and as
-/// things are provisioned and deleted. A thing's MQTT device name is its id.
-async fn sync_directory(
-    local: Client,
-    handle: Arc<MqttHandle>,
-    catalog: TypeCatalog,
-    shutdown: CancellationToken,
-) {
-    let register = |thing: &str, ty: &str| {
-        let (Ok(id), Some(t)) = (ThingId::new(thing), catalog.get(ty)) else {
-            return;
-        };
-        if let Err(e) = handle.register(id, t.clone(), None) {
-            tracing::warn!(thing, error = %e, "thing not registered with the MQTT gateway");
-        }
-    };
-    let mut provisioned = match local
-        .subscribe(uris::things::ON_PROVISION, Dict::new())
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => return tracing::error!(error = %e, "MQTT directory: cannot subscribe"),
-    };
-    let mut deleted = match local.subscribe(uris::things::ON_DELETE, Dict::new()).await {
-        Ok(s) => s,
-        Err(e) => return tracing::error!(error = %e, "MQTT directory: cannot subscribe"),
-    };
-    match local.call(uris::things::LIST, vec![], Dict::new()).await {
-        Ok(r) => {
-            for t in r
-                .payload
-                .arg(0)
-                .and_then(Value::as_list)
-                .into_iter()
-                .flatten()
-            {
-                let d = t.as_dict();
-                if let (Some(thing), Some(ty)) = (
-                    d.and_then(|d| d.get("thing")).and_then(Value::as_str),
-                    d.and_then(|d| d.get("type")).and_then(Value::as_str),
-                ) {
-                    register(thing, ty);
-                }
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "MQTT directory: cannot list things"),
-    }
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            ev = provisioned.next() => {
-                let Some(ev) = ev else { return };
-                if let (Some(thing), Some(ty)) = (
-                    ev.payload.kwarg("thing").and_then(Value::as_str),
-                    ev.payload.kwarg("type").and_then(Value::as_str),
-                ) {
-                    register(thing, ty);
-                }
-            }
-            ev = deleted.next() => {
-                let Some(ev) = ev else { return };
-                if let Some(Ok(id)) = ev.payload.kwarg("thing").and_then(Value::as_str).map(ThingId::new) {
-                    handle.unregister(&id);
-                }
-            }
         }
     }
 }

@@ -168,6 +168,7 @@ impl Hub {
                 &config.hub.data_dir,
                 config.uplink.clone(),
                 tapped,
+                things.link.clone(),
                 queue_file,
                 Some(reserve.clone()),
                 &supervisor,

@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::process::Stdio;
 use std::time::Duration;
 
+use device_models::ThingId;
+use firmware_sim::{Kind, SimDevice, SimGateway, SimOptions};
 use hub::client::{Client, ConnectOptions};
 use hub::uplink::UplinkConfig;
 use hub::wamp::{Dict, Payload, Serializer, Value, dict};
@@ -167,26 +169,28 @@ async fn two_hubs_forward_state_and_serve_cloud_calls() {
     let a = hub_with_uplink("edge-a", cb.hub_addr(), |_| {}).await;
     let b = hub_with_uplink("edge-b", cb.hub_addr(), |_| {}).await;
     let mut locals = Vec::new();
+    let mut devices = Vec::new();
     for (name, h) in [("edge-a", &a), ("edge-b", &b)] {
-        let local = h.local_client("device-sim");
+        let local = h.local_client("app");
         wait_status(&local, "connected", connected).await;
-        // A stand-in for the device behind this hub.
-        let mut reg = local
-            .register("brume.thing.t1.action.toggle", Dict::new())
+        // A relay behind this hub, its location naming the hub, for the cloud to read and act on.
+        local
+            .call(
+                "brume.things.provision",
+                vec![],
+                dict([
+                    ("thing", Value::from("r1")),
+                    ("type", Value::from("relay")),
+                    ("info", Value::Dict(dict([("location", Value::from(name))]))),
+                ]),
+            )
             .await
             .unwrap();
-        let hub_name = name.to_owned();
-        tokio::spawn(async move {
-            while let Some(inv) = reg.next().await {
-                let on = inv.payload.kwarg("on").cloned().unwrap_or(Value::Null);
-                let _ = inv
-                    .reply(Payload::kwargs(dict([
-                        ("hub", Value::from(hub_name.as_str())),
-                        ("on", on),
-                    ])))
-                    .await;
-            }
-        });
+        let relay = SimDevice::new(ThingId::new("r1").unwrap(), Kind::Relay, 5);
+        let sim = SimGateway::start(h.hub.things(), vec![relay], SimOptions::default())
+            .await
+            .unwrap();
+        devices.push(sim);
         locals.push(local);
     }
 
@@ -245,15 +249,41 @@ async fn two_hubs_forward_state_and_serve_cloud_calls() {
     let cloud = Client::connect(&ConnectOptions::new(&cb.app_url(), "cloud"))
         .await
         .unwrap();
+    // The cloud app toggled each relay on; this toggles edge-b's off again.
     let r = cloud
         .call(
-            "brume.hub.edge-b.thing.t1.action.toggle",
+            "brume.hub.edge-b.thing.r1.action.toggle",
             vec![],
-            dict([("on", Value::Bool(false))]),
+            Dict::new(),
         )
         .await
         .unwrap();
-    assert_eq!(r.payload.kwarg("hub"), Some(&Value::from("edge-b")));
+    assert_eq!(r.payload.arg(0), Some(&Value::Bool(false)));
+    let err = cloud
+        .call(
+            "brume.hub.edge-a.thing.nope.action.toggle",
+            vec![],
+            Dict::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("brume.error.no_such_thing"),
+        "{err}"
+    );
+    let err = cloud
+        .call(
+            "brume.hub.edge-a.things.get",
+            vec![Value::from("r1"), Value::Int(5)],
+            Dict::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("wamp.error.invalid_argument"),
+        "{err}"
+    );
+    drop(devices);
     let err = cloud
         .call("brume.hub.edge-a.thing.t1.state", vec![], Dict::new())
         .await

@@ -4,9 +4,13 @@
 //!
 //! Shared state and its rule: [`Core`] is shared by every connection task and the command loop.
 //! Its [`Directory`] is behind an `RwLock` and its [`PendingActions`] behind a `Mutex`; both are
-//! locked briefly and never across an `.await`. Events go to the hub through the bounded
-//! `GatewayIo::events` channel; a connection task waits for room there, which slows that device's
-//! reads (its TCP window fills), never another device's.
+//! locked briefly and never across an `.await`. The directory follows the hub's registry in
+//! process ([`crate::link::ThingDirectory`]): the hub's things service writes it at provisioning
+//! and deletion. Events go to the hub through the bounded `GatewayIo::events` channel; a
+//! connection task waits for room there, which slows that device's reads (its TCP window fills),
+//! never another device's. Raw (unmodelled) messages go straight from the connection task to the
+//! raw bridge's own bounded queue ([`MqttHandle::take_raw_messages`]), dropped and counted when
+//! it is full, so the bridge never holds a device back.
 //!
 //! Retained desired state: `things/<id>/desired` holds what the last `SetDesired` asked for, and
 //! the gateway remembers it (`Core::retained_desired`). When the device reports values equal to
@@ -47,6 +51,8 @@ pub struct Core {
     raw_bridge: bool,
     credentials: Arc<dyn DeviceCredentials>,
     events: mpsc::Sender<DeviceEvent>,
+    /// Raw messages for the bridge (`source`, payload); `None` without the raw bridge.
+    raw: Option<mpsc::Sender<(String, Bytes)>>,
     directory: RwLock<Directory>,
     pending: Mutex<PendingActions>,
     /// Per thing, the values of its retained `things/<id>/desired` that the device has not yet
@@ -102,8 +108,45 @@ impl Core {
         })
     }
 
+    /// Registers a thing (see [`MqttHandle::register`]).
+    fn register(
+        &self,
+        thing: ThingId,
+        ty: Arc<ThingType>,
+        name: Option<String>,
+    ) -> Result<(), RegisterError> {
+        let binding = MqttBinding::from_type(&ty)?.map(Arc::new);
+        let name = name.unwrap_or_else(|| thing.as_str().to_owned());
+        if name.is_empty() || name.starts_with('$') || name.contains(['/', '+', '#', '\0']) {
+            return Err(RegisterError::InvalidName(name));
+        }
+        let entry = Registered { ty, binding, name };
+        self.directory_mut()
+            .insert(thing, entry)
+            .map_err(|taken| RegisterError::NameTaken {
+                name: taken.name,
+                owner: taken.owner,
+            })
+    }
+
+    /// Forgets a thing (see [`MqttHandle::unregister`]).
+    fn unregister(&self, thing: &ThingId) {
+        self.directory_mut().remove(thing);
+        self.retained_desired().remove(thing);
+    }
+
     async fn emit(&self, events: Vec<DeviceEvent>) {
         for event in events {
+            if let DeviceEvent::Raw { source, payload } = event {
+                let queued = self
+                    .raw
+                    .as_ref()
+                    .is_some_and(|raw| raw.try_send((source, payload)).is_ok());
+                if !queued {
+                    bump(&self.stats.raw_dropped);
+                }
+                continue;
+            }
             if self.events.send(event).await.is_ok() {
                 bump(&self.stats.events_out);
             } else {
@@ -358,6 +401,25 @@ impl Hooks for Core {
     }
 }
 
+/// The hub's registry, followed into the gateway's [`Directory`]: a thing's MQTT device name is
+/// its id.
+struct FollowRegistry(Arc<Core>);
+
+impl crate::link::DirectoryListener for FollowRegistry {
+    fn added(&self, thing: &ThingId, ty: &Arc<ThingType>) {
+        if let Err(e) = self.0.register(thing.clone(), ty.clone(), None) {
+            warn!(%thing, error = %e, "thing not registered with the MQTT gateway");
+        }
+    }
+
+    fn removed(&self, thing: &ThingId) {
+        self.0.unregister(thing);
+    }
+}
+
+/// Room in the raw bridge's queue: beyond it raw messages are dropped and counted.
+const RAW_QUEUE: usize = 1024;
+
 /// The MQTT gateway: an embedded broker whose devices become things.
 #[derive(Debug)]
 pub struct MqttGateway;
@@ -378,8 +440,15 @@ impl MqttGateway {
             commands,
             credentials,
             things: _,
+            directory,
             memory,
         } = io;
+        let (raw, raw_messages) = if config.raw_bridge {
+            let (tx, rx) = mpsc::channel(RAW_QUEUE);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let core = Arc::new(Core {
             name,
             auth_required,
@@ -387,6 +456,7 @@ impl MqttGateway {
             raw_bridge: config.raw_bridge,
             credentials,
             events,
+            raw,
             directory: RwLock::new(Directory::default()),
             pending: Mutex::new(PendingActions::new(config.max_pending_actions)),
             retained_desired: Mutex::new(HashMap::new()),
@@ -394,6 +464,10 @@ impl MqttGateway {
             publisher: OnceLock::new(),
             memory,
         });
+        // Every thing the registry holds is known before the first device connects.
+        directory
+            .follow(Arc::new(FollowRegistry(core.clone())))
+            .await;
         let broker = Broker::start(&config, core.clone(), stats.clone()).await?;
         let publisher = broker.publisher();
         let _ = core.publisher.set(publisher.clone());
@@ -415,6 +489,7 @@ impl MqttGateway {
             tasks,
             max_message_bytes: config.max_message_bytes,
             raw_bridge: config.raw_bridge,
+            raw_messages: Mutex::new(raw_messages),
         })
     }
 }
@@ -453,6 +528,8 @@ pub struct MqttHandle {
     tasks: TaskTracker,
     max_message_bytes: usize,
     raw_bridge: bool,
+    /// The raw bridge's end of the raw message queue, until it takes it.
+    raw_messages: Mutex<Option<mpsc::Receiver<(String, Bytes)>>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -489,19 +566,7 @@ impl MqttHandle {
         ty: Arc<ThingType>,
         name: Option<String>,
     ) -> Result<(), RegisterError> {
-        let binding = MqttBinding::from_type(&ty)?.map(Arc::new);
-        let name = name.unwrap_or_else(|| thing.as_str().to_owned());
-        if name.is_empty() || name.starts_with('$') || name.contains(['/', '+', '#', '\0']) {
-            return Err(RegisterError::InvalidName(name));
-        }
-        let entry = Registered { ty, binding, name };
-        self.core
-            .directory_mut()
-            .insert(thing, entry)
-            .map_err(|taken| RegisterError::NameTaken {
-                name: taken.name,
-                owner: taken.owner,
-            })
+        self.core.register(thing, ty, name)
     }
 
     /// Whether the thing's type is registered, so that its reports are checked here and its
@@ -512,8 +577,16 @@ impl MqttHandle {
 
     /// Forgets a thing's registration (its topics become the conventions' only).
     pub fn unregister(&self, thing: &ThingId) {
-        self.core.directory_mut().remove(thing);
-        self.core.retained_desired().remove(thing);
+        self.core.unregister(thing);
+    }
+
+    /// The raw messages devices publish on topics no thing owns (`mqtt:<topic>`, payload), for
+    /// the raw bridge; `Some` once, and only with `raw_bridge` on.
+    pub fn take_raw_messages(&self) -> Option<mpsc::Receiver<(String, Bytes)>> {
+        self.raw_messages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Publishes a message from the WAMP side of the raw bridge (`mqtt.a.b.c` → `a/b/c`). It

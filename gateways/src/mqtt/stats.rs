@@ -21,6 +21,7 @@ pub struct Stats {
     pub(crate) rejected_payloads: AtomicU64,
     pub(crate) raw_in: AtomicU64,
     pub(crate) raw_out: AtomicU64,
+    pub(crate) raw_dropped: AtomicU64,
     pub(crate) commands: AtomicU64,
     pub(crate) commands_dropped: AtomicU64,
     pub(crate) replies_unmatched: AtomicU64,
@@ -59,6 +60,9 @@ pub struct MqttStats {
     pub raw_in: u64,
     /// Raw messages the hub published into MQTT.
     pub raw_out: u64,
+    /// Raw messages not bridged because the bridge's queue was full (the bridge never holds a
+    /// device's connection back).
+    pub raw_dropped: u64,
     /// Commands turned into MQTT messages.
     pub commands: u64,
     /// Commands dropped (past their deadline, or not encodable).
@@ -87,6 +91,7 @@ impl Stats {
             rejected_payloads: get(&self.rejected_payloads),
             raw_in: get(&self.raw_in),
             raw_out: get(&self.raw_out),
+            raw_dropped: get(&self.raw_dropped),
             commands: get(&self.commands),
             commands_dropped: get(&self.commands_dropped),
             replies_unmatched: get(&self.replies_unmatched),

@@ -40,8 +40,6 @@ pub struct ThingsSection {
     pub event_queue: usize,
     /// Capacity of each gateway's command channel (hub → device).
     pub command_queue: usize,
-    /// Capacity of the queue of WAMP publications waiting to leave the service.
-    pub publish_queue: usize,
     /// Capacity of the queue of writes waiting for the database writer thread.
     pub store_queue: usize,
     /// Rows kept in the action log; older rows are pruned.
@@ -59,7 +57,6 @@ impl Default for ThingsSection {
             set_timeout_ms: 10_000,
             event_queue: 4096,
             command_queue: 256,
-            publish_queue: 8192,
             store_queue: 8192,
             action_log_max: 10_000,
         }
@@ -116,7 +113,6 @@ impl ThingsSection {
         for (key, n) in [
             ("things.event_queue", self.event_queue),
             ("things.command_queue", self.command_queue),
-            ("things.publish_queue", self.publish_queue),
             ("things.store_queue", self.store_queue),
         ] {
             if !(1..=1_000_000).contains(&n) {

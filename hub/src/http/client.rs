@@ -256,7 +256,7 @@ mod tests {
             "listeners": {"wamp": "127.0.0.1:8080"},
             "sessions": 3,
             "things": {"events_in": 10, "state_events": 9, "dropped": 1,
-                       "dropped_by_cause": {"unknown_device": 1, "publish_queue": 0},
+                       "dropped_by_cause": {"unknown_device": 1, "command_queue": 0},
                        "store": {"batches": 5, "writes": 9, "retries": 0, "failed_writes": 0, "pending_writes": 0}},
             "gateways": {"mqtt": {"connections": 2}},
             "uplink": {"url": "ws://x", "connected": false, "round_trip_ms": null, "queued": 7,

@@ -304,7 +304,7 @@ fn things(out: &mut Out<'_, '_>, v: &HubView) -> Result<(), std::fmt::Error> {
     )?;
     out.counters(
         "things_dropped",
-        "Device messages and publications the things service dropped, by cause",
+        "Device messages and commands the things service dropped, by cause",
         "cause",
         &[
             (
@@ -312,7 +312,6 @@ fn things(out: &mut Out<'_, '_>, v: &HubView) -> Result<(), std::fmt::Error> {
                 get(&t.invalid_reports) + get(&t.invalid_messages),
             ),
             ("unknown_device", get(&t.unknown_devices)),
-            ("publish_queue", get(&t.dropped_publications)),
             ("command_queue", get(&t.dropped_commands)),
             ("write_failed", get(&s.failed_ops)),
         ],

@@ -296,13 +296,13 @@ impl Broker {
         &self,
         publisher: &Publisher,
         topic: &str,
-        audience: Audience,
+        audience: &Audience,
         disclose: bool,
         retain: bool,
         payload: &Payload,
     ) -> (Id, usize) {
         let publication = ids::random_id();
-        let delivered = self.deliver(publisher, topic, &audience, disclose, payload, publication);
+        let delivered = self.deliver(publisher, topic, audience, disclose, payload, publication);
         Traffic::add(&self.traffic.publications, 1);
         Traffic::add(&self.traffic.events, delivered as u64);
         if !audience.names_sessions() {
@@ -330,7 +330,7 @@ impl Broker {
                     publication,
                     publisher: publisher.clone(),
                     disclose,
-                    audience,
+                    audience: audience.clone(),
                     payload: payload.clone(),
                 },
             );

@@ -551,7 +551,7 @@ impl RouterSession {
         let (publication, _) = realm.broker().publish(
             &Publisher::of(me),
             topic,
-            audience,
+            &audience,
             disclose,
             retain,
             payload,

@@ -55,7 +55,31 @@ pub enum CoreError {
     UnknownAutoType(String),
 }
 
-/// One publication for the WAMP publisher.
+/// Listeners following the registry (see [`Core::follow`]).
+#[derive(Default)]
+struct Followers(Vec<Arc<dyn gateways::DirectoryListener>>);
+
+impl std::fmt::Debug for Followers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} followers", self.0.len())
+    }
+}
+
+impl Followers {
+    fn added(&self, thing: &ThingId, ty: &Arc<ThingType>) {
+        for l in &self.0 {
+            l.added(thing, ty);
+        }
+    }
+
+    fn removed(&self, thing: &ThingId) {
+        for l in &self.0 {
+            l.removed(thing);
+        }
+    }
+}
+
+/// One publication for the router's broker.
 #[derive(Debug, Clone)]
 pub struct Publication {
     pub topic: String,
@@ -253,6 +277,8 @@ pub struct Core {
     stats: Arc<ThingsStats>,
     /// The secrets gateways check devices against, kept in step with `things`.
     credentials: Arc<RegistryCredentials>,
+    /// Gateways following the registry's things and types, told of every change in order.
+    followers: Followers,
     /// What the shell must carry out; drained with [`Core::take_outbox`].
     pub out: Outbox,
 }
@@ -323,6 +349,7 @@ impl Core {
             unprovisioned: Unprovisioned::default(),
             stats,
             credentials,
+            followers: Followers::default(),
             out: Outbox::default(),
         })
     }
@@ -343,6 +370,15 @@ impl Core {
     }
 
     // ----- gateways -----
+
+    /// `listener` follows the registry from now on: told every thing now, then each
+    /// provisioning and deletion (see [`gateways::ThingDirectory`]).
+    pub fn follow(&mut self, listener: Arc<dyn gateways::DirectoryListener>) {
+        for (id, e) in &self.things {
+            listener.added(id, &e.ty);
+        }
+        self.followers.0.push(listener);
+    }
 
     /// A gateway attached.
     pub fn attach(&mut self, id: GatewayId, name: String, commands: mpsc::Sender<DeviceCommand>) {

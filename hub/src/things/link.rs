@@ -21,12 +21,18 @@
 //!   gateway go offline. Dropping the command receiver does the same at the next command.
 //! - **Reads** (a device reading its own state or info back, [`gateways::ThingReader`]): a
 //!   request on the service's API queue, answered in turn like a `brume.things.get`.
+//! - **Directory** ([`gateways::ThingDirectory`]): a gateway that checks or translates by type
+//!   follows the registry in process. The service tells its listener every thing it holds, then
+//!   each provisioning and deletion, synchronously from its own task, so the gateway's view is
+//!   never behind the registry and no channel can overflow or reorder it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use device_models::{DeviceCommand, DeviceEvent, ThingId};
-use gateways::{GatewayIo, ThingRead, ThingReader, ThingView};
+use gateways::{
+    DirectoryListener, Following, GatewayIo, ThingDirectory, ThingRead, ThingReader, ThingView,
+};
 use serde_json::Value as Json;
 use tokio::sync::{broadcast, mpsc};
 
@@ -45,12 +51,19 @@ pub enum LinkError {
 }
 
 /// A request from a link handle to the service.
-#[derive(Debug)]
-pub(crate) struct Attach {
-    pub id: GatewayId,
-    pub name: String,
-    pub events: mpsc::Receiver<DeviceEvent>,
-    pub commands: mpsc::Sender<DeviceCommand>,
+pub(crate) enum Attach {
+    /// A gateway's channels.
+    Gateway {
+        id: GatewayId,
+        name: String,
+        events: mpsc::Receiver<DeviceEvent>,
+        commands: mpsc::Sender<DeviceCommand>,
+    },
+    /// A listener to follow the registry; `done` is answered once it holds every thing.
+    Follow {
+        listener: Arc<dyn DirectoryListener>,
+        done: tokio::sync::oneshot::Sender<()>,
+    },
 }
 
 /// Counters of the things service, readable from any link handle.
@@ -68,8 +81,6 @@ pub struct ThingsStats {
     pub auto_provisioned: AtomicU64,
     /// State change events published.
     pub state_events: AtomicU64,
-    /// Publications dropped because the publish queue was full.
-    pub dropped_publications: AtomicU64,
     /// Commands that did not fit a gateway's command queue.
     pub dropped_commands: AtomicU64,
     /// Raw (unmodelled) device messages, not handled by the things service.
@@ -114,7 +125,6 @@ impl ThingsStats {
         let by_cause = serde_json::json!({
             "rejected_by_type": g(&self.invalid_reports) + g(&self.invalid_messages),
             "unknown_device": g(&self.unknown_devices),
-            "publish_queue": g(&self.dropped_publications),
             "command_queue": g(&self.dropped_commands),
             "write_failed": g(&store.failed_ops),
         });
@@ -152,6 +162,7 @@ pub struct GatewayLink {
     stats: Arc<ThingsStats>,
     credentials: Arc<RegistryCredentials>,
     reader: Arc<RegistryReader>,
+    directory: Arc<RegistryDirectory>,
     watch: Option<broadcast::Sender<Arc<Publication>>>,
 }
 
@@ -165,6 +176,9 @@ impl GatewayLink {
         requests: mpsc::Sender<(Request, Reply)>,
     ) -> GatewayLink {
         GatewayLink {
+            directory: Arc::new(RegistryDirectory {
+                attach: attach.clone(),
+            }),
             attach,
             next_id: Arc::new(AtomicU64::new(1)),
             event_queue,
@@ -222,7 +236,7 @@ impl GatewayLink {
         let (events_tx, events_rx) = mpsc::channel(self.event_queue);
         let (commands_tx, commands_rx) = mpsc::channel(self.command_queue);
         self.attach
-            .send(Attach {
+            .send(Attach::Gateway {
                 id,
                 name: name.to_owned(),
                 events: events_rx,
@@ -236,6 +250,7 @@ impl GatewayLink {
             commands: commands_rx,
             credentials: self.credentials.clone(),
             things: self.reader.clone(),
+            directory: self.directory.clone(),
             memory: device_models::MemoryPressure::default(),
         })
     }
@@ -272,6 +287,26 @@ impl Drop for CancelOnDrop {
             // Best effort: with the queue full, the call still expires at its deadline.
             let _ = requests.try_send((Request::Canceled, tx));
         }
+    }
+}
+
+/// The gateways' [`ThingDirectory`]: the service takes the listener in its turn (see the
+/// module's rules). If the service is gone, following ends at once with nothing known: the hub
+/// is stopping anyway.
+#[derive(Debug)]
+struct RegistryDirectory {
+    attach: mpsc::Sender<Attach>,
+}
+
+impl ThingDirectory for RegistryDirectory {
+    fn follow(&self, listener: Arc<dyn DirectoryListener>) -> Following {
+        let attach = self.attach.clone();
+        Box::pin(async move {
+            let (done, followed) = tokio::sync::oneshot::channel();
+            if attach.send(Attach::Follow { listener, done }).await.is_ok() {
+                let _ = followed.await;
+            }
+        })
     }
 }
 

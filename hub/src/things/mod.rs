@@ -9,7 +9,7 @@
 //! - [`core`]: [`Core`](core::Core), the service's logic without I/O: the in-memory registry,
 //!   device event handling, API requests, pending `set` and action calls with their deadlines.
 //! - [`service`]: [`ThingsService`](service::ThingsService), the one task that owns the core and
-//!   connects it to gateways, the API, the publisher and the database writer.
+//!   connects it to gateways, the API, the router's broker and the database writer.
 //! - [`api`]: the WAMP procedures (argument parsing, registration, answering).
 //! - [`session`]: the service's in-process WAMP session: join, register, publish, and join again
 //!   if the session is ended while the hub runs.
@@ -34,7 +34,7 @@
 //! | `brume.things.update_info` | `thing` + `property`, `value` or `values: {p: v}` | `{thing, info}` |
 //! | `brume.things.set` | `thing` + `property`, `value` or `values: {p: v}` | `{thing, settled: {p: {value, at}}}` once the device reports them |
 //! | `brume.things.describe` | `thing` | the W3C WoT Thing Description |
-//! | `brume.things.stats` | | `{events_in, state_events, auto_provisioned, raw_messages, dropped, dropped_by_cause: {rejected_by_type, unknown_device, publish_queue, command_queue, write_failed}, store: {batches, writes, retries, failed_writes, acknowledged_after_commit, pruned_actions, pending_writes}}` |
+//! | `brume.things.stats` | | `{events_in, state_events, auto_provisioned, raw_messages, dropped, dropped_by_cause: {rejected_by_type, unknown_device, command_queue, write_failed}, store: {batches, writes, retries, failed_writes, acknowledged_after_commit, pruned_actions, pending_writes}}` |
 //! | `brume.types.list` | | `[{id, title, description, version, origin}]` |
 //! | `brume.types.get` | `type` | the thing type |
 //! | `brume.thing.<id>.action.<name>` | the input: kwargs, or one positional argument | the device's output |
@@ -94,6 +94,8 @@ pub enum ThingsError {
         #[source]
         source: ClientError,
     },
+    #[error("no realm {0:?} on this router")]
+    NoRealm(String),
     #[error("the database could not be opened: {0}")]
     Blocking(#[source] tokio::task::JoinError),
 }
@@ -183,7 +185,6 @@ pub async fn start(
 
     let (attach_tx, attach_rx) = mpsc::channel(16);
     let (requests_tx, requests_rx) = mpsc::channel(1024);
-    let (pub_tx, pub_rx) = mpsc::channel(t.publish_queue);
     let (watch, _) = tokio::sync::broadcast::channel(WATCH_CAPACITY);
     let link = GatewayLink::new(
         attach_tx,
@@ -195,18 +196,27 @@ pub async fn start(
     )
     .with_watch(watch.clone());
     let store_stats = store.stats().clone();
-    let mut publish_options = crate::wamp::Dict::new();
+    let mut audience = crate::router::broker::Audience::default();
     if let Some(tap) = &tap {
-        publish_options.insert(
-            "exclude_authid".into(),
-            crate::wamp::Value::List(vec![crate::wamp::Value::from(tap.authid())]),
-        );
+        audience.exclude_authid = vec![tap.authid().to_owned()];
     }
+    let publish = service::Publish {
+        realm: router
+            .realm(&realm)
+            .cloned()
+            .ok_or_else(|| ThingsError::NoRealm(realm.clone()))?,
+        publisher: crate::router::broker::Publisher {
+            session: first.0.session_id(),
+            authid: crate::wamp::uris::things::SERVICE_AUTHID.into(),
+            authrole: "trusted".into(),
+        },
+        audience,
+    };
     let service = service::ThingsService {
         core,
         attach: attach_rx,
         requests: requests_rx,
-        publications: pub_tx,
+        publish,
         store: store.sender(),
         stats,
         store_backlog_max: t.store_queue,
@@ -232,8 +242,6 @@ pub async fn start(
         router: router.clone(),
         realm,
         requests: requests_tx,
-        publications: pub_rx,
-        publish_options,
         tracker: tracker.clone(),
         shutdown: shutdown.clone(),
     };

@@ -3,7 +3,6 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::Poll;
 
 use device_models::DeviceEvent;
@@ -16,6 +15,8 @@ use super::core::{Core, Publication};
 use super::link::{Attach, GatewayId, ThingsStats};
 use super::request::{Reply, Request};
 use super::store::{StoreOp, StoreStats};
+use crate::router::Realm;
+use crate::router::broker::{Audience, Publisher};
 use crate::uplink::tap::{TapItem, UplinkTap};
 use device_models::now_ms;
 
@@ -50,10 +51,10 @@ fn gateway_stream(id: GatewayId, rx: mpsc::Receiver<DeviceEvent>) -> GatewayStre
 /// (one channel per gateway, drained fairly), API requests from the WAMP handlers, and gateway
 /// attachments. It never waits on anything slow:
 /// - commands to gateways are `try_send` (see [`link`](super::link));
-/// - publications go to a separate publisher task through a bounded queue with `try_send`; when
-///   that queue is full (WAMP is slower than the devices) publications are dropped and counted,
-///   because stalling here would stall every API call too, and the state itself stays in the
-///   registry for `brume.things.get`;
+/// - publications go straight into the realm's broker ([`Publish`]), one read lock per turn:
+///   the broker queues each EVENT, encoded once per serializer, on its subscribers' outbound
+///   queues without waiting, and a subscriber too slow to keep up is handled by the router's
+///   slow-consumer policy (and counted there), never by holding this task;
 /// - database writes go to the writer thread with `try_send`; what does not fit waits in a
 ///   local backlog, and while the backlog is long, device events are not read (their gateways'
 ///   channels fill and push back), so the backlog is bounded and no write is lost;
@@ -65,7 +66,7 @@ pub struct ThingsService {
     pub(crate) core: Core,
     pub(crate) attach: mpsc::Receiver<Attach>,
     pub(crate) requests: mpsc::Receiver<(Request, Reply)>,
-    pub(crate) publications: mpsc::Sender<Publication>,
+    pub(crate) publish: Publish,
     pub(crate) store: mpsc::Sender<StoreOp>,
     pub(crate) stats: Arc<ThingsStats>,
     pub(crate) store_backlog_max: usize,
@@ -74,6 +75,38 @@ pub struct ThingsService {
     /// Publications for in-process watchers (the HTTP event stream); sent only while someone
     /// watches, never waited on: a watcher that falls behind misses publications and is told.
     pub(crate) watch: broadcast::Sender<Arc<Publication>>,
+}
+
+/// Where the service's publications go: straight into its realm's broker, under the identity
+/// and audience its WAMP session would publish with, with no channel, task or session between
+/// a device's report and its subscribers.
+pub(crate) struct Publish {
+    pub realm: Arc<Realm>,
+    pub publisher: Publisher,
+    /// With the uplink's tap on, the uplink's own session is excluded (the tap already carries
+    /// these events to it).
+    pub audience: Audience,
+}
+
+impl Publish {
+    /// Publishes a turn's publications under one read lock of the broker.
+    fn all(&self, publications: impl Iterator<Item = Publication>) {
+        let mut publications = publications.peekable();
+        if publications.peek().is_none() {
+            return;
+        }
+        let broker = self.realm.broker();
+        for p in publications {
+            broker.publish(
+                &self.publisher,
+                &p.topic,
+                &self.audience,
+                false,
+                false,
+                &p.payload,
+            );
+        }
+    }
 }
 
 /// Why [`ThingsService::run`] returned.
@@ -100,7 +133,6 @@ impl ThingsService {
         device_models::fault::inject("things_service");
         let mut gateways: SelectAll<GatewayStream> = SelectAll::new();
         let mut backlogs = Backlogs::default();
-        let mut dropped_logged = 0u64;
         let store = self.store.clone();
         let tap = self.tap.as_ref().map(|t| t.tx.clone());
         let mut ended = Ended::Shutdown;
@@ -119,10 +151,16 @@ impl ThingsService {
                     ended = Ended::WriterGone;
                     break;
                 }
-                Some(a) = self.attach.recv() => {
-                    self.core.attach(a.id, a.name, a.commands);
-                    gateways.push(gateway_stream(a.id, a.events));
-                }
+                Some(a) = self.attach.recv() => match a {
+                    Attach::Gateway { id, name, events, commands } => {
+                        self.core.attach(id, name, commands);
+                        gateways.push(gateway_stream(id, events));
+                    }
+                    Attach::Follow { listener, done } => {
+                        self.core.follow(listener);
+                        let _ = done.send(());
+                    }
+                },
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     self.core.expire(tokio::time::Instant::now(), now_ms());
                 }
@@ -166,10 +204,10 @@ impl ThingsService {
                     }
                 }
             }
-            self.flush(&mut backlogs, &mut dropped_logged);
+            self.flush(&mut backlogs);
         }
         self.core.cancel_all(now_ms());
-        self.flush(&mut backlogs, &mut dropped_logged);
+        self.flush(&mut backlogs);
         // Handed over before the writer and the uplink's ingest commit what is left and stop.
         if let Some(tap) = &tap {
             for item in backlogs.tap.drain(..) {
@@ -203,36 +241,24 @@ impl ThingsService {
         }
     }
 
-    /// Hands the core's outbox to the publisher, the uplink's tap and the writer, never
+    /// Hands the core's outbox to the router's broker, the uplink's tap and the writer, never
     /// waiting.
-    fn flush(&mut self, backlogs: &mut Backlogs, dropped_logged: &mut u64) {
+    fn flush(&mut self, backlogs: &mut Backlogs) {
         let at_ms = now_ms();
-        // Drained in place, so the outbox keeps its capacity from one burst to the next.
         let watched = self.watch.receiver_count() > 0;
-        for p in self.core.out.publications.drain(..) {
-            if watched {
-                let _ = self.watch.send(Arc::new(p.clone()));
-            }
-            if let Some(tap) = &self.tap
-                && let Some(item) = tap.event(&p.topic, &p.payload, at_ms)
-            {
-                hand_over(&tap.tx, &mut backlogs.tap, item);
-            }
-            if self.publications.try_send(p).is_err() {
-                let n = self
-                    .stats
-                    .dropped_publications
-                    .fetch_add(1, Ordering::Relaxed)
-                    + 1;
-                if n >= *dropped_logged * 2 {
-                    *dropped_logged = n;
-                    tracing::warn!(
-                        dropped = n,
-                        "WAMP publications are slower than device updates; publications dropped"
-                    );
+        let (watch, tap) = (&self.watch, &self.tap);
+        // Drained in place, so the outbox keeps its capacity from one burst to the next.
+        self.publish
+            .all(self.core.out.publications.drain(..).inspect(|p| {
+                if watched {
+                    let _ = watch.send(Arc::new(p.clone()));
                 }
-            }
-        }
+                if let Some(tap) = tap
+                    && let Some(item) = tap.event(&p.topic, &p.payload, at_ms)
+                {
+                    hand_over(&tap.tx, &mut backlogs.tap, item);
+                }
+            }));
         for op in self.core.out.store.drain(..) {
             // A barrier's second part follows this turn's events into the uplink queue.
             if let (StoreOp::Barrier(commit), Some(tap)) = (&op, &self.tap) {
@@ -300,10 +326,10 @@ mod tests {
     use crate::things::link::GatewayLink;
     use crate::things::store::Loaded;
 
-    /// Publications nobody takes and a database writer that never writes: device events keep
-    /// flowing, API calls keep being answered, and what cannot be published is counted.
+    /// A database writer that never writes: device events keep flowing until the backlog is
+    /// full, then wait in their gateway's channel, and API calls keep being answered.
     #[tokio::test]
-    async fn a_stuck_publisher_or_writer_never_stalls_the_service() {
+    async fn a_stuck_writer_never_stalls_the_service() {
         let stats = Arc::new(ThingsStats::default());
         let settings = CoreSettings {
             provisioning: Provisioning::Auto,
@@ -321,13 +347,18 @@ mod tests {
         .unwrap();
         let (attach_tx, attach) = mpsc::channel(1);
         let (requests_tx, requests) = mpsc::channel(8);
-        let (publications, _stuck_publications) = mpsc::channel(1);
         let (store, _stuck_store) = mpsc::channel(1);
         let service = ThingsService {
             core,
             attach,
             requests,
-            publications,
+            publish: Publish {
+                realm: Arc::new(crate::router::Realm::new(crate::router::RealmConfig::open(
+                    "r",
+                ))),
+                publisher: Publisher::router(),
+                audience: Audience::default(),
+            },
             store,
             stats: stats.clone(),
             store_backlog_max: 64,
@@ -388,7 +419,7 @@ mod tests {
                 .unwrap();
             assert!(answer["value"].is_number(), "{answer}");
         }
-        assert!(ThingsStats::get(&stats.dropped_publications) > 0);
+        assert!(ThingsStats::get(&stats.state_events) > 0);
         assert!(
             !flood.is_finished(),
             "events are held back while the writer is stuck"

@@ -1,6 +1,8 @@
 //! The things service's WAMP session: joins the realm in-process as a trusted session, registers
-//! the procedures, publishes what the service hands over, and joins again when the session ends
-//! while the hub runs (an administrator's `wamp.session.kill_all` ends it like any other).
+//! the procedures, and joins again when the session ends while the hub runs (an administrator's
+//! `wamp.session.kill_all` ends it like any other). It carries calls only: the service publishes
+//! straight into the realm's broker (see [`super::service::Publish`]), so state events keep
+//! flowing while this session is away.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,11 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::api::{self, Procedure};
-use super::core::Publication;
 use super::request::{Reply, Request};
 use crate::client::{Client, ClientError, Registration};
 use crate::router::{AuthInfo, Router};
-use crate::wamp::Dict;
 
 /// Longest wait between two attempts to join again.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -43,23 +43,13 @@ pub struct SessionTask {
     pub router: Arc<Router>,
     pub realm: String,
     pub requests: mpsc::Sender<(Request, Reply)>,
-    pub publications: mpsc::Receiver<Publication>,
-    /// PUBLISH options: with the uplink's tap on, the uplink's own session is excluded (the tap
-    /// already carries these events to it).
-    pub publish_options: Dict,
     pub tracker: TaskTracker,
     pub shutdown: CancellationToken,
 }
 
-/// Why publishing stopped.
-enum End {
-    Shutdown,
-    SessionEnded(String),
-}
-
 impl SessionTask {
     /// Serves the session joined at start, then any later one, until shutdown.
-    pub async fn run(mut self, first: (Client, Vec<(Procedure, Registration)>)) {
+    pub async fn run(self, first: (Client, Vec<(Procedure, Registration)>)) {
         device_models::fault::inject("things_session");
         let permits = Arc::new(Semaphore::new(api::MAX_IN_FLIGHT));
         let mut session = Some(first);
@@ -94,36 +84,12 @@ impl SessionTask {
                     self.shutdown.clone(),
                 ));
             }
-            match self.publish(&client).await {
-                End::Shutdown => return,
-                End::SessionEnded(reason) => {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                reason = client.closed() => {
+                    let reason = reason.unwrap_or_else(|| "closed".into());
                     tracing::warn!(%reason, "the things service's WAMP session ended; joining again");
                 }
-            }
-        }
-    }
-
-    /// Publishes, in order, until shutdown or the session ends.
-    async fn publish(&mut self, client: &Client) -> End {
-        loop {
-            let p = tokio::select! {
-                _ = self.shutdown.cancelled() => return End::Shutdown,
-                reason = client.closed() => {
-                    return End::SessionEnded(reason.unwrap_or_else(|| "closed".into()));
-                }
-                p = self.publications.recv() => match p {
-                    Some(p) => p,
-                    // The service is gone: its own supervision reports that and stops the
-                    // hub; this waits for the shutdown that follows.
-                    None => {
-                        self.shutdown.cancelled().await;
-                        return End::Shutdown;
-                    }
-                },
-            };
-            let options = self.publish_options.clone();
-            if let Err(e) = client.publish(&p.topic, p.payload, options).await {
-                return End::SessionEnded(e.to_string());
             }
         }
     }

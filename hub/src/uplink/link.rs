@@ -9,6 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Shared, cloud_topic, status};
 use crate::client::{Client, ClientAuth, ClientError, ConnectOptions, Invocation, WampError};
+use crate::things::api::{self, Procedure};
+use crate::things::request::ApiError;
 use crate::wamp::{Dict, Payload, Value, dict, uris};
 
 /// Cloud calls served at once; more wait.
@@ -240,28 +242,38 @@ async fn report_drops(shared: &Arc<Shared>, cloud: &Client) -> Result<(), String
     }
 }
 
+/// What a cloud call is served by.
+#[derive(Clone, Debug)]
+enum Target {
+    /// The things service, asked in process exactly as its WAMP procedure would ask it; an
+    /// action carries its local URI (`brume.thing.<id>.action.<name>`).
+    Things(Procedure, Option<String>),
+    /// The uplink's own status.
+    Status,
+}
+
 /// Registers the hub's procedures on the cloud router (taking over stale registrations of an
-/// earlier session of this hub) and serves them by calling the local ones.
+/// earlier session of this hub) and serves them from the things service and the uplink's
+/// status, in process (never through the hub's own WAMP procedures).
 async fn register_procedures(shared: &Arc<Shared>, cloud: &Client) -> Result<(), ClientError> {
     let base = format!("{}.{}", shared.config.prefix, shared.hub_id);
     let calls = Arc::new(Semaphore::new(CONCURRENT_CALLS));
     let exact = [
-        ("things.list", uris::things::LIST),
-        ("things.get", uris::things::GET),
-        ("things.set", uris::things::SET),
-        ("things.describe", uris::things::DESCRIBE),
-        ("uplink.status", uris::uplink::STATUS),
+        ("things.list", Target::Things(Procedure::List, None)),
+        ("things.get", Target::Things(Procedure::Get, None)),
+        ("things.set", Target::Things(Procedure::Set, None)),
+        ("things.describe", Target::Things(Procedure::Describe, None)),
+        ("uplink.status", Target::Status),
     ];
-    for (cloud_name, local) in exact {
+    for (cloud_name, target) in exact {
         let reg = cloud
             .register(
                 &format!("{base}.{cloud_name}"),
                 dict([("force_reregister", Value::Bool(true))]),
             )
             .await?;
-        let local = local.to_owned();
         spawn_forwarder(shared.clone(), reg, calls.clone(), move |_| {
-            Some(local.clone())
+            Some(target.clone())
         });
     }
     let prefix = format!("{base}.thing.");
@@ -278,8 +290,10 @@ async fn register_procedures(shared: &Arc<Shared>, cloud: &Client) -> Result<(),
         let rest = inv.procedure.as_deref()?.strip_prefix(&prefix)?;
         // Only actions: <thing id>.action.<name>.
         let parts: Vec<&str> = rest.split('.').collect();
-        (parts.len() == 3 && parts[1] == "action")
-            .then(|| format!("{}{rest}", uris::things::THING_PREFIX))
+        (parts.len() == 3 && parts[1] == "action").then(|| {
+            let local = format!("{}{rest}", uris::things::THING_PREFIX);
+            Target::Things(Procedure::Action, Some(local))
+        })
     });
     Ok(())
 }
@@ -288,11 +302,11 @@ fn spawn_forwarder(
     shared: Arc<Shared>,
     mut reg: crate::client::Registration,
     calls: Arc<Semaphore>,
-    map: impl Fn(&Invocation) -> Option<String> + Send + 'static,
+    map: impl Fn(&Invocation) -> Option<Target> + Send + 'static,
 ) {
     tokio::spawn(async move {
         while let Some(inv) = reg.next().await {
-            let Some(local) = map(&inv) else {
+            let Some(target) = map(&inv) else {
                 let _ = inv
                     .fail(WampError::new(
                         uris::NO_SUCH_PROCEDURE,
@@ -304,27 +318,44 @@ fn spawn_forwarder(
             let Ok(permit) = calls.clone().acquire_owned().await else {
                 return;
             };
-            let client = shared.local.clone();
+            let shared = shared.clone();
             tokio::spawn(async move {
-                let mut options = Dict::new();
-                if let Some(t) = inv.details.get("timeout") {
-                    options.insert("timeout".into(), t.clone());
-                }
-                match client.call_with(&local, inv.payload.clone(), options).await {
-                    Ok(r) => {
-                        let _ = inv.reply(r.payload).await;
-                    }
-                    Err(ClientError::Wamp(e)) => {
-                        let _ = inv.fail(e).await;
-                    }
-                    Err(other) => {
-                        let _ = inv
-                            .fail(WampError::new(uris::UNAVAILABLE, other.to_string()))
-                            .await;
-                    }
-                }
+                serve_call(&shared, target, inv).await;
                 drop(permit);
             });
         }
     });
+}
+
+/// Answers one cloud call. A cloud caller's cancel (or the cloud router's timeout) drops the
+/// things service's request, which forgets a `set` or an action waiting on its device.
+async fn serve_call(shared: &Shared, target: Target, mut inv: Invocation) {
+    let (proc, local_uri) = match target {
+        Target::Status => {
+            let status = shared.status.get();
+            let _ = inv.reply(Payload::kwargs(status.to_dict())).await;
+            return;
+        }
+        Target::Things(proc, uri) => (proc, uri),
+    };
+    let result = match api::parse(proc, local_uri.as_deref(), &inv.payload, &inv.details) {
+        Err(e) => Err(e),
+        Ok(request) => {
+            tokio::select! {
+                r = shared.things.call(request) => r,
+                Some(interrupt) = inv.interrupted() => Err(if interrupt.reason == uris::TIMEOUT {
+                    ApiError::new(uris::TIMEOUT, "the call timed out")
+                } else {
+                    ApiError::new(uris::CANCELED, "the call was canceled")
+                }),
+            }
+        }
+    };
+    let sent = match result {
+        Ok(value) => inv.reply(Payload::args(vec![Value::from(value)])).await,
+        Err(e) => inv.fail(e.into_wamp()).await,
+    };
+    if let Err(e) = sent {
+        tracing::debug!(error = %e, "could not answer a cloud call");
+    }
 }

@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub queued: Notify,
     pub status: status::StatusCell,
     pub local: Client,
+    /// The things service, which serves the cloud's calls in process.
+    pub things: crate::things::GatewayLink,
 }
 
 impl Shared {
@@ -111,6 +113,7 @@ pub async fn start(
     data_dir: &Path,
     config: UplinkConfig,
     tap: Option<tap::TapReceiver>,
+    things: crate::things::GatewayLink,
     max_file_bytes: u64,
     reserve: Option<Arc<crate::disk::DiskReserve>>,
     supervisor: &Supervisor,
@@ -144,7 +147,7 @@ pub async fn start(
         authmethod: "trusted".into(),
         authprovider: "static".into(),
     };
-    // Two local sessions: one for calls, the status procedure and announcements, and one that
+    // Two local sessions: one for the status procedure and announcements, and one that
     // only receives the forwarded events. That one is never closed for slowness: what its queue
     // cannot take is dropped and counted as `slow_consumer` (the things service's events
     // bypass it, see `tap`), and a burst cannot crowd out a call's answer.
@@ -163,6 +166,7 @@ pub async fn start(
         queued: Notify::new(),
         status,
         local,
+        things,
     });
     let subscriptions = ingest::subscribe(&feed, &rules).await?;
     let status_reg = shared

@@ -217,6 +217,7 @@ impl CoapGateway {
             commands,
             credentials,
             things,
+            directory: _,
             memory: _,
         } = io;
         let local_addr = server.local_addr;

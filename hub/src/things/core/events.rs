@@ -177,6 +177,7 @@ impl Core {
     ) {
         let id = thing.id.clone();
         self.credentials.insert(id.clone(), secret.clone());
+        self.followers.added(&id, &ty);
         self.out.store.push(StoreOp::PutThing {
             id: id.clone(),
             type_id: thing.type_id.clone(),

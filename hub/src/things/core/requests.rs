@@ -200,6 +200,7 @@ impl Core {
         });
         self.things.remove(thing);
         self.credentials.remove(thing);
+        self.followers.removed(thing);
         tracing::info!(thing = %thing, "thing deleted");
         self.out
             .store

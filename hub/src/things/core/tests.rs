@@ -762,3 +762,41 @@ fn canceled_calls_are_forgotten_and_their_desired_values_kept() {
     assert_eq!(f.counted(true), [1, 0, 0, 0, 0, 1]);
     assert_eq!(f.counted(false), [2, 0, 0, 0, 0, 1]);
 }
+
+/// A gateway's view of the registry, as [`Core::follow`] feeds it.
+#[derive(Default)]
+struct View(std::sync::Mutex<Vec<String>>);
+
+impl gateways::DirectoryListener for View {
+    fn added(&self, thing: &ThingId, ty: &Arc<ThingType>) {
+        self.0.lock().unwrap().push(format!("+{thing}:{}", ty.id));
+    }
+    fn removed(&self, thing: &ThingId) {
+        self.0.lock().unwrap().push(format!("-{thing}"));
+    }
+}
+
+#[test]
+fn a_follower_gets_every_thing_then_each_change_in_order() {
+    let mut f = fixture(Provisioning::Auto, Some("temperature_sensor"));
+    f.provision("a1", "temperature_sensor");
+    let view = Arc::new(View::default());
+    f.core.follow(view.clone());
+    assert_eq!(*view.0.lock().unwrap(), ["+a1:temperature_sensor"]);
+    f.provision("b2", "temperature_sensor");
+    f.event(DeviceEvent::Reported {
+        thing: id("auto-3"),
+        values: obj(json!({ "temperature": 20.5 })),
+        at_ms: 1,
+    });
+    f.answer(Request::Delete { thing: id("a1") }).unwrap();
+    assert_eq!(
+        *view.0.lock().unwrap(),
+        [
+            "+a1:temperature_sensor",
+            "+b2:temperature_sensor",
+            "+auto-3:temperature_sensor",
+            "-a1"
+        ]
+    );
+}
