@@ -291,6 +291,61 @@ async fn two_hubs_forward_state_and_serve_cloud_calls() {
     assert!(err.to_string().contains("no_such_procedure"), "{err}");
 }
 
+/// The uplink serves the cloud's calls from the things service itself, whichever realm that
+/// service is in: here the first realm (the uplink's own) holds no things procedures at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_calls_reach_things_in_a_realm_that_is_not_the_first() {
+    let cb = Crossbar::start(&["edge-a"]).await;
+    let up = uplink_to("edge-a", cb.hub_addr());
+    let hub = TestHub::start_with(move |c| {
+        c.hub.id = "edge-a".into();
+        c.uplink = up;
+        let mut apps = c.realms[0].clone();
+        apps.name = "apps".into();
+        c.things.realm = Some(c.realms[0].name.clone());
+        c.realms.insert(0, apps);
+    })
+    .await;
+    let things = hub.local_client("app");
+    things
+        .call(
+            "brume.things.provision",
+            vec![],
+            dict([("thing", Value::from("r1")), ("type", Value::from("relay"))]),
+        )
+        .await
+        .unwrap();
+    let cloud = Client::connect(&ConnectOptions::new(&cb.app_url(), "cloud"))
+        .await
+        .unwrap();
+    // Until the hub has connected and registered its procedures on the cloud router.
+    let listed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match cloud
+                .call("brume.hub.edge-a.things.list", vec![], Dict::new())
+                .await
+            {
+                Ok(r) => return r,
+                Err(e) if e.to_string().contains("no_such_procedure") => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("things.list from the cloud: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the hub registered its procedures on the cloud router");
+    let ids: Vec<&str> = listed
+        .payload
+        .arg(0)
+        .and_then(Value::as_list)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_dict()?.get("thing")?.as_str())
+        .collect();
+    assert_eq!(ids, ["r1"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_loses_nothing_and_local_apps_never_notice() {
     let mut cb = Crossbar::start(&["edge-a"]).await;
