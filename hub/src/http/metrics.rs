@@ -416,6 +416,15 @@ fn gateways(out: &mut Out<'_, '_>, v: &HubView) -> Result<(), std::fmt::Error> {
             ],
         )?;
         out.counter("mqtt_commands", "Commands sent to MQTT devices", s.commands)?;
+        out.counters(
+            "mqtt_dropped",
+            "MQTT messages the gateway could not pass on, by cause",
+            "cause",
+            &[
+                ("bridge_queue", s.raw_dropped),
+                ("hub_stopped", s.events_dropped),
+            ],
+        )?;
     }
     if let Some(coap) = &v.coap {
         coap_gateway(out, &coap.snapshot())?;
