@@ -167,27 +167,36 @@ enum Deadline {
     Action(String),
 }
 
-/// Logs each unknown device at most once a minute, remembering at most 1024 of them.
+/// Rate-limits log lines about a thing (an unknown device, a rejected report): at most one a
+/// minute per thing, remembering at most 1024 things, each line saying how many went unlogged
+/// since the last. The counters stay exact; only the lines are limited, so a device sending 300
+/// bad reports costs one line, not 300.
 #[derive(Debug, Default)]
-struct UnknownLog {
-    last: HashMap<ThingId, Instant>,
+struct ThingLog {
+    last: HashMap<ThingId, (Instant, u64)>,
 }
 
-impl UnknownLog {
+impl ThingLog {
     const EVERY: Duration = Duration::from_secs(60);
     const REMEMBER: usize = 1024;
 
-    fn should_log(&mut self, thing: &ThingId, now: Instant) -> bool {
-        if let Some(at) = self.last.get(thing)
-            && now.duration_since(*at) < Self::EVERY
-        {
-            return false;
+    /// `Some(unlogged since the last line)` when a line is due now, else `None` (and counted).
+    fn should_log(&mut self, thing: &ThingId, now: Instant) -> Option<u64> {
+        if let Some((at, unlogged)) = self.last.get_mut(thing) {
+            if now.duration_since(*at) < Self::EVERY {
+                *unlogged += 1;
+                return None;
+            }
+            let n = *unlogged;
+            *at = now;
+            *unlogged = 0;
+            return Some(n);
         }
         if self.last.len() >= Self::REMEMBER {
             self.last.clear();
         }
-        self.last.insert(thing.clone(), now);
-        true
+        self.last.insert(thing.clone(), (now, 0));
+        Some(0)
     }
 }
 
@@ -272,7 +281,9 @@ pub struct Core {
     actions: HashMap<String, ActionWaiter>,
     next_action: u64,
     deadlines: BinaryHeap<Reverse<(Instant, Deadline)>>,
-    unknown: UnknownLog,
+    unknown: ThingLog,
+    /// Reports, info and events that broke their thing's type.
+    rejected: ThingLog,
     unprovisioned: Unprovisioned,
     stats: Arc<ThingsStats>,
     /// The secrets gateways check devices against, kept in step with `things`.
@@ -345,7 +356,8 @@ impl Core {
             actions: HashMap::new(),
             next_action: loaded.last_action_id + 1,
             deadlines: BinaryHeap::new(),
-            unknown: UnknownLog::default(),
+            unknown: ThingLog::default(),
+            rejected: ThingLog::default(),
             unprovisioned: Unprovisioned::default(),
             stats,
             credentials,

@@ -122,8 +122,15 @@ impl Core {
 
     fn unknown_device(&mut self, thing: &ThingId, now: Instant, why: &str) {
         self.stats.unknown_devices.fetch_add(1, Ordering::Relaxed);
-        if self.unknown.should_log(thing, now) {
-            tracing::warn!(thing = %thing, reason = why, "message from an unknown device dropped (provision it with brume.things.provision)");
+        if let Some(unlogged) = self.unknown.should_log(thing, now) {
+            tracing::warn!(thing = %thing, reason = why, unlogged, "message from an unknown device dropped (provision it with brume.things.provision)");
+        }
+    }
+
+    /// Logs a message that broke its thing's type, at most once a minute per thing.
+    fn log_rejected(&mut self, thing: &ThingId, what: &str, error: &dyn std::fmt::Display) {
+        if let Some(unlogged) = self.rejected.should_log(thing, Instant::now()) {
+            tracing::warn!(thing = %thing, %error, unlogged, "device {what} rejected (further ones are counted and logged at most once a minute)");
         }
     }
 
@@ -257,7 +264,7 @@ impl Core {
         };
         if let Err(err) = e.ty.check_reported(thing, values) {
             self.stats.invalid_reports.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(thing = %thing, error = %err, "report rejected");
+            self.log_rejected(thing, "report", &err);
             return;
         }
         let outcome = e.state.apply_report(values, at_ms);
@@ -333,7 +340,7 @@ impl Core {
         };
         if let Err(err) = e.ty.check_info_reported(thing, info) {
             self.stats.invalid_messages.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(thing = %thing, error = %err, "device info rejected");
+            self.log_rejected(thing, "info", &err);
             return;
         }
         if !e.thing.apply_info(info).is_empty() {
@@ -350,7 +357,7 @@ impl Core {
         };
         if let Err(err) = e.ty.check_event_payload(thing, &name, &payload) {
             self.stats.invalid_messages.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(thing = %thing, error = %err, "device event rejected");
+            self.log_rejected(thing, "event", &err);
             return;
         }
         let mut kwargs = Dict::new();

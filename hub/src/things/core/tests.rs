@@ -800,3 +800,23 @@ fn a_follower_gets_every_thing_then_each_change_in_order() {
         ]
     );
 }
+
+#[test]
+fn log_lines_about_a_thing_are_limited_and_say_what_went_unlogged() {
+    let mut log = ThingLog::default();
+    let t0 = Instant::now();
+    assert_eq!(log.should_log(&id("a"), t0), Some(0));
+    for i in 1..300 {
+        assert_eq!(
+            log.should_log(&id("a"), t0 + Duration::from_millis(i)),
+            None
+        );
+    }
+    assert_eq!(log.should_log(&id("b"), t0), Some(0), "per thing");
+    assert_eq!(
+        log.should_log(&id("a"), t0 + ThingLog::EVERY),
+        Some(299),
+        "the next line says how many were not logged"
+    );
+    assert_eq!(log.should_log(&id("a"), t0 + ThingLog::EVERY), None);
+}
