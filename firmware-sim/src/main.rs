@@ -39,10 +39,18 @@ enum Ser {
 enum Command {
     /// The side-by-side benchmark: Brume, Crossbar.io (if installed) and a plain frame relay,
     /// started here on loopback and driven by the same generator; prints a markdown table.
+    /// Exits non-zero, after printing the report, if any message was lost.
     Bench {
-        /// One short round per scenario (under two minutes).
+        /// One short round per scenario (under two minutes), 2,000 idle connections only.
         #[arg(long)]
         quick: bool,
+        /// Rounds per scenario, the median reported (default: 1 with --quick, else 3).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=100))]
+        rounds: Option<u16>,
+        /// Measure every Brume scenario also with /metrics scraped once a second (alternating
+        /// without and with in each round) and report both.
+        #[arg(long)]
+        scrape_metrics: bool,
     },
     /// Uplink replay: queue N events while the cloud router is unreachable, then measure how
     /// fast they reach a subscriber on Crossbar.io once the link opens.
@@ -145,15 +153,28 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Bench { quick } => {
-            let plan = if quick {
-                firmware_sim::load::bench::BenchPlan::quick()
+        Command::Bench {
+            quick,
+            rounds,
+            scrape_metrics,
+        } => {
+            use firmware_sim::load::bench::{BenchPlan, run};
+            let mut plan = if quick {
+                BenchPlan::quick()
             } else {
-                firmware_sim::load::bench::BenchPlan::full()
+                BenchPlan::full()
             };
-            let report = rt.block_on(firmware_sim::load::bench::run(plan))?;
-            use std::io::Write as _;
-            std::io::stdout().write_all(report.as_bytes())?;
+            if let Some(n) = rounds {
+                plan.rounds = usize::from(n);
+            }
+            plan.scrape_metrics = scrape_metrics;
+            let report = rt.block_on(run(plan))?;
+            let mut out = std::io::stdout();
+            out.write_all(report.text.as_bytes())?;
+            out.flush()?;
+            if report.lost > 0 {
+                anyhow::bail!("{} messages lost (see the notes)", report.lost);
+            }
             Ok(())
         }
         Command::BenchUplink {
@@ -179,7 +200,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::LoadMqtt { devices, qos, seconds, broker, wamp } => rt.block_on(async {
-            use firmware_sim::load::mqtt::{Sink, telemetry};
+            use firmware_sim::load::mqtt::{Sink, TelemetryLoad, telemetry};
             let qos = if qos == 0 { rumqttc::QoS::AtMostOnce } else { rumqttc::QoS::AtLeastOnce };
             let mut started = None;
             let types = tempfile::tempdir()?;
@@ -200,12 +221,22 @@ fn main() -> anyhow::Result<()> {
                     (b, w)
                 }
             };
-            let f = telemetry(broker, Sink::Wamp(wamp), devices, qos, Duration::from_secs(1), Duration::from_secs(seconds), 2000).await?;
+            let load = TelemetryLoad {
+                broker,
+                sink: Sink::Wamp(wamp),
+                devices: devices.max(1),
+                qos,
+                warmup: Duration::from_secs(1),
+                measure: Duration::from_secs(seconds),
+                window: firmware_sim::load::bench::MQTT_WINDOW,
+                cpu_of: started.as_ref().map(|p| vec![p.pid()]).unwrap_or_default(),
+            };
+            let f = telemetry(&load).await?;
             writeln!(
                 std::io::stdout(),
-                "MQTT telemetry, {devices} devices, QoS {}: {:.0} messages/s delivered to WAMP, p50 {:.0} µs, p99 {:.0} µs",
+                "MQTT telemetry, {devices} devices, QoS {}: {:.0} messages/s delivered to WAMP, p50 {:.0} µs, p99 {:.0} µs, {} sent, {} lost",
                 if qos == rumqttc::QoS::AtMostOnce { 0 } else { 1 },
-                f.per_sec, f.p50_us, f.p99_us
+                f.per_sec, f.p50_us, f.p99_us, f.sent, f.lost
             )?;
             drop(started);
             Ok(())
@@ -311,6 +342,7 @@ async fn load_wamp(
         payload_bytes: payload,
         warmup: Duration::from_secs(1),
         measure: Duration::from_secs(seconds),
+        cpu_of: started.iter().map(|p| p.pid()).collect(),
     };
     let mut out = String::new();
     use std::fmt::Write as _;

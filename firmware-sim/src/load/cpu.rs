@@ -21,3 +21,43 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 pub fn total(pids: &[u32]) -> f64 {
     pids.iter().map(|&p| cpu_seconds(p)).sum()
 }
+
+/// CPU use over an interval, in percent of one core.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CpuUse {
+    /// This process: the load generator (and anything else it runs meanwhile).
+    pub generator: f64,
+    /// The system under test (all its processes together).
+    pub system: f64,
+}
+
+/// Starts at a point of a measurement and reads the CPU used since, by the generator and by
+/// the system under test, so a figure and its CPU come from the same interval.
+#[derive(Clone, Debug)]
+pub struct CpuMeter {
+    pids: Vec<u32>,
+    system0: f64,
+    generator0: f64,
+    t0: std::time::Instant,
+}
+
+impl CpuMeter {
+    /// Starts measuring the system's `pids` and this process.
+    pub fn start(pids: &[u32]) -> Self {
+        CpuMeter {
+            pids: pids.to_vec(),
+            system0: total(pids),
+            generator0: cpu_seconds(std::process::id()),
+            t0: std::time::Instant::now(),
+        }
+    }
+
+    /// CPU used since [`CpuMeter::start`].
+    pub fn read(&self) -> CpuUse {
+        let wall = self.t0.elapsed().as_secs_f64().max(1e-9);
+        CpuUse {
+            generator: (cpu_seconds(std::process::id()) - self.generator0) / wall * 100.0,
+            system: (total(&self.pids) - self.system0) / wall * 100.0,
+        }
+    }
+}

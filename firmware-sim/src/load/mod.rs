@@ -9,7 +9,8 @@
 //! - [`mqtt`]: MQTT telemetry and idle-connection memory, Brume against mosquitto.
 //! - [`uplink`]: how fast the uplink replays its queue into Crossbar.io after an outage.
 //! - [`cpu`]: CPU time of processes, to say which side limited a figure.
-//! - [`bench`]: the side-by-side benchmark and its markdown table.
+//! - [`scrape`]: `/metrics` scraped once a second during a measurement (`bench --scrape-metrics`).
+//! - [`bench`]: the side-by-side benchmark; [`report`]: its markdown tables, medians and losses.
 
 pub mod bench;
 pub mod cpu;
@@ -18,6 +19,13 @@ pub mod mqtt;
 pub mod peer;
 pub mod relay;
 pub mod relay_process;
+pub mod report;
+pub mod scrape;
 pub mod target;
 pub mod uplink;
 pub mod wamp;
+
+/// How long subscribers get, once a measurement ends and publishing stops, to receive what is
+/// still on its way; what has not arrived by then counts as lost. Ends early once everything
+/// has arrived (a few milliseconds when nothing is lost).
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);

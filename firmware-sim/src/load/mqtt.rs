@@ -1,25 +1,34 @@
 //! MQTT load: telemetry from N devices to one subscriber (Brume: MQTT in, WAMP out; a plain
-//! broker: MQTT in, MQTT out), with latency from a device's publish to its delivery, and the
-//! resident memory of a broker holding many idle connections.
+//! broker: MQTT in, MQTT out), with latency from a device's publish to its delivery, the
+//! messages lost, and the resident memory of a broker holding many idle connections.
 //!
 //! Each device publishes `things/<id>/state` with `{"seq": n}`; the subscriber matches what it
 //! receives to the send time of (device, n). Publishers keep at most `window` messages in flight
 //! ahead of the subscriber, so the figure is delivered messages, not queued bytes.
+//!
+//! A message counts as sent once the broker accepted it: its PUBACK arrived (QoS 1), or it was
+//! written to the broker's connection (QoS 0). After the measured time, publishing stops and the
+//! subscriber gets up to [`super::DRAIN`] for the rest; an accepted message not delivered by
+//! then is lost.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hub::wamp::{Message, Serializer, Value, dict};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use super::cpu::{CpuMeter, CpuUse};
 use super::peer::Peer;
+
+/// Most QoS 1 PUBLISHes one device's client keeps unacknowledged (rumqttc's in-flight limit).
+pub const DEVICE_INFLIGHT: u16 = 200;
 
 /// Where delivered telemetry is read.
 #[derive(Clone, Debug)]
@@ -30,38 +39,161 @@ pub enum Sink {
     Mqtt,
 }
 
-/// Delivered messages per second and latency.
+/// What to run: `devices` publishers and one subscriber for warm-up plus the measured time.
+#[derive(Clone, Debug)]
+pub struct TelemetryLoad {
+    pub broker: SocketAddr,
+    pub sink: Sink,
+    pub devices: usize,
+    pub qos: QoS,
+    pub warmup: Duration,
+    pub measure: Duration,
+    /// Most messages published and not yet delivered, all devices together.
+    pub window: u64,
+    /// Processes of the system under test whose CPU use is read over the measured interval.
+    pub cpu_of: Vec<u32>,
+}
+
+/// Delivered messages per second, latency, losses and CPU.
 #[derive(Clone, Debug)]
 pub struct TelemetryFigure {
     pub per_sec: f64,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// Messages the broker accepted over the whole run (warm-up included).
+    pub sent: u64,
+    /// Accepted messages not delivered after the drain.
+    pub lost: u64,
+    /// Messages published that the broker never accepted (no PUBACK, or never written); not
+    /// counted as lost.
+    pub unaccepted: u64,
+    /// Deliveries of a message already delivered (QoS 1 allows them).
+    pub duplicates: u64,
+    /// CPU over the measured interval.
+    pub cpu: CpuUse,
+}
+
+/// A published message not delivered yet.
+struct Pending {
+    sent_at: Instant,
+    accepted: bool,
 }
 
 /// Shared between publishers and the subscriber.
 #[derive(Default)]
 struct Tracking {
-    sent: Mutex<HashMap<(u32, u64), Instant>>,
+    /// Published and not yet delivered, by (device, seq).
+    pending: Mutex<HashMap<(u32, u64), Pending>>,
     latencies: Mutex<Vec<f64>>,
+    /// Messages delivered for the first time.
     received: AtomicU64,
+    accepted: AtomicU64,
+    duplicates: AtomicU64,
     progress: Notify,
 }
 
 impl Tracking {
+    fn published(&self, device: u32, seq: u64) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                (device, seq),
+                Pending {
+                    sent_at: Instant::now(),
+                    accepted: false,
+                },
+            );
+    }
+
+    fn accepted(&self, device: u32, seq: u64) {
+        if let Some(p) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&(device, seq))
+        {
+            p.accepted = true;
+        }
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        self.progress.notify_one();
+    }
+
     fn delivered(&self, device: u32, seq: u64, measuring: bool) {
         let sent = self
-            .sent
+            .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&(device, seq));
-        if let (Some(t), true) = (sent, measuring) {
-            self.latencies
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(t.elapsed().as_secs_f64() * 1e6);
+        match sent {
+            Some(p) => {
+                if measuring {
+                    self.latencies
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(p.sent_at.elapsed().as_secs_f64() * 1e6);
+                }
+                self.received.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                self.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        self.received.fetch_add(1, Ordering::Relaxed);
         self.progress.notify_one();
+    }
+
+    /// (lost, unaccepted): what is still pending, by whether the broker had accepted it.
+    fn undelivered(&self) -> (u64, u64) {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let lost = pending.values().filter(|p| p.accepted).count() as u64;
+        (lost, pending.len() as u64 - lost)
+    }
+
+    fn all_delivered(&self) -> bool {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+}
+
+/// Follows one device's event loop: which of its messages the broker accepted. The client
+/// sends a device's messages in the order they were published (rumqttc takes no new request
+/// while a packet id collides), so the n-th outgoing PUBLISH is seq n.
+struct Acceptance {
+    device: u32,
+    qos: QoS,
+    next_seq: u64,
+    by_pkid: HashMap<u16, u64>,
+}
+
+impl Acceptance {
+    fn new(device: u32, qos: QoS) -> Self {
+        Acceptance {
+            device,
+            qos,
+            next_seq: 0,
+            by_pkid: HashMap::new(),
+        }
+    }
+
+    /// The seq accepted by this event, if any.
+    fn handle(&mut self, event: &Event) -> Option<(u32, u64)> {
+        match event {
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                if self.qos == QoS::AtMostOnce {
+                    return Some((self.device, seq));
+                }
+                self.by_pkid.insert(*pkid, seq);
+                None
+            }
+            Event::Incoming(Packet::PubAck(ack)) => {
+                self.by_pkid.remove(&ack.pkid).map(|seq| (self.device, seq))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -73,21 +205,28 @@ fn options(id: &str, addr: SocketAddr, clean: bool) -> MqttOptions {
     let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
     o.set_keep_alive(Duration::from_secs(60));
     o.set_clean_session(clean);
-    o.set_inflight(200);
+    o.set_inflight(DEVICE_INFLIGHT);
     o.set_max_packet_size(64 * 1024, 64 * 1024);
     o
 }
 
-/// Runs `devices` publishers and one subscriber for warm-up plus the measured time.
-pub async fn telemetry(
-    broker: SocketAddr,
-    sink: Sink,
-    devices: usize,
-    qos: QoS,
-    warmup: Duration,
-    measure: Duration,
-    window: u64,
-) -> anyhow::Result<TelemetryFigure> {
+/// Longest a device's client may take to take a publish request before the run fails (its
+/// event loop has stopped, or the broker stopped reading).
+const PUBLISH_STALL: Duration = Duration::from_secs(10);
+
+/// Runs `load.devices` publishers and one subscriber for warm-up plus the measured time, then
+/// drains.
+pub async fn telemetry(load: &TelemetryLoad) -> anyhow::Result<TelemetryFigure> {
+    let TelemetryLoad {
+        broker,
+        devices,
+        qos,
+        warmup,
+        measure,
+        window,
+        ..
+    } = *load;
+    anyhow::ensure!(devices > 0, "no devices");
     let track = Arc::new(Tracking::default());
     let seen = track.clone();
     let _progress = crate::progress::track(
@@ -95,10 +234,10 @@ pub async fn telemetry(
         "messages delivered",
         move || seen.received.load(Ordering::Relaxed),
     );
-    let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     // The subscriber first.
-    match &sink {
+    match &load.sink {
         Sink::Wamp(url) => {
             let mut peer = Peer::join(url, "brume", Serializer::MsgPack).await?;
             peer.subscribe_with(
@@ -131,6 +270,20 @@ pub async fn telemetry(
             let (client, mut events) =
                 AsyncClient::new(options("bench-subscriber", broker, true), 10_000);
             client.subscribe("things/+/state", qos).await?;
+            // Wait for SUBACK so nothing is published before the subscription exists.
+            let subscribed = tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    match events.poll().await {
+                        Ok(Event::Incoming(Packet::SubAck(_))) => return Ok(()),
+                        Ok(_) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            })
+            .await;
+            subscribed
+                .context("no SUBACK within 10 s")?
+                .context("subscribing")?;
             let (track, measuring) = (track.clone(), measuring.clone());
             tasks.push(tokio::spawn(async move {
                 let _client = client;
@@ -154,39 +307,71 @@ pub async fn telemetry(
     for i in 0..devices {
         let (client, mut events) =
             AsyncClient::new(options(&format!("bench-{i}"), broker, true), 256);
-        tasks.push(tokio::spawn(
-            async move { while events.poll().await.is_ok() {} },
-        ));
+        let track = track.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acceptance = Acceptance::new(i as u32, qos);
+            while let Ok(ev) = events.poll().await {
+                if let Some((d, s)) = acceptance.handle(&ev) {
+                    track.accepted(d, s);
+                }
+            }
+        }));
         clients.push(client);
     }
+    let publish = |i: usize, seq: u64| {
+        track.published(i as u32, seq);
+        let client = &clients[i];
+        async move {
+            tokio::time::timeout(
+                PUBLISH_STALL,
+                client.publish(
+                    format!("things/bench-{i}/state"),
+                    qos,
+                    false,
+                    format!("{{\"seq\":{seq}}}").into_bytes(),
+                ),
+            )
+            .await
+            .with_context(|| format!("device {i} stalled"))?
+            .context("publish")
+        }
+    };
     // Let the subscription and connections settle (and, on Brume, the first reports provision
     // every device) before the clock starts.
     let mut seqs = vec![0u64; devices];
-    for (i, c) in clients.iter().enumerate() {
-        c.publish(
-            format!("things/bench-{i}/state"),
-            qos,
-            false,
-            b"{\"seq\":0}".to_vec(),
-        )
-        .await?;
+    for i in 0..devices {
+        publish(i, 0).await?;
     }
+    let mut published = devices as u64;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut published = 0u64;
-    let base = track.received.load(Ordering::Relaxed);
     let start = Instant::now();
-    let mut mark: Option<(Instant, u64)> = None;
+    let mut mark: Option<(Instant, u64, CpuMeter)> = None;
     let mut next = 0usize;
     loop {
         let now = Instant::now();
         if mark.is_none() && now >= start + warmup {
             measuring.store(true, Ordering::Relaxed);
-            mark = Some((now, track.received.load(Ordering::Relaxed)));
+            mark = Some((
+                now,
+                track.received.load(Ordering::Relaxed),
+                CpuMeter::start(&load.cpu_of),
+            ));
         }
-        if let Some((t0, r0)) = mark
-            && now >= t0 + measure
+        if let Some((t0, r0, meter)) = &mark
+            && now >= *t0 + measure
         {
             let delivered = track.received.load(Ordering::Relaxed) - r0;
+            let cpu = meter.read();
+            let per_sec = delivered as f64 / now.duration_since(*t0).as_secs_f64();
+            measuring.store(false, Ordering::Relaxed);
+            // Drain: the clients send what they hold and the broker acknowledges it, the
+            // subscriber receives the rest.
+            let deadline = Instant::now() + super::DRAIN;
+            while !track.all_delivered() && Instant::now() < deadline {
+                let _ = tokio::time::timeout(Duration::from_millis(20), track.progress.notified())
+                    .await;
+            }
+            let (lost, unaccepted) = track.undelivered();
             for t in tasks {
                 t.abort();
             }
@@ -199,12 +384,17 @@ pub async fn telemetry(
                     .unwrap_or(0.0)
             };
             return Ok(TelemetryFigure {
-                per_sec: delivered as f64 / now.duration_since(t0).as_secs_f64(),
+                per_sec,
                 p50_us: pick(0.5),
                 p99_us: pick(0.99),
+                sent: track.accepted.load(Ordering::Relaxed),
+                lost,
+                unaccepted,
+                duplicates: track.duplicates.load(Ordering::Relaxed),
+                cpu,
             });
         }
-        let received = track.received.load(Ordering::Relaxed) - base;
+        let received = track.received.load(Ordering::Relaxed);
         if published.saturating_sub(received) >= window {
             let _ =
                 tokio::time::timeout(Duration::from_millis(50), track.progress.notified()).await;
@@ -213,20 +403,7 @@ pub async fn telemetry(
         let i = next % devices;
         next += 1;
         seqs[i] += 1;
-        track
-            .sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((i as u32, seqs[i]), Instant::now());
-        clients[i]
-            .publish(
-                format!("things/bench-{i}/state"),
-                qos,
-                false,
-                format!("{{\"seq\":{}}}", seqs[i]).into_bytes(),
-            )
-            .await
-            .context("publish")?;
+        publish(i, seqs[i]).await?;
         published += 1;
     }
 }
@@ -254,9 +431,13 @@ fn connect_packet(client_id: &str) -> Vec<u8> {
     packet
 }
 
-/// Opens `n` idle MQTT connections (each CONNECT answered by CONNACK) and keeps them open until
-/// the returned sockets are dropped.
-pub async fn idle_connections(broker: SocketAddr, n: usize) -> anyhow::Result<Vec<TcpStream>> {
+/// Opens idle MQTT connections with client ids `idle-<i>` for `ids` (each CONNECT answered by
+/// CONNACK) and keeps them open until the returned sockets are dropped.
+pub async fn idle_connections(
+    broker: SocketAddr,
+    ids: std::ops::Range<usize>,
+) -> anyhow::Result<Vec<TcpStream>> {
+    let n = ids.len();
     let mut out = Vec::with_capacity(n);
     let opened_so_far = Arc::new(AtomicU64::new(0));
     let seen = opened_so_far.clone();
@@ -264,7 +445,7 @@ pub async fn idle_connections(broker: SocketAddr, n: usize) -> anyhow::Result<Ve
         crate::progress::track(format!("{n} idle MQTT connections"), "opened", move || {
             seen.load(Ordering::Relaxed)
         });
-    for chunk in (0..n).collect::<Vec<_>>().chunks(250) {
+    for chunk in ids.collect::<Vec<_>>().chunks(250) {
         let opened = futures_util::future::join_all(chunk.iter().map(|i| async move {
             let mut s = TcpStream::connect(broker).await?;
             s.write_all(&connect_packet(&format!("idle-{i}"))).await?;
@@ -315,19 +496,29 @@ pub fn find_mosquitto() -> Option<std::path::PathBuf> {
         .filter(|p| p.exists())
 }
 
-/// Starts mosquitto with anonymous access, no connection limit and no persistence.
-pub fn start_mosquitto(binary: &std::path::Path) -> anyhow::Result<Mosquitto> {
+/// The lines of the mosquitto.conf used here: anonymous access, no connection limit, no
+/// persistence, at most `inflight` unacknowledged QoS 1 messages towards one client (mosquitto's
+/// default is 20) and at most `queued` more held per client before mosquitto drops (0: no
+/// limit; the default is 1000).
+fn mosquitto_conf(port: u16, inflight: u64, queued: usize) -> String {
+    format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\n\
+         log_dest none\nmax_inflight_messages {inflight}\nmax_queued_messages {queued}\n"
+    )
+}
+
+/// Starts mosquitto with [`mosquitto_conf`].
+pub fn start_mosquitto(
+    binary: &std::path::Path,
+    inflight: u64,
+    queued: usize,
+) -> anyhow::Result<Mosquitto> {
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
     let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\nlog_dest none\n"
-        ),
-    )?;
+    std::fs::write(&conf, mosquitto_conf(port, inflight, queued))?;
     let child = std::process::Command::new(binary)
         .arg("-c")
         .arg(&conf)
@@ -350,6 +541,71 @@ pub fn start_mosquitto(binary: &std::path::Path) -> anyhow::Result<Mosquitto> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn mosquitto_gets_the_window() {
+        let conf = mosquitto_conf(1883, 2000, 0);
+        assert!(conf.contains("\nmax_inflight_messages 2000\n"), "{conf}");
+        assert!(conf.contains("\nmax_queued_messages 0\n"), "{conf}");
+        assert!(conf.starts_with("listener 1883 127.0.0.1\n"), "{conf}");
+    }
+
+    fn puback(pkid: u16) -> Event {
+        Event::Incoming(Packet::PubAck(rumqttc::PubAck { pkid }))
+    }
+
+    #[test]
+    fn qos1_is_accepted_on_puback_in_publish_order() {
+        let mut a = Acceptance::new(7, QoS::AtLeastOnce);
+        assert_eq!(a.handle(&Event::Outgoing(Outgoing::Publish(1))), None);
+        assert_eq!(a.handle(&Event::Outgoing(Outgoing::Publish(2))), None);
+        // Acks out of order still name the right messages.
+        assert_eq!(a.handle(&puback(2)), Some((7, 1)));
+        assert_eq!(a.handle(&puback(1)), Some((7, 0)));
+        // An ack for nothing in flight accepts nothing.
+        assert_eq!(a.handle(&puback(1)), None);
+        // Packet ids are reused once acknowledged.
+        assert_eq!(a.handle(&Event::Outgoing(Outgoing::Publish(1))), None);
+        assert_eq!(a.handle(&puback(1)), Some((7, 2)));
+    }
+
+    #[test]
+    fn qos0_is_accepted_when_written() {
+        let mut a = Acceptance::new(3, QoS::AtMostOnce);
+        assert_eq!(
+            a.handle(&Event::Outgoing(Outgoing::Publish(0))),
+            Some((3, 0))
+        );
+        assert_eq!(
+            a.handle(&Event::Outgoing(Outgoing::Publish(0))),
+            Some((3, 1))
+        );
+    }
+
+    #[test]
+    fn lost_is_accepted_and_undelivered_only() {
+        let t = Tracking::default();
+        for seq in 0..4 {
+            t.published(0, seq);
+        }
+        t.accepted(0, 0);
+        t.accepted(0, 1);
+        t.accepted(0, 2);
+        t.delivered(0, 0, true);
+        // Delivered before its ack came back: neither lost nor unaccepted.
+        t.delivered(0, 3, true);
+        t.delivered(0, 0, true);
+        assert_eq!(t.undelivered(), (2, 0));
+        t.delivered(0, 1, false);
+        assert_eq!(t.undelivered(), (1, 0));
+        t.published(0, 4);
+        assert_eq!(t.undelivered(), (1, 1));
+        assert_eq!(t.duplicates.load(Ordering::Relaxed), 1);
+        assert_eq!(t.received.load(Ordering::Relaxed), 3);
+        assert_eq!(t.latencies.lock().map(|l| l.len()).unwrap_or(0), 2);
+    }
+
     #[test]
     fn connect_packet_layout() {
         let p = super::connect_packet("a");

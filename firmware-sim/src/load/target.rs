@@ -1,6 +1,6 @@
 //! Starting a system under test as its own process, on loopback, on ports it picks itself.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,6 +14,8 @@ pub struct BrumeProcess {
     pub websocket: String,
     /// The MQTT broker's address, if the hub logged one.
     pub mqtt: Option<std::net::SocketAddr>,
+    /// The HTTP listener's base URL (`http://host:port`: console, REST API, `/metrics`).
+    pub http: String,
     pub started_in: Duration,
     _dir: tempfile::TempDir,
 }
@@ -73,10 +75,34 @@ pub fn start_brume(binary: &Path, settings: &str) -> anyhow::Result<BrumeProcess
         .spawn()
         .with_context(|| format!("spawn {}", binary.display()))?;
     let stdout = child.stdout.take().context("no stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let (mut ws, mut rs, mut mqtt) = (None, None, None);
-    while ws.is_none() || rs.is_none() {
-        let line = lines.next().context("brume exited before listening")??;
+    // Read on a thread so a hub that stops talking cannot hang the caller; the thread then keeps
+    // draining stdout so the hub never blocks on a full pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            // Nobody listens any more once the hub is up: keep reading, drop the lines.
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = started + LISTEN_TIMEOUT;
+    let (mut ws, mut rs, mut mqtt, mut http) = (None, None, None, None);
+    let mut started_in = None;
+    // The gateways log first, then the WAMP listeners, then HTTP.
+    while ws.is_none() || rs.is_none() || http.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match rx.recv_timeout(left) {
+            Ok(line) => line,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("brume did not log its listeners within {LISTEN_TIMEOUT:?}");
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = child.wait();
+                bail!("brume exited before listening");
+            }
+        };
         let after = |marker: &str| {
             line.find(marker).and_then(|i| {
                 line[i + marker.len()..]
@@ -94,18 +120,36 @@ pub fn start_brume(binary: &Path, settings: &str) -> anyhow::Result<BrumeProcess
         if let Some(a) = after("MQTT broker at mqtt://") {
             mqtt = a.parse().ok();
         }
+        if let Some(u) = after("HTTP (console, REST API, health, metrics) at ") {
+            http = Some(u.trim_end_matches('/').to_owned());
+        }
+        if started_in.is_none() && ws.is_some() && rs.is_some() {
+            started_in = Some(started.elapsed());
+        }
     }
-    let started_in = started.elapsed();
-    // Keep draining stdout so the hub never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
     Ok(BrumeProcess {
         child,
         rawsocket: rs.context("no RawSocket listener")?,
         websocket: ws.context("no WebSocket listener")?,
         mqtt,
-        started_in,
+        http: http.context("no HTTP listener")?,
+        started_in: started_in.unwrap_or_else(|| started.elapsed()),
         _dir: dir,
     })
+}
+
+/// Longest wait for a started hub to log all its listeners.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Raises this process's soft limit on open files to its hard limit (children inherit it), for
+/// benchmarks that hold many connections; answers the limit now in force.
+pub fn raise_open_files_limit() -> anyhow::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit(RLIMIT_NOFILE)")?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).context("setrlimit(RLIMIT_NOFILE)")?;
+    }
+    Ok(soft.max(hard))
 }
 
 /// Resident set size of a process in KiB (Linux `/proc`).

@@ -3,7 +3,9 @@
 //!
 //! Publishers keep at most `window` events in flight (published but not yet received by every
 //! subscriber), so the figure is delivered throughput, not how fast bytes can be queued, and the
-//! router's slow-consumer policy never triggers.
+//! router's slow-consumer policy never triggers. When the measured time is over, publishing
+//! stops and the subscribers get up to [`super::DRAIN`] to receive the rest: whatever was
+//! published (written to the router's connection) and not delivered by then is lost.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,6 +15,7 @@ use anyhow::bail;
 use hub::wamp::{Dict, Message, Payload, Serializer, Value};
 use tokio::sync::Notify;
 
+use super::cpu::{CpuMeter, CpuUse};
 use super::peer::Peer;
 
 /// Settings shared by the WAMP scenarios.
@@ -24,6 +27,8 @@ pub struct WampLoad {
     pub payload_bytes: usize,
     pub warmup: Duration,
     pub measure: Duration,
+    /// Processes of the system under test whose CPU use is read over the measured interval.
+    pub cpu_of: Vec<u32>,
 }
 
 /// Events per second delivered, summed over subscribers.
@@ -31,6 +36,12 @@ pub struct WampLoad {
 pub struct PubSubFigure {
     pub subscribers: usize,
     pub delivered_per_sec: f64,
+    /// Events published over the whole run (warm-up included), each meant for every subscriber.
+    pub published: u64,
+    /// Deliveries expected but not made after the drain, summed over subscribers.
+    pub lost: u64,
+    /// CPU over the measured interval.
+    pub cpu: CpuUse,
 }
 
 /// Round-trip figures.
@@ -40,6 +51,8 @@ pub struct RpcFigure {
     pub calls_per_sec: f64,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// CPU over the measured interval.
+    pub cpu: CpuUse,
 }
 
 fn payload(bytes: usize) -> Payload {
@@ -99,23 +112,37 @@ pub async fn pubsub(
     let body = payload(cfg.payload_bytes);
     let mut published = 0u64;
     let start = Instant::now();
-    let mut mark: Option<(Instant, u64)> = None;
+    let mut mark: Option<(Instant, u64, CpuMeter)> = None;
     loop {
         let now = Instant::now();
         if mark.is_none() && now >= start + cfg.warmup {
-            mark = Some((now, total()));
+            mark = Some((now, total(), CpuMeter::start(&cfg.cpu_of)));
         }
-        if let Some((t0, r0)) = mark
-            && now >= t0 + cfg.measure
+        if let Some((t0, r0, meter)) = &mark
+            && now >= *t0 + cfg.measure
         {
             let delivered = total() - r0;
+            let cpu = meter.read();
+            let delivered_per_sec = delivered as f64 / now.duration_since(*t0).as_secs_f64();
+            // Drain: everything published is owed to every subscriber.
+            let deadline = Instant::now() + super::DRAIN;
+            while slowest() < published && Instant::now() < deadline {
+                let _ = tokio::time::timeout(Duration::from_millis(20), progress.notified()).await;
+            }
+            let lost = counters
+                .iter()
+                .map(|c| published.saturating_sub(c.load(Ordering::Relaxed)))
+                .sum();
             stop.store(true, Ordering::Relaxed);
             for t in tasks {
                 t.abort();
             }
             return Ok(PubSubFigure {
                 subscribers,
-                delivered_per_sec: delivered as f64 / now.duration_since(t0).as_secs_f64(),
+                delivered_per_sec,
+                published,
+                lost,
+                cpu,
             });
         }
         let in_flight = published - slowest();
@@ -133,6 +160,7 @@ pub async fn pubsub(
                 payload: body.clone(),
             })?;
         }
+        // Counted as sent once written to the router's connection.
         publisher.flush().await?;
         published += batch;
     }
@@ -180,7 +208,7 @@ pub async fn rpc(cfg: &WampLoad, in_flight: usize) -> anyhow::Result<RpcFigure> 
     let mut sent_at = std::collections::HashMap::new();
     let mut latencies = Vec::new();
     let start = Instant::now();
-    let mut measuring_since: Option<Instant> = None;
+    let mut measuring_since: Option<(Instant, CpuMeter)> = None;
     let mut completed = 0u64;
     let answered = Arc::new(AtomicU64::new(0));
     let seen = answered.clone();
@@ -215,11 +243,12 @@ pub async fn rpc(cfg: &WampLoad, in_flight: usize) -> anyhow::Result<RpcFigure> 
                     completed += 1;
                 }
                 if measuring_since.is_none() && now >= start + cfg.warmup {
-                    measuring_since = Some(now);
+                    measuring_since = Some((now, CpuMeter::start(&cfg.cpu_of)));
                 }
-                if let Some(t0) = measuring_since
-                    && now >= t0 + cfg.measure
+                if let Some((t0, meter)) = &measuring_since
+                    && now >= *t0 + cfg.measure
                 {
+                    let (t0, cpu) = (*t0, meter.read());
                     callee.abort();
                     latencies.sort_by(f64::total_cmp);
                     return Ok(RpcFigure {
@@ -227,6 +256,7 @@ pub async fn rpc(cfg: &WampLoad, in_flight: usize) -> anyhow::Result<RpcFigure> 
                         calls_per_sec: completed as f64 / now.duration_since(t0).as_secs_f64(),
                         p50_us: percentile(&latencies, 0.50),
                         p99_us: percentile(&latencies, 0.99),
+                        cpu,
                     });
                 }
                 call(&mut caller, &mut sent_at)?;
