@@ -35,9 +35,14 @@ enum Command {
     /// Prints the state of a running hub (readiness, things, gateways, uplink, memory), from
     /// its HTTP listener.
     Status {
-        /// The hub's HTTP listener (`[http] listen`).
+        /// The hub's HTTP listener (`[http] listen`): `http://host:port`, or `https://host:port`
+        /// when it has `[http.tls]`.
         #[arg(long, default_value = "http://127.0.0.1:8088")]
         url: String,
+        /// For an `https://` URL: a PEM file of the certificates to trust (a private CA, or the
+        /// listener's self-signed certificate) instead of Mozilla's public roots.
+        #[arg(long, value_name = "PEM_FILE")]
+        ca: Option<PathBuf>,
         /// Print the raw JSON of `/status` instead.
         #[arg(long)]
         json: bool,
@@ -136,14 +141,28 @@ fn main() -> anyhow::Result<()> {
             )?;
             Ok(())
         }
-        Command::Status { url, json, ticket } => {
+        Command::Status {
+            url,
+            ca,
+            json,
+            ticket,
+        } => {
             let ticket = ticket.or_else(|| std::env::var("BRUME_TICKET").ok());
             let authorization = ticket.map(|t| format!("Bearer {t}"));
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            let status = runtime.block_on(hub::http::client::get_json_with(
+            let tls = match &ca {
+                None => hub::transport::tls::TlsClientConfig::default(),
+                Some(_) if !url.starts_with("https://") => {
+                    anyhow::bail!("--ca applies to https:// URLs only, not {url}")
+                }
+                Some(file) => hub::transport::tls::TlsClientConfig::with_root_pem_file(file)
+                    .with_context(|| format!("cannot trust --ca {}", file.display()))?,
+            };
+            let status = runtime.block_on(hub::http::client::get_json_trusting(
+                &tls,
                 &url,
                 "/status",
                 authorization.as_deref(),

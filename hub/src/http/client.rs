@@ -1,15 +1,20 @@
-//! What `brume status` uses: a GET against a running hub's HTTP listener, and the terminal
-//! rendering of its `/status` answer.
+//! What `brume status` uses: a GET against a running hub's HTTP listener, plain (`http://`) or
+//! TLS (`https://`, trusting Mozilla's roots or given certificates, see [`TlsClientConfig`]),
+//! and the terminal rendering of its `/status` answer.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use http_body_util::BodyExt as _;
 use serde_json::Value as Json;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::transport::tls::{TlsClientConfig, TlsError};
 
 /// Why `brume status` could not get an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
-    #[error("{0} is not an http:// URL of a hub")]
+    #[error("{0} is not an http:// or https:// URL of a hub")]
     Url(String),
     #[error("cannot reach the hub at {url}: {source}")]
     Connect {
@@ -17,6 +22,16 @@ pub enum StatusError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS handshake failed: most often a certificate the client does not trust (a private
+    /// CA needs `--ca`) or one issued for another name.
+    #[error("no TLS connection with the hub at {url}: {source}")]
+    Tls {
+        url: String,
+        #[source]
+        source: TlsError,
+    },
+    #[error("the TLS handshake with the hub at {url} did not finish within {timeout:?}")]
+    TlsTimeout { url: String, timeout: Duration },
     #[error("HTTP: {0}")]
     Http(#[from] hyper::Error),
     #[error("HTTP request: {0}")]
@@ -29,8 +44,12 @@ pub enum StatusError {
 
 /// Most bytes of an answer read.
 const MAX_BODY: usize = 4 << 20;
+/// How long the TLS handshake may take: a port that accepts and never answers is an error, not
+/// a hang.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// GETs `path` from the hub at `base` (`http://host:port`) and parses the JSON answer.
+/// GETs `path` from the hub at `base` (`http://host:port` or `https://host:port`) and parses
+/// the JSON answer.
 pub async fn get_json(base: &str, path: &str) -> Result<Json, StatusError> {
     get_json_with(base, path, None).await
 }
@@ -41,7 +60,17 @@ pub async fn get_json_with(
     path: &str,
     authorization: Option<&str>,
 ) -> Result<Json, StatusError> {
-    let (status, body) = request(base, "GET", path, authorization, None).await?;
+    get_json_trusting(&TlsClientConfig::default(), base, path, authorization).await
+}
+
+/// [`get_json_with`], trusting the roots of `tls` for an `https://` hub.
+pub async fn get_json_trusting(
+    tls: &TlsClientConfig,
+    base: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> Result<Json, StatusError> {
+    let (status, body) = request_trusting(tls, base, "GET", path, authorization, None).await?;
     // `/readyz` answers 503 with a JSON body worth showing; anything else that is not JSON is
     // an error.
     match serde_json::from_slice(&body) {
@@ -54,14 +83,15 @@ pub async fn get_json_with(
     }
 }
 
-/// GETs `path` from the hub at `base` (`http://host:port`): the status code and the body.
+/// GETs `path` from the hub at `base` (`http://host:port` or `https://host:port`): the status
+/// code and the body.
 pub async fn get(base: &str, path: &str) -> Result<(u16, bytes::Bytes), StatusError> {
     request(base, "GET", path, None, None).await
 }
 
-/// Sends one request to the hub at `base` (`http://host:port`): `method` on `path` (with its
-/// query string), an `Authorization` header value if given, a JSON body if given. Answers the
-/// status code and the body.
+/// Sends one request to the hub at `base` (`http://host:port`, or `https://host:port` trusting
+/// Mozilla's roots): `method` on `path` (with its query string), an `Authorization` header
+/// value if given, a JSON body if given. Answers the status code and the body.
 pub async fn request(
     base: &str,
     method: &str,
@@ -69,24 +99,44 @@ pub async fn request(
     authorization: Option<&str>,
     body: Option<Vec<u8>>,
 ) -> Result<(u16, bytes::Bytes), StatusError> {
+    request_trusting(
+        &TlsClientConfig::default(),
+        base,
+        method,
+        path,
+        authorization,
+        body,
+    )
+    .await
+}
+
+/// [`request`], trusting the roots of `tls` for an `https://` hub.
+pub async fn request_trusting(
+    tls: &TlsClientConfig,
+    base: &str,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> Result<(u16, bytes::Bytes), StatusError> {
+    let bad_url = || StatusError::Url(base.to_owned());
     let url = format!("{}{path}", base.trim_end_matches('/'));
-    let uri: hyper::Uri = url.parse().map_err(|_| StatusError::Url(base.to_owned()))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(StatusError::Url(base.to_owned()));
-    }
-    let host = uri
-        .host()
-        .ok_or_else(|| StatusError::Url(base.to_owned()))?;
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host, port))
+    let uri: hyper::Uri = url.parse().map_err(|_| bad_url())?;
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(bad_url()),
+    };
+    let host = uri.host().ok_or_else(bad_url)?;
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    // An IPv6 literal is bracketed in the URL and the `Host` header, bare for the socket.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let stream = tokio::net::TcpStream::connect((bare, port))
         .await
         .map_err(|source| StatusError::Connect {
             url: base.to_owned(),
             source,
         })?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
     let mut builder = hyper::Request::builder()
         .method(method)
@@ -101,6 +151,33 @@ pub async fn request(
     let request = builder.body(http_body_util::Full::new(bytes::Bytes::from(
         body.unwrap_or_default(),
     )))?;
+    if !https {
+        return exchange(stream, request).await;
+    }
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.connect(stream, bare))
+        .await
+        .map_err(|_| StatusError::TlsTimeout {
+            url: base.to_owned(),
+            timeout: HANDSHAKE_TIMEOUT,
+        })?
+        .map_err(|source| StatusError::Tls {
+            url: base.to_owned(),
+            source,
+        })?;
+    exchange(stream, request).await
+}
+
+/// Sends `request` over a fresh connection and reads the whole answer (up to [`MAX_BODY`]).
+async fn exchange<S>(
+    stream: S,
+    request: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+) -> Result<(u16, bytes::Bytes), StatusError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
     let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)

@@ -173,7 +173,9 @@ pub fn publish_testaments(realm: &Realm, h: &SessionHandle) {
         let audience = Audience::from_options(&t.options).unwrap_or_default();
         let disclose = crate::wamp::message::opt_bool(&t.options, "disclose_me", false);
         let retain = crate::wamp::message::opt_bool(&t.options, "retain", false);
-        broker.publish(&publisher, &t.topic, &audience, disclose, retain, &t.payload);
+        broker.publish(
+            &publisher, &t.topic, &audience, disclose, retain, &t.payload,
+        );
     }
 }
 

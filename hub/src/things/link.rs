@@ -26,8 +26,8 @@
 //!   each provisioning and deletion, synchronously from its own task, so the gateway's view is
 //!   never behind the registry and no channel can overflow or reorder it.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use device_models::{DeviceCommand, DeviceEvent, ThingId};
 use gateways::{
@@ -152,6 +152,46 @@ impl ThingsStats {
     }
 }
 
+/// One publication of the things service as every in-process watcher receives it: a single
+/// copy behind the broadcast's `Arc`, with a slot for its JSON text that the first watcher to
+/// need it fills and the others read, so N watchers forwarding it (the HTTP event streams)
+/// encode it once rather than N times. Watchers that filter it out never pay for the encoding.
+#[derive(Debug)]
+pub struct Watched {
+    pub publication: Publication,
+    /// `{"topic", "kwargs"}`, made on first use.
+    json: OnceLock<String>,
+}
+
+impl Watched {
+    /// Wraps a publication; nothing is encoded yet.
+    pub fn new(publication: Publication) -> Watched {
+        Watched {
+            publication,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The publication as the JSON text `{"topic": <uri>, "kwargs": {...}}` (WAMP bytes as
+    /// `"\0" + base64` strings), encoded by the first caller and shared with every later one.
+    pub fn json(&self) -> &str {
+        self.json.get_or_init(|| {
+            let p = &self.publication;
+            let kwargs: serde_json::Map<String, Json> = p
+                .payload
+                .kwarg_dict()
+                .map(|d| d.iter().map(|(k, v)| (k.clone(), Json::from(v))).collect())
+                .unwrap_or_default();
+            serde_json::json!({ "topic": p.topic, "kwargs": kwargs }).to_string()
+        })
+    }
+
+    /// Whether some watcher encoded this publication already.
+    pub fn is_encoded(&self) -> bool {
+        self.json.get().is_some()
+    }
+}
+
 /// The handle gateways use to attach to the things service. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct GatewayLink {
@@ -163,7 +203,7 @@ pub struct GatewayLink {
     credentials: Arc<RegistryCredentials>,
     reader: Arc<RegistryReader>,
     directory: Arc<RegistryDirectory>,
-    watch: Option<broadcast::Sender<Arc<Publication>>>,
+    watch: Option<broadcast::Sender<Arc<Watched>>>,
 }
 
 impl GatewayLink {
@@ -191,7 +231,7 @@ impl GatewayLink {
     }
 
     /// Lets [`GatewayLink::watch`] follow the service's publications.
-    pub(crate) fn with_watch(mut self, watch: broadcast::Sender<Arc<Publication>>) -> Self {
+    pub(crate) fn with_watch(mut self, watch: broadcast::Sender<Arc<Watched>>) -> Self {
         self.watch = Some(watch);
         self
     }
@@ -225,7 +265,7 @@ impl GatewayLink {
     /// Follows every publication of the things service (state, events, lifecycle) as it is
     /// handed to the router; `None` when the service was started without a watch. A receiver
     /// that falls more than the channel's capacity behind gets `Lagged` and misses the oldest.
-    pub fn watch(&self) -> Option<broadcast::Receiver<Arc<Publication>>> {
+    pub fn watch(&self) -> Option<broadcast::Receiver<Arc<Watched>>> {
         self.watch.as_ref().map(broadcast::Sender::subscribe)
     }
 

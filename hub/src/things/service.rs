@@ -74,7 +74,7 @@ pub struct ThingsService {
     pub(crate) tap: Option<UplinkTap>,
     /// Publications for in-process watchers (the HTTP event stream); sent only while someone
     /// watches, never waited on: a watcher that falls behind misses publications and is told.
-    pub(crate) watch: broadcast::Sender<Arc<Publication>>,
+    pub(crate) watch: broadcast::Sender<Arc<super::link::Watched>>,
 }
 
 /// Where the service's publications go: straight into its realm's broker, under the identity
@@ -251,7 +251,7 @@ impl ThingsService {
         self.publish
             .all(self.core.out.publications.drain(..).inspect(|p| {
                 if watched {
-                    let _ = watch.send(Arc::new(p.clone()));
+                    let _ = watch.send(Arc::new(super::link::Watched::new(p.clone())));
                 }
                 if let Some(tap) = tap
                     && let Some(item) = tap.event(&p.topic, &p.payload, at_ms)
