@@ -427,16 +427,20 @@ async fn tasmota_binding_maps_firmware_topics() {
 #[tokio::test]
 async fn raw_bridge_both_ways_without_loops() {
     let mut hub = start().await;
+    // Raw messages go to the bridge's own queue, not to the things service.
+    let mut raw = hub
+        .gateway
+        .take_raw_messages()
+        .expect("the raw bridge is on");
+    assert!(hub.gateway.take_raw_messages().is_none(), "taken once");
     let mut watcher = Client::connect(hub.options("watcher")).await.unwrap();
     watcher.subscribe("sensors/#").await;
     let sensor = Client::connect(hub.options("sensor")).await.unwrap();
     sensor.publish("sensors/room/t", "21.5", false).await;
-    let (source, payload) = hub
-        .expect(|e| match e {
-            DeviceEvent::Raw { source, payload } => Some((source.clone(), payload.clone())),
-            _ => None,
-        })
-        .await;
+    let (source, payload) = tokio::time::timeout(harness::WAIT, raw.recv())
+        .await
+        .expect("a raw message")
+        .expect("the raw queue is open");
     assert_eq!(
         (source.as_str(), &payload[..]),
         ("mqtt:sensors/room/t", &b"21.5"[..])
@@ -830,4 +834,50 @@ async fn no_new_connection_while_the_hub_is_over_its_memory_budget() {
         .await;
     memory.set_over(false);
     Client::connect(hub.device_options("dev-2")).await.unwrap();
+}
+
+/// A thing device that keeps to its own topics costs no link into the MQTT router (about
+/// 30 KiB each); it takes one at its first filter outside them, and everything keeps working.
+#[tokio::test]
+async fn a_thing_device_on_its_own_topics_holds_no_router_link() {
+    let mut hub = start().await;
+    hub.register("dev-1", "boiler", None);
+    let mut dev = Client::connect(hub.device_options("dev-1")).await.unwrap();
+    dev.subscribe("things/dev-1/desired").await;
+    dev.subscribe("things/dev-1/actions/+").await;
+    dev.publish("things/dev-1/state", r#"{"temperature": 20.5}"#, false)
+        .await;
+    hub.expect(|e| matches!(e, DeviceEvent::Reported { .. }).then_some(()))
+        .await;
+    assert_eq!(hub.gateway.stats().linked, 0);
+
+    // What the hub sends the thing reaches it without the router.
+    hub.command(DeviceCommand::SetDesired {
+        thing: id("dev-1"),
+        values: json!({"setpoint": 21.0}).as_object().unwrap().clone(),
+    })
+    .await;
+    let (topic, payload, _) = dev.next_publish().await;
+    assert_eq!(topic, "things/dev-1/desired");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&payload).unwrap(),
+        json!({"setpoint": 21.0})
+    );
+    // A second connection of the same thing takes over and gets the retained value.
+    let mut again = Client::connect(hub.device_options("dev-1")).await.unwrap();
+    again.subscribe("things/dev-1/desired").await;
+    let (_, payload, retain) = again.next_publish().await;
+    assert!(retain);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&payload).unwrap(),
+        json!({"setpoint": 21.0})
+    );
+    assert_eq!(hub.gateway.stats().linked, 0);
+
+    // A filter in the open namespace needs the router: the connection takes a link.
+    again.subscribe("sensors/#").await;
+    assert_eq!(hub.gateway.stats().linked, 1);
+    let sensor = Client::connect(hub.options("sensor")).await.unwrap();
+    sensor.publish("sensors/a", "1", false).await;
+    assert_eq!(again.next_publish().await.0, "sensors/a");
 }

@@ -411,9 +411,13 @@ pub async fn telemetry(load: &TelemetryLoad) -> anyhow::Result<TelemetryFigure> 
 /// An MQTT 3.1.1 CONNECT packet for `client_id` (clean session, keep-alive 10 minutes).
 fn connect_packet(client_id: &str) -> Vec<u8> {
     let mut body = Vec::new();
-    body.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0x02, 0x58]);
-    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
-    body.extend_from_slice(client_id.as_bytes());
+    // Clean session, and the client id as user name: a device logged in as its thing (without
+    // a password, which auto-provisioned things do not have).
+    body.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0x82, 0x02, 0x58]);
+    for _ in 0..2 {
+        body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+        body.extend_from_slice(client_id.as_bytes());
+    }
     let mut packet = vec![0x10];
     let mut len = body.len();
     loop {
@@ -612,7 +616,7 @@ mod tests {
         assert_eq!(
             p,
             vec![
-                0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 2, 0x58, 0, 1, b'a'
+                0x10, 16, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x82, 2, 0x58, 0, 1, b'a', 0, 1, b'a'
             ]
         );
     }

@@ -4,11 +4,20 @@
 //!   publish or subscribe there.
 //! - A registered thing's binding topics (`tele/<its name>/SENSOR`, `cmnd/<its name>/POWER`...)
 //!   belong to it the same way. The same topic for a name no thing has registered is open.
-//! - `$...` topics (`$SYS`, `$share`) are closed to clients.
+//! - `$...` topics (`$SYS`...) are closed to clients.
 //! - Everything else is the open raw namespace, bridged to WAMP as `mqtt.a.b.c`.
 //!
 //! A filter is allowed when every topic it could match is allowed: `things/#`, `+/x` and
 //! `tele/+/SENSOR` (with that template in use) are refused, `things/<own id>/#` is not.
+//!
+//! Observers: where no login is required (an open listener, the default on loopback) anyone
+//! can read every device topic by connecting without one, so for a client without a login the
+//! subscribe rules guard nothing; [`may_observe`] lets it subscribe to any filter but `$` topics
+//! (`mosquitto_sub -t '#'` works as it does against mosquitto). A client that logged in keeps
+//! the rules above, and publishing keeps them for everyone: nobody can speak for a thing it is
+//! not.
+//!
+//! A shared subscription `$share/<group>/<filter>` is judged as its `<filter>`.
 
 use device_models::ThingId;
 
@@ -54,6 +63,7 @@ pub fn may_publish(dir: &Directory, who: Option<&ThingId>, topic: &str) -> Resul
 
 /// Whether `who` may subscribe to `filter`.
 pub fn may_subscribe(dir: &Directory, who: Option<&ThingId>, filter: &str) -> Result<(), Denial> {
+    let filter = shared_filter(filter)?;
     if filter.starts_with('$') {
         return Err(Denial::System);
     }
@@ -70,6 +80,31 @@ pub fn may_subscribe(dir: &Directory, who: Option<&ThingId>, filter: &str) -> Re
         check_template(dir, who, filter, template)?;
     }
     Ok(())
+}
+
+/// Whether an observer (a client of a listener that requires no login) may subscribe to
+/// `filter`: any valid filter but `$` topics.
+pub fn may_observe(filter: &str) -> Result<(), Denial> {
+    let filter = shared_filter(filter)?;
+    if filter.starts_with('$') {
+        return Err(Denial::System);
+    }
+    if !is_filter(filter) {
+        return Err(Denial::InvalidFilter);
+    }
+    Ok(())
+}
+
+/// The filter a subscription matches with: `f` for `$share/<group>/f` (the group one level
+/// without wildcards), the filter itself otherwise.
+fn shared_filter(filter: &str) -> Result<&str, Denial> {
+    let Some(rest) = filter.strip_prefix("$share/") else {
+        return Ok(filter);
+    };
+    match rest.split_once('/') {
+        Some((group, inner)) if !group.is_empty() && !group.contains(['+', '#']) => Ok(inner),
+        _ => Err(Denial::InvalidFilter),
+    }
 }
 
 fn check_template(
@@ -167,7 +202,7 @@ mod tests {
         let dir = dir();
         let a = ThingId::new("dev-a").unwrap();
         let plug = ThingId::new("plug-1").unwrap();
-        let table: [(Option<&ThingId>, &str, Result<(), Denial>); 16] = [
+        let table: [(Option<&ThingId>, &str, Result<(), Denial>); 20] = [
             (Some(&a), "things/dev-a/#", Ok(())),
             (Some(&a), "things/dev-a/actions/+", Ok(())),
             (Some(&a), "things/+/state", Err(Denial::WildcardOverThings)),
@@ -184,9 +219,34 @@ mod tests {
             (Some(&plug), "cmnd/+/POWER", Err(Denial::WildcardOverThings)),
             (Some(&plug), "cmnd/hall/POWER", Err(Denial::ForeignThing)),
             (None, "cmnd/nobody/POWER", Ok(())),
+            (None, "$share/g/sensors/#", Ok(())),
+            (Some(&a), "$share/g/things/dev-a/#", Ok(())),
+            (
+                Some(&a),
+                "$share/g/things/+/state",
+                Err(Denial::WildcardOverThings),
+            ),
+            (None, "$share/+/sensors", Err(Denial::InvalidFilter)),
         ];
         for (who, filter, want) in table {
             assert_eq!(may_subscribe(&dir, who, filter), want, "{who:?} {filter}");
+        }
+    }
+
+    #[test]
+    fn observe_table() {
+        let table: [(&str, Result<(), Denial>); 8] = [
+            ("#", Ok(())),
+            ("+/+", Ok(())),
+            ("things/+/state", Ok(())),
+            ("things/dev-b/#", Ok(())),
+            ("$SYS/#", Err(Denial::System)),
+            ("$share/g/#", Ok(())),
+            ("$share//#", Err(Denial::InvalidFilter)),
+            ("a/#/b", Err(Denial::InvalidFilter)),
+        ];
+        for (filter, want) in table {
+            assert_eq!(may_observe(filter), want, "{filter}");
         }
     }
 }

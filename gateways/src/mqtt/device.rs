@@ -33,6 +33,10 @@ pub struct DeviceSession {
     /// Whether the device said `online` on `things/<id>/status` (so the gateway says `offline`
     /// there, retained, if it vanishes without a will that does).
     pub announced: bool,
+    /// Whether the client may subscribe to any filter (but `$` topics) rather than only its own
+    /// thing's and the raw namespace: a client without a login on a listener that requires none
+    /// (see [`acl::may_observe`](super::acl::may_observe)).
+    pub observer: bool,
 }
 
 impl DeviceSession {
@@ -43,6 +47,7 @@ impl DeviceSession {
             contacted: false,
             online: false,
             announced: false,
+            observer: false,
         }
     }
 }

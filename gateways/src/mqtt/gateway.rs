@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytes::Bytes;
 use device_models::value::values_equal;
-use device_models::{CommitWait, DeviceCommand, DeviceEvent, ThingId, ThingType};
+use device_models::{DeviceCommand, DeviceEvent, ThingId, ThingType};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -33,15 +33,21 @@ use tracing::{debug, info, warn};
 
 use super::acl;
 use super::binding::MqttBinding;
-use super::broker::{Accepted, Broker, ConnectRequest, Hooks, Outbound, Refusal, SessionEnd};
+use super::broker::{
+    Accepted, Broker, ConnectRequest, Hooks, Outbound, Published, Refusal, Rejected, SessionEnd,
+};
 use super::config::MqttConfig;
 use super::device::{DeviceSession, Translator};
 use super::directory::{Directory, Registered};
-use super::error::{MqttError, PublishError, RegisterError};
+use super::error::{MqttError, PublishError, RegisterError, Rejection};
+use super::log_limit::LogLimit;
 use super::pending::{Pending, PendingActions};
 use super::stats::{MqttStats, Stats, bump};
 use super::topics::{ThingTopic, is_topic_name, parse_thing_topic, thing_topic};
 use crate::link::{CredentialCheck, DeviceCredentials, GatewayIo};
+
+/// At most one WARN line per cause of rejection this often; the count is exact in the stats.
+const REJECTION_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The gateway logic the broker calls into.
 pub struct Core {
@@ -63,6 +69,8 @@ pub struct Core {
     publisher: OnceLock<mpsc::Sender<Outbound>>,
     /// The hub's memory budget: no new connection while over it.
     memory: device_models::MemoryPressure,
+    /// Rejected device messages get one WARN line per cause and interval.
+    rejections: LogLimit,
 }
 
 impl Core {
@@ -271,10 +279,11 @@ impl Hooks for Core {
                 .ok()
                 .filter(|id| self.credentials.check(id, "") != CredentialCheck::Invalid),
         };
-        Ok(Accepted {
-            key: thing.as_ref().map(|t| t.as_str().to_owned()),
-            session: DeviceSession::new(thing),
-        })
+        let key = thing.as_ref().map(|t| t.as_str().to_owned());
+        let mut session = DeviceSession::new(thing);
+        // Without a login on an open listener anyone may read everything anyway.
+        session.observer = !self.auth_required && request.username.is_none();
+        Ok(Accepted { key, session })
     }
 
     fn may_publish(&self, session: &DeviceSession, topic: &str) -> bool {
@@ -288,7 +297,12 @@ impl Hooks for Core {
     }
 
     fn may_subscribe(&self, session: &DeviceSession, filter: &str) -> bool {
-        match acl::may_subscribe(&self.directory(), session.thing.as_ref(), filter) {
+        let verdict = if session.observer {
+            acl::may_observe(filter)
+        } else {
+            acl::may_subscribe(&self.directory(), session.thing.as_ref(), filter)
+        };
+        match verdict {
             Ok(()) => true,
             Err(denial) => {
                 debug!(?denial, %filter, thing = ?session.thing, "subscribe denied");
@@ -304,7 +318,7 @@ impl Hooks for Core {
         payload: &Bytes,
         retain: bool,
         qos: u8,
-    ) -> Option<CommitWait> {
+    ) -> Published {
         bump(&self.stats.messages_in);
         if retain
             && let Some(thing) = &session.thing
@@ -324,16 +338,28 @@ impl Hooks for Core {
             }
             .handle(session, topic, payload, device_models::now_ms())
         };
-        if let Some(rejection) = &outcome.rejected {
+        let rejected = outcome.rejected.as_ref().map(|rejection| {
             bump(&self.stats.rejected_payloads);
-            warn!(
-                gateway = %self.name,
-                thing = ?session.thing,
-                %topic,
-                %rejection,
-                "device message rejected"
-            );
-        }
+            let (cause, rejected) = match rejection {
+                Rejection::TooLarge { .. } => ("too_large", Rejected::TooLarge),
+                Rejection::Malformed(_) => ("malformed", Rejected::Invalid),
+                Rejection::Check(_) => ("type_check", Rejected::Invalid),
+                Rejection::UnknownTopic(_) => ("unknown_topic", Rejected::Invalid),
+            };
+            if let Some(held_back) = self.rejections.admit(cause, std::time::Instant::now()) {
+                warn!(
+                    gateway = %self.name,
+                    thing = ?session.thing,
+                    %topic,
+                    %rejection,
+                    cause,
+                    held_back,
+                    "device message rejected (held_back: rejections of this cause not logged \
+                     since the last line)"
+                );
+            }
+            rejected
+        });
         if outcome.raw {
             bump(&self.stats.raw_in);
         }
@@ -362,7 +388,10 @@ impl Hooks for Core {
         let durable = qos > 0 && !outcome.events.is_empty();
         self.emit(outcome.events).await;
         if !durable {
-            return None;
+            return Published {
+                commit: None,
+                rejected,
+            };
         }
         // Acknowledged only once what it said is durable: the barrier follows its events.
         let (commit, wait) = device_models::gateway::commit();
@@ -374,7 +403,10 @@ impl Hooks for Core {
         {
             debug!("the hub stopped; the message is not acknowledged");
         }
-        Some(wait)
+        Published {
+            commit: Some(wait),
+            rejected,
+        }
     }
 
     async fn closed(&self, mut session: DeviceSession, end: SessionEnd) {
@@ -463,6 +495,7 @@ impl MqttGateway {
             stats: stats.clone(),
             publisher: OnceLock::new(),
             memory,
+            rejections: LogLimit::new(REJECTION_LOG_EVERY),
         });
         // Every thing the registry holds is known before the first device connects.
         directory

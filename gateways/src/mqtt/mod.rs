@@ -19,8 +19,11 @@
 //!
 //! Firmware with its own topics is modelled by a type's `[bindings.mqtt]` (see [`binding`];
 //! `device-models/types/tasmota_plug.toml` is the shipped example). Values are checked against
-//! the thing's type when the hub registered it; a rejected message is logged and counted
-//! ([`MqttStats::rejected_payloads`]), MQTT subscribers still get it, and the device stays
+//! the thing's type when the hub registered it; a rejected message is counted
+//! ([`MqttStats::rejected_payloads`], exact) and logged (one WARN line per cause every 10 s at
+//! most, with the number held back, see [`log_limit`]), MQTT subscribers still get it, an MQTT 5
+//! device publishing it at QoS 1 gets its PUBACK with reason 0x99 (payload format invalid) or
+//! 0x97 (over `max_message_bytes`; 0x95 is a DISCONNECT-only code), and the device stays
 //! connected. A thing that connects, talks and vanishes without a will still ends `Offline`.
 //!
 //! # Authentication and ACL
@@ -31,7 +34,9 @@
 //! only. The rules (in [`acl`]) are enforced in the broker's connection tasks, before the router
 //! sees a packet: a client may publish and subscribe under `things/<its id>/`, on its own binding
 //! topics, and in the raw namespace; never on another thing's topics, `$` topics, or with a
-//! wildcard where thing ids or device names go. What a client sees: a refused login gets a
+//! wildcard where thing ids or device names go. Exception: on a listener that requires no login,
+//! a client without one may subscribe to any filter but `$` topics (`mosquitto_sub -t '#'`), as
+//! anyone could read everything there anyway ([`acl::may_observe`]). What a client sees: a refused login gets a
 //! CONNACK with "bad user name or password" (or "not authorized" when a login is missing), a
 //! refused PUBLISH is acknowledged but dropped (MQTT 5: reason 0x87), a refused SUBSCRIBE gets
 //! failure codes for all its filters, a will on a foreign topic refuses the CONNECT. The device
@@ -65,7 +70,11 @@
 //!   thing's session is keyed by its thing id whatever its client id, and anonymous clean
 //!   sessions get recycled router ids, so the map grows with the number of things and of
 //!   distinct anonymous persistent client ids only. Persistent sessions and retained messages
-//!   live in memory; a restart loses them.
+//!   live in memory; a restart loses them (the hub republishes `things/<id>/desired` from its
+//!   database once the device is heard from again).
+//! - **MQTT 5 "no local" is parsed but ignored** by the router: applied in the connection tasks
+//!   (`broker::no_local`). Retain-as-published, retain handling 0 and 2, subscription
+//!   identifiers, message expiry and will delay are not applied.
 //! - **Topic aliases** (MQTT 5) are not offered (CONNACK says 0), so every PUBLISH names its
 //!   topic for the ACL.
 //! - **No stop for the router thread**: shutdown closes every connection and the listener; the
@@ -88,6 +97,7 @@
 //! | [`pending`] | actions waiting for replies, bounded |
 //! | [`stats`] | counters, [`MqttStats`] |
 //! | [`error`] | error enums |
+//! | [`log_limit`] | one log line per cause and interval for per-message warnings |
 //! | [`codec`] | MQTT 3.1.1 and 5 packets on a connection (rumqttd's codecs, guarded) |
 
 pub mod acl;
@@ -99,6 +109,7 @@ pub mod device;
 pub mod directory;
 pub mod error;
 mod gateway;
+pub mod log_limit;
 pub mod pending;
 pub mod stats;
 pub mod topics;

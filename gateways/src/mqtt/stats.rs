@@ -22,6 +22,8 @@ pub struct Stats {
     pub(crate) raw_in: AtomicU64,
     pub(crate) raw_out: AtomicU64,
     pub(crate) raw_dropped: AtomicU64,
+    pub(crate) deliveries_dropped: AtomicU64,
+    pub(crate) linked: AtomicU64,
     pub(crate) commands: AtomicU64,
     pub(crate) commands_dropped: AtomicU64,
     pub(crate) replies_unmatched: AtomicU64,
@@ -63,6 +65,12 @@ pub struct MqttStats {
     /// Raw messages not bridged because the bridge's queue was full (the bridge never holds a
     /// device's connection back).
     pub raw_dropped: u64,
+    /// Messages for a thing's device not delivered: its queue was full, or its persistent
+    /// session's offline queue overflowed.
+    pub deliveries_dropped: u64,
+    /// Open connections that hold a link into the MQTT router (every client but a thing device
+    /// that keeps to its own topics).
+    pub linked: u64,
     /// Commands turned into MQTT messages.
     pub commands: u64,
     /// Commands dropped (past their deadline, or not encodable).
@@ -92,6 +100,8 @@ impl Stats {
             raw_in: get(&self.raw_in),
             raw_out: get(&self.raw_out),
             raw_dropped: get(&self.raw_dropped),
+            deliveries_dropped: get(&self.deliveries_dropped),
+            linked: get(&self.linked),
             commands: get(&self.commands),
             commands_dropped: get(&self.commands_dropped),
             replies_unmatched: get(&self.replies_unmatched),

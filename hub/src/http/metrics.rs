@@ -423,7 +423,13 @@ fn gateways(out: &mut Out<'_, '_>, v: &HubView) -> Result<(), std::fmt::Error> {
             &[
                 ("bridge_queue", s.raw_dropped),
                 ("hub_stopped", s.events_dropped),
+                ("device_queue", s.deliveries_dropped),
             ],
+        )?;
+        out.gauge(
+            "mqtt_router_links",
+            "Open MQTT connections holding a link into the MQTT router (thing devices that keep to their own topics hold none)",
+            s.linked as f64,
         )?;
     }
     if let Some(coap) = &v.coap {

@@ -13,7 +13,13 @@
 //! - the last will is kept here, not in the router, and published through the client's own link
 //!   when the connection is lost (not on DISCONNECT, session takeover or broker shutdown);
 //! - MQTT 5 topic aliases are not offered (CONNACK says 0), so every PUBLISH names its topic and
-//!   the ACL sees it.
+//!   the ACL sees it;
+//! - a QoS 1 message of an MQTT 5 client that the hooks rejected (too large, not what its
+//!   thing's type takes) gets its PUBACK with the reason (0x97 or 0x99, with a reason string);
+//!   it still reaches MQTT subscribers. 3.1.1 has no negative ack; QoS 2 keeps reason 0 so
+//!   that its flow completes;
+//! - MQTT 5 "no local", which the router ignores, is applied on the way in and out
+//!   (`no_local`).
 //!
 //! - a QoS 1 PUBACK (and a QoS 2 PUBREC) goes out only once the hub has committed what the
 //!   PUBLISH carried ([`Hooks::published`] returns the wait); the connection keeps reading while
@@ -39,16 +45,23 @@ use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
     ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill,
-    Packet, PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, QoS,
-    SubAck, SubscribeReasonCode,
+    Packet, PingResp, PubAck, PubAckProperties, PubAckReason, PubComp, PubCompReason, PubRec,
+    PubRecReason, Publish, PublishProperties, QoS, SubAck, SubscribeReasonCode, UnsubAck,
+    UnsubAckReason,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, error, field, info, warn};
 
 use super::codec::{Codec, CodecError};
 use super::hub_link::build_publish;
-use super::{ConnectRequest, Hooks, Outbound, Refusal, SessionEnd, Shared, Slot};
+use super::local::{self, Delivery};
+use super::no_local::NoLocal;
+use super::{
+    ConnectRequest, Hooks, Outbound, Published, Refusal, Rejected, SessionEnd, Shared, Slot,
+};
 use crate::mqtt::topics::{is_filter, is_topic_name};
 
 /// Characters rumqttd refuses in a client id.
@@ -167,30 +180,53 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
         }
     };
 
-    let links = shared.links.clone();
-    let (id, clean) = (router_id.clone(), connect.clean_session);
-    let built = tokio::task::spawn_blocking(move || links(&id, clean)).await;
     let clean = connect.clean_session;
-    let (link_tx, link_rx, ack) = match built {
-        Ok(Ok(link)) => link,
-        Ok(Err(error)) => {
-            warn!(%error, %router_id, "the MQTT router refused the connection");
-            refuse(&mut stream, &codec, Refusal::Unavailable).await;
-            shared
-                .hooks
-                .closed(accepted.session, SessionEnd::Clean)
-                .await;
-            return;
+    // A thing device starts without a router link (see `local`); any other client takes one now.
+    // Only a device logged in as its thing: an anonymous client (a tool, an app, a test suite
+    // using MQTT 5 properties) keeps the router's full behaviour from its first packet.
+    let local = accepted
+        .key
+        .as_ref()
+        .filter(|_| login.is_some())
+        .map(|key| {
+            let attached = shared.local.attach(key, clean);
+            LocalConn {
+                key: key.clone(),
+                rx: attached.rx,
+                taken_over: attached.taken_over,
+                generation: attached.generation,
+                inflight: HashMap::new(),
+                next_pkid: FIRST_LOCAL_PKID,
+                has_filters: attached.session_present,
+                session_present: attached.session_present,
+                backlog: attached.backlog,
+                was_linked: attached.was_linked,
+            }
+        });
+    let mut link = None;
+    let mut session_present = local.as_ref().is_some_and(|l| l.session_present);
+    if local.as_ref().is_none_or(|l| l.was_linked) {
+        match open_link(&shared, &router_id, clean).await {
+            Ok((opened, present)) => {
+                session_present |= present;
+                link = Some(opened);
+            }
+            Err(()) => {
+                refuse(&mut stream, &codec, Refusal::Unavailable).await;
+                if let Some(l) = &local {
+                    shared.local.detach(&l.key, l.generation, Vec::new());
+                }
+                shared
+                    .hooks
+                    .closed(accepted.session, SessionEnd::Clean)
+                    .await;
+                return;
+            }
         }
-        Err(error) => {
-            error!(%error, "link task failed");
-            return;
+        if let Some(l) = &local {
+            shared.local.set_linked(&l.key, l.generation);
         }
-    };
-    let session_present = match Option::<Packet>::from(ack) {
-        Some(Packet::ConnAck(ack, _)) => ack.session_present,
-        _ => false,
-    };
+    }
 
     // Keep-alive: 0 means none, which is replaced by the server's ceiling; MQTT 5 clients are
     // told the value the server applies.
@@ -216,8 +252,9 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
         codec,
         rbuf,
         wbuf: BytesMut::with_capacity(256),
-        link_tx,
-        link_rx,
+        link,
+        local,
+        router_id: router_id.clone(),
         refused_qos2: HashSet::new(),
         will,
         idle,
@@ -226,12 +263,20 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
         clean,
         held: FuturesOrdered::new(),
         awaiting: HashMap::new(),
+        no_local: NoLocal::default(),
+        own_qos2: HashSet::new(),
+        rejected: HashMap::new(),
     };
     let ack = ConnAck {
         session_present,
         code: ConnectReturnCode::Success,
     };
     conn.queue(Packet::ConnAck(ack, properties));
+    if let Some(l) = conn.local.as_mut() {
+        for d in std::mem::take(&mut l.backlog) {
+            conn.deliver(d);
+        }
+    }
     stats.connections_open.fetch_add(1, Ordering::Relaxed);
     debug!(%router_id, session_present, "MQTT client connected");
 
@@ -243,9 +288,108 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
         }
     };
     debug!(?end, "MQTT client disconnected");
-    conn.finish(end, &shared).await;
+    Box::pin(conn.finish(end, &shared)).await;
     stats.connections_open.fetch_sub(1, Ordering::Relaxed);
     drop(slot);
+}
+
+/// A connection's link into rumqttd's router.
+struct Link {
+    tx: LinkTx,
+    rx: LinkRx,
+}
+
+/// Opens a router link under `router_id`, counted while the connection holds it; returns it
+/// and whether the router kept a session for that id. Logged when the router refuses.
+async fn open_link<H>(
+    shared: &Shared<H>,
+    router_id: &str,
+    clean: bool,
+) -> Result<(Link, bool), ()> {
+    let links = shared.links.clone();
+    let id = router_id.to_owned();
+    match tokio::task::spawn_blocking(move || links(&id, clean)).await {
+        Ok(Ok((tx, rx, ack))) => {
+            shared.stats.linked.fetch_add(1, Ordering::Relaxed);
+            let present = match Option::<Packet>::from(ack) {
+                Some(Packet::ConnAck(ack, _)) => ack.session_present,
+                _ => false,
+            };
+            Ok((Link { tx, rx }, present))
+        }
+        Ok(Err(error)) => {
+            warn!(%error, %router_id, "the MQTT router refused the connection");
+            Err(())
+        }
+        Err(error) => {
+            error!(%error, "link task failed");
+            Err(())
+        }
+    }
+}
+
+/// A thing device's local session (see [`super::local`]).
+struct LocalConn {
+    key: String,
+    rx: mpsc::Receiver<Delivery>,
+    /// Cancelled when a newer connection of the same thing takes over.
+    taken_over: CancellationToken,
+    generation: u64,
+    /// QoS 1 messages sent and not yet acknowledged, by packet id.
+    inflight: HashMap<u16, Delivery>,
+    next_pkid: u16,
+    /// Whether the session has local filters (a device's own messages may then match them).
+    has_filters: bool,
+    session_present: bool,
+    /// Sent right after the CONNACK.
+    backlog: Vec<Delivery>,
+    was_linked: bool,
+}
+
+/// Packet ids of local deliveries start here, above the router's (it numbers its own from 1 to
+/// 100 on each link), so a device's PUBACK tells which side sent the message.
+const FIRST_LOCAL_PKID: u16 = 1000;
+
+/// Local QoS 1 deliveries unacknowledged at once; beyond it, the device's queue waits.
+const MAX_LOCAL_INFLIGHT: usize = 32;
+
+impl LocalConn {
+    /// A packet id for a QoS 1 delivery, not in flight.
+    fn pkid(&mut self) -> u16 {
+        loop {
+            let id = self.next_pkid;
+            self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(FIRST_LOCAL_PKID);
+            if !self.inflight.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+}
+
+/// The next notification of the router link, if there is one.
+async fn next_notification(
+    link: &mut Option<Link>,
+) -> Result<Option<Notification>, rumqttd::local::LinkError> {
+    match link {
+        Some(l) => l.rx.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next local delivery, if the connection has a local session.
+async fn next_delivery(local: &mut Option<LocalConn>) -> Option<Delivery> {
+    match local {
+        Some(l) => l.rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when a newer connection of the same thing took over.
+async fn taken_over(token: Option<&CancellationToken>) {
+    match token {
+        Some(t) => t.cancelled().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Reads until a CONNECT is decoded.
@@ -311,8 +455,12 @@ struct Connection<H: Hooks> {
     codec: Codec,
     rbuf: BytesMut,
     wbuf: BytesMut,
-    link_tx: LinkTx,
-    link_rx: LinkRx,
+    /// Taken at CONNECT, or by a thing device at its first filter outside its own topics.
+    link: Option<Link>,
+    /// A thing device's own topics, served without the router.
+    local: Option<LocalConn>,
+    /// The id the router knows (or would know) this client by.
+    router_id: String,
     /// QoS 2 packet ids refused under 3.1.1, whose PUBREL is answered here.
     refused_qos2: HashSet<u16>,
     will: Option<(String, LastWill)>,
@@ -327,6 +475,14 @@ struct Connection<H: Hooks> {
     /// Routed PUBLISHes whose commit is awaited, by packet id, until the router's ack for them
     /// comes and joins `held`.
     awaiting: HashMap<u16, CommitWait>,
+    /// MQTT 5 "no local" (see [`NoLocal`]).
+    no_local: NoLocal,
+    /// Packet ids of its own QoS 2 messages the router sent back and this task dropped for "no
+    /// local", whose PUBREL from the router it answers itself.
+    own_qos2: HashSet<u16>,
+    /// Routed QoS 1 messages the hooks rejected, by packet id: the router's PUBACK for them goes
+    /// out with the reason.
+    rejected: HashMap<u16, Rejected>,
 }
 
 /// An ack (PUBACK or PUBREC) and the commit it waits for.
@@ -338,6 +494,7 @@ fn hold(packet: Packet, wait: CommitWait) -> HeldAck {
 
 impl<H: Hooks> Connection<H> {
     async fn run(&mut self, shared: &Shared<H>) -> SessionEnd {
+        let taken = self.local.as_ref().map(|l| l.taken_over.clone());
         loop {
             if let Err(end) = self.flush().await {
                 return end;
@@ -370,17 +527,31 @@ impl<H: Hooks> Connection<H> {
                         }
                         Ok(Ok(_)) => {}
                     }
-                    if let Flow::End(end) = self.read_packets(shared).await {
+                    // Boxed: an idle connection's task then holds only what waits, not the
+                    // deepest state of handling a packet (several KiB per connection).
+                    if let Flow::End(end) = Box::pin(self.read_packets(shared)).await {
                         let _ = self.flush().await;
                         return end;
                     }
                 }
-                notification = self.link_rx.next() => match notification {
+                () = taken_over(taken.as_ref()) => {
+                    debug!("another connection of the same thing took over");
+                    return SessionEnd::TakenOver;
+                }
+                Some(delivery) = next_delivery(&mut self.local),
+                    if self.local.as_ref().is_some_and(|l| l.inflight.len() < MAX_LOCAL_INFLIGHT) => {
+                    self.deliver(delivery);
+                }
+                notification = next_notification(&mut self.link) => match notification {
                     Ok(Some(Notification::Unschedule)) => {
                         if let Err(end) = self.flush().await {
                             return end;
                         }
-                        if self.link_rx.wake().await.is_err() {
+                        let woken = match self.link.as_mut() {
+                            Some(l) => l.rx.wake().await.is_ok(),
+                            None => true,
+                        };
+                        if !woken {
                             return SessionEnd::TakenOver;
                         }
                     }
@@ -392,6 +563,13 @@ impl<H: Hooks> Connection<H> {
                         let _ = self.flush().await;
                         return SessionEnd::Lost;
                     }
+                    Ok(Some(Notification::Forward(forward))) => {
+                        if let Flow::End(end) =
+                            self.forwarded(forward.publish, forward.properties).await
+                        {
+                            return end;
+                        }
+                    }
                     Ok(Some(notification)) => {
                         match Option::<Packet>::from(notification) {
                             // The router's ack of a PUBLISH whose commit is awaited waits for it.
@@ -401,9 +579,25 @@ impl<H: Hooks> Connection<H> {
                                     Packet::PubRec(r, _) => r.pkid,
                                     _ => 0,
                                 };
+                                let packet = match self.rejected.remove(&pkid) {
+                                    Some(why) => with_reason(packet, why),
+                                    None => packet,
+                                };
                                 match self.awaiting.remove(&pkid) {
                                     Some(wait) => self.held.push_back(hold(packet, wait)),
                                     None => self.queue(packet),
+                                }
+                            }
+                            // The release of an own QoS 2 message dropped for "no local".
+                            Some(Packet::PubRel(rel, _)) if self.own_qos2.remove(&rel.pkid) => {
+                                let comp = PubComp {
+                                    pkid: rel.pkid,
+                                    reason: PubCompReason::Success,
+                                };
+                                if let Flow::End(end) =
+                                    self.forward(Packet::PubComp(comp, None)).await
+                                {
+                                    return end;
                                 }
                             }
                             Some(packet) => self.queue(packet),
@@ -484,10 +678,24 @@ impl<H: Hooks> Connection<H> {
                     return self.ack_refused(&publish.serialize());
                 }
                 let qos = delivery.map_or(0, |(qos, _)| qos);
-                let commit = self
+                let Published { commit, rejected } = self
                     .hooks
                     .published(session, &topic, &publish.payload, publish.retain, qos)
                     .await;
+                // Only MQTT 5 has negative acks.
+                let rejected = rejected.filter(|_| self.codec.is_v5());
+                if self.link.is_none() {
+                    return self
+                        .publish_linkless(
+                            topic,
+                            publish.payload,
+                            publish.retain,
+                            delivery,
+                            Published { commit, rejected },
+                            shared,
+                        )
+                        .await;
+                }
                 // Nobody can be subscribed: skip the router (see `interest`). Retained messages and
                 // QoS 2 always go to the router, which stores the one and runs the other's flow.
                 let qos = delivery.map(|(qos, _)| qos);
@@ -501,6 +709,10 @@ impl<H: Hooks> Connection<H> {
                             },
                             None,
                         );
+                        let ack = match rejected {
+                            Some(why) => with_reason(ack, why),
+                            None => ack,
+                        };
                         match commit {
                             Some(wait) => self.held.push_back(hold(ack, wait)),
                             None => self.queue(ack),
@@ -511,9 +723,13 @@ impl<H: Hooks> Connection<H> {
                 if let (Some(wait), Some((1 | 2, pkid))) = (commit, delivery) {
                     self.awaiting.insert(pkid, wait);
                 }
+                if let (Some(why), Some((1, pkid))) = (rejected, delivery) {
+                    self.rejected.insert(pkid, why);
+                }
                 if let Some(p) = properties.as_mut() {
                     p.topic_alias = None;
                 }
+                self.no_local.outgoing(&topic, &mut properties);
                 self.forward(Packet::Publish(publish, properties)).await
             }
             Packet::PubRel(pubrel, properties) => {
@@ -533,6 +749,42 @@ impl<H: Hooks> Connection<H> {
                     .filters
                     .iter()
                     .find(|f| !is_filter(&f.path) || !self.hooks.may_subscribe(session, &f.path));
+                let local_key = self.local.as_ref().map(|l| l.key.clone());
+                if refused.is_none()
+                    && let Some(key) = local_key
+                    && subscribe
+                        .filters
+                        .iter()
+                        .all(|f| local::is_local_filter(&key, &f.path))
+                {
+                    let granted: Vec<(String, u8)> = subscribe
+                        .filters
+                        .iter()
+                        .map(|f| (f.path.clone(), (f.qos as u8).min(1)))
+                        .collect();
+                    let retained = shared.local.subscribe(&key, &granted);
+                    if let Some(l) = self.local.as_mut() {
+                        l.has_filters = true;
+                    }
+                    let ack = SubAck {
+                        pkid: subscribe.pkid,
+                        return_codes: granted
+                            .iter()
+                            .map(|(_, q)| {
+                                SubscribeReasonCode::Success(if *q == 0 {
+                                    QoS::AtMostOnce
+                                } else {
+                                    QoS::AtLeastOnce
+                                })
+                            })
+                            .collect(),
+                    };
+                    self.queue(Packet::SubAck(ack, None));
+                    for d in retained {
+                        self.deliver(d);
+                    }
+                    return Flow::Continue;
+                }
                 if let Some(filter) = refused {
                     shared
                         .stats
@@ -550,7 +802,17 @@ impl<H: Hooks> Connection<H> {
                     };
                     self.queue(Packet::SubAck(ack, None));
                     Flow::Continue
+                } else if !self.ensure_link(shared).await {
+                    let ack = SubAck {
+                        pkid: subscribe.pkid,
+                        return_codes: vec![SubscribeReasonCode::Failure; subscribe.filters.len()],
+                    };
+                    self.queue(Packet::SubAck(ack, None));
+                    Flow::Continue
                 } else {
+                    for f in &subscribe.filters {
+                        self.no_local.subscribed(f);
+                    }
                     shared.subscribed(subscribe.filters.iter().map(|f| f.path.as_str()));
                     self.subscribed
                         .extend(subscribe.filters.iter().map(|f| f.path.clone()));
@@ -558,7 +820,29 @@ impl<H: Hooks> Connection<H> {
                 }
             }
             Packet::Unsubscribe(unsubscribe, properties) => {
+                let had_local = match &self.local {
+                    Some(l) => shared.local.unsubscribe(&l.key, &unsubscribe.filters),
+                    None => Vec::new(),
+                };
+                if self.link.is_none() {
+                    let ack = UnsubAck {
+                        pkid: unsubscribe.pkid,
+                        reasons: had_local
+                            .iter()
+                            .map(|had| {
+                                if *had {
+                                    UnsubAckReason::Success
+                                } else {
+                                    UnsubAckReason::NoSubscriptionExisted
+                                }
+                            })
+                            .collect(),
+                    };
+                    self.queue(Packet::UnsubAck(ack, None));
+                    return Flow::Continue;
+                }
                 for filter in &unsubscribe.filters {
+                    self.no_local.unsubscribed(filter);
                     if let Some(at) = self.subscribed.iter().position(|f| f == filter) {
                         self.subscribed.swap_remove(at);
                         shared.unsubscribed([filter.as_str()]);
@@ -566,6 +850,17 @@ impl<H: Hooks> Connection<H> {
                 }
                 self.forward(Packet::Unsubscribe(unsubscribe, properties))
                     .await
+            }
+            Packet::PubAck(ack, properties) => {
+                let ours = self
+                    .local
+                    .as_mut()
+                    .is_some_and(|l| l.inflight.remove(&ack.pkid).is_some());
+                if ours {
+                    Flow::Continue
+                } else {
+                    self.forward(Packet::PubAck(ack, properties)).await
+                }
             }
             Packet::PingReq(_) => {
                 self.queue(Packet::PingResp(PingResp));
@@ -656,8 +951,159 @@ impl<H: Hooks> Connection<H> {
         }
     }
 
+    /// A PUBLISH from a thing device without a router link (the hooks have it). It goes
+    /// through the gateway's own link when anyone could want it: a client subscribed to it
+    /// through the router, the router's retained store, or the device's own local filters (the
+    /// gateway's link hands thing topics to the local session first). Acks are answered here,
+    /// held until the hub committed the message; a QoS 2 flow is completed here too.
+    async fn publish_linkless(
+        &mut self,
+        topic: String,
+        payload: Bytes,
+        retain: bool,
+        delivery: Option<(u8, u16)>,
+        published: Published,
+        shared: &Shared<H>,
+    ) -> Flow {
+        let Published { commit, rejected } = published;
+        let qos = delivery.map_or(0, |(qos, _)| qos);
+        let own_filters = self
+            .local
+            .as_ref()
+            .is_some_and(|l| l.has_filters && local::thing_key(&topic) == Some(l.key.as_str()));
+        if retain || own_filters || shared.interest_in(&topic) {
+            let message = Outbound {
+                topic,
+                payload,
+                retain,
+                at_least_once: qos > 0,
+            };
+            if shared.outbound.send(message).await.is_err() {
+                debug!("the gateway's router link is gone");
+                return Flow::End(SessionEnd::Lost);
+            }
+        } else {
+            shared.stats.unrouted.fetch_add(1, Ordering::Relaxed);
+        }
+        let ack = match delivery {
+            Some((1, pkid)) => Packet::PubAck(
+                PubAck {
+                    pkid,
+                    reason: PubAckReason::Success,
+                },
+                None,
+            ),
+            Some((2, pkid)) => {
+                self.refused_qos2.insert(pkid);
+                Packet::PubRec(
+                    PubRec {
+                        pkid,
+                        reason: PubRecReason::Success,
+                    },
+                    None,
+                )
+            }
+            _ => return Flow::Continue,
+        };
+        let ack = match rejected {
+            Some(why) => with_reason(ack, why),
+            None => ack,
+        };
+        match commit {
+            Some(wait) => self.held.push_back(hold(ack, wait)),
+            None => self.queue(ack),
+        }
+        Flow::Continue
+    }
+
+    /// Sends a MQTT message from the local session to the device.
+    fn deliver(&mut self, d: Delivery) {
+        let Some(l) = self.local.as_mut() else {
+            return;
+        };
+        let pkid = if d.at_least_once { l.pkid() } else { 0 };
+        let message = Outbound {
+            topic: d.topic.clone(),
+            payload: d.payload.clone(),
+            retain: d.retain,
+            at_least_once: d.at_least_once,
+        };
+        let Some(publish) = build_publish(&message, pkid) else {
+            return;
+        };
+        if pkid != 0 {
+            l.inflight.insert(pkid, d);
+        }
+        self.queue(Packet::Publish(publish, None));
+    }
+
+    /// Takes a router link now if the connection has none (a thing device subscribing outside
+    /// its own topics); false if the router refused.
+    async fn ensure_link(&mut self, shared: &Shared<H>) -> bool {
+        if self.link.is_some() {
+            return true;
+        }
+        match open_link(shared, &self.router_id, self.clean).await {
+            Ok((link, _)) => {
+                self.link = Some(link);
+                if let Some(l) = &self.local {
+                    shared.local.set_linked(&l.key, l.generation);
+                }
+                true
+            }
+            Err(()) => false,
+        }
+    }
+
+    /// Hands a message from the router to the client, unless it is this connection's own and
+    /// only its no-local filters match it: then the router gets the acknowledgement the client
+    /// would have sent.
+    async fn forwarded(
+        &mut self,
+        publish: Publish,
+        mut properties: Option<PublishProperties>,
+    ) -> Flow {
+        let topic = std::str::from_utf8(&publish.topic).unwrap_or_default();
+        if !self
+            .no_local
+            .drops(topic, &mut properties, &self.subscribed)
+        {
+            self.queue(Packet::Publish(publish, properties));
+            return Flow::Continue;
+        }
+        // rumqttd keeps the QoS and packet id private; its storage form starts with the flags
+        // byte and the packet id.
+        let raw = publish.serialize();
+        let (Some(&flags), Some(&hi), Some(&lo)) = (raw.first(), raw.get(1), raw.get(2)) else {
+            return Flow::Continue;
+        };
+        let pkid = u16::from_be_bytes([hi, lo]);
+        match (flags >> 1) & 0b11 {
+            1 => {
+                let ack = PubAck {
+                    pkid,
+                    reason: PubAckReason::Success,
+                };
+                self.forward(Packet::PubAck(ack, None)).await
+            }
+            2 => {
+                self.own_qos2.insert(pkid);
+                let rec = PubRec {
+                    pkid,
+                    reason: PubRecReason::Success,
+                };
+                self.forward(Packet::PubRec(rec, None)).await
+            }
+            _ => Flow::Continue,
+        }
+    }
+
     async fn forward(&mut self, packet: Packet) -> Flow {
-        match self.link_tx.send(packet).await {
+        let Some(link) = self.link.as_mut() else {
+            // Nothing routed for a linkless connection: acks of router messages cannot come.
+            return Flow::Continue;
+        };
+        match link.tx.send(packet).await {
             Ok(_) => Flow::Continue,
             Err(error) => {
                 debug!(%error, "router link closed");
@@ -715,9 +1161,16 @@ impl<H: Hooks> Connection<H> {
                 retain: will.retain,
                 at_least_once: will.qos != QoS::AtMostOnce,
             };
-            let pkid = if message.at_least_once { 1 } else { 0 };
-            if let Some(publish) = build_publish(&message, pkid) {
-                let _ = self.link_tx.send(Packet::Publish(publish, None)).await;
+            match self.link.as_mut() {
+                Some(link) => {
+                    let pkid = if message.at_least_once { 1 } else { 0 };
+                    if let Some(publish) = build_publish(&message, pkid) {
+                        let _ = link.tx.send(Packet::Publish(publish, None)).await;
+                    }
+                }
+                None => {
+                    let _ = shared.outbound.send(message).await;
+                }
             }
             shared.stats.wills_published.fetch_add(1, Ordering::Relaxed);
         }
@@ -730,15 +1183,52 @@ impl<H: Hooks> Connection<H> {
                     .map(String::as_str),
             );
         }
-        if end != SessionEnd::TakenOver {
-            let bye = Disconnect {
-                reason_code: DisconnectReasonCode::NormalDisconnection,
-            };
-            let _ = self.link_tx.send(Packet::Disconnect(bye, None)).await;
+        if let Some(link) = self.link.as_mut() {
+            if end != SessionEnd::TakenOver {
+                let bye = Disconnect {
+                    reason_code: DisconnectReasonCode::NormalDisconnection,
+                };
+                let _ = link.tx.send(Packet::Disconnect(bye, None)).await;
+            }
+            shared.stats.linked.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(l) = self.local.take() {
+            let mut unacked: Vec<(u16, Delivery)> = l.inflight.into_iter().collect();
+            unacked.sort_by_key(|(pkid, _)| *pkid);
+            let unacked = unacked.into_iter().map(|(_, d)| d).collect();
+            shared.local.detach(&l.key, l.generation, unacked);
         }
         self.hooks.closed(session, end).await;
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.stream.shutdown()).await;
     }
+}
+
+/// A PUBACK carrying why the hooks rejected its message (other packets as they are).
+fn with_reason(packet: Packet, why: Rejected) -> Packet {
+    let Packet::PubAck(ack, _) = packet else {
+        return packet;
+    };
+    let (reason, text) = match why {
+        Rejected::TooLarge => (
+            PubAckReason::QuotaExceeded,
+            "payload over the size the hub interprets (max_message_bytes)",
+        ),
+        Rejected::Invalid => (
+            PubAckReason::PayloadFormatInvalid,
+            "payload is not what the topic takes",
+        ),
+    };
+    let properties = PubAckProperties {
+        reason_string: Some(text.to_owned()),
+        user_properties: Vec::new(),
+    };
+    Packet::PubAck(
+        PubAck {
+            pkid: ack.pkid,
+            reason,
+        },
+        Some(properties),
+    )
 }
 
 /// The QoS and packet id (0 for QoS 0) of the PUBLISH at the start of `buf`, if one is there

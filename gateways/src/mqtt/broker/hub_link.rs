@@ -18,11 +18,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::Outbound;
+use super::local::{self, Local};
 
+/// Publishes what the gateway hands over: to a thing's own connection first when the topic is
+/// one of its `things/<id>/...` topics (see [`local`]), then into the router for every other
+/// subscriber and for the router's retained store.
 pub(super) async fn run(
     mut tx: LinkTx,
     mut rx: LinkRx,
     mut outbound: mpsc::Receiver<Outbound>,
+    local: std::sync::Arc<Local>,
     shutdown: CancellationToken,
 ) {
     device_models::fault::inject("mqtt_router_link");
@@ -32,6 +37,15 @@ pub(super) async fn run(
             () = shutdown.cancelled() => break,
             message = outbound.recv() => {
                 let Some(message) = message else { break };
+                if let Some(key) = local::thing_key(&message.topic) {
+                    local.publish(
+                        key,
+                        &message.topic,
+                        &message.payload,
+                        message.retain,
+                        message.at_least_once,
+                    );
+                }
                 let id = if message.at_least_once {
                     pkid = pkid.checked_add(1).unwrap_or(1);
                     pkid

@@ -11,6 +11,8 @@
 //! | `hub_link` | the gateway's own router link: publishes at QoS 0/1, drains the router |
 //! | `interest` | the filters clients subscribed, so that unwanted PUBLISHes skip the router |
 //! | `listener` | the accept loop with admission control and back-off |
+//! | `no_local` | MQTT 5 "no local", which the router ignores |
+//! | `local` | thing devices served without a router link: their own topics, retained messages and persistent sessions |
 //!
 //! Shared state: the hooks (behind `Arc`, their own locking rule), a connection-slot pool (a
 //! short `Mutex`, never held across `.await`), and rumqttd's router, which is an actor on its own
@@ -21,6 +23,8 @@ mod connection;
 mod hub_link;
 mod interest;
 mod listener;
+mod local;
+mod no_local;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -116,7 +120,8 @@ pub trait Hooks: Send + Sync + 'static {
 
     /// A message the client published (and that the ACL allowed), before the router has it.
     /// For QoS 1 and 2 (`qos`), the hooks may return a wait that the connection holds the
-    /// PUBACK (PUBREC) behind: the message is acknowledged only once it is durable.
+    /// PUBACK (PUBREC) behind: the message is acknowledged only once it is durable; and they
+    /// say whether they rejected it, which an MQTT 5 client publishing at QoS 1 is told.
     fn published(
         &self,
         session: &mut Self::Session,
@@ -124,10 +129,31 @@ pub trait Hooks: Send + Sync + 'static {
         payload: &Bytes,
         retain: bool,
         qos: u8,
-    ) -> impl Future<Output = Option<device_models::CommitWait>> + Send;
+    ) -> impl Future<Output = Published> + Send;
 
     /// The connection is over.
     fn closed(&self, session: Self::Session, end: SessionEnd) -> impl Future<Output = ()> + Send;
+}
+
+/// What the hooks made of a PUBLISH.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// The commit the acknowledgement waits for; `None`: acknowledged at once.
+    pub commit: Option<device_models::CommitWait>,
+    /// Why the hooks rejected the message, if they did. It is still routed to MQTT
+    /// subscribers; an MQTT 5 client publishing at QoS 1 gets the reason in its PUBACK.
+    pub rejected: Option<Rejected>,
+}
+
+/// Why the hooks rejected a message, as a PUBACK reason of MQTT 5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// Over the size the hooks interpret. A PUBACK cannot say 0x95 "packet too large" (that
+    /// code is for DISCONNECT only), so this is 0x97 "quota exceeded", with a reason string.
+    TooLarge,
+    /// Not what the topic takes (not JSON, wrong types, out of the type's limits): 0x99
+    /// "payload format invalid", with a reason string.
+    Invalid,
 }
 
 /// A message the gateway publishes into the broker.
@@ -165,8 +191,13 @@ struct Shared<H> {
     limits: Limits,
     stats: Arc<Stats>,
     slots: Arc<Mutex<SlotPool>>,
-    /// Filters clients subscribed (a short `RwLock`, never held across `.await`).
+    /// Filters clients subscribed through the router (a short `RwLock`, never held across
+    /// `.await`).
     interest: RwLock<interest::Interest>,
+    /// Thing devices' own subscriptions, served without the router.
+    local: Arc<local::Local>,
+    /// The gateway's publisher (through its own router link), for linkless connections.
+    outbound: mpsc::Sender<Outbound>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -261,10 +292,12 @@ impl Broker {
                 .map_err(|source| MqttError::HubLink { source })?;
         let (outbound, outbound_rx) = mpsc::channel(1024);
         let failed = CancellationToken::new();
+        let local = Arc::new(local::Local::new(stats.clone()));
         let link = tokio::spawn(hub_link::run(
             link_tx,
             link_rx,
             outbound_rx,
+            local.clone(),
             shutdown.clone(),
         ));
         let (gone, stopping) = (failed.clone(), shutdown.clone());
@@ -288,6 +321,8 @@ impl Broker {
             stats,
             slots: Arc::new(Mutex::new(SlotPool::default())),
             interest: RwLock::default(),
+            local,
+            outbound: outbound.clone(),
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
         });
