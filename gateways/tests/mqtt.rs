@@ -881,3 +881,36 @@ async fn a_thing_device_on_its_own_topics_holds_no_router_link() {
     sensor.publish("sensors/a", "1", false).await;
     assert_eq!(again.next_publish().await.0, "sensors/a");
 }
+
+/// A deleted thing's retained desired state goes with it: a new thing of the same id is not
+/// handed the old one's settings.
+#[tokio::test]
+async fn a_deleted_things_retained_desired_state_is_cleared() {
+    let hub = start().await;
+    hub.register("dev-1", "boiler", None);
+    hub.command(DeviceCommand::SetDesired {
+        thing: id("dev-1"),
+        values: json!({"setpoint": 30.0}).as_object().unwrap().clone(),
+    })
+    .await;
+    until_stats(&hub, |s| s.commands == 1).await;
+    hub.gateway.unregister(&id("dev-1"));
+    hub.register("dev-1", "boiler", None);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut dev = Client::connect(hub.device_options("dev-1")).await.unwrap();
+    dev.subscribe("things/dev-1/#").await;
+    // Anything retained would come right after the SUBACK, before this.
+    hub.command(DeviceCommand::InvokeAction {
+        thing: id("dev-1"),
+        action: "boost".into(),
+        input: Value::Null,
+        correlation: "c-1".into(),
+        deadline_ms: device_models::now_ms() + 10_000,
+    })
+    .await;
+    let (topic, _, _) = dev.next_publish().await;
+    assert_eq!(
+        topic, "things/dev-1/actions/boost",
+        "no retained desired state left"
+    );
+}

@@ -141,6 +141,19 @@ impl Core {
     fn unregister(&self, thing: &ThingId) {
         self.directory_mut().remove(thing);
         self.retained_desired().remove(thing);
+        // Clear its retained desired state in the broker, so that a new thing of the same id
+        // is not handed the old one's settings. Called from the registry's task: never waits.
+        if let Some(publisher) = self.publisher.get() {
+            let clear = Outbound {
+                topic: thing_topic(thing.as_str(), "desired"),
+                payload: Bytes::new(),
+                retain: true,
+                at_least_once: true,
+            };
+            if publisher.try_send(clear).is_err() {
+                debug!(%thing, "broker busy; the retained desired state of a deleted thing stays");
+            }
+        }
     }
 
     async fn emit(&self, events: Vec<DeviceEvent>) {

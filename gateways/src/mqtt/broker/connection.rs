@@ -331,7 +331,7 @@ async fn open_link<H>(
 /// A thing device's local session (see [`super::local`]).
 struct LocalConn {
     key: String,
-    rx: mpsc::Receiver<Delivery>,
+    rx: mpsc::Receiver<Box<Delivery>>,
     /// Cancelled when a newer connection of the same thing takes over.
     taken_over: CancellationToken,
     generation: u64,
@@ -377,7 +377,7 @@ async fn next_notification(
 }
 
 /// The next local delivery, if the connection has a local session.
-async fn next_delivery(local: &mut Option<LocalConn>) -> Option<Delivery> {
+async fn next_delivery(local: &mut Option<LocalConn>) -> Option<Box<Delivery>> {
     match local {
         Some(l) => l.rx.recv().await,
         None => std::future::pending().await,
@@ -540,7 +540,7 @@ impl<H: Hooks> Connection<H> {
                 }
                 Some(delivery) = next_delivery(&mut self.local),
                     if self.local.as_ref().is_some_and(|l| l.inflight.len() < MAX_LOCAL_INFLIGHT) => {
-                    self.deliver(delivery);
+                    self.deliver(*delivery);
                 }
                 notification = next_notification(&mut self.link) => match notification {
                     Ok(Some(Notification::Unschedule)) => {

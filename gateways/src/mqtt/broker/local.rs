@@ -83,7 +83,7 @@ struct Session {
     filters: Vec<(String, u8)>,
     /// The connected device's queue, the token that ends its connection (a newer one takes
     /// over) and the connection's number; `None` while a persistent session's device is away.
-    live: Option<(mpsc::Sender<Delivery>, CancellationToken, u64)>,
+    live: Option<(mpsc::Sender<Box<Delivery>>, CancellationToken, u64)>,
     /// Whether the session outlives its connection.
     persistent: bool,
     /// Whether a connection of this session took a router link (the router then holds a
@@ -96,8 +96,9 @@ struct Session {
 /// What a connection gets when it registers.
 #[derive(Debug)]
 pub(super) struct Attached {
-    /// Its queue.
-    pub rx: mpsc::Receiver<Delivery>,
+    /// Its queue. Boxed items: the channel allocates its first block of slots at once, and a
+    /// block of pointers is an eighth of a block of messages for a device that may never get one.
+    pub rx: mpsc::Receiver<Box<Delivery>>,
     /// Cancelled when a newer connection of the same thing takes over.
     pub taken_over: CancellationToken,
     /// This connection's number, for [`Local::detach`].
@@ -325,7 +326,7 @@ impl Local {
             retain: false,
         };
         if let Some((tx, _, _)) = &session.live {
-            if tx.try_send(delivery).is_err() {
+            if tx.try_send(Box::new(delivery)).is_err() {
                 self.dropped();
             }
         } else if delivery.at_least_once {
