@@ -202,7 +202,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let hub = hub::server::Hub::start(config).await?;
+    let hub = match hub::server::Hub::start(config).await {
+        Ok(hub) => hub,
+        Err(hub::server::ServerError::PartFailed(failure)) => {
+            tracing::error!(%failure, status = hub::supervisor::EXIT_FAILED, "the hub stopped because a part of it failed");
+            std::process::exit(hub::supervisor::EXIT_FAILED);
+        }
+        Err(e) => return Err(e.into()),
+    };
     tokio::select! {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}

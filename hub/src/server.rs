@@ -20,6 +20,10 @@ use crate::transport::listener;
 pub enum ServerError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// A part of the hub failed while it started (the process exits with
+    /// [`crate::supervisor::EXIT_FAILED`], as when a part fails later).
+    #[error("a part of the hub failed while it started: {0}")]
+    PartFailed(String),
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -137,7 +141,7 @@ impl Hub {
         .await?;
         // Gateways attach before any WAMP listener accepts, so the first client finds devices.
         let realm = config.things.realm_name(&config.realms).to_owned();
-        let gateways = crate::device_gateways::start(
+        let started = crate::device_gateways::start(
             &config.mqtt,
             &config.coap,
             &config.raw,
@@ -147,7 +151,20 @@ impl Hub {
             &realm,
             &supervisor,
         )
-        .await?;
+        .await;
+        let gateways = match started {
+            Ok(g) => g,
+            // A gateway that finds the things service gone reports a failure, not its cause:
+            // the service's own failure, which the supervisor records as it catches it.
+            Err(e @ crate::device_gateways::GatewayStartError::Attach { .. }) => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), supervisor.failed()).await;
+                return Err(match supervisor.failure() {
+                    Some(failure) => ServerError::PartFailed(failure),
+                    None => e.into(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         let permits = Arc::new(Semaphore::new(config.router.max_connections));
         // Internal services attach before any listener accepts, so the first client finds them.
         let mut uplink = None;
