@@ -338,21 +338,32 @@ async fn answer(
                         let (tx, _) = oneshot::channel();
                         let _ = requests.send((Request::Canceled, tx)).await;
                     }
-                    Err(if interrupt.reason == uris::TIMEOUT {
-                        ApiError::new(uris::TIMEOUT, "the call timed out")
-                    } else {
-                        ApiError::new(uris::CANCELED, "the call was canceled")
-                    })
+                    Err(interrupted(&interrupt.reason))
                 }
             }
         }
     };
+    reply(inv, result, "a things API call").await;
+}
+
+/// The error a caller gets when the router interrupted its call (`reason`).
+pub fn interrupted(reason: &str) -> ApiError {
+    if reason == uris::TIMEOUT {
+        ApiError::new(uris::TIMEOUT, "the call timed out")
+    } else {
+        ApiError::new(uris::CANCELED, "the call was canceled")
+    }
+}
+
+/// Answers an invocation with what the things service said: its value as the one positional
+/// result, or its error. A caller that went away is only logged (`what` names the call).
+pub async fn reply(inv: Invocation, result: Result<Json, ApiError>, what: &str) {
     let sent = match result {
         Ok(value) => inv.reply(Payload::args(vec![Value::from(value)])).await,
         Err(e) => inv.fail(e.into_wamp()).await,
     };
     if let Err(e) = sent {
-        tracing::debug!(error = %e, "could not answer a things API call");
+        tracing::debug!(error = %e, "could not answer {what}");
     }
 }
 

@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 use super::{Shared, cloud_topic, status};
 use crate::client::{Client, ClientAuth, ClientError, ConnectOptions, Invocation, WampError};
 use crate::things::api::{self, Procedure};
-use crate::things::request::ApiError;
 use crate::wamp::{Dict, Payload, Value, dict, uris};
 
 /// Cloud calls served at once; more wait.
@@ -343,19 +342,9 @@ async fn serve_call(shared: &Shared, target: Target, mut inv: Invocation) {
         Ok(request) => {
             tokio::select! {
                 r = shared.things.call(request) => r,
-                Some(interrupt) = inv.interrupted() => Err(if interrupt.reason == uris::TIMEOUT {
-                    ApiError::new(uris::TIMEOUT, "the call timed out")
-                } else {
-                    ApiError::new(uris::CANCELED, "the call was canceled")
-                }),
+                Some(interrupt) = inv.interrupted() => Err(api::interrupted(&interrupt.reason)),
             }
         }
     };
-    let sent = match result {
-        Ok(value) => inv.reply(Payload::args(vec![Value::from(value)])).await,
-        Err(e) => inv.fail(e.into_wamp()).await,
-    };
-    if let Err(e) = sent {
-        tracing::debug!(error = %e, "could not answer a cloud call");
-    }
+    api::reply(inv, result, "a cloud call").await;
 }

@@ -881,14 +881,12 @@ impl<H: Hooks> Connection<H> {
         }
     }
 
-    /// Acknowledges a refused PUBLISH (rumqttd keeps its QoS and packet id private; its storage
-    /// form starts with the flags byte and the packet id).
+    /// Acknowledges a refused PUBLISH.
     fn ack_refused(&mut self, raw: &Bytes) -> Flow {
-        let (Some(&flags), Some(&hi), Some(&lo)) = (raw.first(), raw.get(1), raw.get(2)) else {
+        let Some((qos, pkid)) = stored_delivery(raw) else {
             return Flow::Continue;
         };
-        let pkid = u16::from_be_bytes([hi, lo]);
-        match (flags >> 1) & 0b11 {
+        match qos {
             1 => {
                 let ack = PubAck {
                     pkid,
@@ -1071,14 +1069,10 @@ impl<H: Hooks> Connection<H> {
             self.queue(Packet::Publish(publish, properties));
             return Flow::Continue;
         }
-        // rumqttd keeps the QoS and packet id private; its storage form starts with the flags
-        // byte and the packet id.
-        let raw = publish.serialize();
-        let (Some(&flags), Some(&hi), Some(&lo)) = (raw.first(), raw.get(1), raw.get(2)) else {
+        let Some((qos, pkid)) = stored_delivery(&publish.serialize()) else {
             return Flow::Continue;
         };
-        let pkid = u16::from_be_bytes([hi, lo]);
-        match (flags >> 1) & 0b11 {
+        match qos {
             1 => {
                 let ack = PubAck {
                     pkid,
@@ -1229,6 +1223,13 @@ fn with_reason(packet: Packet, why: Rejected) -> Packet {
         },
         Some(properties),
     )
+}
+
+/// The QoS and packet id of a PUBLISH in rumqttd's storage form (`Publish::serialize`: the
+/// flags byte, then the packet id), which rumqttd keeps private otherwise.
+fn stored_delivery(raw: &[u8]) -> Option<(u8, u16)> {
+    let (&flags, &hi, &lo) = (raw.first()?, raw.get(1)?, raw.get(2)?);
+    Some(((flags >> 1) & 0b11, u16::from_be_bytes([hi, lo])))
 }
 
 /// The QoS and packet id (0 for QoS 0) of the PUBLISH at the start of `buf`, if one is there
