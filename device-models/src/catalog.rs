@@ -27,6 +27,14 @@ const BUILTIN: &[(&str, &str)] = &[
         "tasmota_plug.toml",
         include_str!("../types/tasmota_plug.toml"),
     ),
+    (
+        "modbus_meter.toml",
+        include_str!("../types/modbus_meter.toml"),
+    ),
+    (
+        "modbus_drive.toml",
+        include_str!("../types/modbus_drive.toml"),
+    ),
 ];
 
 /// Where a type in the catalog came from.
@@ -58,7 +66,8 @@ impl TypeCatalog {
         Self::default()
     }
 
-    /// The built-in types (`temperature_sensor`, `thermostat`, `relay`, `alarm`).
+    /// The built-in types (`temperature_sensor`, `thermostat`, `relay`, `alarm`, `tasmota_plug`,
+    /// `modbus_meter`, `modbus_drive`).
     ///
     /// They are checked by this crate's tests, so an error here means a broken build.
     pub fn builtin() -> Result<Self, LoadError> {

@@ -34,6 +34,7 @@ pub mod frames;
 pub mod gateway;
 pub mod key_path;
 pub mod load;
+pub mod modbus;
 pub mod names;
 pub mod pressure;
 pub mod schema;

@@ -12,16 +12,19 @@
 //! - [`mqtt`]: simulated MQTT devices following Brume's conventions, singly or as a fleet.
 //! - [`coap`]: simulated CoAP devices (pushing, and CoAP servers) and the CoAP load generator.
 //! - [`raw`]: raw UDP, TCP and serial devices that follow the frame bindings of their thing types.
+//! - [`modbus`]: Modbus energy meters and motor drives on one bus, served over Modbus TCP and
+//!   Modbus RTU on a pseudo-terminal, with the controls tests need (dead units, unplugging).
 //! - [`progress`]: once-a-second progress lines on stderr for the long-running commands.
 //!
-//! Protocol simulators (MQTT, CoAP, UDP/TCP, serial devices) live beside these and talk to the
-//! hub's gateways over real sockets instead of the in-process link.
+//! Protocol simulators (MQTT, CoAP, UDP/TCP, serial and Modbus devices) live beside these and talk
+//! to the hub's gateways over real sockets instead of the in-process link.
 
 pub mod bench;
 pub mod coap;
 pub mod device;
 pub mod gateway;
 pub mod load;
+pub mod modbus;
 pub mod mqtt;
 pub mod progress;
 pub mod raw;

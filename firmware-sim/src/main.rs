@@ -103,6 +103,13 @@ enum Command {
     Mqtt(firmware_sim::mqtt::MqttArgs),
     /// Raw UDP, TCP and serial devices.
     Raw(firmware_sim::raw::cli::RawArgs),
+    /// Simulated Modbus devices (energy meters, motor drives) over Modbus TCP and/or RTU on a
+    /// pseudo-terminal; prints where they listen and runs until Ctrl-C.
+    Modbus(firmware_sim::modbus::cli::ModbusArgs),
+    /// Soak: N MQTT thing devices reporting once a second (QoS 1) for M minutes through a brume
+    /// started here, one WAMP subscriber counting their state EVENTs, the hub's memory sampled.
+    /// Exits non-zero, after printing the report, if anything was lost or the memory limit hit.
+    Soak(firmware_sim::load::soak::SoakArgs),
     /// Runs a hub in-process with N simulated devices reporting as fast as they can, and one
     /// WAMP subscriber following every thing's state; prints updates/s and events/s.
     BenchThings {
@@ -142,7 +149,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Device simulators and the CoAP load report what they do by default.
     let verbose = match cli.command {
-        Command::Raw(_) | Command::CoapLoad(_) => cli.verbose.max(1),
+        Command::Raw(_) | Command::Modbus(_) | Command::CoapLoad(_) => cli.verbose.max(1),
         _ => cli.verbose,
     };
     init_logging(verbose);
@@ -270,6 +277,18 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Raw(args) => rt.block_on(firmware_sim::raw::cli::run(args)),
+        Command::Modbus(args) => rt.block_on(modbus_devices(args)),
+        Command::Soak(args) => {
+            let report = rt.block_on(firmware_sim::load::soak::run(&args))?;
+            let mut out = std::io::stdout();
+            write!(out, "{report}")?;
+            out.flush()?;
+            let failures = report.failures();
+            if !failures.is_empty() {
+                anyhow::bail!("soak failed: {}", failures.join("; "));
+            }
+            Ok(())
+        }
         Command::BenchThings {
             devices,
             gateways,
@@ -312,6 +331,28 @@ async fn coap_devices(args: coap::cli::CoapArgs) -> anyhow::Result<()> {
         )?;
     }
     coap::cli::run(args, shutdown).await
+}
+
+/// Runs simulated Modbus devices until Ctrl-C; prints the devices and where they listen.
+async fn modbus_devices(args: firmware_sim::modbus::cli::ModbusArgs) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let listening = firmware_sim::modbus::cli::start(args, shutdown.clone()).await?;
+    let mut out = std::io::stdout();
+    for (unit, kind) in listening.bus.units() {
+        writeln!(out, "unit {unit}: {kind} (thing type {})", kind.type_id())?;
+    }
+    if let Some(tcp) = &listening.tcp {
+        writeln!(out, "modbus tcp {}", tcp.local_addr())?;
+    }
+    if let Some(path) = &listening.rtu {
+        writeln!(out, "modbus rtu {}", path.display())?;
+    }
+    out.flush()?;
+    tokio::signal::ctrl_c().await?;
+    shutdown.cancel();
+    // Let the RTU line remove its link.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Ok(())
 }
 
 async fn load_wamp(

@@ -13,18 +13,22 @@
 //! | `rawsocket_frame` | `hub::transport::rawsocket::decode_frame` |
 //! | `coap_server`, `coap_client` | the CoAP engines' datagram parsing and handling |
 //! | `mqtt_packets` | `gateways::mqtt::codec`: the CONNECT's protocol level, then packets (3.1.1 and 5) |
+//! | `modbus_registers` | `ModbusModel::decode` of registers and bits, `encode_set` and `encode_action` of JSON |
 //!
 //! Stream targets take the first input byte as a chunk size and push the rest in pieces of that
 //! size, so frames split across reads are covered; after the input is drained, the decoder must
 //! hold no more than two frames' worth of bytes. Datagram targets (`coap_*`) read the input as
-//! datagrams, each preceded by its length byte.
+//! datagrams, each preceded by its length byte. `modbus_registers` reads the input three ways: as
+//! big-endian registers, as bits, and (when it parses) as a JSON value to write.
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use device_models::ThingType;
 use device_models::frames::{FrameBinding, FrameCodec};
+use device_models::modbus::{ModbusModel, ReadData, Write, apply_mask};
 use gateways::coap::client::{Client, ClientConfig};
 use gateways::coap::server::{Server, ServerConfig};
 use hub::transport::rawsocket::decode_frame;
@@ -62,6 +66,11 @@ pub const TARGETS: &[(&str, Target, Seeds)] = &[
     ("coap_server", coap_server, seeds::coap_server),
     ("coap_client", coap_client, seeds::coap_client),
     ("mqtt_packets", mqtt_packets, seeds::mqtt_packets),
+    (
+        "modbus_registers",
+        modbus_registers,
+        seeds::modbus_registers,
+    ),
 ];
 
 const BEACON: &str = include_str!("../../device-models/tests/data/frames/udp_beacon.toml");
@@ -139,11 +148,110 @@ codec!(delimited, DELIMITED);
 codec!(fixed, FIXED);
 codec!(csv, CSV);
 
+/// Every value type, byte and word order, bit field and scaling of a `[bindings.modbus]` once, in
+/// merged and separate reads of two poll groups, with actions writing constants and input values.
+const MODBUS: &str = r#"
+id = "fuzz_modbus"
+title = "Modbus fuzz"
+version = "1"
+
+[properties]
+coil_b = { type = "boolean", writable = true }
+disc_b = { type = "boolean" }
+flag = { type = "boolean", writable = true }
+field = { type = "integer", writable = true }
+field_le = { type = "integer", writable = true }
+u16_be = { type = "integer", writable = true }
+i16_le = { type = "integer", writable = true }
+u32_wl = { type = "integer", writable = true }
+i32_bl = { type = "integer", writable = true }
+f32_ll = { type = "number", writable = true }
+u64_be = { type = "integer", writable = true }
+i64_wl = { type = "integer", writable = true }
+f64_bl = { type = "number", writable = true }
+text = { type = "string", writable = true }
+text_le = { type = "string", kind = "info", writable = true }
+volts = { type = "number" }
+temp = { type = "number", writable = true }
+energy = { type = "number" }
+ratio = { type = "number" }
+wide = { type = "number" }
+field_scaled = { type = "number", writable = true }
+
+[actions.apply]
+input = { type = "object", properties = { level = { type = "number" }, name = { type = "string" }, on = { type = "boolean" } } }
+[actions.whole]
+input = { type = "number" }
+
+[bindings.modbus]
+max_registers = 16
+max_bits = 8
+max_gap = 2
+
+[bindings.modbus.groups]
+fast = { poll_ms = 100 }
+
+[bindings.modbus.properties]
+coil_b = { table = "coil", address = 0, type = "bool" }
+disc_b = { table = "discrete", address = 3, type = "bool" }
+flag = { table = "holding", address = 0, type = "bool", bit = 15 }
+field = { table = "holding", address = 0, type = "u16", bits = "0..4" }
+field_le = { table = "holding", address = 1, type = "i16", bits = "3..11", byte_order = "little" }
+u16_be = { table = "holding", address = 2, type = "u16" }
+i16_le = { table = "holding", address = 3, type = "i16", byte_order = "little" }
+u32_wl = { table = "holding", address = 4, type = "u32", word_order = "little" }
+i32_bl = { table = "holding", address = 6, type = "i32", byte_order = "little" }
+f32_ll = { table = "holding", address = 8, type = "f32", byte_order = "little", word_order = "little" }
+u64_be = { table = "holding", address = 10, type = "u64" }
+i64_wl = { table = "holding", address = 14, type = "i64", word_order = "little" }
+f64_bl = { table = "holding", address = 18, type = "f64", byte_order = "little" }
+text = { table = "holding", address = 22, type = "string", count = 4 }
+text_le = { table = "holding", address = 26, type = "string", count = 3, byte_order = "little" }
+volts = { table = "input", address = 0, type = "u16", scale = 0.1 }
+temp = { table = "holding", address = 30, type = "i16", scale = 0.1, offset = -40.0 }
+energy = { table = "input", address = 1, type = "u32", scale = 0.001, word_order = "little", group = "fast" }
+ratio = { table = "input", address = 3, type = "f32", scale = 0.5, offset = 1.25, group = "fast" }
+wide = { table = "input", address = 10, type = "u64", scale = 0.01 }
+field_scaled = { table = "holding", address = 31, type = "u16", bits = "8..16", scale = 0.5 }
+
+[bindings.modbus.actions.apply]
+writes = [
+  { table = "holding", address = 40, type = "u16", scale = 0.1, input = "/level" },
+  { table = "holding", address = 41, type = "string", count = 2, input = "/name" },
+  { table = "coil", address = 5, type = "bool", input = "/on" },
+  { table = "holding", address = 42, type = "bool", bit = 2, value = true },
+]
+
+[bindings.modbus.actions.whole]
+writes = [{ table = "holding", address = 43, type = "f32", word_order = "little", input = "" }]
+"#;
+
+/// Properties of [`MODBUS`] that are unscaled integers: a JSON integer written reads back equal.
+const MODBUS_PLAIN_INTEGERS: &[&str] = &[
+    "field", "field_le", "u16_be", "i16_le", "u32_wl", "i32_bl", "u64_be", "i64_wl",
+];
+
+/// The compiled [`MODBUS`] model. The input is fixed at build time, so a failure is a broken build,
+/// reported by the `smoke` runner's self-check.
+fn modbus() -> &'static ModbusModel {
+    static MODEL: OnceLock<ModbusModel> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        match ThingType::from_toml(MODBUS, "fuzz_modbus.toml")
+            .map_err(|e| e.to_string())
+            .and_then(|ty| ModbusModel::new(&ty).map_err(|e| e.to_string()))
+        {
+            Ok(model) => model,
+            Err(e) => panic!("fuzz Modbus binding does not compile: {e}"),
+        }
+    })
+}
+
 /// Every codec, for the self-check.
 pub fn check_codecs() {
     for codec in [beacon, meter, thermostat, delimited, fixed, csv] {
         let _ = codec().framer();
     }
+    let _ = modbus().groups();
 }
 
 /// Pushes `data` (after its chunk-size byte) into a fresh decoder piece by piece, decoding every
@@ -297,6 +405,90 @@ pub fn mqtt_packets(data: &[u8]) {
             }
         }
         assert!(buf.len() <= 2 * max + chunk, "the codec buffered {} bytes", buf.len());
+    }
+}
+
+/// A Modbus model's decoders on the input as registers and as bits (from an offset given by the
+/// first byte, so every property also meets short answers), then its writers on the input as JSON:
+/// every set must read back, and an unscaled integer read back must equal what was written.
+pub fn modbus_registers(data: &[u8]) {
+    let model = modbus();
+    let registers: Vec<u16> = data
+        .chunks(2)
+        .map(|pair| {
+            u16::from_be_bytes([
+                pair.first().copied().unwrap_or(0),
+                pair.get(1).copied().unwrap_or(0),
+            ])
+        })
+        .collect();
+    let bits: Vec<bool> = data
+        .iter()
+        .flat_map(|byte| (0..8).map(move |i| (byte >> i) & 1 == 1))
+        .collect();
+    let skip = data.first().map_or(0, |b| usize::from(b % 8));
+    let answers = [
+        ReadData::Registers(&registers),
+        ReadData::Registers(registers.get(skip..).unwrap_or(&[])),
+        ReadData::Bits(&bits),
+        ReadData::Bits(bits.get(skip..).unwrap_or(&[])),
+    ];
+    let reads = model
+        .groups()
+        .iter()
+        .flat_map(|group| group.reads.iter().cloned())
+        .chain(model.properties().filter_map(|p| model.read_back(p)));
+    for read in reads {
+        for answer in answers {
+            let decoded = model.decode(&read, answer);
+            assert_eq!(
+                decoded.len(),
+                read.property_count(),
+                "one result per property"
+            );
+        }
+    }
+
+    let Ok(value) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    for property in model.properties() {
+        let Ok(writes) = model.encode_set(property, &value) else {
+            continue;
+        };
+        let back = match writes.as_slice() {
+            [Write::Coil { value, .. }] => model
+                .read_back(property)
+                .map(|read| model.decode(&read, ReadData::Bits(&[*value]))),
+            [Write::Register { value, .. }] => model
+                .read_back(property)
+                .map(|read| model.decode(&read, ReadData::Registers(&[*value]))),
+            [Write::Registers { values, .. }] => model
+                .read_back(property)
+                .map(|read| model.decode(&read, ReadData::Registers(values))),
+            [
+                Write::Mask {
+                    and_mask, or_mask, ..
+                },
+            ] => model.read_back(property).map(|read| {
+                let register = apply_mask(0x5A5A, *and_mask, *or_mask);
+                model.decode(&read, ReadData::Registers(&[register]))
+            }),
+            other => panic!("{property}: a set is one write, got {other:?}"),
+        };
+        let Some([(_, back)]) = back.as_deref() else {
+            panic!("{property}: no read-back of one property");
+        };
+        let back = match back {
+            Ok(back) => back,
+            Err(e) => panic!("{property}: {value} was written but reads back as an error: {e}"),
+        };
+        if MODBUS_PLAIN_INTEGERS.contains(&property) && (value.is_u64() || value.is_i64()) {
+            assert_eq!(back, &value, "{property} reads back what was written");
+        }
+    }
+    for action in model.actions() {
+        let _ = model.encode_action(action, &value);
     }
 }
 
@@ -567,6 +759,33 @@ pub mod seeds {
             chunked(2, &[&connect_311, &publish]),
             chunked(31, &[&connect_5, &subscribe, &ping]),
         ]
+    }
+
+    pub fn modbus_registers() -> Vec<Vec<u8>> {
+        let mut seeds: Vec<Vec<u8>> = [
+            &b"21.5"[..],
+            b"-1",
+            b"65535",
+            b"-32768",
+            b"18446744073709551615",
+            b"-9223372036854775808",
+            b"30.009999999999998",
+            b"1e300",
+            b"true",
+            b"\"SN-0042\"",
+            br#"{"level":23.4,"name":"ab","on":true}"#,
+        ]
+        .iter()
+        .map(|s| s.to_vec())
+        .collect();
+        // Registers: a counting pattern, all ones, and an f32 NaN with invalid UTF-8 after it.
+        seeds.push((0u8..96).collect());
+        seeds.push(vec![0xFF; 96]);
+        let mut nan = vec![0x7F, 0xC0, 0x00, 0x00];
+        nan.extend_from_slice(&[0xC3, 0x28, 0xFE, 0xFF]);
+        nan.resize(96, 0x20);
+        seeds.push(nan);
+        seeds
     }
 
     pub fn coap_client() -> Vec<Vec<u8>> {

@@ -7,6 +7,7 @@
 //!   I/O), its tokio drivers, and the CoAP gateway built on them ([`coap::gateway`]).
 //! - [`raw`]: UDP, TCP and serial devices whose framing and codec come from their thing type's
 //!   `[bindings.frame]`.
+//! - [`modbus`]: Modbus TCP and RTU devices polled as their thing type's `[bindings.modbus]` maps them.
 //! - [`mqtt`]: the MQTT gateway: an embedded broker (rumqttd's router behind our own connection
 //!   handling), device conventions, `[bindings.mqtt]`, per-device ACL and the raw bridge.
 //! - `udp`: which socket errors the UDP listeners (CoAP, raw UDP) treat as per-datagram.
@@ -16,6 +17,7 @@
 
 pub mod coap;
 pub mod link;
+pub mod modbus;
 pub mod mqtt;
 pub mod raw;
 mod udp;

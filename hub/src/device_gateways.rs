@@ -1,5 +1,5 @@
 //! The device gateways as the hub runs them: their config sections (`[mqtt]`, `[coap]`,
-//! `[raw]`) checked before any port opens, each attached to the things service's gateway link
+//! `[raw]`, `[modbus]`) checked once, before any port opens, each attached to the things service's gateway link
 //! (events, commands, credentials and the registry's directory, all in process), and the plain
 //! MQTT ↔ WAMP bridge (`a/b/c` ↔ `mqtt.a.b.c`).
 //!
@@ -20,18 +20,19 @@ use crate::supervisor::Supervisor;
 use bytes::Bytes;
 use device_models::{ThingId, TypeCatalog};
 use gateways::GatewayIo;
-use gateways::coap::gateway::{CoapConfig, CoapGateway, DeviceConfig};
+use gateways::coap::gateway::{CoapConfig, CoapGateway, ServerDevice};
+use gateways::modbus;
 use gateways::mqtt::{MqttConfig, MqttGateway, MqttHandle};
-use gateways::raw::{self, RawConfig};
+use gateways::raw;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
-use crate::config::{ConfigError, section_error};
+use crate::config::{Config, ConfigError, section_error};
 use crate::router::{AuthInfo, Router};
 use crate::things::GatewayLink;
 use crate::things::request::{ApiError, Request};
-use crate::wamp::{Dict, Payload, Value, dict, uris};
+use crate::wamp::{Dict, Payload, Value, dict};
 
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,28 +49,70 @@ pub enum GatewayStartError {
     Raw(#[from] gateways::raw::RawError),
     #[error("mqtt bridge session: {0}")]
     Bridge(#[from] crate::client::ClientError),
-    #[error("coap: cannot provision the configured devices: {0}")]
-    CoapDevices(String),
+    #[error("cannot provision the configured devices: {0}")]
+    Provision(String),
 }
 
-/// Checks the gateway sections, naming the key at fault.
-pub fn validate(
-    mqtt: &MqttConfig,
-    coap: &CoapConfig,
-    raw: &RawConfig,
-    catalog: &TypeCatalog,
-) -> Result<(), ConfigError> {
-    if mqtt.enabled {
-        mqtt.validate().map_err(|e| section_error("mqtt", e))?;
-    }
-    if coap.enabled {
-        coap.validate().map_err(|e| section_error("coap", e))?;
-        coap.resolve_devices(catalog)
-            .map_err(|e| section_error("coap.devices", e))?;
-    }
-    raw.prepare(catalog).map_err(|e| section_error("raw", e))?;
-    Ok(())
+/// The gateway sections checked against the thing types, once, before anything opens: what
+/// [`start`] starts. Each gateway has the same shape: its validated config in, a running
+/// gateway with a handle out.
+#[derive(Debug, Default)]
+pub struct PreparedGateways {
+    mqtt: Option<MqttConfig>,
+    coap: Option<(CoapConfig, Vec<ServerDevice>)>,
+    raw: Vec<raw::PreparedListener>,
+    modbus: Vec<modbus::PreparedBus>,
 }
+
+/// Checks the gateway sections of `config`, naming the key at fault.
+pub fn prepare(config: &Config, catalog: &TypeCatalog) -> Result<PreparedGateways, ConfigError> {
+    let mut out = PreparedGateways::default();
+    if config.mqtt.enabled {
+        config
+            .mqtt
+            .validate()
+            .map_err(|e| section_error("mqtt", e))?;
+        out.mqtt = Some(config.mqtt.clone());
+    }
+    if config.coap.enabled {
+        let devices = config
+            .coap
+            .resolve_devices(catalog)
+            .map_err(|e| section_error("coap", e))?;
+        out.coap = Some((config.coap.clone(), devices));
+    }
+    out.raw = config
+        .raw
+        .prepare(catalog)
+        .map_err(|e| section_error("raw", e))?;
+    out.modbus = config
+        .modbus
+        .prepare(catalog)
+        .map_err(|e| section_error("modbus", e))?;
+    let mut things = std::collections::HashSet::new();
+    let coap_things = out
+        .coap
+        .iter()
+        .flat_map(|(_, d)| d.iter().map(|d| &d.thing));
+    let modbus_things = out
+        .modbus
+        .iter()
+        .flat_map(|b| b.devices.iter().map(|d| &d.thing));
+    for thing in coap_things.chain(modbus_things) {
+        if !things.insert(thing.clone()) {
+            return Err(section_error(
+                "modbus",
+                DuplicateThing(thing.as_str().to_owned()),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// A thing configured on two device gateways.
+#[derive(Debug, thiserror::Error)]
+#[error("thing `{0}` is configured on two device gateways")]
+struct DuplicateThing(String);
 
 /// Where the running gateways listen.
 #[derive(Debug, Default, Clone)]
@@ -89,6 +132,8 @@ pub struct Gateways {
     pub coap: Option<Arc<gateways::coap::gateway::CoapStats>>,
     /// Raw listener statistics by name.
     pub raw_stats: Vec<(String, Arc<raw::ListenerStats>)>,
+    /// Modbus bus statistics by name.
+    pub modbus_stats: Vec<(String, Arc<modbus::BusStats>)>,
     /// MQTT messages the bridge could not carry (topics that are not valid URIs, or refused).
     pub bridge_skipped: Arc<AtomicU64>,
 }
@@ -113,10 +158,7 @@ async fn attach(
 /// [`crate::supervisor`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn start(
-    mqtt: &MqttConfig,
-    coap: &CoapConfig,
-    raw_config: &RawConfig,
-    catalog: &TypeCatalog,
+    prepared: PreparedGateways,
     link: &GatewayLink,
     router: &Arc<Router>,
     realm: &str,
@@ -125,9 +167,9 @@ pub async fn start(
     let shutdown = supervisor.shutdown().clone();
     let tracker = supervisor.tracker();
     let mut out = Gateways::default();
-    if mqtt.enabled {
+    if let Some(mqtt) = prepared.mqtt {
         let io = attach(link, router, "mqtt").await?;
-        let handle = Arc::new(MqttGateway::start(mqtt.clone(), io).await?);
+        let handle = Arc::new(MqttGateway::start(mqtt, io).await?);
         tracing::info!("MQTT broker at mqtt://{}", handle.local_addr());
         out.addrs.mqtt = Some(handle.local_addr());
         let (watched, stopping) = (handle.clone(), shutdown.clone());
@@ -168,12 +210,15 @@ pub async fn start(
         });
         out.mqtt = Some(handle);
     }
-    if coap.enabled {
-        provision_coap_devices(link, &coap.devices)
+    if let Some((coap, devices)) = prepared.coap {
+        let typed = devices
+            .iter()
+            .filter_map(|d| Some((d.thing.clone(), d.type_id.clone()?)));
+        provision(link, "CoAP", typed)
             .await
-            .map_err(|e| GatewayStartError::CoapDevices(format!("{}: {}", e.uri, e.message)))?;
+            .map_err(|e| GatewayStartError::Provision(format!("{}: {}", e.uri, e.message)))?;
         let io = attach(link, router, "coap").await?;
-        let gw = CoapGateway::start(coap, catalog, io, shutdown.clone()).await?;
+        let gw = CoapGateway::start_resolved(&coap, devices, io, shutdown.clone()).await?;
         tracing::info!("CoAP gateway at coap://{}", gw.local_addr());
         out.addrs.coap = Some(gw.local_addr());
         out.coap = Some(gw.stats().clone());
@@ -183,10 +228,7 @@ pub async fn start(
             }
         });
     }
-    for listener in raw_config
-        .prepare(catalog)
-        .map_err(|e| section_error("raw", e))?
-    {
+    for listener in prepared.raw {
         let name = listener.name().to_owned();
         let io = attach(link, router, &name).await?;
         let l = raw::start(listener, io, shutdown.clone()).await?;
@@ -198,24 +240,35 @@ pub async fn start(
         out.raw_stats.push((name, l.stats().clone()));
         supervisor.critical("raw_listener", l.join());
     }
+    for bus in prepared.modbus {
+        let typed = bus
+            .devices
+            .iter()
+            .map(|d| (d.thing.clone(), d.type_id.clone()));
+        provision(link, "Modbus", typed)
+            .await
+            .map_err(|e| GatewayStartError::Provision(format!("{}: {}", e.uri, e.message)))?;
+        let name = bus.name().to_owned();
+        let io = attach(link, router, &name).await?;
+        let b = modbus::start(bus, io, shutdown.clone());
+        tracing::info!(bus = %name, "Modbus bus polled");
+        out.modbus_stats.push((name, b.stats().clone()));
+        supervisor.critical("modbus_bus", b.join());
+    }
     Ok(out)
 }
 
-/// Makes every `[[coap.devices]]` entry that names its type a thing of that type, before the
-/// gateway starts observing it. Listing a device in the config is the operator's explicit word,
-/// and the hub must know the thing before the first notification: under explicit provisioning an
-/// unknown thing's reports are dropped, and the observed values that rarely change (a setpoint)
-/// would then stay unknown, the thing offline, until they changed.
-async fn provision_coap_devices(
+/// Makes every configured device (a `[[coap.devices]]` entry that names its type, a Modbus
+/// device) a thing of its type, before its gateway starts. Listing a device in the config is the
+/// operator's explicit word, and the hub must know the thing before the first report: under
+/// explicit provisioning an unknown thing's reports are dropped, and values that rarely change
+/// (a setpoint) would then stay unknown, the thing offline, until they changed.
+async fn provision(
     link: &GatewayLink,
-    devices: &[DeviceConfig],
+    gateway: &str,
+    devices: impl Iterator<Item = (ThingId, String)>,
 ) -> Result<(), ApiError> {
-    for device in devices {
-        let Some(ty) = device.type_id.as_deref() else {
-            continue;
-        };
-        let thing = ThingId::new(device.thing.as_str())
-            .map_err(|e| ApiError::new(uris::INVALID_ARGUMENT, e.to_string()))?;
+    for (thing, ty) in devices {
         let get = Request::Get {
             thing: thing.clone(),
             property: None,
@@ -223,19 +276,19 @@ async fn provision_coap_devices(
         match link.call(get).await {
             Ok(known) => {
                 let known = known.get("type").and_then(serde_json::Value::as_str);
-                if known != Some(ty) {
-                    tracing::warn!(thing = %device.thing, configured = ty, registered = ?known,
-                        "CoAP device's configured type differs from its registered type");
+                if known != Some(ty.as_str()) {
+                    tracing::warn!(%thing, configured = %ty, registered = ?known,
+                        "{gateway} device's configured type differs from its registered type");
                 }
             }
             Err(e) if e.uri == crate::things::errors::NO_SUCH_THING => {
                 let provision = Request::Provision {
-                    thing,
-                    type_id: ty.to_owned(),
+                    thing: thing.clone(),
+                    type_id: ty.clone(),
                     info: serde_json::Map::new(),
                 };
                 link.call(provision).await?;
-                tracing::info!(thing = %device.thing, r#type = ty, "CoAP device provisioned from the config");
+                tracing::info!(%thing, r#type = %ty, "{gateway} device provisioned from the config");
             }
             Err(e) => return Err(e),
         }

@@ -66,7 +66,7 @@ impl Hub {
         config.validate()?;
         let plans = config.listener_plans()?;
         let catalog = crate::things::load_catalog(&config)?;
-        crate::device_gateways::validate(&config.mqtt, &config.coap, &config.raw, &catalog)?;
+        let prepared = crate::device_gateways::prepare(&config, &catalog)?;
         std::fs::create_dir_all(&config.hub.data_dir).map_err(|source| ServerError::DataDir {
             path: config.hub.data_dir.display().to_string(),
             source,
@@ -141,17 +141,9 @@ impl Hub {
         .await?;
         // Gateways attach before any WAMP listener accepts, so the first client finds devices.
         let realm = config.things.realm_name(&config.realms).to_owned();
-        let started = crate::device_gateways::start(
-            &config.mqtt,
-            &config.coap,
-            &config.raw,
-            &catalog,
-            &things.link,
-            &router,
-            &realm,
-            &supervisor,
-        )
-        .await;
+        let started =
+            crate::device_gateways::start(prepared, &things.link, &router, &realm, &supervisor)
+                .await;
         let gateways = match started {
             Ok(g) => g,
             // A gateway that finds the things service gone reports a failure, not its cause:
@@ -255,6 +247,7 @@ impl Hub {
                 mqtt: gateways.mqtt.clone(),
                 coap: gateways.coap.clone(),
                 raw: gateways.raw_stats.clone(),
+                modbus: gateways.modbus_stats.clone(),
                 uplink,
                 memory: memory_watch,
                 listeners,

@@ -741,6 +741,8 @@ async fn describe_types_events_and_delete() {
         ids,
         [
             "alarm",
+            "modbus_drive",
+            "modbus_meter",
             "quick_relay",
             "relay",
             "tasmota_plug",

@@ -44,6 +44,8 @@ fn builtin_types_load() {
         ids,
         [
             "alarm",
+            "modbus_drive",
+            "modbus_meter",
             "relay",
             "tasmota_plug",
             "temperature_sensor",
@@ -151,7 +153,7 @@ fn user_types_load_and_override_builtins() {
     assert_eq!(catalog.origin("relay"), Some(&TypeOrigin::File(mine)));
     assert!(catalog.get("pump").is_some());
     assert_eq!(catalog.origin("thermostat"), Some(&TypeOrigin::Builtin));
-    assert_eq!(catalog.len(), 6);
+    assert_eq!(catalog.len(), 8, "7 built-in types, one replaced, and pump");
 }
 
 #[test]

@@ -10,6 +10,8 @@
 //! - [`uplink`]: how fast the uplink replays its queue into Crossbar.io after an outage.
 //! - [`cpu`]: CPU time of processes, to say which side limited a figure.
 //! - [`scrape`]: `/metrics` scraped once a second during a measurement (`bench --scrape-metrics`).
+//! - [`soak`]: thousands of MQTT thing devices reporting for minutes, the hub's memory sampled
+//!   and every report accounted for (`soak`).
 //! - [`bench`]: the side-by-side benchmark; [`report`]: its markdown tables, medians and losses.
 
 pub mod bench;
@@ -21,6 +23,7 @@ pub mod relay;
 pub mod relay_process;
 pub mod report;
 pub mod scrape;
+pub mod soak;
 pub mod target;
 pub mod uplink;
 pub mod wamp;

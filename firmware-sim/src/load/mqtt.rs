@@ -408,8 +408,9 @@ pub async fn telemetry(load: &TelemetryLoad) -> anyhow::Result<TelemetryFigure> 
     }
 }
 
-/// An MQTT 3.1.1 CONNECT packet for `client_id` (clean session, keep-alive 10 minutes).
-fn connect_packet(client_id: &str) -> Vec<u8> {
+/// An MQTT 3.1.1 CONNECT packet for `client_id` (clean session, keep-alive 10 minutes), logged
+/// in with the client id as user name and no password.
+pub(crate) fn connect_packet(client_id: &str) -> Vec<u8> {
     let mut body = Vec::new();
     // Clean session, and the client id as user name: a device logged in as its thing (without
     // a password, which auto-provisioned things do not have).

@@ -6,7 +6,7 @@
 
 //!
 //! One file per section: [`hub`], [`router`], [`realms`] (realms, principals, roles),
-//! [`listeners`], [`things`] and [`uplink`]. The gateway sections (`[mqtt]`, `[coap]`, `[raw]`)
+//! [`listeners`], [`things`] and [`uplink`]. The gateway sections (`[mqtt]`, `[coap]`, `[raw]`, `[modbus]`)
 //! are the gateways crate's own types. This module holds [`Config`], loading and validation.
 
 use std::path::{Path, PathBuf};
@@ -99,6 +99,9 @@ pub struct Config {
     /// `[raw]`: raw UDP, TCP and serial device listeners.
     #[serde(default)]
     pub raw: gateways::raw::RawConfig,
+    /// `[modbus]`: Modbus TCP servers and RTU lines the hub polls.
+    #[serde(default)]
+    pub modbus: gateways::modbus::ModbusConfig,
     /// `[http]`: health, readiness, metrics and status for operators.
     #[serde(default)]
     pub http: http::HttpSection,
@@ -117,6 +120,7 @@ impl Default for Config {
             mqtt: gateways::mqtt::MqttConfig::default(),
             coap: gateways::coap::gateway::CoapConfig::default(),
             raw: gateways::raw::RawConfig::default(),
+            modbus: gateways::modbus::ModbusConfig::default(),
             uplink: UplinkConfig::default(),
             http: http::HttpSection::default(),
         }

@@ -463,7 +463,106 @@ fn gateways(out: &mut Out<'_, '_>, v: &HubView) -> Result<(), std::fmt::Error> {
             &pick(|s| s.connections),
         )?;
     }
+    if !v.modbus.is_empty() {
+        modbus_buses(out, &v.modbus)?;
+    }
     Ok(())
+}
+
+fn modbus_buses(
+    out: &mut Out<'_, '_>,
+    buses: &[(String, Arc<gateways::modbus::BusStats>)],
+) -> Result<(), std::fmt::Error> {
+    let snaps: Vec<(&str, gateways::modbus::BusSnapshot)> = buses
+        .iter()
+        .map(|(n, s)| (n.as_str(), s.snapshot()))
+        .collect();
+    let pick = |f: fn(&gateways::modbus::BusSnapshot) -> u64| -> Vec<(&str, u64)> {
+        snaps.iter().map(|(n, s)| (*n, f(s))).collect()
+    };
+    type Pick = fn(&gateways::modbus::BusSnapshot) -> u64;
+    let families: [(&str, &str, Pick); 11] = [
+        (
+            "modbus_requests",
+            "Modbus requests sent (reads and writes), by bus",
+            |s| s.requests,
+        ),
+        (
+            "modbus_answered",
+            "Modbus requests answered, with data or an exception, by bus",
+            |s| s.answered,
+        ),
+        (
+            "modbus_timeouts",
+            "Modbus requests not answered in time, by bus",
+            |s| s.timeouts,
+        ),
+        (
+            "modbus_transport_errors",
+            "Modbus requests lost with their connection or serial port, by bus",
+            |s| s.transport_errors,
+        ),
+        (
+            "modbus_protocol_errors",
+            "Modbus answers that did not match their request, by bus",
+            |s| s.protocol_errors,
+        ),
+        (
+            "modbus_registers_read",
+            "Modbus registers and bits read, by bus",
+            |s| s.registers_read,
+        ),
+        (
+            "modbus_value_errors",
+            "Polled Modbus values that could not be decoded (not reported), by bus",
+            |s| s.value_errors,
+        ),
+        (
+            "modbus_writes",
+            "Modbus write requests that succeeded, by bus",
+            |s| s.writes,
+        ),
+        (
+            "modbus_writes_failed",
+            "Modbus writes that failed (exception, no answer, value out of range), by bus",
+            |s| s.writes_failed,
+        ),
+        (
+            "modbus_commands_refused",
+            "Sets and actions refused before any request (device offline, queue full, line closed), by bus",
+            |s| s.commands_refused,
+        ),
+        (
+            "modbus_connect_failures",
+            "Failed attempts to connect to a Modbus server or open a serial line, by bus",
+            |s| s.connect_failures,
+        ),
+    ];
+    for (name, help, f) in families {
+        out.counters(name, help, "bus", &pick(f))?;
+    }
+    let exceptions: Vec<(Vec<(&str, &str)>, u64)> = snaps
+        .iter()
+        .flat_map(|(bus, s)| {
+            s.exceptions
+                .iter()
+                .map(move |(code, n)| (vec![("bus", *bus), ("code", *code)], *n))
+        })
+        .collect();
+    out.labeled_counters(
+        "modbus_exceptions",
+        "Modbus exception answers, by bus and exception",
+        &exceptions,
+    )?;
+    let online: Vec<(Vec<(&str, &str)>, f64)> = snaps
+        .iter()
+        .map(|(bus, s)| (vec![("bus", *bus)], s.devices_online as f64))
+        .collect();
+    out.gauges(
+        "modbus_devices_online",
+        "Modbus devices answering now, by bus",
+        &online,
+    )
 }
 
 fn coap_gateway(

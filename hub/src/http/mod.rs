@@ -100,6 +100,8 @@ pub struct HubView {
     pub mqtt: Option<Arc<gateways::mqtt::MqttHandle>>,
     pub coap: Option<Arc<gateways::coap::gateway::CoapStats>>,
     pub raw: Vec<(String, Arc<gateways::raw::ListenerStats>)>,
+    /// Modbus bus statistics by name.
+    pub modbus: Vec<(String, Arc<gateways::modbus::BusStats>)>,
     pub uplink: Option<UplinkHandle>,
     pub memory: Arc<MemoryWatch>,
     /// The WAMP listeners and the device gateways' addresses, by name.
@@ -394,6 +396,19 @@ fn status_json(view: &HubView, r: &Readiness) -> Json {
         gateways.insert(
             name.clone(),
             json!({"connections": s.connections, "frames": s.frames}),
+        );
+    }
+    for (name, stats) in &view.modbus {
+        let s = stats.snapshot();
+        gateways.insert(
+            name.clone(),
+            json!({
+                "devices_online": s.devices_online,
+                "requests": s.requests,
+                "timeouts": s.timeouts,
+                "exceptions": s.exceptions.iter().map(|(_, n)| n).sum::<u64>(),
+                "commands_refused": s.commands_refused,
+            }),
         );
     }
     let memory = Json::from(&crate::wamp::Value::Dict(view.memory.to_dict()));

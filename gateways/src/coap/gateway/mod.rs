@@ -161,6 +161,17 @@ impl CoapGateway {
         shutdown: CancellationToken,
     ) -> Result<Self, GatewayError> {
         let devices = config.resolve_devices(catalog)?;
+        Self::start_resolved(config, devices, io, shutdown).await
+    }
+
+    /// Starts the gateway with `devices` already resolved against the catalog by
+    /// [`CoapConfig::resolve_devices`] (as the hub does once, when it checks its config).
+    pub async fn start_resolved(
+        config: &CoapConfig,
+        devices: Vec<ServerDevice>,
+        io: GatewayIo,
+        shutdown: CancellationToken,
+    ) -> Result<Self, GatewayError> {
         let mut resolved = Vec::with_capacity(devices.len());
         for device in devices {
             let addr = resolve(&device).await?;
