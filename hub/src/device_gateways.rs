@@ -409,6 +409,90 @@ async fn bridge_to_mqtt(
 mod tests {
     use super::*;
 
+    fn prepared(toml: &str) -> Result<PreparedGateways, String> {
+        let config = Config::from_toml(toml, "test.toml").map_err(|e| e.to_string())?;
+        let catalog = TypeCatalog::builtin().map_err(|e| e.to_string())?;
+        prepare(&config, &catalog).map_err(|e| {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text.push_str(": ");
+                text.push_str(&s.to_string());
+                source = s.source();
+            }
+            text
+        })
+    }
+
+    #[test]
+    fn modbus_buses_are_checked_once_against_the_types() {
+        let ok = prepared(
+            "[[modbus.tcp]]\naddress = '127.0.0.1:5020'\n\
+             devices = [{ unit = 1, thing = 'm-1', thing_type = 'modbus_meter' },\
+                        { unit = 2, thing = 'd-1', thing_type = 'modbus_drive' }]\n\
+             [[modbus.rtu]]\npath = '/dev/ttyUSB0'\n\
+             devices = [{ unit = 7, thing = 'm-7', thing_type = 'modbus_meter' }]\n",
+        )
+        .expect("a valid section");
+        assert_eq!(ok.modbus.len(), 2);
+        assert_eq!(ok.modbus[0].name(), "modbus:127.0.0.1:5020");
+        assert_eq!(ok.modbus[1].name(), "modbus:/dev/ttyUSB0");
+        // Devices of one type share its compiled binding.
+        assert!(Arc::ptr_eq(
+            &ok.modbus[0].devices[0].model,
+            &ok.modbus[1].devices[0].model
+        ));
+
+        for (toml, key) in [
+            (
+                "[[modbus.tcp]]\naddress = 'x'\ndevices = []\n",
+                "tcp[0].address",
+            ),
+            (
+                "[[modbus.tcp]]\naddress = '127.0.0.1:502'\n\
+                 devices = [{ unit = 1, thing = 'a', thing_type = 'nope' }]\n",
+                "tcp[0].devices[0].thing_type: no thing type `nope`",
+            ),
+            (
+                "[[modbus.tcp]]\naddress = '127.0.0.1:502'\n\
+                 devices = [{ unit = 1, thing = 'a', thing_type = 'thermostat' }]\n",
+                "tcp[0].devices[0].thing_type",
+            ),
+            (
+                "[[modbus.rtu]]\npath = '/dev/ttyS0'\n\
+                 devices = [{ unit = 0, thing = 'a', thing_type = 'modbus_meter' }]\n",
+                "rtu[0].devices[0].unit: use 1 to 247",
+            ),
+            (
+                "[[modbus.rtu]]\npath = '/dev/ttyS0'\n\
+                 devices = [{ unit = 1, thing = 'a', thing_type = 'modbus_meter' },\
+                            { unit = 1, thing = 'b', thing_type = 'modbus_meter' }]\n",
+                "rtu[0].devices[1].unit",
+            ),
+            (
+                "[[modbus.tcp]]\naddress = '127.0.0.1:502'\n\
+                 devices = [{ unit = 1, thing = 'a', thing_type = 'modbus_meter' }]\n\
+                 [[modbus.rtu]]\npath = '/dev/ttyS0'\n\
+                 devices = [{ unit = 1, thing = 'a', thing_type = 'modbus_meter' }]\n",
+                "rtu[0].devices[0].thing: thing `a` is already on a Modbus bus",
+            ),
+            (
+                "[[modbus.rtu]]\npath = '/dev/ttyS0'\nparity = 'mark'\n",
+                "parity",
+            ),
+            (
+                "[[modbus.rtu]]\npath = '/dev/ttyS0'\nbaud = 9600\n",
+                "unknown field `baud`",
+            ),
+        ] {
+            let e = match prepared(toml) {
+                Ok(_) => panic!("accepted: {toml}"),
+                Err(e) => e,
+            };
+            assert!(e.contains(key), "{toml}\n=> {e}\n(expected {key})");
+        }
+    }
+
     #[test]
     fn topic_mapping() {
         assert_eq!(mqtt_to_wamp("a/b/c").as_deref(), Some("mqtt.a.b.c"));

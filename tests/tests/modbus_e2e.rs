@@ -490,3 +490,96 @@ async fn the_gateway_polls_and_writes_a_pymodbus_server() {
         "{s:#?}"
     );
 }
+
+/// A thing type whose map names a register the device does not have: the merged read that
+/// covers it gets an illegal-address exception, the gateway then reads each property alone, so
+/// its neighbour still arrives, and the bad property is listed as failing, with its exception, in
+/// the bus's counters and in `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_register_the_device_lacks_fails_alone_and_is_reported() {
+    const TYPE: &str = r#"
+id = "meter_with_a_gap"
+title = "Meter whose map names a register the device lacks"
+version = "1"
+
+[properties.voltage]
+type = "number"
+
+[properties.bogus]
+type = "integer"
+
+[bindings.modbus]
+max_gap = 60
+poll_ms = 200
+
+[bindings.modbus.properties]
+voltage = { table = "input", address = 0, type = "f32" }
+bogus = { table = "input", address = 50, type = "u16" }
+"#;
+    let shutdown = CancellationToken::new();
+    let sim = SimBus::new();
+    sim.add(1, DeviceKind::Meter).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = sim.serve_tcp(listener, shutdown.clone()).unwrap();
+    let hub = TestHub::start_with(|c| {
+        let types = c.hub.data_dir.join("types");
+        std::fs::create_dir_all(&types).unwrap();
+        std::fs::write(types.join("meter_with_a_gap.toml"), TYPE).unwrap();
+        c.things.types_dir = Some(types);
+        c.modbus.tcp.push(tcp_bus(
+            "gappy",
+            server.local_addr(),
+            vec![device(1, "gappy-1", "meter_with_a_gap")],
+        ));
+    })
+    .await;
+    let app = hub.client("websocket", Serializer::Json).await;
+    let t = thing_until(&app, "gappy-1", |t| {
+        t["reported"]["voltage"]["value"].is_number()
+    })
+    .await;
+    assert!(t["reported"]["bogus"].is_null(), "{t}");
+    until("the fault listed", || {
+        stats(&hub, "gappy")
+            .faults
+            .iter()
+            .any(|f| f.property == "bogus")
+    })
+    .await;
+    let s = stats(&hub, "gappy");
+    assert_eq!(s.faults.len(), 1, "{s:#?}");
+    assert_eq!(s.faults[0].thing, "gappy-1");
+    assert_eq!(s.faults[0].error, "illegal_data_address");
+    let illegal = s
+        .exceptions
+        .iter()
+        .find(|(n, _)| *n == "illegal_data_address")
+        .map(|(_, n)| *n);
+    assert!(illegal.is_some_and(|n| n >= 2), "{s:#?}");
+    // The merged read (0..=50) was tried once, then each property alone.
+    let merged = sim
+        .requests()
+        .iter()
+        .filter(|r| r.function == 4 && r.address == Some(0) && r.quantity == Some(51))
+        .count();
+    assert_eq!(merged, 1, "the merged read is not retried once split");
+    let metrics = scrape_metrics(&hub).await;
+    assert!(
+        metrics.contains("brume_modbus_properties_failing{bus=\"gappy\"} 1"),
+        "{metrics}"
+    );
+    shutdown.cancel();
+}
+
+/// `/metrics` of a test hub, over plain HTTP.
+async fn scrape_metrics(hub: &TestHub) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = hub.hub.local_addr("http").expect("HTTP listener");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    body
+}

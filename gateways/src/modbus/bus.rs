@@ -333,9 +333,17 @@ impl Bus {
                     self.schedule.split(job, parts);
                     return Ok(false);
                 }
+                let thing = self.devices[job.device].thing.as_str();
+                let name = super::stats::EXCEPTION_NAMES
+                    .get(super::stats::exception_slot(u8::from(code)))
+                    .copied()
+                    .unwrap_or("other");
+                for property in &covered {
+                    self.stats.fault(thing, property, name.to_owned());
+                }
                 if let LogPermit::Log { suppressed } = self.log.permit(now) {
-                    warn!(bus = %self.name, thing = %self.devices[job.device].thing,
-                        properties = ?covered, exception = %code, suppressed, "Modbus exception");
+                    warn!(bus = %self.name, %thing, properties = ?covered, exception = %code,
+                        suppressed, "Modbus exception");
                 }
             }
             Outcome::Timeout | Outcome::Protocol(_) => {
@@ -392,6 +400,9 @@ impl Bus {
         let mut info = Map::new();
         let mut errors = 0u64;
         for (property, value) in model.decode(read, raw) {
+            if value.is_ok() {
+                self.stats.cleared(device.thing.as_str(), property);
+            }
             match value {
                 Ok(v) if model.is_info(property) => {
                     if device.info.get(property) != Some(&v) {
@@ -402,6 +413,8 @@ impl Bus {
                 Ok(v) => state.push((property.to_owned(), v)),
                 Err(e) => {
                     errors += 1;
+                    self.stats
+                        .fault(device.thing.as_str(), property, e.to_string());
                     if let LogPermit::Log { suppressed } = self.log.permit(Instant::now()) {
                         warn!(bus = %self.name, thing = %device.thing, property, error = %e,
                             suppressed, "Modbus value not reported");

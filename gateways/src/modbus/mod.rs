@@ -41,7 +41,7 @@ pub use config::{
     DeviceConfig, Endpoint, ModbusConfig, ModbusSetupError, PreparedBus, PreparedDevice,
     RtuBusConfig, TcpBusConfig,
 };
-pub use stats::{BusSnapshot, BusStats};
+pub use stats::{BusSnapshot, BusStats, PropertyFault};
 
 use crate::link::GatewayIo;
 

@@ -1,6 +1,8 @@
 //! Per-bus counters, read by the hub's `/metrics` and status: every request has an outcome, and
 //! every value or command that does not reach its destination is counted under its cause.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
@@ -24,6 +26,23 @@ pub struct BusStats {
     connect_failures: AtomicU64,
     devices_online: AtomicU64,
     max_in_flight: AtomicU64,
+    /// Properties whose last read failed, by thing then property. A short lock, never held
+    /// across an `.await`.
+    faults: Mutex<BTreeMap<(String, String), PropertyFault>>,
+}
+
+/// A property whose value cannot be read now: the device answered its read with an exception,
+/// or the registers did not decode (NaN, bad text). Cleared when it reads well again.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PropertyFault {
+    /// The thing.
+    pub thing: String,
+    /// The property.
+    pub property: String,
+    /// The last error (`illegal_data_address`, or the decoding error).
+    pub error: String,
+    /// Failed reads in a row.
+    pub count: u64,
 }
 
 /// Exception codes counted apart; the last slot holds every other code.
@@ -89,6 +108,8 @@ pub struct BusSnapshot {
     pub devices_online: u64,
     /// Most requests ever outstanding on the line at once (1 on a healthy bus).
     pub max_in_flight: u64,
+    /// Properties that cannot be read now, with why.
+    pub faults: Vec<PropertyFault>,
 }
 
 macro_rules! bump {
@@ -145,6 +166,32 @@ impl BusStats {
         self.devices_online.store(n, Ordering::Relaxed);
     }
 
+    /// Records that `property` of `thing` could not be read, and why.
+    pub(super) fn fault(&self, thing: &str, property: &str, error: String) {
+        let Ok(mut faults) = self.faults.lock() else {
+            return;
+        };
+        let fault = faults
+            .entry((thing.to_owned(), property.to_owned()))
+            .or_insert_with(|| PropertyFault {
+                thing: thing.to_owned(),
+                property: property.to_owned(),
+                error: String::new(),
+                count: 0,
+            });
+        fault.error = error;
+        fault.count = fault.count.saturating_add(1);
+    }
+
+    /// Records that `property` of `thing` was read well.
+    pub(super) fn cleared(&self, thing: &str, property: &str) {
+        if let Ok(mut faults) = self.faults.lock()
+            && !faults.is_empty()
+        {
+            faults.remove(&(thing.to_owned(), property.to_owned()));
+        }
+    }
+
     /// A consistent-enough copy for metrics.
     pub fn snapshot(&self) -> BusSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -169,6 +216,11 @@ impl BusStats {
             connect_failures: get(&self.connect_failures),
             devices_online: get(&self.devices_online),
             max_in_flight: get(&self.max_in_flight),
+            faults: self
+                .faults
+                .lock()
+                .map(|f| f.values().cloned().collect())
+                .unwrap_or_default(),
         }
     }
 }

@@ -562,6 +562,15 @@ fn modbus_buses(
         "modbus_devices_online",
         "Modbus devices answering now, by bus",
         &online,
+    )?;
+    let faults: Vec<(Vec<(&str, &str)>, f64)> = snaps
+        .iter()
+        .map(|(bus, s)| (vec![("bus", *bus)], s.faults.len() as f64))
+        .collect();
+    out.gauges(
+        "modbus_properties_failing",
+        "Modbus properties whose last read failed (exception or undecodable value), by bus; brume status lists them",
+        &faults,
     )
 }
 

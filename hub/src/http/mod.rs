@@ -408,6 +408,7 @@ fn status_json(view: &HubView, r: &Readiness) -> Json {
                 "timeouts": s.timeouts,
                 "exceptions": s.exceptions.iter().map(|(_, n)| n).sum::<u64>(),
                 "commands_refused": s.commands_refused,
+                "faults": s.faults,
             }),
         );
     }
