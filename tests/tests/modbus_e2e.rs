@@ -583,3 +583,55 @@ async fn scrape_metrics(hub: &TestHub) -> String {
     s.read_to_string(&mut body).await.unwrap();
     body
 }
+
+/// An RTU line's adapter unplugged and plugged back (the pseudo-terminal closed, then a new one
+/// behind the same `/dev/serial/by-id`-style link): the devices go offline, the hub reopens the
+/// port with back-off and they come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtu_adapter_unplugged_and_back() {
+    let sim = SimBus::new();
+    sim.add(3, DeviceKind::Meter).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ttyUSB-by-id");
+    let options = || RtuOptions {
+        link: Some(link.clone()),
+        ..RtuOptions::default()
+    };
+    let first = CancellationToken::new();
+    sim.serve_rtu_pty(options(), first.clone()).unwrap();
+    let hub = TestHub::start_with(|c| {
+        let mut bus: RtuBusConfig = toml::from_str(&format!(
+            "name = 'line'\npath = '{}'\nbaud_rate = 115200\ntimeout_ms = 100\n\
+             offline_after_failures = 2\nbackoff_min_ms = 100\nbackoff_max_ms = 400\n",
+            link.display()
+        ))
+        .unwrap();
+        bus.devices = vec![device(3, "meter-3", "modbus_meter")];
+        c.modbus.rtu.push(bus);
+    })
+    .await;
+    let app = hub.client("websocket", Serializer::Json).await;
+    let mut offline = app
+        .subscribe("brume.things.on_offline", Dict::new())
+        .await
+        .unwrap();
+    thing_until(&app, "meter-3", |t| t["online"] == true).await;
+
+    first.cancel();
+    assert_eq!(
+        event(&mut offline, "brume.things.on_offline").await["thing"],
+        "meter-3"
+    );
+    until("a failed reopen", || {
+        stats(&hub, "line").connect_failures >= 1
+    })
+    .await;
+
+    let second = CancellationToken::new();
+    sim.serve_rtu_pty(options(), second.clone()).unwrap();
+    thing_until(&app, "meter-3", |t| t["online"] == true).await;
+    let s = stats(&hub, "line");
+    assert!(s.connects >= 2, "{s:#?}");
+    assert_eq!(s.devices_online, 1, "{s:#?}");
+    second.cancel();
+}
