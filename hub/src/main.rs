@@ -118,7 +118,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::CheckConfig { file } => {
-            Config::load(&file)?;
+            let config = Config::load(&file)?;
+            // The device gateways' sections against the thing types the hub would load, as
+            // `run` checks them before anything opens.
+            let catalog = hub::things::load_catalog(&config)?;
+            hub::device_gateways::prepare(&config, &catalog)?;
             use std::io::Write as _;
             writeln!(std::io::stdout(), "{}: ok", file.display())?;
             Ok(())

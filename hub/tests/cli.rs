@@ -49,6 +49,15 @@ fn check_config_accepts_good_files_and_names_the_bad_key() {
             "[[listeners]]\nname = \"w\"\nkind = \"websocket\"\naddress = \"not an address\"\n",
             "listeners[0].address",
         ),
+        (
+            "[[modbus.tcp]]\naddress = \"127.0.0.1:502\"\n\
+             devices = [{ unit = 1, thing = \"m\", thing_type = \"no_such_type\" }]\n",
+            "modbus: tcp[0].devices[0].thing_type: no thing type `no_such_type`",
+        ),
+        (
+            "[[raw.udp]]\naddress = \"127.0.0.1:9\"\nthing_type = \"thermostat\"\n",
+            "raw",
+        ),
     ];
     for (text, key) in cases {
         let bad = dir.path().join("bad.toml");
