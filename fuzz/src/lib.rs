@@ -14,6 +14,7 @@
 //! | `coap_server`, `coap_client` | the CoAP engines' datagram parsing and handling |
 //! | `mqtt_packets` | `gateways::mqtt::codec`: the CONNECT's protocol level, then packets (3.1.1 and 5) |
 //! | `modbus_registers` | `ModbusModel::decode` of registers and bits, `encode_set` and `encode_action` of JSON |
+//! | `modbus_sim_requests` | the Modbus simulator's request PDUs (`firmware_sim::modbus::pdu`), executed by a meter and a drive |
 //!
 //! Stream targets take the first input byte as a chunk size and push the rest in pieces of that
 //! size, so frames split across reads are covered; after the input is drained, the decoder must
@@ -70,6 +71,11 @@ pub const TARGETS: &[(&str, Target, Seeds)] = &[
         "modbus_registers",
         modbus_registers,
         seeds::modbus_registers,
+    ),
+    (
+        "modbus_sim_requests",
+        modbus_sim_requests,
+        seeds::modbus_sim_requests,
     ),
 ];
 
@@ -405,6 +411,45 @@ pub fn mqtt_packets(data: &[u8]) {
             }
         }
         assert!(buf.len() <= 2 * max + chunk, "the codec buffered {} bytes", buf.len());
+    }
+}
+
+/// The Modbus simulator's request decoder on the input as PDUs, each preceded by its length
+/// byte; each request that parses is executed by a meter and a drive, and every answer must be a
+/// PDU of at most 253 bytes naming the request's function (or its exception).
+pub fn modbus_sim_requests(data: &[u8]) {
+    use firmware_sim::modbus::pdu::{self, BadRequest};
+    use firmware_sim::modbus::{DeviceKind, ModbusDevice};
+    let mut devices = [
+        ModbusDevice::new(1, DeviceKind::Meter),
+        ModbusDevice::new(2, DeviceKind::Drive),
+    ];
+    let mut rest = data;
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = usize::from(len).min(tail.len());
+        let (request, next) = tail.split_at(len);
+        rest = next;
+        match pdu::decode_request(request) {
+            Ok(req) => {
+                let function = pdu::function_code(&req);
+                for device in &mut devices {
+                    let answer = match device.execute(&req) {
+                        Ok(response) => pdu::encode_response(&response),
+                        Err(code) => pdu::encode_exception(function, code),
+                    };
+                    assert!(answer.len() <= 253, "an answer of {} bytes", answer.len());
+                    let first = answer.first().copied().unwrap_or_default();
+                    assert!(
+                        first == function || first == function | 0x80,
+                        "function {function:#04x} answered as {first:#04x}"
+                    );
+                }
+            }
+            Err(BadRequest::Exception { function, code }) => {
+                assert_eq!(pdu::encode_exception(function, code).len(), 2);
+            }
+            Err(BadRequest::Ignore) => {}
+        }
     }
 }
 
@@ -759,6 +804,32 @@ pub mod seeds {
             chunked(2, &[&connect_311, &publish]),
             chunked(31, &[&connect_5, &subscribe, &ping]),
         ]
+    }
+
+    pub fn modbus_sim_requests() -> Vec<Vec<u8>> {
+        // Each request preceded by its length: reads of every table, single and multiple writes,
+        // a masked write, an unknown function, and a write whose byte count lies.
+        let requests: [&[u8]; 9] = [
+            &[0x04, 0x00, 0x00, 0x00, 0x09],
+            &[0x03, 0x00, 0x64, 0x00, 0x01],
+            &[0x01, 0x00, 0x00, 0x00, 0x10],
+            &[0x02, 0x00, 0x00, 0x00, 0x08],
+            &[0x06, 0x00, 0x0A, 0x05, 0xDC],
+            &[0x10, 0x00, 0x0A, 0x00, 0x02, 0x04, 0x03, 0xE8, 0x00, 0x19],
+            &[0x16, 0x00, 0x32, 0xFF, 0xF7, 0x00, 0x08],
+            &[0x2B, 0x0E, 0x01, 0x00],
+            &[0x0F, 0x00, 0x00, 0x00, 0x08, 0x05, 0xFF],
+        ];
+        let mut all = Vec::new();
+        let mut seeds = Vec::new();
+        for r in requests {
+            let mut one = vec![r.len() as u8];
+            one.extend_from_slice(r);
+            all.extend_from_slice(&one);
+            seeds.push(one);
+        }
+        seeds.push(all);
+        seeds
     }
 
     pub fn modbus_registers() -> Vec<Vec<u8>> {
