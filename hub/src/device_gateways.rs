@@ -49,8 +49,8 @@ pub enum GatewayStartError {
     Raw(#[from] gateways::raw::RawError),
     #[error("mqtt bridge session: {0}")]
     Bridge(#[from] crate::client::ClientError),
-    #[error("cannot provision the configured devices: {0}")]
-    Provision(String),
+    #[error("cannot provision the configured devices")]
+    Provision(#[source] ApiError),
 }
 
 /// The gateway sections checked against the thing types, once, before anything opens: what
@@ -216,7 +216,7 @@ pub async fn start(
             .filter_map(|d| Some((d.thing.clone(), d.type_id.clone()?)));
         provision(link, "CoAP", typed)
             .await
-            .map_err(|e| GatewayStartError::Provision(format!("{}: {}", e.uri, e.message)))?;
+            .map_err(GatewayStartError::Provision)?;
         let io = attach(link, router, "coap").await?;
         let gw = CoapGateway::start_resolved(&coap, devices, io, shutdown.clone()).await?;
         tracing::info!("CoAP gateway at coap://{}", gw.local_addr());
@@ -247,7 +247,7 @@ pub async fn start(
             .map(|d| (d.thing.clone(), d.type_id.clone()));
         provision(link, "Modbus", typed)
             .await
-            .map_err(|e| GatewayStartError::Provision(format!("{}: {}", e.uri, e.message)))?;
+            .map_err(GatewayStartError::Provision)?;
         let name = bus.name().to_owned();
         let io = attach(link, router, &name).await?;
         let b = modbus::start(bus, io, shutdown.clone());

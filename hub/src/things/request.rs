@@ -167,5 +167,7 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+impl std::error::Error for ApiError {}
+
 /// How the service answers a request: the call's single result value, or an error.
 pub type Reply = oneshot::Sender<Result<Json, ApiError>>;
