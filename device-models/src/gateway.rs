@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use crate::thing::ThingId;
 
 pub mod commit;
-pub use commit::{Commit, CommitError, CommitWait, commit};
+pub use commit::{Commit, CommitError, CommitWait, commit, commit_for};
 
 /// Something a device said, translated by its gateway.
 ///

@@ -137,8 +137,8 @@ async fn action_goes_out_and_the_reply_comes_back() {
         .await;
     assert_eq!((correlation.as_str(), outcome), ("c-42", Ok(json!(true))));
 
-    // A reply that breaks the action's output schema resolves the call with an error and is
-    // counted; an error reply passes through.
+    // A reply that breaks the action's output schema passes through: the hub checks it (and
+    // resolves the call with an error); an error reply passes through too.
     hub.command(DeviceCommand::InvokeAction {
         thing: id("dev-1"),
         action: "boost".into(),
@@ -160,7 +160,7 @@ async fn action_goes_out_and_the_reply_comes_back() {
             _ => None,
         })
         .await;
-    assert!(outcome.unwrap_err().contains("invalid"));
+    assert_eq!(outcome, Ok(json!("yes")));
     dev.publish(
         "things/dev-1/replies",
         r#"{"correlation": "c-44", "error": "busy"}"#,
@@ -175,7 +175,7 @@ async fn action_goes_out_and_the_reply_comes_back() {
         .await;
     assert_eq!(outcome, Err("busy".into()));
     let stats = hub.gateway.stats();
-    assert_eq!(stats.rejected_payloads, 1);
+    assert_eq!(stats.rejected_payloads, 0);
     assert_eq!(stats.replies_unmatched, 1);
 }
 
@@ -552,13 +552,19 @@ async fn bad_payloads_are_counted_not_fatal() {
     dev.publish("things/dev-1/events/nope", "{}", false).await;
     dev.publish("things/dev-1/status", "sleepy", false).await;
     dev.publish("things/dev-1/whatever", "{}", false).await;
-    until_stats(&hub, |s| s.rejected_payloads == 9).await;
+    // Not JSON, not an object, too large, a bad status, an unknown topic: refused here. Values
+    // that break the type (and the undefined event) are the hub's to refuse: passed on.
+    until_stats(&hub, |s| s.rejected_payloads == 5).await;
     // Still connected, still heard.
     dev.publish("things/dev-1/state", r#"{"temperature": 20}"#, false)
         .await;
     let values = hub
         .expect(|e| match e {
-            DeviceEvent::Reported { values, .. } => Some(values.clone()),
+            DeviceEvent::Reported { values, .. }
+                if values.get("temperature") == Some(&json!(20)) =>
+            {
+                Some(values.clone())
+            }
             _ => None,
         })
         .await;

@@ -33,9 +33,17 @@ struct Client5 {
 impl Client5 {
     /// Connects anonymously as `client_id` and waits for the CONNACK.
     async fn connect(hub: &TestHub, client_id: &str) -> Client5 {
+        Client5::connect_with(hub, client_id, None).await
+    }
+
+    /// Connects as `client_id`, logged in with `login` (username, password) if given.
+    async fn connect_with(hub: &TestHub, client_id: &str, login: Option<(&str, &str)>) -> Client5 {
         let addr = mqtt_addr(hub);
         let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
         options.set_keep_alive(Duration::from_secs(5));
+        if let Some((user, password)) = login {
+            options.set_credentials(user, password);
+        }
         let (client, mut eventloop) = AsyncClient::new(options, 64);
         let (tx, incoming) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -256,4 +264,78 @@ async fn mqtt5_puback_says_why_a_message_was_rejected() {
         mqtt_stats(&hub).rejected_payloads == before + 302
     })
     .await;
+}
+
+/// A report that breaks its thing's type is refused where every report is checked, the things
+/// service, and an MQTT 5 device still hears why in its PUBACK (0x99), through the barrier that
+/// follows its message; good reports around it are acknowledged as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_puback_carries_the_hubs_type_check() {
+    let hub = TestHub::start().await;
+    let app = hub.local_client("conformance-app");
+    let provisioned = app
+        .call(
+            "brume.things.provision",
+            vec![],
+            hub::wamp::dict([
+                ("thing", hub::wamp::Value::from("th-5")),
+                ("type", hub::wamp::Value::from("thermostat")),
+            ]),
+        )
+        .await
+        .unwrap();
+    let secret = serde_json::Value::from(provisioned.payload.arg(0).unwrap())["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut dev = Client5::connect_with(&hub, "th-5-fw", Some(("th-5", &secret))).await;
+    let invalid = || hub::things::ThingsStats::get(&hub.hub.things().stats().invalid_reports);
+    let before = invalid();
+    assert_eq!(
+        dev.publish(
+            "things/th-5/state",
+            br#"{"temperature": 21}"#,
+            QoS::AtLeastOnce
+        )
+        .await,
+        Some(PubAckReason::Success)
+    );
+    assert_eq!(
+        dev.publish(
+            "things/th-5/state",
+            br#"{"temperature": 500}"#,
+            QoS::AtLeastOnce
+        )
+        .await,
+        Some(PubAckReason::PayloadFormatInvalid)
+    );
+    assert_eq!(
+        dev.publish(
+            "things/th-5/state",
+            br#"{"mode": "party"}"#,
+            QoS::AtLeastOnce
+        )
+        .await,
+        Some(PubAckReason::PayloadFormatInvalid)
+    );
+    assert_eq!(
+        dev.publish(
+            "things/th-5/state",
+            br#"{"temperature": 22}"#,
+            QoS::AtLeastOnce
+        )
+        .await,
+        Some(PubAckReason::Success)
+    );
+    assert_eq!(invalid(), before + 2);
+    let thing = app
+        .call(
+            "brume.things.get",
+            vec![],
+            hub::wamp::dict([("thing", hub::wamp::Value::from("th-5"))]),
+        )
+        .await
+        .unwrap();
+    let thing = serde_json::Value::from(thing.payload.arg(0).unwrap());
+    assert_eq!(thing["reported"]["temperature"]["value"], 22, "{thing}");
 }

@@ -10,11 +10,19 @@
 //! Where more than one store must hold the events (the things database and the uplink's queue),
 //! the barrier is split with [`Commit::part`]: the gateway hears success once every part has
 //! answered success, and the first failure at once.
+//!
+//! A barrier made by [`commit_for`] names the thing whose message it covers. The hub checks
+//! every report against its thing type (one place for every gateway) and answers such a barrier
+//! [`CommitError::Rejected`] when it refused a report, info or event of that thing since that
+//! thing's previous barrier from the same gateway, so a device hears of the refusal in its
+//! acknowledgement (MQTT 5: PUBACK 0x99).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
+
+use crate::ThingId;
 
 /// Why a barrier was not answered with success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +33,10 @@ pub enum CommitError {
     /// The hub dropped the barrier without answering (it is stopping).
     #[error("the hub stopped before the message was written")]
     Stopped,
+    /// The hub refused what the device said (it does not fit the thing's type); nothing of it
+    /// was written. Only a barrier that names its thing ([`commit_for`]) gets this.
+    #[error("the hub refused the message: it does not fit the thing's type")]
+    Rejected,
 }
 
 /// The hub's end of a barrier. Every part (the first, and each [`Commit::part`]) answers once;
@@ -38,6 +50,8 @@ struct Shared {
     answer: Mutex<Option<Answer>>,
     /// Parts that have not answered success yet.
     pending: AtomicUsize,
+    /// The thing whose message the barrier covers, if one.
+    thing: Option<ThingId>,
 }
 
 /// Where a barrier's outcome goes.
@@ -49,10 +63,17 @@ pub struct CommitWait(oneshot::Receiver<Result<(), CommitError>>);
 
 /// A new barrier: the hub answers the [`Commit`], the gateway awaits the [`CommitWait`].
 pub fn commit() -> (Commit, CommitWait) {
+    commit_for(None)
+}
+
+/// A new barrier covering a message of `thing`: besides its durability, the answer says whether
+/// the hub refused something `thing` said since its previous barrier ([`CommitError::Rejected`]).
+pub fn commit_for(thing: Option<ThingId>) -> (Commit, CommitWait) {
     let (tx, rx) = oneshot::channel();
     let shared = Shared {
         answer: Mutex::new(Some(tx)),
         pending: AtomicUsize::new(1),
+        thing,
     };
     (Commit(Arc::new(shared)), CommitWait(rx))
 }
@@ -79,6 +100,11 @@ impl Commit {
         if let Some(tx) = sender {
             let _ = tx.send(outcome);
         }
+    }
+
+    /// The thing whose message the barrier covers, if it names one.
+    pub fn thing(&self) -> Option<&ThingId> {
+        self.0.thing.as_ref()
     }
 
     /// A further part of this barrier, for another store that must also hold the events

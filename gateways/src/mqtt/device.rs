@@ -149,9 +149,6 @@ impl Translator<'_> {
         match kind {
             ThingTopic::State => {
                 let values = json_object(payload)?;
-                if let Some(e) = entry {
-                    e.ty.check_reported(thing, &values)?;
-                }
                 present(session, thing, entry, None, Map::new(), out);
                 out.events.push(DeviceEvent::Reported {
                     thing: thing.clone(),
@@ -161,9 +158,6 @@ impl Translator<'_> {
             }
             ThingTopic::Info => {
                 let info = json_object(payload)?;
-                if let Some(e) = entry {
-                    e.ty.check_info_reported(thing, &info)?;
-                }
                 present(session, thing, entry, None, Map::new(), out);
                 out.events.push(DeviceEvent::Info {
                     thing: thing.clone(),
@@ -177,9 +171,6 @@ impl Translator<'_> {
                     )));
                 }
                 let payload = json_or_null(payload)?;
-                if let Some(e) = entry {
-                    e.ty.check_event_payload(thing, name, &payload)?;
-                }
                 present(session, thing, entry, None, Map::new(), out);
                 out.events.push(DeviceEvent::Event {
                     thing: thing.clone(),
@@ -218,21 +209,13 @@ impl Translator<'_> {
                 let reply = parse_reply(payload)?;
                 let pending = lock(self.pending).take(&reply.correlation);
                 present(session, thing, entry, None, Map::new(), out);
-                let mut outcome = reply.outcome;
-                match (&pending, entry, &outcome) {
-                    (None, _, _) => out.unmatched_reply = true,
-                    (Some(p), Some(e), Ok(value)) => {
-                        if let Err(error) = e.ty.check_action_output(thing, &p.action, value) {
-                            outcome = Err(format!("the device's reply is invalid: {error}"));
-                            out.rejected = Some(error.into());
-                        }
-                    }
-                    _ => {}
+                if pending.is_none() {
+                    out.unmatched_reply = true;
                 }
                 out.events.push(DeviceEvent::ActionReply {
                     thing: thing.clone(),
                     correlation: reply.correlation,
-                    outcome,
+                    outcome: reply.outcome,
                 });
             }
             ThingTopic::Desired | ThingTopic::Action(_) | ThingTopic::Other(_) => {}
@@ -259,12 +242,6 @@ impl Translator<'_> {
         }
         self.size(payload)?;
         let decoded = binding.decode(topic, payload)?;
-        if !decoded.reported.is_empty() {
-            entry.ty.check_reported(thing, &decoded.reported)?;
-        }
-        if !decoded.info.is_empty() {
-            entry.ty.check_info_reported(thing, &decoded.info)?;
-        }
         if decoded.status == Some(false) {
             absent(session, thing, out);
             return Ok(());
@@ -287,20 +264,11 @@ impl Translator<'_> {
             let waiting = lock(self.pending).take_oldest(thing, now_ms, |action| {
                 binding.action_replies_on(action, topic)
             });
-            if let Some((correlation, pending)) = waiting {
-                let value = decoded.reply.unwrap_or(Value::Null);
-                let outcome = match entry.ty.check_action_output(thing, &pending.action, &value) {
-                    Ok(()) => Ok(value),
-                    Err(error) => {
-                        let text = format!("the device's reply is invalid: {error}");
-                        out.rejected = Some(error.into());
-                        Err(text)
-                    }
-                };
+            if let Some((correlation, _)) = waiting {
                 out.events.push(DeviceEvent::ActionReply {
                     thing: thing.clone(),
                     correlation,
-                    outcome,
+                    outcome: Ok(decoded.reply.unwrap_or(Value::Null)),
                 });
             }
         }

@@ -151,9 +151,6 @@ pub enum Rejection {
     /// The payload is not the JSON (or text) the topic needs.
     #[error("payload is not valid: {0}")]
     Malformed(String),
-    /// The values do not fit the thing's type.
-    #[error(transparent)]
-    Check(#[from] device_models::CheckError),
     /// A `things/<id>/...` topic the conventions do not define.
     #[error("no convention for topic level {0:?}")]
     UnknownTopic(String),

@@ -356,7 +356,6 @@ impl Hooks for Core {
             let (cause, rejected) = match rejection {
                 Rejection::TooLarge { .. } => ("too_large", Rejected::TooLarge),
                 Rejection::Malformed(_) => ("malformed", Rejected::Invalid),
-                Rejection::Check(_) => ("type_check", Rejected::Invalid),
                 Rejection::UnknownTopic(_) => ("unknown_topic", Rejected::Invalid),
             };
             if let Some(held_back) = self.rejections.admit(cause, std::time::Instant::now()) {
@@ -407,7 +406,9 @@ impl Hooks for Core {
             };
         }
         // Acknowledged only once what it said is durable: the barrier follows its events.
-        let (commit, wait) = device_models::gateway::commit();
+        // Naming the thing lets the hub answer "rejected" when its type check refused what
+        // the message said (the hub checks; the gateway does not check twice).
+        let (commit, wait) = device_models::gateway::commit_for(session.thing.clone());
         if self
             .events
             .send(DeviceEvent::Barrier(commit))
@@ -603,7 +604,7 @@ impl MqttHandle {
         self.local_addr
     }
 
-    /// Tells the gateway a thing's type (to check what it reports and to apply the type's
+    /// Tells the gateway a thing's type (to apply the type's
     /// `[bindings.mqtt]`) and, for bound firmware, its device name (`{name}` in the binding's
     /// topics; the thing id when `None`). Replaces an earlier registration of the same thing.
     pub fn register(

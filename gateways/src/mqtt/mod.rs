@@ -18,12 +18,15 @@
 //! | anything outside `things/` and bound topics | both | bytes | `Raw { source: "mqtt:<topic>" }` / [`MqttHandle::publish_raw`] |
 //!
 //! Firmware with its own topics is modelled by a type's `[bindings.mqtt]` (see [`binding`];
-//! `device-models/types/tasmota_plug.toml` is the shipped example). Values are checked against
-//! the thing's type when the hub registered it; a rejected message is counted
-//! ([`MqttStats::rejected_payloads`], exact) and logged (one WARN line per cause every 10 s at
-//! most, with the number held back, see [`log_limit`]), MQTT subscribers still get it, an MQTT 5
-//! device publishing it at QoS 1 gets its PUBACK with reason 0x99 (payload format invalid) or
-//! 0x97 (over `max_message_bytes`; 0x95 is a DISCONNECT-only code), and the device stays
+//! `device-models/types/tasmota_plug.toml` is the shipped example). A message the gateway cannot
+//! read (not JSON, not an object, over `max_message_bytes`, an undefined topic) is rejected here,
+//! counted ([`MqttStats::rejected_payloads`], exact) and logged (one WARN line per cause every
+//! 10 s at most, with the number held back, see [`log_limit`]). Values are checked against the
+//! thing's type in one place, the hub's things service, for every gateway: the barrier that
+//! follows a QoS 1 message names its thing, and the hub answers it "rejected" when it refused
+//! what the message said. Either way MQTT subscribers still get the message, an MQTT 5 device
+//! publishing it at QoS 1 gets its PUBACK with reason 0x99 (payload format invalid) or 0x97
+//! (over `max_message_bytes`; 0x95 is a DISCONNECT-only code), and the device stays
 //! connected. A thing that connects, talks and vanishes without a will still ends `Offline`.
 //!
 //! # Authentication and ACL

@@ -13,7 +13,7 @@
 //! - `requests`: what the API asks (reads, lifecycle, `set` and actions).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -284,6 +284,9 @@ pub struct Core {
     unknown: ThingLog,
     /// Reports, info and events that broke their thing's type.
     rejected: ThingLog,
+    /// Things (by the gateway they spoke through) with a refused report, info or event that no
+    /// barrier naming them has answered yet. Bounded by the registry's size.
+    refused: HashSet<(GatewayId, ThingId)>,
     unprovisioned: Unprovisioned,
     stats: Arc<ThingsStats>,
     /// The secrets gateways check devices against, kept in step with `things`.
@@ -358,6 +361,7 @@ impl Core {
             deadlines: BinaryHeap::new(),
             unknown: ThingLog::default(),
             rejected: ThingLog::default(),
+            refused: HashSet::new(),
             unprovisioned: Unprovisioned::default(),
             stats,
             credentials,

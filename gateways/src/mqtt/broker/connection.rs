@@ -912,12 +912,24 @@ impl<H: Hooks> Connection<H> {
         Flow::Continue
     }
 
-    /// Sends a held ack once its commit is answered: as it is on success; on failure, MQTT 5
+    /// Sends a held ack once its commit is answered: as it is on success; refused by the hub's
+    /// type check, with reason 0x99 under MQTT 5 (3.1.1: as it is); on a failed write, MQTT 5
     /// gets it with reason 0x80 and 3.1.1 (which has no negative ack) loses the connection, so
     /// the client sends the message again.
     fn release(&mut self, packet: Packet, outcome: Result<(), CommitError>) -> Flow {
         match outcome {
             Ok(()) => {
+                self.queue(packet);
+                Flow::Continue
+            }
+            // The hub's type check refused it: MQTT 5 hears why; 3.1.1 has no negative ack,
+            // and sending the same message again would not help.
+            Err(CommitError::Rejected) => {
+                let packet = if self.codec.is_v5() {
+                    with_reason(packet, Rejected::Invalid)
+                } else {
+                    packet
+                };
                 self.queue(packet);
                 Flow::Continue
             }

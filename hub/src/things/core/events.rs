@@ -24,7 +24,7 @@ impl Core {
             } => {
                 if self.things.contains_key(&thing) {
                     if !info.is_empty() {
-                        self.device_info(&thing, &info);
+                        self.device_info(gw, &thing, &info);
                     }
                 } else if !self.auto_provision(&thing, type_hint.as_deref(), &info, now, now_ms) {
                     self.unprovisioned.heard(&thing, gw, &info);
@@ -59,12 +59,12 @@ impl Core {
                     return;
                 }
                 self.heard_from(&thing, gw);
-                self.report(&thing, &values, at_ms);
+                self.report(gw, &thing, &values, at_ms);
             }
             DeviceEvent::Info { thing, info } => {
                 if self.known(&thing, gw, now, "info") {
                     self.heard_from(&thing, gw);
-                    self.device_info(&thing, &info);
+                    self.device_info(gw, &thing, &info);
                 } else {
                     self.unprovisioned.heard(&thing, gw, &info);
                 }
@@ -77,16 +77,27 @@ impl Core {
             } => {
                 if self.known(&thing, gw, now, "event") {
                     self.heard_from(&thing, gw);
-                    self.device_event(&thing, name, payload, at_ms);
+                    self.device_event(gw, &thing, name, payload, at_ms);
                 }
             }
             DeviceEvent::ActionReply {
                 thing,
                 correlation,
                 outcome,
-            } => self.action_reply(&thing, &correlation, outcome, now_ms),
-            // Behind the writes of the events before it, in the writer's queue.
-            DeviceEvent::Barrier(commit) => self.out.store.push(StoreOp::Barrier(commit)),
+            } => self.action_reply(gw, &thing, &correlation, outcome, now_ms),
+            // Refused at once if it covers a message of a thing whose report, info or event was
+            // refused since that thing's previous barrier from this gateway; else behind the
+            // writes of the events before it, in the writer's queue.
+            DeviceEvent::Barrier(commit) => {
+                let refused = commit
+                    .thing()
+                    .is_some_and(|t| self.refused.remove(&(gw, t.clone())));
+                if refused {
+                    commit.answer(Err(device_models::CommitError::Rejected));
+                } else {
+                    self.out.store.push(StoreOp::Barrier(commit));
+                }
+            }
             DeviceEvent::Raw { source, .. } => {
                 self.stats.raw_messages.fetch_add(1, Ordering::Relaxed);
                 tracing::trace!(%source, "raw device message ignored by the things service");
@@ -115,7 +126,7 @@ impl Core {
             return;
         }
         if !present.info.is_empty() {
-            self.device_info(thing, &present.info);
+            self.device_info(present.gateway, thing, &present.info);
         }
         self.heard_from(thing, present.gateway);
     }
@@ -128,7 +139,16 @@ impl Core {
     }
 
     /// Logs a message that broke its thing's type, at most once a minute per thing.
-    fn log_rejected(&mut self, thing: &ThingId, what: &str, error: &dyn std::fmt::Display) {
+    /// Remembers the refusal for the thing's next barrier from `gw` (see
+    /// [`device_models::gateway::commit_for`]).
+    fn log_rejected(
+        &mut self,
+        gw: GatewayId,
+        thing: &ThingId,
+        what: &str,
+        error: &dyn std::fmt::Display,
+    ) {
+        self.refused.insert((gw, thing.clone()));
         if let Some(unlogged) = self.rejected.should_log(thing, Instant::now()) {
             tracing::warn!(thing = %thing, %error, unlogged, "device {what} rejected (further ones are counted and logged at most once a minute)");
         }
@@ -258,13 +278,13 @@ impl Core {
         });
     }
 
-    fn report(&mut self, thing: &ThingId, values: &Map<String, Json>, at_ms: u64) {
+    fn report(&mut self, gw: GatewayId, thing: &ThingId, values: &Map<String, Json>, at_ms: u64) {
         let Some(e) = self.things.get_mut(thing) else {
             return;
         };
         if let Err(err) = e.ty.check_reported(thing, values) {
             self.stats.invalid_reports.fetch_add(1, Ordering::Relaxed);
-            self.log_rejected(thing, "report", &err);
+            self.log_rejected(gw, thing, "report", &err);
             return;
         }
         let outcome = e.state.apply_report(values, at_ms);
@@ -334,13 +354,13 @@ impl Core {
         }
     }
 
-    fn device_info(&mut self, thing: &ThingId, info: &Map<String, Json>) {
+    fn device_info(&mut self, gw: GatewayId, thing: &ThingId, info: &Map<String, Json>) {
         let Some(e) = self.things.get_mut(thing) else {
             return;
         };
         if let Err(err) = e.ty.check_info_reported(thing, info) {
             self.stats.invalid_messages.fetch_add(1, Ordering::Relaxed);
-            self.log_rejected(thing, "info", &err);
+            self.log_rejected(gw, thing, "info", &err);
             return;
         }
         if !e.thing.apply_info(info).is_empty() {
@@ -351,13 +371,20 @@ impl Core {
         }
     }
 
-    fn device_event(&mut self, thing: &ThingId, name: String, payload: Json, at_ms: u64) {
+    fn device_event(
+        &mut self,
+        gw: GatewayId,
+        thing: &ThingId,
+        name: String,
+        payload: Json,
+        at_ms: u64,
+    ) {
         let Some(e) = self.things.get(thing) else {
             return;
         };
         if let Err(err) = e.ty.check_event_payload(thing, &name, &payload) {
             self.stats.invalid_messages.fetch_add(1, Ordering::Relaxed);
-            self.log_rejected(thing, "event", &err);
+            self.log_rejected(gw, thing, "event", &err);
             return;
         }
         let mut kwargs = Dict::new();
@@ -370,6 +397,7 @@ impl Core {
 
     fn action_reply(
         &mut self,
+        gw: GatewayId,
         thing: &ThingId,
         correlation: &str,
         outcome: Result<Json, String>,
@@ -393,10 +421,14 @@ impl Core {
             return;
         };
         let checked = match (&outcome, self.things.get(thing)) {
-            (Ok(output), Some(e)) => {
-                e.ty.check_action_output(thing, &w.action, output)
-                    .map_err(|err| format!("the device's reply was rejected: {err}"))
-            }
+            (Ok(output), Some(e)) => match e.ty.check_action_output(thing, &w.action, output) {
+                Ok(()) => Ok(()),
+                Err(err) => {
+                    // The device hears of it in the acknowledgement of its reply.
+                    self.refused.insert((gw, thing.clone()));
+                    Err(format!("the device's reply was rejected: {err}"))
+                }
+            },
             (Ok(_), None) => Err("the thing was deleted".to_owned()),
             (Err(message), _) => Err(format!("the device answered with an error: {message}")),
         };

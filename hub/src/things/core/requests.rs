@@ -199,6 +199,7 @@ impl Core {
             ApiError::no_such_thing(thing).with("reason", message.as_str())
         });
         self.things.remove(thing);
+        self.refused.retain(|(_, t)| t != thing);
         self.credentials.remove(thing);
         self.followers.removed(thing);
         tracing::info!(thing = %thing, "thing deleted");

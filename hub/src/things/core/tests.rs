@@ -820,3 +820,59 @@ fn log_lines_about_a_thing_are_limited_and_say_what_went_unlogged() {
     );
     assert_eq!(log.should_log(&id("a"), t0 + ThingLog::EVERY), None);
 }
+
+/// The hub checks what devices say against their type, in one place, and tells the device through
+/// the barrier that names its thing: `Rejected` when a report, info or event of that thing was
+/// refused since its previous barrier from the same gateway; a barrier of another thing, or of
+/// another gateway, is not affected, and the verdict is used up by the barrier that hears it.
+#[test]
+fn a_refused_report_is_told_through_the_barrier_of_its_thing() {
+    let mut f = fixture(Provisioning::Explicit, None);
+    f.provision("r1", "relay");
+    f.provision("r2", "relay");
+    let barrier = |f: &mut Fixture, gw: GatewayId, thing: &str| {
+        let (commit, mut wait) = device_models::gateway::commit_for(Some(id(thing)));
+        f.core
+            .handle_event(gw, DeviceEvent::Barrier(commit), f.now, 2000);
+        // A barrier that reached the writer's queue is answered by the writer.
+        for op in std::mem::take(&mut f.core.out.store) {
+            if let StoreOp::Barrier(c) = op {
+                c.answer(Ok(()));
+            }
+        }
+        wait.try_answer().expect("answered")
+    };
+    f.report("r1", json!({ "on": "yes" }), 1);
+    f.report("r2", json!({ "on": true }), 1);
+    assert_eq!(barrier(&mut f, GW, "r2"), Ok(()), "another thing's barrier");
+    assert_eq!(
+        barrier(&mut f, GW + 1, "r1"),
+        Ok(()),
+        "another gateway's barrier"
+    );
+    assert_eq!(
+        barrier(&mut f, GW, "r1"),
+        Err(device_models::CommitError::Rejected)
+    );
+    assert_eq!(barrier(&mut f, GW, "r1"), Ok(()), "the verdict is used up");
+    // Info and events are checked the same way.
+    f.event(DeviceEvent::Info {
+        thing: id("r1"),
+        info: obj(json!({ "on": true })),
+    });
+    assert_eq!(
+        barrier(&mut f, GW, "r1"),
+        Err(device_models::CommitError::Rejected)
+    );
+    f.event(DeviceEvent::Event {
+        thing: id("r1"),
+        name: "no_such_event".into(),
+        payload: Json::Null,
+        at_ms: 1,
+    });
+    assert_eq!(
+        barrier(&mut f, GW, "r1"),
+        Err(device_models::CommitError::Rejected)
+    );
+    assert_eq!(f.core.stats.invalid_reports.load(Ordering::Relaxed), 1);
+}
