@@ -35,10 +35,19 @@ enum Ser {
     Msgpack,
 }
 
+/// A table of `brume-sim bench`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BenchSection {
+    Wamp,
+    Mqtt,
+    Modbus,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// The side-by-side benchmark: Brume, Crossbar.io (if installed) and a plain frame relay,
-    /// started here on loopback and driven by the same generator; prints a markdown table.
+    /// started here on loopback and driven by the same generator; then MQTT against mosquitto
+    /// and Modbus TCP against pymodbus; prints markdown tables.
     /// Exits non-zero, after printing the report, if any message was lost.
     Bench {
         /// One short round per scenario (under two minutes), 2,000 idle connections only.
@@ -51,6 +60,10 @@ enum Command {
         /// without and with in each round) and report both.
         #[arg(long)]
         scrape_metrics: bool,
+        /// Run only one table: WAMP (Brume, Crossbar.io, relay), MQTT (Brume, mosquitto) or
+        /// Modbus TCP (Brume, pymodbus).
+        #[arg(long, value_enum)]
+        only: Option<BenchSection>,
     },
     /// Uplink replay: queue N events while the cloud router is unreachable, then measure how
     /// fast they reach a subscriber on Crossbar.io once the link opens.
@@ -164,8 +177,9 @@ fn main() -> anyhow::Result<()> {
             quick,
             rounds,
             scrape_metrics,
+            only,
         } => {
-            use firmware_sim::load::bench::{BenchPlan, run};
+            use firmware_sim::load::bench::{BenchPlan, Section, run};
             let mut plan = if quick {
                 BenchPlan::quick()
             } else {
@@ -175,6 +189,11 @@ fn main() -> anyhow::Result<()> {
                 plan.rounds = usize::from(n);
             }
             plan.scrape_metrics = scrape_metrics;
+            plan.only = only.map(|s| match s {
+                BenchSection::Wamp => Section::Wamp,
+                BenchSection::Mqtt => Section::Mqtt,
+                BenchSection::Modbus => Section::Modbus,
+            });
             let report = rt.block_on(run(plan))?;
             let mut out = std::io::stdout();
             out.write_all(report.text.as_bytes())?;

@@ -240,14 +240,17 @@ pub async fn start(
         out.raw_stats.push((name, l.stats().clone()));
         supervisor.critical("raw_listener", l.join());
     }
+    // Every bus's devices before any bus polls: a bus already busy must not slow the start of
+    // the next.
+    let typed = prepared
+        .modbus
+        .iter()
+        .flat_map(|bus| bus.devices.iter())
+        .map(|d| (d.thing.clone(), d.type_id.clone()));
+    provision(link, "Modbus", typed)
+        .await
+        .map_err(GatewayStartError::Provision)?;
     for bus in prepared.modbus {
-        let typed = bus
-            .devices
-            .iter()
-            .map(|d| (d.thing.clone(), d.type_id.clone()));
-        provision(link, "Modbus", typed)
-            .await
-            .map_err(GatewayStartError::Provision)?;
         let name = bus.name().to_owned();
         let io = attach(link, router, &name).await?;
         let b = modbus::start(bus, io, shutdown.clone());

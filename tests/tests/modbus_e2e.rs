@@ -174,6 +174,7 @@ async fn tcp_devices_are_polled_set_and_acted_on_over_wamp() {
         "{reported} is not an f32's shortest form"
     );
 
+    thing_until(&app, "drive-1", |t| t["online"] == true).await;
     // A holding register, written and read back; the call settles on the read-back.
     let r = call(
         &app,
@@ -200,11 +201,15 @@ async fn tcp_devices_are_polled_set_and_acted_on_over_wamp() {
     )
     .await;
     assert_eq!(sim.register(2, Table::Coil, 0), Some(1));
-    let drive = state_until(&mut states, "drive-1", |v| {
+    state_until(&mut states, "drive-1", |v| {
         v["actual_speed"].as_u64().is_some_and(|s| s > 0)
     })
     .await;
-    assert_eq!(drive["running"], true, "{drive}");
+    // The status word's bit 0, a bit field of a holding register.
+    thing_until(&app, "drive-1", |t| {
+        t["reported"]["running"]["value"] == true
+    })
+    .await;
 
     // An action writes its coil; the meter zeroes its energy counter.
     until("energy above zero", || {

@@ -1,7 +1,8 @@
 //! The side-by-side benchmark: Brume, Crossbar.io and a plain frame relay (the machine's limit),
 //! each started here on loopback and driven by the same generator, several rounds each (the
 //! systems take turns within a round), reported as medians and ratios in markdown tables, with
-//! the messages lost; then MQTT telemetry and idle-connection memory against mosquitto.
+//! the messages lost; then MQTT telemetry and idle-connection memory against mosquitto; then
+//! Modbus TCP against pymodbus ([`super::modbus`]). [`BenchPlan::only`] runs one of the three.
 //!
 //! With `--scrape-metrics`, every Brume measurement is made twice per round, without and with
 //! `/metrics` scraped once a second ([`super::scrape`]), in alternating order.
@@ -30,6 +31,26 @@ pub struct BenchPlan {
     pub idle_connections: &'static [usize],
     /// Measure each Brume scenario also with `/metrics` scraped once a second.
     pub scrape_metrics: bool,
+    /// Run only this section (default: all).
+    pub only: Option<Section>,
+}
+
+/// A section of the benchmark: one table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    /// WAMP pub/sub and RPC: Brume, Crossbar.io, the relay.
+    Wamp,
+    /// MQTT telemetry and idle connections: Brume, mosquitto.
+    Mqtt,
+    /// Modbus TCP registers/s and latency: Brume, pymodbus.
+    Modbus,
+}
+
+impl BenchPlan {
+    /// Whether `section` is run.
+    pub fn runs(&self, section: Section) -> bool {
+        self.only.is_none_or(|s| s == section)
+    }
 }
 
 impl BenchPlan {
@@ -40,6 +61,7 @@ impl BenchPlan {
             measure: Duration::from_secs(1),
             idle_connections: &[2_000],
             scrape_metrics: false,
+            only: None,
         }
     }
     pub fn full() -> Self {
@@ -49,6 +71,7 @@ impl BenchPlan {
             measure: Duration::from_secs(3),
             idle_connections: &[2_000, 10_000],
             scrape_metrics: false,
+            only: None,
         }
     }
 }
@@ -231,7 +254,7 @@ async fn measure(
     }))
 }
 
-/// Runs every scenario and returns the markdown report.
+/// Runs every scenario (or those of [`BenchPlan::only`]) and returns the markdown report.
 pub async fn run(plan: BenchPlan) -> anyhow::Result<BenchReport> {
     let mut out = String::new();
     let mut notes = Vec::new();
@@ -244,6 +267,52 @@ pub async fn run(plan: BenchPlan) -> anyhow::Result<BenchReport> {
             None
         }
     };
+    notes.push(format!(
+        "median of {} round(s) per cell, the systems taking turns within each round; CPU is percent of one core over the measured interval of the round the median figure came from",
+        plan.rounds
+    ));
+    if plan.runs(Section::Wamp) {
+        wamp_section(&mut out, &mut notes, &mut tally, &mut scrapes, plan).await?;
+    }
+    if plan.runs(Section::Mqtt) {
+        mqtt_section(
+            &mut out,
+            &mut notes,
+            &mut tally,
+            &mut scrapes,
+            plan,
+            open_files,
+        )
+        .await?;
+        writeln!(out)?;
+    }
+    if plan.runs(Section::Modbus) {
+        super::modbus::section(&mut out, &mut notes, plan).await?;
+        writeln!(out)?;
+    }
+    if plan.scrape_metrics {
+        notes.push(scrapes.summary());
+    }
+    if plan.runs(Section::Wamp) || plan.runs(Section::Mqtt) {
+        notes.push(tally.note(super::DRAIN));
+    }
+    for n in notes {
+        writeln!(out, "- {n}")?;
+    }
+    Ok(BenchReport {
+        text: out,
+        lost: tally.lost(),
+    })
+}
+
+/// WAMP pub/sub and RPC: Brume, Crossbar.io and the relay.
+async fn wamp_section(
+    out: &mut String,
+    notes: &mut Vec<String>,
+    tally: &mut LossTally,
+    scrapes: &mut ScrapeStats,
+    plan: BenchPlan,
+) -> anyhow::Result<()> {
     let brume = start_brume(
         &brume_binary()?,
         &format!("router.outbound_queue = {OUTBOUND_QUEUE}"),
@@ -281,10 +350,6 @@ pub async fn run(plan: BenchPlan) -> anyhow::Result<BenchReport> {
             brume_start.as_secs_f64() * 1e3
         ),
     );
-    notes.push(format!(
-        "median of {} round(s) per cell, the systems taking turns within each round; CPU is percent of one core over the measured interval of the round the median figure came from",
-        plan.rounds
-    ));
     // Fixed columns: Brume, Brume scraped (with --scrape-metrics), Crossbar.io, the relay.
     let mut variants = vec![Variant {
         name: "Brume",
@@ -336,12 +401,7 @@ pub async fn run(plan: BenchPlan) -> anyhow::Result<BenchReport> {
             for i in round_order(variants.len(), plan.scrape_metrics, round) {
                 let v = &variants[i];
                 let Some(sys) = v.system else { continue };
-                let got = scraped(
-                    v.scrape.as_deref(),
-                    &mut scrapes,
-                    measure(sys, scenario, plan),
-                )
-                .await;
+                let got = scraped(v.scrape.as_deref(), scrapes, measure(sys, scenario, plan)).await;
                 match got {
                     Ok(Some(s)) => columns[i].samples.push(s),
                     Ok(None) => {}
@@ -374,27 +434,7 @@ pub async fn run(plan: BenchPlan) -> anyhow::Result<BenchReport> {
     notes.push(format!(
         "WAMP pub/sub window: the publisher keeps at most {WAMP_WINDOW} events published and not yet received by the slowest subscriber (Brume's router.outbound_queue is {OUTBOUND_QUEUE}, so its slow-consumer policy never triggers)"
     ));
-    mqtt_section(
-        &mut out,
-        &mut notes,
-        &mut tally,
-        &mut scrapes,
-        plan,
-        open_files,
-    )
-    .await?;
-    writeln!(out)?;
-    if plan.scrape_metrics {
-        notes.push(scrapes.summary());
-    }
-    notes.push(tally.note(super::DRAIN));
-    for n in notes {
-        writeln!(out, "- {n}")?;
-    }
-    Ok(BenchReport {
-        text: out,
-        lost: tally.lost(),
-    })
+    Ok(())
 }
 
 /// A thing type whose one state property is the generator's sequence number.

@@ -7,6 +7,8 @@
 //! - [`crossbar`]: starting Crossbar.io the same way, for side-by-side figures.
 //! - [`relay`], [`relay_process`]: a frame relay with no routing: the machine's limit.
 //! - [`mqtt`]: MQTT telemetry and idle-connection memory, Brume against mosquitto.
+//! - [`modbus`]: Modbus TCP registers/s and stamp-to-value latency, Brume's gateway against
+//!   pymodbus, on simulated bench devices.
 //! - [`uplink`]: how fast the uplink replays its queue into Crossbar.io after an outage.
 //! - [`cpu`]: CPU time of processes, to say which side limited a figure.
 //! - [`scrape`]: `/metrics` scraped once a second during a measurement (`bench --scrape-metrics`).
@@ -17,6 +19,7 @@
 pub mod bench;
 pub mod cpu;
 pub mod crossbar;
+pub mod modbus;
 pub mod mqtt;
 pub mod peer;
 pub mod relay;

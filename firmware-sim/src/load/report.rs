@@ -247,6 +247,33 @@ pub fn memory_row(
     row(&cells)
 }
 
+/// The Modbus table's header, naming the pymodbus version measured (or "–").
+pub fn modbus_header(pymodbus: &str) -> String {
+    let peer = format!("pymodbus {pymodbus} (asyncio client, reads only)");
+    header(&[
+        "Modbus TCP, 100 holding registers per read, one request in flight per connection",
+        "Brume (Modbus → WAMP state EVENT, registry writes included)",
+        &peer,
+        "Brume ÷ pymodbus",
+        "CPU: generator / Brume",
+        "CPU: generator / pymodbus",
+    ])
+}
+
+/// One Modbus row: registers/s (higher is better), or with `latency` a p99 (p50) latency whose
+/// ratio is pymodbus's p99 over Brume's.
+pub fn modbus_row(name: &str, latency: bool, brume: &Column, pymodbus: &Column) -> String {
+    let (b, p) = (brume.median(), pymodbus.median());
+    row(&[
+        name.to_owned(),
+        text(b),
+        text(p),
+        ratio(b, p, if latency { 2 } else { 1 }),
+        cpu(b),
+        cpu(p),
+    ])
+}
+
 /// Lost messages over the whole run, by scenario and system.
 #[derive(Clone, Debug, Default)]
 pub struct LossTally {
@@ -381,6 +408,25 @@ mod tests {
                 &none
             ),
             "| s | 30 | 10 | 3.0× | – | – | 40% / 50% | – |"
+        );
+    }
+
+    #[test]
+    fn modbus_rows_fit_their_header() {
+        let cols = |h: &str| h.lines().next().map_or(0, |l| l.matches('|').count() - 1);
+        let h = modbus_header("3.11.4");
+        assert!(h.contains("pymodbus 3.11.4 (asyncio client, reads only)"));
+        let r = modbus_row(
+            "x",
+            false,
+            &column(&[(400.0, None)]),
+            &column(&[(100.0, None)]),
+        );
+        assert_eq!(r, "| x | 400 | 100 | 4.0× | 40% / 50% | 40% / 50% |");
+        assert_eq!(cols(&h), cols(&r));
+        assert_eq!(
+            modbus_row("l", true, &column(&[(50.0, None)]), &Column::default()),
+            "| l | 50 | – | – | 40% / 50% | – |"
         );
     }
 

@@ -36,7 +36,7 @@ pub struct ModbusArgs {
     /// An RTU baud rate whose transmission time answers take (default: none, answers at once).
     #[arg(long)]
     pub baud: Option<u32>,
-    /// A device, KIND:UNIT with KIND `meter` or `drive` and UNIT 1..=247; repeatable.
+    /// A device, KIND:UNIT with KIND `meter`, `drive` or `bench` and UNIT 1..=247; repeatable.
     /// Default: meter:1 and drive:2.
     #[arg(long = "device", value_name = "KIND:UNIT")]
     pub devices: Vec<DeviceSpec>,

@@ -1,9 +1,9 @@
-//! [`ModbusDevice`]: one simulated device (an energy [`meter`] or a motor [`drive`]) as plain
-//! logic: a [`RegisterBank`] laid out as the device's map, values advanced by
+//! [`ModbusDevice`]: one simulated device (an energy [`meter`], a motor [`drive`], or the
+//! [`bench`] device the benchmark reads) as plain logic: a [`RegisterBank`] laid out as the device's map, values advanced by
 //! [`ModbusDevice::advance`], and requests answered by [`ModbusDevice::execute`] with the
 //! exceptions a real device gives.
 //!
-//! Everything is deterministic: the values are a function of the elapsed time fed in and of the
+//! Everything but the bench device's clock stamp is deterministic: the values are a function of the elapsed time fed in and of the
 //! writes received, so a test that advances the clock by hand gets the same numbers every run.
 
 use std::f64::consts::TAU;
@@ -81,6 +81,31 @@ pub mod drive {
     pub const STATUS_MODE_SHIFT: u16 = 4;
 }
 
+/// The register map of the benchmark device (addresses are PDU addresses, 0-based): blocks of
+/// read-only holding registers, each starting with a stamp of the wall clock taken when the
+/// device answers a read, so that a client can tell how long a value took to reach it.
+pub mod bench {
+    /// Holding registers in one block.
+    pub const BLOCK: u16 = 100;
+    /// Blocks: holding registers `0 .. BLOCKS * BLOCK`.
+    pub const BLOCKS: u16 = 50;
+    /// Registers of the stamp at the start of each block: a `u64` (big word order), the wall
+    /// clock in microseconds since the Unix epoch at the moment of the read that returns it
+    /// (a read of holding registers sets the stamps of the blocks it covers).
+    pub const STAMP_COUNT: u16 = 4;
+
+    /// The fixed value of a holding register outside the stamps: its address plus 1000 times
+    /// the unit, wrapping.
+    pub fn filler(unit: u8, address: u16) -> u16 {
+        address.wrapping_add(u16::from(unit).wrapping_mul(1000))
+    }
+
+    /// Whether `address` is inside a stamp.
+    pub fn is_stamp(address: u16) -> bool {
+        address % BLOCK < STAMP_COUNT
+    }
+}
+
 /// The kinds of simulated device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeviceKind {
@@ -88,6 +113,8 @@ pub enum DeviceKind {
     Meter,
     /// A motor drive (see [`drive`]).
     Drive,
+    /// The benchmark device (see [`bench`]): no bundled thing type; the benchmark writes its own.
+    Bench,
 }
 
 impl DeviceKind {
@@ -96,14 +123,17 @@ impl DeviceKind {
         match self {
             DeviceKind::Meter => "meter",
             DeviceKind::Drive => "drive",
+            DeviceKind::Bench => "bench",
         }
     }
 
-    /// The thing type whose `[bindings.modbus]` describes this map.
+    /// The thing type whose `[bindings.modbus]` describes this map (for the bench device, the
+    /// id of the type `brume-sim bench` writes, [`crate::load::modbus::bench_type`]).
     pub fn type_id(self) -> &'static str {
         match self {
             DeviceKind::Meter => "modbus_meter",
             DeviceKind::Drive => "modbus_drive",
+            DeviceKind::Bench => "modbus_bench",
         }
     }
 }
@@ -121,7 +151,10 @@ impl std::str::FromStr for DeviceKind {
         match s {
             "meter" => Ok(DeviceKind::Meter),
             "drive" => Ok(DeviceKind::Drive),
-            other => Err(format!("unknown device kind {other:?} (meter, drive)")),
+            "bench" => Ok(DeviceKind::Bench),
+            other => Err(format!(
+                "unknown device kind {other:?} (meter, drive, bench)"
+            )),
         }
     }
 }
@@ -163,6 +196,8 @@ struct DriveState {
 enum Model {
     Meter(MeterState),
     Drive(DriveState),
+    /// Nothing moves but the clock, stamped at each read.
+    Bench,
 }
 
 /// One simulated Modbus device.
@@ -248,6 +283,14 @@ impl ModbusDevice {
                     fault: false,
                     mode: DriveMode::Stopped,
                 })
+            }
+            DeviceKind::Bench => {
+                let count = bench::BLOCK * bench::BLOCKS;
+                bank.map(Table::Holding, 0, count, Access::ReadOnly);
+                for address in (0..count).filter(|a| !bench::is_stamp(*a)) {
+                    bank.set(Table::Holding, address, bench::filler(unit, address));
+                }
+                Model::Bench
             }
         };
         let mut device = ModbusDevice {
@@ -367,6 +410,7 @@ impl ModbusDevice {
                 let settle = AMBIENT + 4.0 * current;
                 state.temperature += (settle - state.temperature) * (1.0 - (-dt_s / 300.0).exp());
             }
+            Model::Bench => {}
         }
     }
 
@@ -419,6 +463,28 @@ impl ModbusDevice {
                 }
                 b.set(Table::Holding, drive::STATUS, status);
             }
+            // The stamps are taken when a read is answered.
+            Model::Bench => {}
+        }
+    }
+
+    /// The bench device: the stamps of the blocks that `address .. address + quantity` covers
+    /// set to the wall clock now.
+    fn stamp(&mut self, address: u16, quantity: u16) {
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let end = u32::from(address) + u32::from(quantity);
+        let first = address / bench::BLOCK;
+        for block in first..bench::BLOCKS {
+            let at = block * bench::BLOCK;
+            if u32::from(at) >= end {
+                break;
+            }
+            for (i, shift) in [48u32, 32, 16, 0].into_iter().enumerate() {
+                self.bank
+                    .set(Table::Holding, at + i as u16, (micros >> shift) as u16);
+            }
         }
     }
 
@@ -454,6 +520,7 @@ impl ModbusDevice {
                     self.bank.set(Table::Coil, drive::RUN, 0);
                 }
             }
+            Model::Bench => {}
         }
         self.publish();
     }
@@ -469,7 +536,15 @@ impl ModbusDevice {
     /// (illegal function 0x01 for functions other than 1, 2, 3, 4, 5, 6, 15, 16 and 22; illegal
     /// data value 0x03 for a bad quantity or a value out of range; illegal data address 0x02 for
     /// an unmapped or read-only address).
+    ///
+    /// The bench device stamps the wall clock into its stamps before answering a read of
+    /// holding registers.
     pub fn execute(&mut self, request: &Request<'_>) -> Result<Response, ExceptionCode> {
+        if let (Model::Bench, Request::ReadHoldingRegisters(address, quantity)) =
+            (&self.model, request)
+        {
+            self.stamp(*address, *quantity);
+        }
         let bits = |words: Vec<u16>| words.into_iter().map(|w| w != 0).collect::<Vec<bool>>();
         match request {
             Request::ReadCoils(address, q) => {
