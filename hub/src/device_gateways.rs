@@ -433,22 +433,35 @@ mod tests {
             "[[modbus.tcp]]\naddress = '127.0.0.1:5020'\n\
              devices = [{ unit = 1, thing = 'm-1', thing_type = 'modbus_meter' },\
                         { unit = 2, thing = 'd-1', thing_type = 'modbus_drive' }]\n\
+             [[modbus.tcp]]\naddress = 'meter-7.local:502'\n\
+             devices = [{ unit = 1, thing = 'm-2', thing_type = 'modbus_meter' }]\n\
              [[modbus.rtu]]\npath = '/dev/ttyUSB0'\n\
              devices = [{ unit = 7, thing = 'm-7', thing_type = 'modbus_meter' }]\n",
         )
         .expect("a valid section");
-        assert_eq!(ok.modbus.len(), 2);
+        assert_eq!(ok.modbus.len(), 3);
         assert_eq!(ok.modbus[0].name(), "modbus:127.0.0.1:5020");
-        assert_eq!(ok.modbus[1].name(), "modbus:/dev/ttyUSB0");
+        assert_eq!(ok.modbus[1].name(), "modbus:meter-7.local:502");
+        assert_eq!(ok.modbus[2].name(), "modbus:/dev/ttyUSB0");
         // Devices of one type share its compiled binding.
         assert!(Arc::ptr_eq(
             &ok.modbus[0].devices[0].model,
-            &ok.modbus[1].devices[0].model
+            &ok.modbus[2].devices[0].model
         ));
 
         for (toml, key) in [
             (
                 "[[modbus.tcp]]\naddress = 'x'\ndevices = []\n",
+                "tcp[0].address",
+            ),
+            (
+                "[[modbus.tcp]]\naddress = 'meter 7:502'\n\
+                 devices = [{ unit = 1, thing = 'a', thing_type = 'modbus_meter' }]\n",
+                "tcp[0].address",
+            ),
+            (
+                "[[modbus.tcp]]\naddress = 'meter-7.local'\n\
+                 devices = [{ unit = 1, thing = 'a', thing_type = 'modbus_meter' }]\n",
                 "tcp[0].address",
             ),
             (

@@ -25,7 +25,11 @@ fn device(unit: u8, thing: &str, ty: &str) -> DeviceConfig {
     }
 }
 
-fn tcp_bus(name: &str, address: std::net::SocketAddr, devices: Vec<DeviceConfig>) -> TcpBusConfig {
+fn tcp_bus(
+    name: &str,
+    address: impl std::fmt::Display,
+    devices: Vec<DeviceConfig>,
+) -> TcpBusConfig {
     let mut bus: TcpBusConfig = toml::from_str(&format!(
         "name = '{name}'\naddress = '{address}'\ntimeout_ms = 300\nconnect_timeout_ms = 500\n\
          offline_after_failures = 2\nbackoff_min_ms = 100\nbackoff_max_ms = 400\n"
@@ -276,9 +280,10 @@ async fn a_modbus_server_unplugged_and_back_is_followed_and_gets_pending_values(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = sim.serve_tcp(listener, shutdown.clone()).unwrap();
     let hub = TestHub::start_with(|c| {
+        // By name: resolved at each connection attempt.
         c.modbus.tcp.push(tcp_bus(
             "drives",
-            server.local_addr(),
+            format!("localhost:{}", server.local_addr().port()),
             vec![device(1, "drive-7", "modbus_drive")],
         ));
     })

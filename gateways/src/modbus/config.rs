@@ -3,7 +3,8 @@
 //! ```toml
 //! [[modbus.tcp]]
 //! name = "switchboard"              # gateway name in logs and metrics; default "modbus:<address>"
-//! address = "192.0.2.20:502"        # a Modbus TCP server, or a TCP-to-RTU gateway
+//! address = "192.0.2.20:502"        # a Modbus TCP server, or a TCP-to-RTU gateway (host:port;
+//!                                   # a name is resolved at each connection attempt)
 //! timeout_ms = 1000                 # one request's answer
 //! connect_timeout_ms = 3000
 //! devices = [
@@ -134,7 +135,8 @@ pub struct TcpBusConfig {
     /// Gateway name in logs and metrics; default `modbus:<address>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// The server's `ip:port`.
+    /// The server's `host:port` (an IP address or a name, resolved at each connection attempt,
+    /// so a device that changes address is found again).
     pub address: String,
     /// Milliseconds a connection attempt may take.
     #[serde(default = "defaults::connect_timeout_ms")]
@@ -257,8 +259,8 @@ pub struct PreparedDevice {
 pub enum Endpoint {
     /// A Modbus TCP server.
     Tcp {
-        /// Its address.
-        address: SocketAddr,
+        /// Its `host:port`.
+        address: String,
         /// Connection attempt limit.
         connect_timeout: Duration,
     },
@@ -344,12 +346,7 @@ impl ModbusConfig {
         let mut out = Vec::new();
         for (i, bus) in self.tcp.iter().enumerate() {
             let key = format!("tcp[{i}]");
-            let address: SocketAddr = bus.address.parse().map_err(|_| {
-                invalid(
-                    format!("{key}.address"),
-                    format!("`{}` is not an ip:port", bus.address),
-                )
-            })?;
+            let address = check_host_port(&format!("{key}.address"), &bus.address)?;
             check_timeout(&format!("{key}.connect_timeout_ms"), bus.connect_timeout_ms)?;
             let name = bus
                 .name
@@ -421,6 +418,24 @@ impl ModbusConfig {
             )?);
         }
         Ok(out)
+    }
+}
+
+/// A `host:port` (`192.0.2.1:502`, `[2001:db8::1]:502`, `meter-7.local:502`), returned as given.
+fn check_host_port(key: &str, address: &str) -> Result<String, ModbusSetupError> {
+    if address.parse::<SocketAddr>().is_ok() {
+        return Ok(address.to_owned());
+    }
+    let bad = || invalid(key, format!("`{address}` is not a host:port"));
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 && host_ok => Ok(address.to_owned()),
+        _ => Err(bad()),
     }
 }
 

@@ -85,9 +85,12 @@ pub(super) async fn open(endpoint: &Endpoint) -> io::Result<Context> {
             address,
             connect_timeout,
         } => {
-            let stream = tokio::time::timeout(*connect_timeout, TcpStream::connect(address))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connection timed out"))??;
+            let stream =
+                tokio::time::timeout(*connect_timeout, TcpStream::connect(address.as_str()))
+                    .await
+                    .map_err(|_| {
+                        io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
+                    })??;
             stream.set_nodelay(true)?;
             Ok(tokio_modbus::client::tcp::attach(Drained::new(stream)))
         }
