@@ -350,3 +350,23 @@ fn the_readme_security_example_parses() {
     assert_eq!(realms[0].principals.len(), 3);
     assert!(c.listeners[0].tls.is_some());
 }
+
+#[test]
+fn the_readme_modbus_example_parses_and_fits_the_bundled_types() {
+    let readme = include_str!("../../../README.md");
+    let start = readme.find("**Modbus TCP and RTU**").unwrap();
+    let body = readme[start..]
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap();
+    let body: String = body
+        .lines()
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    let c = Config::from_toml(&body, "README.md").unwrap();
+    let catalog = device_models::TypeCatalog::builtin().unwrap();
+    crate::device_gateways::prepare(&c, &catalog).unwrap();
+    assert_eq!(c.modbus.tcp.len(), 1);
+    assert_eq!(c.modbus.rtu.len(), 1);
+}
