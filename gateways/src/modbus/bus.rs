@@ -41,10 +41,22 @@ enum Outcome<T> {
     Transport(std::io::Error),
 }
 
-/// Register or bit values of one read.
+/// What a request brought back: register or bit values of a read, or a write's confirmation.
 enum Data {
     Bits(Vec<bool>),
     Registers(Vec<u16>),
+    Written,
+}
+
+impl Data {
+    /// The values for the model's decoder (a write brings none).
+    fn as_read(&self) -> ReadData<'_> {
+        match self {
+            Data::Bits(b) => ReadData::Bits(b),
+            Data::Registers(r) => ReadData::Registers(r),
+            Data::Written => ReadData::Registers(&[]),
+        }
+    }
 }
 
 /// One bus and everything its task owns.
@@ -392,16 +404,14 @@ impl Bus {
     ) -> Result<(), Stopped> {
         let device = &mut self.devices[job.device];
         let model = Arc::clone(&device.model);
-        let raw = match data {
-            Data::Bits(b) => ReadData::Bits(b),
-            Data::Registers(r) => ReadData::Registers(r),
-        };
+        let raw = data.as_read();
         let mut state = Vec::new();
         let mut info = Map::new();
         let mut errors = 0u64;
+        let mut read_well = Vec::new();
         for (property, value) in model.decode(read, raw) {
             if value.is_ok() {
-                self.stats.cleared(device.thing.as_str(), property);
+                read_well.push(property);
             }
             match value {
                 Ok(v) if model.is_info(property) => {
@@ -422,6 +432,7 @@ impl Bus {
                 }
             }
         }
+        self.stats.cleared(device.thing.as_str(), &read_well);
         if errors > 0 {
             self.stats.value_errors(errors);
         }
@@ -520,11 +531,7 @@ impl Bus {
                         let unit = self.devices[device].unit;
                         match self.read(ctx, unit, &read).await {
                             Outcome::Data(data) => {
-                                let raw = match &data {
-                                    Data::Bits(b) => ReadData::Bits(b),
-                                    Data::Registers(r) => ReadData::Registers(r),
-                                };
-                                for (p, v) in model.decode(&read, raw) {
+                                for (p, v) in model.decode(&read, data.as_read()) {
                                     if let Ok(v) = v {
                                         confirmed.insert(p.to_owned(), v);
                                     }
@@ -598,36 +605,28 @@ impl Bus {
     ) -> Result<Result<(), WriteFailure>, Stopped> {
         let unit = self.devices[device].unit;
         for w in writes {
-            self.frame_gap().await;
-            ctx.set_slave(Slave(unit));
-            self.stats.request(1);
-            let result = tokio::time::timeout(self.timeout, write(ctx, w)).await;
-            self.quiet_since = Instant::now();
-            let outcome = classify(result);
+            let outcome = self.transact(ctx, unit, Op::Write(w)).await;
+            if !matches!(outcome, Outcome::Data(_)) {
+                self.stats.writes_failed();
+            }
             match outcome {
-                Outcome::Data(()) => {
-                    self.stats.answered();
+                Outcome::Data(_) => {
                     self.stats.writes();
                     self.answered(device, io, shutdown).await?;
                 }
                 Outcome::Exception(code) => {
-                    self.stats.writes_failed();
                     self.answered(device, io, shutdown).await?;
                     return Ok(Err(WriteFailure::Refused(format!(
                         "the device refused the write: {code}"
                     ))));
                 }
                 Outcome::Timeout | Outcome::Protocol(_) => {
-                    self.stats.writes_failed();
                     self.failed(device, Instant::now(), io, shutdown).await?;
                     return Ok(Err(WriteFailure::Refused(
                         "the device did not answer the write".into(),
                     )));
                 }
-                Outcome::Transport(_) => {
-                    self.stats.writes_failed();
-                    return Ok(Err(WriteFailure::Lost));
-                }
+                Outcome::Transport(_) => return Ok(Err(WriteFailure::Lost)),
             }
         }
         Ok(Ok(()))
@@ -635,20 +634,27 @@ impl Bus {
 
     /// Sends one read to `unit` and classifies its answer, counting it.
     async fn read(&mut self, ctx: &mut Context, unit: u8, read: &ReadRequest) -> Outcome<Data> {
+        self.transact(ctx, unit, Op::Read(read)).await
+    }
+
+    /// The one way a request goes on the line: after the frame gap, to `unit`, within the
+    /// timeout; its outcome counted whatever it is.
+    async fn transact(&mut self, ctx: &mut Context, unit: u8, op: Op<'_>) -> Outcome<Data> {
         self.frame_gap().await;
         ctx.set_slave(Slave(unit));
-        self.stats.request(1);
-        let result = tokio::time::timeout(self.timeout, read_registers(ctx, read)).await;
+        self.stats.request();
+        let result = tokio::time::timeout(self.timeout, call(ctx, op)).await;
         self.quiet_since = Instant::now();
         let outcome = classify(result);
         match &outcome {
-            Outcome::Data(Data::Bits(b)) => {
+            Outcome::Data(data) => {
                 self.stats.answered();
-                self.stats.registers(b.len() as u64);
-            }
-            Outcome::Data(Data::Registers(r)) => {
-                self.stats.answered();
-                self.stats.registers(r.len() as u64);
+                let n = match data {
+                    Data::Bits(b) => b.len(),
+                    Data::Registers(r) => r.len(),
+                    Data::Written => 0,
+                };
+                self.stats.registers(n as u64);
             }
             Outcome::Exception(code) => self.stats.exception(u8::from(*code)),
             Outcome::Timeout => self.stats.timeouts(),
@@ -657,6 +663,12 @@ impl Bus {
         }
         outcome
     }
+}
+
+/// A request: a read of a property range, or a write.
+enum Op<'a> {
+    Read(&'a ReadRequest),
+    Write(&'a Write),
 }
 
 /// Why a write did not happen.
@@ -681,21 +693,39 @@ fn classify<T>(result: Result<tokio_modbus::Result<T>, tokio::time::error::Elaps
     }
 }
 
-async fn read_registers(ctx: &mut Context, read: &ReadRequest) -> tokio_modbus::Result<Data> {
+async fn call(ctx: &mut Context, op: Op<'_>) -> tokio_modbus::Result<Data> {
+    let read = match op {
+        Op::Read(read) => read,
+        Op::Write(w) => {
+            let written = match w {
+                Write::Coil { address, value } => ctx.write_single_coil(*address, *value).await,
+                Write::Register { address, value } => {
+                    ctx.write_single_register(*address, *value).await
+                }
+                Write::Registers { address, values } => {
+                    ctx.write_multiple_registers(*address, values).await
+                }
+                Write::Mask {
+                    address,
+                    and_mask,
+                    or_mask,
+                } => {
+                    ctx.masked_write_register(*address, *and_mask, *or_mask)
+                        .await
+                }
+            };
+            return Ok(written?.map(|()| Data::Written));
+        }
+    };
     let (address, count) = (read.address, read.count);
     let n = usize::from(count);
+    let bits = |mut b: Vec<bool>| {
+        b.truncate(n);
+        Data::Bits(b)
+    };
     Ok(match read.table {
-        Table::Coil => ctx.read_coils(address, count).await?.map(|mut b| {
-            b.truncate(n);
-            Data::Bits(b)
-        }),
-        Table::Discrete => ctx
-            .read_discrete_inputs(address, count)
-            .await?
-            .map(|mut b| {
-                b.truncate(n);
-                Data::Bits(b)
-            }),
+        Table::Coil => ctx.read_coils(address, count).await?.map(bits),
+        Table::Discrete => ctx.read_discrete_inputs(address, count).await?.map(bits),
         Table::Input => ctx
             .read_input_registers(address, count)
             .await?
@@ -705,24 +735,6 @@ async fn read_registers(ctx: &mut Context, read: &ReadRequest) -> tokio_modbus::
             .await?
             .map(Data::Registers),
     })
-}
-
-async fn write(ctx: &mut Context, w: &Write) -> tokio_modbus::Result<()> {
-    match w {
-        Write::Coil { address, value } => ctx.write_single_coil(*address, *value).await,
-        Write::Register { address, value } => ctx.write_single_register(*address, *value).await,
-        Write::Registers { address, values } => {
-            ctx.write_multiple_registers(*address, values).await
-        }
-        Write::Mask {
-            address,
-            and_mask,
-            or_mask,
-        } => {
-            ctx.masked_write_register(*address, *and_mask, *or_mask)
-                .await
-        }
-    }
 }
 
 /// Hands an event to the hub, waiting for room (a full hub slows polling; nothing is dropped),

@@ -25,7 +25,6 @@ pub struct BusStats {
     connects: AtomicU64,
     connect_failures: AtomicU64,
     devices_online: AtomicU64,
-    max_in_flight: AtomicU64,
     /// Properties whose last read failed, by thing then property. A short lock, never held
     /// across an `.await`.
     faults: Mutex<BTreeMap<(String, String), PropertyFault>>,
@@ -106,8 +105,6 @@ pub struct BusSnapshot {
     pub connect_failures: u64,
     /// Devices answering now.
     pub devices_online: u64,
-    /// Most requests ever outstanding on the line at once (1 on a healthy bus).
-    pub max_in_flight: u64,
     /// Properties that cannot be read now, with why.
     pub faults: Vec<PropertyFault>,
 }
@@ -137,10 +134,9 @@ impl BusStats {
         connect_failures
     );
 
-    /// Counts a request sent, and how many were outstanding with it.
-    pub(super) fn request(&self, in_flight: u64) {
+    /// Counts a request sent.
+    pub(super) fn request(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.max_in_flight.fetch_max(in_flight, Ordering::Relaxed);
     }
 
     /// Counts an exception answer.
@@ -183,12 +179,15 @@ impl BusStats {
         fault.count = fault.count.saturating_add(1);
     }
 
-    /// Records that `property` of `thing` was read well.
-    pub(super) fn cleared(&self, thing: &str, property: &str) {
+    /// Records that these properties of `thing` were read well (one short lock per read).
+    pub(super) fn cleared(&self, thing: &str, properties: &[&str]) {
+        if properties.is_empty() {
+            return;
+        }
         if let Ok(mut faults) = self.faults.lock()
             && !faults.is_empty()
         {
-            faults.remove(&(thing.to_owned(), property.to_owned()));
+            faults.retain(|(t, p), _| t != thing || !properties.contains(&p.as_str()));
         }
     }
 
@@ -215,7 +214,6 @@ impl BusStats {
             connects: get(&self.connects),
             connect_failures: get(&self.connect_failures),
             devices_online: get(&self.devices_online),
-            max_in_flight: get(&self.max_in_flight),
             faults: self
                 .faults
                 .lock()
