@@ -69,15 +69,19 @@
 //! - **Panicking codecs**: the v5 decoder panics on packet types a client never sends and the v4
 //!   encoder on v5 properties; those packets are refused before decoding and properties are
 //!   stripped for 3.1.1 clients, and a panic in a connection task is caught and cleaned up.
-//! - **Sessions never expire and past client ids are never forgotten** (the "graveyard"): a
-//!   thing's session is keyed by its thing id whatever its client id, and anonymous clean
-//!   sessions get recycled router ids, so the map grows with the number of things and of
-//!   distinct anonymous persistent client ids only. Persistent sessions and retained messages
-//!   live in memory; a restart loses them (the hub republishes `things/<id>/desired` from its
-//!   database once the device is heard from again).
-//! - **MQTT 5 "no local" is parsed but ignored** by the router: applied in the connection tasks
-//!   (`broker::no_local`). Retain-as-published, retain handling 0 and 2, subscription
-//!   identifiers, message expiry and will delay are not applied.
+//! - **Sessions do not expire by themselves, and past client ids are never forgotten** (the
+//!   "graveyard"): MQTT 5 session expiry is kept by the connection tasks (`broker::expiry`),
+//!   which purge a router session when its interval is over. A thing's session is keyed by its
+//!   thing id whatever its client id, and anonymous clean sessions get recycled router ids, so
+//!   the map grows with the number of things and of distinct persistent client ids only.
+//!   Persistent sessions and retained messages live in memory; a restart loses them (the hub
+//!   republishes `things/<id>/desired` from its database once the device is heard from again).
+//! - **The router delivers at the subscription's QoS and ignores MQTT 5 subscription options**
+//!   ("no local", retain as published, retain handling): every routed PUBLISH carries an
+//!   internal mark of its QoS, retain flag and origin, and the connection tasks apply the
+//!   lower QoS and the options on the way out (`broker::envelope`). Will delay and the
+//!   client's Maximum Packet Size are applied there too. Subscription identifiers are passed
+//!   on, but a message matching two filters of a client comes once per filter.
 //! - **Topic aliases** (MQTT 5) are not offered (CONNACK says 0), so every PUBLISH names its
 //!   topic for the ACL.
 //! - **No stop for the router thread**: shutdown closes every connection and the listener; the

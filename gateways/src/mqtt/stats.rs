@@ -23,6 +23,7 @@ pub struct Stats {
     pub(crate) raw_out: AtomicU64,
     pub(crate) raw_dropped: AtomicU64,
     pub(crate) deliveries_dropped: AtomicU64,
+    pub(crate) over_client_max: AtomicU64,
     pub(crate) linked: AtomicU64,
     pub(crate) commands: AtomicU64,
     pub(crate) commands_dropped: AtomicU64,
@@ -68,6 +69,9 @@ pub struct MqttStats {
     /// Messages for a thing's device not delivered: its queue was full, or its persistent
     /// session's offline queue overflowed.
     pub deliveries_dropped: u64,
+    /// Messages not sent to an MQTT 5 client because the PUBLISH would exceed the Maximum
+    /// Packet Size its CONNECT set (the spec says to drop them).
+    pub over_client_max: u64,
     /// Open connections that hold a link into the MQTT router (every client but a thing device
     /// that keeps to its own topics).
     pub linked: u64,
@@ -101,6 +105,7 @@ impl Stats {
             raw_out: get(&self.raw_out),
             raw_dropped: get(&self.raw_dropped),
             deliveries_dropped: get(&self.deliveries_dropped),
+            over_client_max: get(&self.over_client_max),
             linked: get(&self.linked),
             commands: get(&self.commands),
             commands_dropped: get(&self.commands_dropped),

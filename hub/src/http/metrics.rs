@@ -424,6 +424,7 @@ fn gateways(out: &mut Out<'_, '_>, v: &HubView) -> Result<(), std::fmt::Error> {
                 ("bridge_queue", s.raw_dropped),
                 ("hub_stopped", s.events_dropped),
                 ("device_queue", s.deliveries_dropped),
+                ("client_max_packet", s.over_client_max),
             ],
         )?;
         out.gauge(

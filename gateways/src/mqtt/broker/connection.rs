@@ -13,13 +13,17 @@
 //! - the last will is kept here, not in the router, and published through the client's own link
 //!   when the connection is lost (not on DISCONNECT, session takeover or broker shutdown);
 //! - MQTT 5 topic aliases are not offered (CONNACK says 0), so every PUBLISH names its topic and
-//!   the ACL sees it;
+//!   the ACL sees it; a PUBLISH that uses one anyway gets DISCONNECT 0x94;
 //! - a QoS 1 message of an MQTT 5 client that the hooks rejected (too large, not what its
 //!   thing's type takes) gets its PUBACK with the reason (0x97 or 0x99, with a reason string);
 //!   it still reaches MQTT subscribers. 3.1.1 has no negative ack; QoS 2 keeps reason 0 so
 //!   that its flow completes;
-//! - MQTT 5 "no local", which the router ignores, is applied on the way in and out
-//!   (`no_local`).
+//! - what the router drops or ignores is applied here (`envelope`): delivery at the lower of the
+//!   publisher's and the subscription's QoS, MQTT 5 "no local", retain as published, retain
+//!   handling, and the client's Maximum Packet Size;
+//! - MQTT 5 session expiry and will delay are kept here (`expiry`): a clean start discards the
+//!   old session, a session outlives its connection for its expiry interval (a DISCONNECT may
+//!   change it), and a delayed will waits, unless the client comes back first.
 //!
 //! - a QoS 1 PUBACK (and a QoS 2 PUBREC) goes out only once the hub has committed what the
 //!   PUBLISH carried ([`Hooks::published`] returns the wait); the connection keeps reading while
@@ -30,7 +34,7 @@
 //! Per-connection state lives in this task only. A panic inside rumqttd's codec is caught, and
 //! the connection is cleaned up as if the network had failed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -45,9 +49,9 @@ use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
     ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill,
-    Packet, PingResp, PubAck, PubAckProperties, PubAckReason, PubComp, PubCompReason, PubRec,
-    PubRecReason, Publish, PublishProperties, QoS, SubAck, SubscribeReasonCode, UnsubAck,
-    UnsubAckReason,
+    LastWillProperties, Packet, PingResp, PubAck, PubAckProperties, PubAckReason, PubComp,
+    PubCompReason, PubRec, PubRecReason, Publish, PublishProperties, QoS, SubAck,
+    SubscribeReasonCode, UnsubAck, UnsubAckReason,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -56,9 +60,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, error, field, info, warn};
 
 use super::codec::{Codec, CodecError};
+use super::envelope::{self, Envelope, Verdict};
 use super::hub_link::build_publish;
 use super::local::{self, Delivery};
-use super::no_local::NoLocal;
 use super::{
     ConnectRequest, Hooks, Outbound, Published, Refusal, Rejected, SessionEnd, Shared, Slot,
 };
@@ -115,10 +119,27 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
         }
         Ok(Ok(x)) => x,
     };
-    let Packet::Connect(connect, _props, will, _will_props, login) = packet else {
+    let Packet::Connect(connect, props, will, will_props, login) = packet else {
         return;
     };
     Span::current().record("client", connect.client_id.as_str());
+    // MQTT 5 keeps a session after the connection for its Session Expiry Interval (0 when
+    // absent); 3.1.1's clean session means 0, and a persistent one never expires.
+    let session_expiry = match (&props, codec.is_v5()) {
+        (Some(p), true) => p.session_expiry_interval.unwrap_or(0),
+        (None, true) => 0,
+        (_, false) if connect.clean_session => 0,
+        (_, false) => NEVER_EXPIRES,
+    };
+    let receive_max = props
+        .as_ref()
+        .and_then(|p| p.receive_maximum)
+        .filter(|m| *m > 0)
+        .unwrap_or(u16::MAX);
+    let max_out = props
+        .as_ref()
+        .and_then(|p| p.max_packet_size)
+        .and_then(|m| usize::try_from(m).ok());
 
     let request = ConnectRequest {
         client_id: &connect.client_id,
@@ -158,16 +179,20 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
         },
     };
 
+    // A router session outlives the connection when the client may come back to it (clean start
+    // off) or asked for it to be kept; an MQTT 5 client without a client id gets a fresh one.
+    let persistent = (!connect.clean_session || session_expiry > 0)
+        && !(codec.is_v5() && connect.client_id.is_empty() && accepted.key.is_none());
     let mut slot = None;
-    let router_id = match (&accepted.key, connect.clean_session) {
+    let router_id = match (&accepted.key, persistent) {
         (Some(key), _) => format!("t.{key}"),
-        (None, true) => {
+        (None, false) => {
             let s = Slot::take(&shared.slots);
             let id = format!("s.{}", s.n);
             slot = Some(s);
             id
         }
-        (None, false) => {
+        (None, true) => {
             if connect.client_id.is_empty() || connect.client_id.contains(BAD_CLIENT_ID_CHARS) {
                 refuse(&mut stream, &codec, Refusal::BadClientId).await;
                 shared
@@ -180,6 +205,13 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
         }
     };
 
+    // A wait left by the session's previous connection (delayed will, expiry) is over.
+    shared.pending.resume(&router_id);
+    // The router session lives as long as the client asked (see `persistent`), and a clean
+    // start discards an old one first.
+    if persistent && connect.clean_session {
+        purge_session(&shared, &router_id).await;
+    }
     let clean = connect.clean_session;
     // A thing device starts without a router link (see `local`); any other client takes one now.
     // Only a device logged in as its thing: an anonymous client (a tool, an app, a test suite
@@ -206,7 +238,7 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
     let mut link = None;
     let mut session_present = local.as_ref().is_some_and(|l| l.session_present);
     if local.as_ref().is_none_or(|l| l.was_linked) {
-        match open_link(&shared, &router_id, clean).await {
+        match open_link(&shared, &router_id, !persistent).await {
             Ok((opened, present)) => {
                 session_present |= present;
                 link = Some(opened);
@@ -260,12 +292,21 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
         idle,
         limits,
         subscribed: Vec::new(),
-        clean,
         held: FuturesOrdered::new(),
         awaiting: HashMap::new(),
-        no_local: NoLocal::default(),
+        envelope: Envelope::default(),
         own_qos2: HashSet::new(),
         rejected: HashMap::new(),
+        downgraded: HashSet::new(),
+        max_out,
+        receive_max,
+        inflight_out: 0,
+        parked: VecDeque::new(),
+        router_acks: InOrder::default(),
+        router_comps: InOrder::default(),
+        will_props: will_props.map(Box::new),
+        persistent,
+        session_expiry,
     };
     let ack = ConnAck {
         session_present,
@@ -468,22 +509,85 @@ struct Connection<H: Hooks> {
     limits: super::Limits,
     /// Filters this connection counted in the broker's [`Interest`](super::interest::Interest).
     subscribed: Vec<String>,
-    /// A clean session: its subscriptions end with the connection.
-    clean: bool,
     /// Acks held until the hub committed their message, in the order they are due.
     held: FuturesOrdered<HeldAck>,
     /// Routed PUBLISHes whose commit is awaited, by packet id, until the router's ack for them
     /// comes and joins `held`.
     awaiting: HashMap<u16, CommitWait>,
-    /// MQTT 5 "no local" (see [`NoLocal`]).
-    no_local: NoLocal,
-    /// Packet ids of its own QoS 2 messages the router sent back and this task dropped for "no
-    /// local", whose PUBREL from the router it answers itself.
+    /// The mark of routed messages and the MQTT 5 subscription options (see [`Envelope`]).
+    envelope: Envelope,
+    /// Packet ids of QoS 2 messages from the router that this task acknowledged itself (dropped
+    /// for a subscription option, or delivered at a lower QoS), whose PUBREL from the router it
+    /// answers itself.
     own_qos2: HashSet<u16>,
     /// Routed QoS 1 messages the hooks rejected, by packet id: the router's PUBACK for them goes
     /// out with the reason.
     rejected: HashMap<u16, Rejected>,
+    /// Packet ids of the router's QoS 2 messages delivered at QoS 1: the client's PUBACK
+    /// becomes the router's PUBREC.
+    downgraded: HashSet<u16>,
+    /// The largest packet the client takes (MQTT 5 Maximum Packet Size).
+    max_out: Option<usize>,
+    /// QoS 1 and 2 messages the client may have unacknowledged (MQTT 5 Receive Maximum).
+    receive_max: u16,
+    /// Router messages sent to the client at QoS 1 or 2 and not yet acknowledged by it.
+    inflight_out: u16,
+    /// Router messages sent at QoS 1 or 2 whose ack the router has not had, in the order it sent
+    /// them, with the ack once it is known (the client's, or this task's own).
+    router_acks: InOrder,
+    /// The same for PUBCOMPs answering the router's PUBRELs.
+    router_comps: InOrder,
+    /// Router messages waiting for room under `receive_max`.
+    parked: VecDeque<(Publish, Option<PublishProperties>)>,
+    /// MQTT 5 properties of the last will (delay, user properties and the like).
+    will_props: Option<Box<LastWillProperties>>,
+    /// The router keeps this client's session after the connection (see `run`).
+    persistent: bool,
+    /// Seconds the session outlives the connection ([`NEVER_EXPIRES`]: for ever); a DISCONNECT
+    /// may change it.
+    session_expiry: u32,
 }
+
+/// Acks for the router's messages, in the order it sent them: rumqttd takes PUBACKs, PUBRECs
+/// and PUBCOMPs only in that order, and this task answers some itself (messages it does not
+/// deliver or delivers at a lower QoS) while the client still owes earlier ones. Bounded by the
+/// router's in-flight limit per client.
+#[derive(Default)]
+struct InOrder(VecDeque<(u16, Option<Packet>)>);
+
+impl InOrder {
+    /// A message the router sent, with its ack if it is already known.
+    fn push(&mut self, pkid: u16, ack: Option<Packet>) {
+        self.0.push_back((pkid, ack));
+    }
+
+    /// The client's ack for `pkid`; given back if no message waits for it.
+    fn fill(&mut self, pkid: u16, ack: Packet) -> Option<Packet> {
+        match self.0.iter_mut().find(|(p, a)| *p == pkid && a.is_none()) {
+            Some((_, slot)) => {
+                *slot = Some(ack);
+                None
+            }
+            None => Some(ack),
+        }
+    }
+
+    /// The ack at the front, if it is known.
+    fn pop_ready(&mut self) -> Option<Packet> {
+        if !matches!(self.0.front(), Some((_, Some(_)))) {
+            return None;
+        }
+        self.0.pop_front().and_then(|(_, ack)| ack)
+    }
+}
+
+/// Router messages a connection holds back for the client's Receive Maximum; beyond it they go
+/// out regardless (the router itself keeps at most 100 QoS 1 and 2 messages in flight per
+/// client, so only a flood of QoS 0 messages can get here).
+const MAX_PARKED: usize = 1024;
+
+/// A Session Expiry Interval that never ends.
+const NEVER_EXPIRES: u32 = u32::MAX;
 
 /// An ack (PUBACK or PUBREC) and the commit it waits for.
 type HeldAck = std::pin::Pin<Box<dyn Future<Output = (Packet, Result<(), CommitError>)> + Send>>;
@@ -564,9 +668,17 @@ impl<H: Hooks> Connection<H> {
                         return SessionEnd::Lost;
                     }
                     Ok(Some(Notification::Forward(forward))) => {
-                        if let Flow::End(end) =
-                            self.forwarded(forward.publish, forward.properties).await
+                        // MQTT 5 Receive Maximum: beyond the client's limit of unacknowledged
+                        // QoS 1 and 2 messages, the router's messages wait here, in order.
+                        let flow = if (self.parked.is_empty() && self.inflight_out < self.receive_max)
+                            || self.parked.len() >= MAX_PARKED
                         {
+                            self.forwarded(forward.publish, forward.properties, shared).await
+                        } else {
+                            self.parked.push_back((forward.publish, forward.properties));
+                            Flow::Continue
+                        };
+                        if let Flow::End(end) = flow {
                             return end;
                         }
                     }
@@ -588,17 +700,20 @@ impl<H: Hooks> Connection<H> {
                                     None => self.queue(packet),
                                 }
                             }
-                            // The release of an own QoS 2 message dropped for "no local".
+                            // The release of a QoS 2 message this task acknowledged itself.
                             Some(Packet::PubRel(rel, _)) if self.own_qos2.remove(&rel.pkid) => {
                                 let comp = PubComp {
                                     pkid: rel.pkid,
                                     reason: PubCompReason::Success,
                                 };
-                                if let Flow::End(end) =
-                                    self.forward(Packet::PubComp(comp, None)).await
-                                {
+                                self.router_comps.push(rel.pkid, Some(Packet::PubComp(comp, None)));
+                                if let Flow::End(end) = self.send_router_acks().await {
                                     return end;
                                 }
+                            }
+                            Some(Packet::PubRel(rel, props)) => {
+                                self.router_comps.push(rel.pkid, None);
+                                self.queue(Packet::PubRel(rel, props));
                             }
                             Some(packet) => self.queue(packet),
                             None => {}
@@ -661,6 +776,12 @@ impl<H: Hooks> Connection<H> {
         };
         match packet {
             Packet::Publish(publish, mut properties) => {
+                // CONNACK granted no topic aliases (Topic Alias Maximum 0).
+                if properties.as_ref().is_some_and(|p| p.topic_alias.is_some()) {
+                    debug!("PUBLISH with a topic alias, none granted; closing");
+                    self.disconnect_v5(DisconnectReasonCode::TopicAliasInvalid);
+                    return Flow::End(SessionEnd::Lost);
+                }
                 let Some(topic) = std::str::from_utf8(&publish.topic)
                     .ok()
                     .filter(|t| is_topic_name(t))
@@ -726,10 +847,12 @@ impl<H: Hooks> Connection<H> {
                 if let (Some(why), Some((1, pkid))) = (rejected, delivery) {
                     self.rejected.insert(pkid, why);
                 }
-                if let Some(p) = properties.as_mut() {
-                    p.topic_alias = None;
-                }
-                self.no_local.outgoing(&topic, &mut properties);
+                envelope::mark(
+                    &mut properties,
+                    qos.unwrap_or(0),
+                    publish.retain,
+                    self.envelope.origin(),
+                );
                 self.forward(Packet::Publish(publish, properties)).await
             }
             Packet::PubRel(pubrel, properties) => {
@@ -811,7 +934,7 @@ impl<H: Hooks> Connection<H> {
                     Flow::Continue
                 } else {
                     for f in &subscribe.filters {
-                        self.no_local.subscribed(f);
+                        self.envelope.subscribed(f);
                     }
                     shared.subscribed(subscribe.filters.iter().map(|f| f.path.as_str()));
                     self.subscribed
@@ -842,7 +965,7 @@ impl<H: Hooks> Connection<H> {
                     return Flow::Continue;
                 }
                 for filter in &unsubscribe.filters {
-                    self.no_local.unsubscribed(filter);
+                    self.envelope.unsubscribed(filter);
                     if let Some(at) = self.subscribed.iter().position(|f| f == filter) {
                         self.subscribed.swap_remove(at);
                         shared.unsubscribed([filter.as_str()]);
@@ -857,16 +980,47 @@ impl<H: Hooks> Connection<H> {
                     .as_mut()
                     .is_some_and(|l| l.inflight.remove(&ack.pkid).is_some());
                 if ours {
-                    Flow::Continue
-                } else {
-                    self.forward(Packet::PubAck(ack, properties)).await
+                    return Flow::Continue;
                 }
+                let pkid = ack.pkid;
+                if let Flow::End(end) = self
+                    .client_acked(pkid, Packet::PubAck(ack, properties))
+                    .await
+                {
+                    return Flow::End(end);
+                }
+                self.acknowledged(shared).await
+            }
+            Packet::PubRec(rec, properties) => {
+                let pkid = rec.pkid;
+                self.client_acked(pkid, Packet::PubRec(rec, properties))
+                    .await
+            }
+            Packet::PubComp(comp, properties) => {
+                let flow = match self
+                    .router_comps
+                    .fill(comp.pkid, Packet::PubComp(comp, properties))
+                {
+                    None => self.send_router_acks().await,
+                    Some(packet) => self.forward(packet).await,
+                };
+                if let Flow::End(end) = flow {
+                    return Flow::End(end);
+                }
+                self.acknowledged(shared).await
             }
             Packet::PingReq(_) => {
                 self.queue(Packet::PingResp(PingResp));
                 Flow::Continue
             }
-            Packet::Disconnect(disconnect, _) => {
+            Packet::Disconnect(disconnect, properties) => {
+                // MQTT 5: a DISCONNECT may shorten or lengthen the session's expiry, but not
+                // give one to a session that had none (that is a protocol error; ignored).
+                if let Some(expiry) = properties.and_then(|p| p.session_expiry_interval)
+                    && self.session_expiry > 0
+                {
+                    self.session_expiry = expiry;
+                }
                 if disconnect.reason_code == DisconnectReasonCode::DisconnectWithWillMessage {
                     Flow::End(SessionEnd::Lost)
                 } else {
@@ -1053,7 +1207,7 @@ impl<H: Hooks> Connection<H> {
         if self.link.is_some() {
             return true;
         }
-        match open_link(shared, &self.router_id, self.clean).await {
+        match open_link(shared, &self.router_id, !self.persistent).await {
             Ok((link, _)) => {
                 self.link = Some(link);
                 if let Some(l) = &self.local {
@@ -1065,43 +1219,145 @@ impl<H: Hooks> Connection<H> {
         }
     }
 
-    /// Hands a message from the router to the client, unless it is this connection's own and
-    /// only its no-local filters match it: then the router gets the acknowledgement the client
-    /// would have sent.
+    /// Hands a message from the router to the client as its subscription options and the
+    /// publisher's QoS say (see [`Envelope`]), and within the client's Maximum Packet Size. A
+    /// message not delivered, or delivered at QoS 0 though the router sent it at 1 or 2, is
+    /// acknowledged to the router here, as the client would have.
     async fn forwarded(
         &mut self,
         publish: Publish,
         mut properties: Option<PublishProperties>,
+        shared: &Shared<H>,
     ) -> Flow {
         let topic = std::str::from_utf8(&publish.topic).unwrap_or_default();
-        if !self
-            .no_local
-            .drops(topic, &mut properties, &self.subscribed)
-        {
-            self.queue(Packet::Publish(publish, properties));
-            return Flow::Continue;
-        }
-        let Some((qos, pkid)) = stored_delivery(&publish.serialize()) else {
+        // The router clears the retain flag of live messages: a set one means its store.
+        let verdict = self
+            .envelope
+            .forwarded(topic, publish.retain, &mut properties);
+        let at_most_once = match verdict {
+            Verdict::Deliver { max_qos: 0, retain } => Some((
+                Publish::new(publish.topic.clone(), publish.payload.clone(), retain),
+                properties.clone(),
+            )),
+            _ => None,
+        };
+        let start = self.wbuf.len();
+        self.queue(Packet::Publish(publish, properties));
+        let Some((qos, pkid)) = self.wbuf.get(start..).and_then(publish_delivery) else {
             return Flow::Continue;
         };
-        match qos {
-            1 => {
-                let ack = PubAck {
+        let too_large = self
+            .max_out
+            .is_some_and(|max| self.wbuf.len() - start > max);
+        let Verdict::Deliver { max_qos, retain } = verdict else {
+            self.wbuf.truncate(start);
+            return self.ack_for_client(qos, pkid).await;
+        };
+        if too_large {
+            self.wbuf.truncate(start);
+            shared.stats.over_client_max.fetch_add(1, Ordering::Relaxed);
+            return self.ack_for_client(qos, pkid).await;
+        }
+        if qos > max_qos {
+            if let Some((publish, properties)) = at_most_once {
+                self.wbuf.truncate(start);
+                self.queue(Packet::Publish(publish, properties));
+                return self.ack_for_client(qos, pkid).await;
+            }
+            // 2 down to 1: same length, only the QoS bits of the fixed header change.
+            if let Some(flags) = self.wbuf.get_mut(start) {
+                *flags = (*flags & !0b0110) | (max_qos << 1);
+            }
+            self.downgraded.insert(pkid);
+        }
+        if retain && let Some(flags) = self.wbuf.get_mut(start) {
+            *flags |= 1;
+        }
+        if qos > 0 {
+            self.inflight_out = self.inflight_out.saturating_add(1);
+            self.router_acks.push(pkid, None);
+        }
+        Flow::Continue
+    }
+
+    /// The client finished a QoS 1 or 2 delivery: messages waiting for its Receive Maximum
+    /// go out while it has room.
+    async fn acknowledged(&mut self, shared: &Shared<H>) -> Flow {
+        self.inflight_out = self.inflight_out.saturating_sub(1);
+        while self.inflight_out < self.receive_max
+            && let Some((publish, properties)) = self.parked.pop_front()
+        {
+            if let Flow::End(end) = Box::pin(self.forwarded(publish, properties, shared)).await {
+                return Flow::End(end);
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Acknowledges to the router a message it sent at `qos` that the client will not
+    /// acknowledge: a PUBACK, or a PUBREC whose PUBREL is answered here. It goes out in turn,
+    /// after the acks the client still owes for earlier messages: the router takes acks only
+    /// in the order it sent the messages.
+    async fn ack_for_client(&mut self, qos: u8, pkid: u16) -> Flow {
+        let ack = match qos {
+            1 => Packet::PubAck(
+                PubAck {
                     pkid,
                     reason: PubAckReason::Success,
-                };
-                self.forward(Packet::PubAck(ack, None)).await
-            }
+                },
+                None,
+            ),
             2 => {
                 self.own_qos2.insert(pkid);
-                let rec = PubRec {
+                Packet::PubRec(
+                    PubRec {
+                        pkid,
+                        reason: PubRecReason::Success,
+                    },
+                    None,
+                )
+            }
+            _ => return Flow::Continue,
+        };
+        self.router_acks.push(pkid, Some(ack));
+        self.send_router_acks().await
+    }
+
+    /// The client's PUBACK or PUBREC of a router message, passed on in turn (see
+    /// [`Self::ack_for_client`]); a PUBACK of a message delivered at QoS 1 that the router
+    /// sent at 2 becomes a PUBREC, whose PUBREL is answered here.
+    async fn client_acked(&mut self, pkid: u16, packet: Packet) -> Flow {
+        let packet = if self.downgraded.remove(&pkid) {
+            self.own_qos2.insert(pkid);
+            Packet::PubRec(
+                PubRec {
                     pkid,
                     reason: PubRecReason::Success,
-                };
-                self.forward(Packet::PubRec(rec, None)).await
-            }
-            _ => Flow::Continue,
+                },
+                None,
+            )
+        } else {
+            packet
+        };
+        match self.router_acks.fill(pkid, packet) {
+            None => self.send_router_acks().await,
+            // Not one this connection sent (a session resumed from an earlier connection).
+            Some(packet) => self.forward(packet).await,
         }
+    }
+
+    /// Sends the router every ack (then every PUBCOMP) at the front of its queue that is ready.
+    async fn send_router_acks(&mut self) -> Flow {
+        while let Some(ack) = self
+            .router_acks
+            .pop_ready()
+            .or_else(|| self.router_comps.pop_ready())
+        {
+            if let Flow::End(end) = self.forward(ack).await {
+                return Flow::End(end);
+            }
+        }
+        Flow::Continue
     }
 
     async fn forward(&mut self, packet: Packet) -> Flow {
@@ -1124,8 +1380,12 @@ impl<H: Hooks> Connection<H> {
         }
     }
 
+    /// Queues an MQTT 5 DISCONNECT with `reason_code` and no properties (remaining length 1,
+    /// MQTT 5 3.14.2.2.1). Written here: rumqttd's encoder gives such a packet remaining length
+    /// 1 followed by a property length byte, which clients read as a malformed stream.
     fn disconnect_v5(&mut self, reason_code: DisconnectReasonCode) {
-        self.queue(Packet::Disconnect(Disconnect { reason_code }, None));
+        self.wbuf
+            .extend_from_slice(&[0xE0, 0x01, disconnect_reason(reason_code)]);
     }
 
     async fn flush(&mut self) -> Result<(), SessionEnd> {
@@ -1147,40 +1407,42 @@ impl<H: Hooks> Connection<H> {
         }
     }
 
-    /// Publishes the will when the connection was lost, detaches from the router, tells the
-    /// hooks, and closes the socket.
-    async fn finish(&mut self, end: SessionEnd, shared: &Shared<H>) {
+    /// Publishes the will when the connection was lost (at once, or after its MQTT 5 delay),
+    /// detaches from the router, purges a session whose expiry is over or schedules that, tells
+    /// the hooks, and closes the socket.
+    async fn finish(&mut self, end: SessionEnd, shared: &Arc<Shared<H>>) {
         let Some(mut session) = self.session.take() else {
             return;
         };
-        if end == SessionEnd::Lost
-            && let Some((topic, will)) = self.will.take()
-        {
-            // Nobody acknowledges a will: no commit to wait for.
-            let _ = self
-                .hooks
-                .published(&mut session, &topic, &will.message, will.retain, 0)
-                .await;
-            let message = Outbound {
+        let will = self.will.take().filter(|_| end == SessionEnd::Lost);
+        let will_props = self.will_props.take();
+        // The session ends with the connection unless the router keeps it; a will waits for
+        // its delay, but not beyond the session.
+        let expiry = if self.persistent {
+            self.session_expiry
+        } else {
+            0
+        };
+        let delay = will_props
+            .as_ref()
+            .and_then(|p| p.delay_interval)
+            .unwrap_or(0)
+            .min(expiry);
+        let mut delayed_will = None;
+        if let Some((topic, will)) = will {
+            let will = Will {
+                properties: will_properties(will_props.as_deref(), &will, self.envelope.origin()),
                 topic,
-                payload: will.message,
-                retain: will.retain,
-                at_least_once: will.qos != QoS::AtMostOnce,
+                will,
             };
-            match self.link.as_mut() {
-                Some(link) => {
-                    let pkid = if message.at_least_once { 1 } else { 0 };
-                    if let Some(publish) = build_publish(&message, pkid) {
-                        let _ = link.tx.send(Packet::Publish(publish, None)).await;
-                    }
-                }
-                None => {
-                    let _ = shared.outbound.send(message).await;
-                }
+            if delay == 0 {
+                let link = self.link.as_mut().map(|l| &mut l.tx);
+                publish_will(&*self.hooks, &mut session, shared, link, will).await;
+            } else {
+                delayed_will = Some(will);
             }
-            shared.stats.wills_published.fetch_add(1, Ordering::Relaxed);
         }
-        if self.clean {
+        if !self.persistent {
             shared.unsubscribed(
                 self.subscribed
                     .drain(..)
@@ -1204,8 +1466,172 @@ impl<H: Hooks> Connection<H> {
             let unacked = unacked.into_iter().map(|(_, d)| d).collect();
             shared.local.detach(&l.key, l.generation, unacked);
         }
-        self.hooks.closed(session, end).await;
+        let purge = (self.persistent && end != SessionEnd::TakenOver && expiry != NEVER_EXPIRES)
+            .then_some(expiry)
+            .filter(|e| *e <= MAX_TIMED_EXPIRY);
+        if purge == Some(0) {
+            purge_session(shared, &self.router_id).await;
+        }
+        let purge = purge.filter(|e| *e > 0);
+        if delayed_will.is_some() || purge.is_some() {
+            let after = AfterClose {
+                key: self.router_id.clone(),
+                will: delayed_will.map(|w| (w, delay)),
+                purge: purge.map(|e| (self.router_id.clone(), e)),
+                end,
+            };
+            let (shared, hooks) = (shared.clone(), self.hooks.clone());
+            shared
+                .tracker
+                .clone()
+                .spawn(after_close(shared, hooks, session, after).in_current_span());
+        } else {
+            self.hooks.closed(session, end).await;
+        }
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.stream.shutdown()).await;
+    }
+}
+
+/// Session expiries beyond this (about a year) are kept for as long as the broker runs.
+const MAX_TIMED_EXPIRY: u32 = 366 * 24 * 3600;
+
+/// A last will ready to publish.
+struct Will {
+    topic: String,
+    will: LastWill,
+    properties: Option<PublishProperties>,
+}
+
+/// The PUBLISH properties a will carries (MQTT 5), marked as its connection's.
+fn will_properties(
+    props: Option<&LastWillProperties>,
+    will: &LastWill,
+    origin: u64,
+) -> Option<PublishProperties> {
+    let mut properties = props.map(|p| PublishProperties {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: p.message_expiry_interval,
+        response_topic: p.response_topic.clone(),
+        correlation_data: p.correlation_data.clone(),
+        user_properties: p.user_properties.clone(),
+        content_type: p.content_type.clone(),
+        ..PublishProperties::default()
+    });
+    let qos = u8::from(will.qos != QoS::AtMostOnce);
+    envelope::mark(&mut properties, qos, will.retain, origin);
+    properties
+}
+
+/// Tells the hooks of the will and routes it: through the connection's router link when it
+/// has one, else through the gateway's (a linkless thing device; MQTT 5 properties are not
+/// passed on there).
+async fn publish_will<H: Hooks>(
+    hooks: &H,
+    session: &mut H::Session,
+    shared: &Shared<H>,
+    link: Option<&mut LinkTx>,
+    will: Will,
+) {
+    // Nobody acknowledges a will: no commit to wait for.
+    let Will {
+        topic,
+        will,
+        properties,
+    } = will;
+    let _ = hooks
+        .published(session, &topic, &will.message, will.retain, 0)
+        .await;
+    let message = Outbound {
+        topic,
+        payload: will.message,
+        retain: will.retain,
+        at_least_once: will.qos != QoS::AtMostOnce,
+    };
+    match link {
+        Some(tx) => {
+            let pkid = u16::from(message.at_least_once);
+            if let Some(publish) = build_publish(&message, pkid) {
+                let _ = tx.send(Packet::Publish(publish, properties)).await;
+            }
+        }
+        None => {
+            let _ = shared.outbound.send(message).await;
+        }
+    }
+    shared.stats.wills_published.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What waits after a connection ended (see [`super::expiry`]).
+struct AfterClose {
+    /// The session's router id, under which a new connection cancels the wait.
+    key: String,
+    /// The will and its delay in seconds.
+    will: Option<(Will, u32)>,
+    /// The router session and the seconds after which it is purged.
+    purge: Option<(String, u32)>,
+    end: SessionEnd,
+}
+
+/// Waits out a delayed will and a session's expiry, unless the client comes back (or the
+/// broker stops) first; the hooks hear of the connection's end once its will is settled.
+async fn after_close<H: Hooks>(
+    shared: Arc<Shared<H>>,
+    hooks: Arc<H>,
+    mut session: H::Session,
+    after: AfterClose,
+) {
+    let (ticket, back) = shared.pending.hold(&after.key);
+    let started = tokio::time::Instant::now();
+    let wait = |seconds: u32| {
+        let back = back.clone();
+        let shutdown = shared.shutdown.clone();
+        async move {
+            tokio::select! {
+                () = back.cancelled() => false,
+                () = shutdown.cancelled() => false,
+                () = tokio::time::sleep_until(started + Duration::from_secs(u64::from(seconds))) => true,
+            }
+        }
+    };
+    if let Some((will, delay)) = after.will
+        && wait(delay).await
+        && shared
+            .pending
+            .finish(&after.key, ticket, after.purge.is_none())
+    {
+        // The connection's link is gone: a short-lived one of the broker's own carries it.
+        let slot = Slot::take(&shared.slots);
+        match open_link(&shared, &format!("s.{}", slot.n), true).await {
+            Ok((mut link, _)) => {
+                publish_will(&*hooks, &mut session, &shared, Some(&mut link.tx), will).await;
+                let bye = Disconnect {
+                    reason_code: DisconnectReasonCode::NormalDisconnection,
+                };
+                let _ = link.tx.send(Packet::Disconnect(bye, None)).await;
+                shared.stats.linked.fetch_sub(1, Ordering::Relaxed);
+            }
+            Err(()) => warn!("delayed last will not published: no router link"),
+        }
+    }
+    hooks.closed(session, after.end).await;
+    if let Some((router_id, expiry)) = after.purge
+        && wait(expiry).await
+        && shared.pending.finish(&after.key, ticket, true)
+    {
+        debug!(%router_id, "MQTT session expired");
+        purge_session(&shared, &router_id).await;
+    }
+}
+
+/// Discards the router's session under `router_id`: a clean link under that id replaces it,
+/// and is closed at once.
+async fn purge_session<H>(shared: &Shared<H>, router_id: &str) {
+    if let Ok((mut link, _)) = open_link(shared, router_id, true).await {
+        let bye = Disconnect {
+            reason_code: DisconnectReasonCode::NormalDisconnection,
+        };
+        let _ = link.tx.send(Packet::Disconnect(bye, None)).await;
+        shared.stats.linked.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -1271,4 +1697,40 @@ fn publish_delivery(buf: &[u8]) -> Option<(u8, u16)> {
     let pkid_at = at + 2 + topic_len;
     let pkid = u16::from_be_bytes([*buf.get(pkid_at)?, *buf.get(pkid_at + 1)?]);
     Some((qos, pkid))
+}
+
+/// The wire value of a DISCONNECT reason code (MQTT 5 3.14.2.1).
+fn disconnect_reason(code: DisconnectReasonCode) -> u8 {
+    use DisconnectReasonCode as C;
+    match code {
+        C::NormalDisconnection => 0x00,
+        C::DisconnectWithWillMessage => 0x04,
+        C::UnspecifiedError => 0x80,
+        C::MalformedPacket => 0x81,
+        C::ProtocolError => 0x82,
+        C::ImplementationSpecificError => 0x83,
+        C::NotAuthorized => 0x87,
+        C::ServerBusy => 0x89,
+        C::ServerShuttingDown => 0x8B,
+        C::KeepAliveTimeout => 0x8D,
+        C::SessionTakenOver => 0x8E,
+        C::TopicFilterInvalid => 0x8F,
+        C::TopicNameInvalid => 0x90,
+        C::ReceiveMaximumExceeded => 0x93,
+        C::TopicAliasInvalid => 0x94,
+        C::PacketTooLarge => 0x95,
+        C::MessageRateTooHigh => 0x96,
+        C::QuotaExceeded => 0x97,
+        C::AdministrativeAction => 0x98,
+        C::PayloadFormatInvalid => 0x99,
+        C::RetainNotSupported => 0x9A,
+        C::QoSNotSupported => 0x9B,
+        C::UseAnotherServer => 0x9C,
+        C::ServerMoved => 0x9D,
+        C::SharedSubscriptionNotSupported => 0x9E,
+        C::ConnectionRateExceeded => 0x9F,
+        C::MaximumConnectTime => 0xA0,
+        C::SubscriptionIdentifiersNotSupported => 0xA1,
+        C::WildcardSubscriptionsNotSupported => 0xA2,
+    }
 }

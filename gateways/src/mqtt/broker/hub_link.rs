@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::Outbound;
 use super::local::{self, Local};
+use super::{Outbound, envelope};
 
 /// Publishes what the gateway hands over: to a thing's own connection first when the topic is
 /// one of its `things/<id>/...` topics (see [`local`]), then into the router for every other
@@ -56,7 +56,14 @@ pub(super) async fn run(
                     warn!(topic = %message.topic, "topic too long to publish");
                     continue;
                 };
-                if let Err(error) = tx.send(Packet::Publish(publish, None)).await {
+                let mut properties = None;
+                envelope::mark(
+                    &mut properties,
+                    u8::from(message.at_least_once),
+                    message.retain,
+                    envelope::GATEWAY_ORIGIN,
+                );
+                if let Err(error) = tx.send(Packet::Publish(publish, properties)).await {
                     warn!(%error, "the MQTT router refused a publish from the gateway");
                     break;
                 }

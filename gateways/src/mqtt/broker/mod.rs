@@ -11,7 +11,8 @@
 //! | `hub_link` | the gateway's own router link: publishes at QoS 0/1, drains the router |
 //! | `interest` | the filters clients subscribed, so that unwanted PUBLISHes skip the router |
 //! | `listener` | the accept loop with admission control and back-off |
-//! | `no_local` | MQTT 5 "no local", which the router ignores |
+//! | `envelope` | what a PUBLISH carries through the router (QoS, retain, origin) and the MQTT 5 subscription options applied on the way out |
+//! | `expiry` | MQTT 5 session expiry and will delay, cancelled when the client comes back |
 //! | `local` | thing devices served without a router link: their own topics, retained messages and persistent sessions |
 //!
 //! Shared state: the hooks (behind `Arc`, their own locking rule), a connection-slot pool (a
@@ -20,11 +21,12 @@
 
 pub mod codec;
 mod connection;
+mod envelope;
+mod expiry;
 mod hub_link;
 mod interest;
 mod listener;
 mod local;
-mod no_local;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -198,6 +200,8 @@ struct Shared<H> {
     local: Arc<local::Local>,
     /// The gateway's publisher (through its own router link), for linkless connections.
     outbound: mpsc::Sender<Outbound>,
+    /// Wills and session expiries waiting after their connection ended.
+    pending: expiry::Pending,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -323,6 +327,7 @@ impl Broker {
             interest: RwLock::default(),
             local,
             outbound: outbound.clone(),
+            pending: expiry::Pending::default(),
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
         });
