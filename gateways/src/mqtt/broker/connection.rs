@@ -55,7 +55,6 @@ use rumqttd::protocol::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, error, field, info, warn};
 
@@ -84,7 +83,35 @@ pub(super) async fn serve<H: Hooks>(shared: Arc<Shared<H>>, stream: TcpStream, p
     run(shared, stream, peer).instrument(span).await;
 }
 
-async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: SocketAddr) {
+async fn run<H: Hooks>(shared: Arc<Shared<H>>, stream: TcpStream, peer: SocketAddr) {
+    // Boxed, and a function of its own: the handshake's locals (the CONNECT, its properties and
+    // login, the will) are gone by the time the connection waits, so an idle connection's task
+    // holds only the connection and what its loop waits on.
+    let Some((mut conn, slot)) = Box::pin(accept(&shared, stream, peer)).await else {
+        return;
+    };
+    let stats = shared.stats.clone();
+    let end = match AssertUnwindSafe(conn.run(&shared)).catch_unwind().await {
+        Ok(end) => end,
+        Err(_) => {
+            error!("MQTT connection task panicked; closing it");
+            SessionEnd::Lost
+        }
+    };
+    debug!(?end, "MQTT client disconnected");
+    Box::pin(conn.finish(end, &shared)).await;
+    stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+    drop(slot);
+}
+
+/// Reads the CONNECT, asks the hooks, opens what the session needs and queues the CONNACK;
+/// `None` when the connection was refused or ended (answered and logged here). The slot is the
+/// router id's number for an anonymous clean session, held as long as the connection.
+async fn accept<H: Hooks>(
+    shared: &Arc<Shared<H>>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<(Connection<H>, Option<Slot>)> {
     let stats = shared.stats.clone();
     stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
     let limits = shared.limits.clone();
@@ -98,7 +125,7 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
     let (codec, packet) = match handshake {
         Err(_) => {
             debug!("no CONNECT within the connect timeout");
-            return;
+            return None;
         }
         Ok(Err(CodecError::UnsupportedLevel(level))) => {
             debug!(level, "unsupported protocol level");
@@ -111,16 +138,16 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
             if v4.write(Packet::ConnAck(refuse, None), &mut out).is_ok() {
                 let _ = stream.write_all(&out).await;
             }
-            return;
+            return None;
         }
         Ok(Err(error)) => {
             debug!(%error, "bad CONNECT");
-            return;
+            return None;
         }
         Ok(Ok(x)) => x,
     };
     let Packet::Connect(connect, props, will, will_props, login) = packet else {
-        return;
+        return None;
     };
     Span::current().record("client", connect.client_id.as_str());
     // MQTT 5 keeps a session after the connection for its Session Expiry Interval (0 when
@@ -155,7 +182,7 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
                 .fetch_add(1, Ordering::Relaxed);
             info!(?refusal, "MQTT connection refused");
             refuse(&mut stream, &codec, refusal).await;
-            return;
+            return None;
         }
     };
     if let Some(key) = &accepted.key {
@@ -174,7 +201,7 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
                     .hooks
                     .closed(accepted.session, SessionEnd::Clean)
                     .await;
-                return;
+                return None;
             }
         },
     };
@@ -199,7 +226,7 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
                     .hooks
                     .closed(accepted.session, SessionEnd::Clean)
                     .await;
-                return;
+                return None;
             }
             format!("a.{}", connect.client_id)
         }
@@ -210,7 +237,7 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
     // The router session lives as long as the client asked (see `persistent`), and a clean
     // start discards an old one first.
     if persistent && connect.clean_session {
-        purge_session(&shared, &router_id).await;
+        purge_session(shared, &router_id).await;
     }
     let clean = connect.clean_session;
     // A thing device starts without a router link (see `local`); any other client takes one now.
@@ -224,7 +251,7 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
             let attached = shared.local.attach(key, clean);
             LocalConn {
                 key: key.clone(),
-                rx: attached.rx,
+                mailbox: attached.mailbox,
                 taken_over: attached.taken_over,
                 generation: attached.generation,
                 inflight: HashMap::new(),
@@ -238,7 +265,7 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
     let mut link = None;
     let mut session_present = local.as_ref().is_some_and(|l| l.session_present);
     if local.as_ref().is_none_or(|l| l.was_linked) {
-        match open_link(&shared, &router_id, !persistent).await {
+        match open_link(shared, &router_id, !persistent).await {
             Ok((opened, present)) => {
                 session_present |= present;
                 link = Some(opened);
@@ -252,7 +279,7 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
                     .hooks
                     .closed(accepted.session, SessionEnd::Clean)
                     .await;
-                return;
+                return None;
             }
         }
         if let Some(l) = &local {
@@ -283,7 +310,7 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
         stream,
         codec,
         rbuf,
-        wbuf: BytesMut::with_capacity(256),
+        wbuf: BytesMut::new(),
         link,
         local,
         router_id: router_id.clone(),
@@ -293,6 +320,7 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
         limits,
         subscribed: Vec::new(),
         held: FuturesOrdered::new(),
+        held_acks: VecDeque::new(),
         awaiting: HashMap::new(),
         envelope: Envelope::default(),
         own_qos2: HashSet::new(),
@@ -321,17 +349,7 @@ async fn run<H: Hooks>(shared: Arc<Shared<H>>, mut stream: TcpStream, peer: Sock
     stats.connections_open.fetch_add(1, Ordering::Relaxed);
     debug!(%router_id, session_present, "MQTT client connected");
 
-    let end = match AssertUnwindSafe(conn.run(&shared)).catch_unwind().await {
-        Ok(end) => end,
-        Err(_) => {
-            error!("MQTT connection task panicked; closing it");
-            SessionEnd::Lost
-        }
-    };
-    debug!(?end, "MQTT client disconnected");
-    Box::pin(conn.finish(end, &shared)).await;
-    stats.connections_open.fetch_sub(1, Ordering::Relaxed);
-    drop(slot);
+    Some((conn, slot))
 }
 
 /// A connection's link into rumqttd's router.
@@ -372,7 +390,7 @@ async fn open_link<H>(
 /// A thing device's local session (see [`super::local`]).
 struct LocalConn {
     key: String,
-    rx: mpsc::Receiver<Box<Delivery>>,
+    mailbox: Arc<local::Mailbox>,
     /// Cancelled when a newer connection of the same thing takes over.
     taken_over: CancellationToken,
     generation: u64,
@@ -418,9 +436,9 @@ async fn next_notification(
 }
 
 /// The next local delivery, if the connection has a local session.
-async fn next_delivery(local: &mut Option<LocalConn>) -> Option<Box<Delivery>> {
+async fn next_delivery(local: &Option<LocalConn>) -> Delivery {
     match local {
-        Some(l) => l.rx.recv().await,
+        Some(l) => l.mailbox.next().await,
         None => std::future::pending().await,
     }
 }
@@ -509,8 +527,10 @@ struct Connection<H: Hooks> {
     limits: super::Limits,
     /// Filters this connection counted in the broker's [`Interest`](super::interest::Interest).
     subscribed: Vec<String>,
-    /// Acks held until the hub committed their message, in the order they are due.
-    held: FuturesOrdered<HeldAck>,
+    /// The commits that held acks wait for, in the order the acks are due.
+    held: FuturesOrdered<CommitWait>,
+    /// The held acks (PUBACK or PUBREC), in the same order as `held`.
+    held_acks: VecDeque<Packet>,
     /// Routed PUBLISHes whose commit is awaited, by packet id, until the router's ack for them
     /// comes and joins `held`.
     awaiting: HashMap<u16, CommitWait>,
@@ -586,22 +606,31 @@ impl InOrder {
 /// client, so only a flood of QoS 0 messages can get here).
 const MAX_PARKED: usize = 1024;
 
+/// Bytes a connection's read or write buffer starts with once it has something to hold (it
+/// grows for larger packets).
+const BUF_CHUNK: usize = 512;
+
 /// A Session Expiry Interval that never ends.
 const NEVER_EXPIRES: u32 = u32::MAX;
 
-/// An ack (PUBACK or PUBREC) and the commit it waits for.
-type HeldAck = std::pin::Pin<Box<dyn Future<Output = (Packet, Result<(), CommitError>)> + Send>>;
-
-fn hold(packet: Packet, wait: CommitWait) -> HeldAck {
-    Box::pin(async move { (packet, wait.await) })
-}
-
 impl<H: Hooks> Connection<H> {
+    /// The connection's loop until it ends. What handles a packet or a router message is boxed
+    /// where it is awaited: this future is what an idle connection holds, so it keeps only the
+    /// waits themselves, not the deepest state of handling something.
     async fn run(&mut self, shared: &Shared<H>) -> SessionEnd {
         let taken = self.local.as_ref().map(|l| l.taken_over.clone());
         loop {
             if let Err(end) = self.flush().await {
                 return end;
+            }
+            // Waiting holds no buffer: the read waits for readiness, and buffers with nothing in
+            // them are given back (a fresh one is taken when bytes come or go), so an idle
+            // connection costs its task and little else.
+            if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+                self.rbuf = BytesMut::new();
+            }
+            if self.wbuf.capacity() > 0 {
+                self.wbuf = BytesMut::new();
             }
             tokio::select! {
                 () = shared.shutdown.cancelled() => {
@@ -611,25 +640,40 @@ impl<H: Hooks> Connection<H> {
                     }
                     return SessionEnd::Shutdown;
                 }
-                Some((packet, outcome)) = self.held.next(), if !self.held.is_empty() => {
+                Some(outcome) = self.held.next(), if !self.held.is_empty() => {
+                    let Some(packet) = self.held_acks.pop_front() else {
+                        continue;
+                    };
                     if let Flow::End(end) = self.release(packet, outcome) {
                         let _ = self.flush().await;
                         return end;
                     }
                 }
-                read = tokio::time::timeout(self.idle, self.stream.read_buf(&mut self.rbuf)),
+                ready = tokio::time::timeout(self.idle, self.stream.readable()),
                     if self.held.len() + self.awaiting.len() < self.limits.max_inflight => {
-                    match read {
+                    match ready {
                         Err(_) => {
                             debug!("keep-alive expired");
                             return SessionEnd::Lost;
                         }
-                        Ok(Ok(0)) => return SessionEnd::Lost,
                         Ok(Err(error)) => {
                             debug!(%error, "read failed");
                             return SessionEnd::Lost;
                         }
-                        Ok(Ok(_)) => {}
+                        Ok(Ok(())) => {}
+                    }
+                    if self.rbuf.capacity() - self.rbuf.len() < BUF_CHUNK {
+                        self.rbuf.reserve(BUF_CHUNK);
+                    }
+                    match self.stream.try_read_buf(&mut self.rbuf) {
+                        Ok(0) => return SessionEnd::Lost,
+                        Ok(_) => {}
+                        // Readiness can be spurious.
+                        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(error) => {
+                            debug!(%error, "read failed");
+                            return SessionEnd::Lost;
+                        }
                     }
                     // Boxed: an idle connection's task then holds only what waits, not the
                     // deepest state of handling a packet (several KiB per connection).
@@ -642,89 +686,105 @@ impl<H: Hooks> Connection<H> {
                     debug!("another connection of the same thing took over");
                     return SessionEnd::TakenOver;
                 }
-                Some(delivery) = next_delivery(&mut self.local),
+                delivery = next_delivery(&self.local),
                     if self.local.as_ref().is_some_and(|l| l.inflight.len() < MAX_LOCAL_INFLIGHT) => {
-                    self.deliver(*delivery);
+                    self.deliver(delivery);
                 }
-                notification = next_notification(&mut self.link) => match notification {
-                    Ok(Some(Notification::Unschedule)) => {
-                        if let Err(end) = self.flush().await {
-                            return end;
-                        }
-                        let woken = match self.link.as_mut() {
-                            Some(l) => l.rx.wake().await.is_ok(),
-                            None => true,
-                        };
-                        if !woken {
-                            return SessionEnd::TakenOver;
-                        }
+                notification = next_notification(&mut self.link) => {
+                    if let Some(end) = Box::pin(self.notified(notification, shared)).await {
+                        return end;
                     }
-                    Ok(Some(Notification::Disconnect(disconnect, _))) => {
-                        debug!(reason = ?disconnect.reason_code, "the router closed the connection");
-                        if self.codec.is_v5() {
-                            self.disconnect_v5(disconnect.reason_code);
-                        }
-                        let _ = self.flush().await;
-                        return SessionEnd::Lost;
-                    }
-                    Ok(Some(Notification::Forward(forward))) => {
-                        // MQTT 5 Receive Maximum: beyond the client's limit of unacknowledged
-                        // QoS 1 and 2 messages, the router's messages wait here, in order.
-                        let flow = if (self.parked.is_empty() && self.inflight_out < self.receive_max)
-                            || self.parked.len() >= MAX_PARKED
-                        {
-                            self.forwarded(forward.publish, forward.properties, shared).await
-                        } else {
-                            self.parked.push_back((forward.publish, forward.properties));
-                            Flow::Continue
-                        };
-                        if let Flow::End(end) = flow {
-                            return end;
-                        }
-                    }
-                    Ok(Some(notification)) => {
-                        match Option::<Packet>::from(notification) {
-                            // The router's ack of a PUBLISH whose commit is awaited waits for it.
-                            Some(packet @ (Packet::PubAck(..) | Packet::PubRec(..))) => {
-                                let pkid = match &packet {
-                                    Packet::PubAck(a, _) => a.pkid,
-                                    Packet::PubRec(r, _) => r.pkid,
-                                    _ => 0,
-                                };
-                                let packet = match self.rejected.remove(&pkid) {
-                                    Some(why) => with_reason(packet, why),
-                                    None => packet,
-                                };
-                                match self.awaiting.remove(&pkid) {
-                                    Some(wait) => self.held.push_back(hold(packet, wait)),
-                                    None => self.queue(packet),
-                                }
-                            }
-                            // The release of a QoS 2 message this task acknowledged itself.
-                            Some(Packet::PubRel(rel, _)) if self.own_qos2.remove(&rel.pkid) => {
-                                let comp = PubComp {
-                                    pkid: rel.pkid,
-                                    reason: PubCompReason::Success,
-                                };
-                                self.router_comps.push(rel.pkid, Some(Packet::PubComp(comp, None)));
-                                if let Flow::End(end) = self.send_router_acks().await {
-                                    return end;
-                                }
-                            }
-                            Some(Packet::PubRel(rel, props)) => {
-                                self.router_comps.push(rel.pkid, None);
-                                self.queue(Packet::PubRel(rel, props));
-                            }
-                            Some(packet) => self.queue(packet),
-                            None => {}
-                        }
-                    }
-                    Ok(None) => {}
-                    // The router dropped this link: another connection took the identity over.
-                    Err(_) => return SessionEnd::TakenOver,
-                },
+                }
             }
         }
+    }
+
+    /// Handles what the router sent this connection's link; `Some` when the connection ends.
+    async fn notified(
+        &mut self,
+        notification: Result<Option<Notification>, rumqttd::local::LinkError>,
+        shared: &Shared<H>,
+    ) -> Option<SessionEnd> {
+        match notification {
+            Ok(Some(Notification::Unschedule)) => {
+                if let Err(end) = self.flush().await {
+                    return Some(end);
+                }
+                let woken = match self.link.as_mut() {
+                    Some(l) => l.rx.wake().await.is_ok(),
+                    None => true,
+                };
+                if !woken {
+                    return Some(SessionEnd::TakenOver);
+                }
+            }
+            Ok(Some(Notification::Disconnect(disconnect, _))) => {
+                debug!(reason = ?disconnect.reason_code, "the router closed the connection");
+                if self.codec.is_v5() {
+                    self.disconnect_v5(disconnect.reason_code);
+                }
+                let _ = self.flush().await;
+                return Some(SessionEnd::Lost);
+            }
+            Ok(Some(Notification::Forward(forward))) => {
+                // MQTT 5 Receive Maximum: beyond the client's limit of unacknowledged
+                // QoS 1 and 2 messages, the router's messages wait here, in order.
+                let flow = if (self.parked.is_empty() && self.inflight_out < self.receive_max)
+                    || self.parked.len() >= MAX_PARKED
+                {
+                    self.forwarded(forward.publish, forward.properties, shared)
+                        .await
+                } else {
+                    self.parked.push_back((forward.publish, forward.properties));
+                    Flow::Continue
+                };
+                if let Flow::End(end) = flow {
+                    return Some(end);
+                }
+            }
+            Ok(Some(notification)) => {
+                match Option::<Packet>::from(notification) {
+                    // The router's ack of a PUBLISH whose commit is awaited waits for it.
+                    Some(packet @ (Packet::PubAck(..) | Packet::PubRec(..))) => {
+                        let pkid = match &packet {
+                            Packet::PubAck(a, _) => a.pkid,
+                            Packet::PubRec(r, _) => r.pkid,
+                            _ => 0,
+                        };
+                        let packet = match self.rejected.remove(&pkid) {
+                            Some(why) => with_reason(packet, why),
+                            None => packet,
+                        };
+                        match self.awaiting.remove(&pkid) {
+                            Some(wait) => self.hold(packet, wait),
+                            None => self.queue(packet),
+                        }
+                    }
+                    // The release of a QoS 2 message this task acknowledged itself.
+                    Some(Packet::PubRel(rel, _)) if self.own_qos2.remove(&rel.pkid) => {
+                        let comp = PubComp {
+                            pkid: rel.pkid,
+                            reason: PubCompReason::Success,
+                        };
+                        self.router_comps
+                            .push(rel.pkid, Some(Packet::PubComp(comp, None)));
+                        if let Flow::End(end) = self.send_router_acks().await {
+                            return Some(end);
+                        }
+                    }
+                    Some(Packet::PubRel(rel, props)) => {
+                        self.router_comps.push(rel.pkid, None);
+                        self.queue(Packet::PubRel(rel, props));
+                    }
+                    Some(packet) => self.queue(packet),
+                    None => {}
+                }
+            }
+            Ok(None) => {}
+            // The router dropped this link: another connection took the identity over.
+            Err(_) => return Some(SessionEnd::TakenOver),
+        }
+        None
     }
 
     async fn read_packets(&mut self, shared: &Shared<H>) -> Flow {
@@ -835,7 +895,7 @@ impl<H: Hooks> Connection<H> {
                             None => ack,
                         };
                         match commit {
-                            Some(wait) => self.held.push_back(hold(ack, wait)),
+                            Some(wait) => self.hold(ack, wait),
                             None => self.queue(ack),
                         }
                     }
@@ -1066,6 +1126,12 @@ impl<H: Hooks> Connection<H> {
         Flow::Continue
     }
 
+    /// Holds `ack` until `wait` is answered, behind the acks held before it.
+    fn hold(&mut self, ack: Packet, wait: CommitWait) {
+        self.held.push_back(wait);
+        self.held_acks.push_back(ack);
+    }
+
     /// Sends a held ack once its commit is answered: as it is on success; refused by the hub's
     /// type check, with reason 0x99 under MQTT 5 (3.1.1: as it is); on a failed write, MQTT 5
     /// gets it with reason 0x80 and 3.1.1 (which has no negative ack) loses the connection, so
@@ -1174,7 +1240,7 @@ impl<H: Hooks> Connection<H> {
             None => ack,
         };
         match commit {
-            Some(wait) => self.held.push_back(hold(ack, wait)),
+            Some(wait) => self.hold(ack, wait),
             None => self.queue(ack),
         }
         Flow::Continue
@@ -1375,6 +1441,9 @@ impl<H: Hooks> Connection<H> {
     }
 
     fn queue(&mut self, packet: Packet) {
+        if self.wbuf.capacity() == 0 {
+            self.wbuf.reserve(BUF_CHUNK);
+        }
         if let Err(error) = self.codec.write(packet, &mut self.wbuf) {
             warn!(%error, "cannot encode a packet for the client");
         }

@@ -17,15 +17,15 @@
 //!   [`OFFLINE_QUEUE`] QoS 1 messages sent while it was away, until it comes back.
 //!
 //! Shared state: one short `Mutex` over the registry, never held across an `.await`; the
-//! delivery itself is a `try_send` (a device that does not read its queue loses messages, and
-//! they are counted, rather than slowing the gateway).
+//! delivery itself goes into the device's bounded [`Mailbox`] without waiting (a device that does
+//! not read its queue loses messages, and they are counted, rather than slowing the gateway).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::mqtt::stats::Stats;
@@ -76,6 +76,57 @@ fn granted(at_least_once: bool, filter_qos: u8) -> bool {
     at_least_once && filter_qos > 0
 }
 
+/// A connected device's queue of deliveries: bounded by [`QUEUE`], and holding an allocation
+/// only while messages wait in it (a tokio channel would allocate its first block of slots for
+/// every device at once, most of which never get a message).
+#[derive(Debug, Default)]
+pub(super) struct Mailbox {
+    queue: Mutex<VecDeque<Delivery>>,
+    ready: Notify,
+}
+
+impl Mailbox {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Delivery>> {
+        // A push or a pop leaves the queue consistent, so a poisoned lock is still usable.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds `delivery` and wakes the connection; `false` (and nothing added) when the queue is
+    /// full.
+    pub fn offer(&self, delivery: Delivery) -> bool {
+        {
+            let mut queue = self.queue();
+            if queue.len() >= QUEUE {
+                return false;
+            }
+            queue.push_back(delivery);
+        }
+        self.ready.notify_one();
+        true
+    }
+
+    /// The oldest delivery, if one waits.
+    pub fn take(&self) -> Option<Delivery> {
+        let mut queue = self.queue();
+        let delivery = queue.pop_front();
+        if queue.is_empty() && queue.capacity() > 0 {
+            *queue = VecDeque::new();
+        }
+        delivery
+    }
+
+    /// The oldest delivery, once there is one.
+    pub async fn next(&self) -> Delivery {
+        loop {
+            if let Some(delivery) = self.take() {
+                return delivery;
+            }
+            // A delivery offered since `take` left a permit, so this returns at once.
+            self.ready.notified().await;
+        }
+    }
+}
+
 /// One thing's local session.
 #[derive(Debug, Default)]
 struct Session {
@@ -83,7 +134,7 @@ struct Session {
     filters: Vec<(String, u8)>,
     /// The connected device's queue, the token that ends its connection (a newer one takes
     /// over) and the connection's number; `None` while a persistent session's device is away.
-    live: Option<(mpsc::Sender<Box<Delivery>>, CancellationToken, u64)>,
+    live: Option<(Arc<Mailbox>, CancellationToken, u64)>,
     /// Whether the session outlives its connection.
     persistent: bool,
     /// Whether a connection of this session took a router link (the router then holds a
@@ -96,9 +147,8 @@ struct Session {
 /// What a connection gets when it registers.
 #[derive(Debug)]
 pub(super) struct Attached {
-    /// Its queue. Boxed items: the channel allocates its first block of slots at once, and a
-    /// block of pointers is an eighth of a block of messages for a device that may never get one.
-    pub rx: mpsc::Receiver<Box<Delivery>>,
+    /// Its queue.
+    pub mailbox: Arc<Mailbox>,
     /// Cancelled when a newer connection of the same thing takes over.
     pub taken_over: CancellationToken,
     /// This connection's number, for [`Local::detach`].
@@ -152,7 +202,7 @@ impl Local {
     /// Registers the connection of thing `key`, ending an older one of the same thing. A clean
     /// session starts empty; a persistent one takes what its predecessor left.
     pub fn attach(&self, key: &str, clean: bool) -> Attached {
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let mailbox = Arc::new(Mailbox::default());
         let token = CancellationToken::new();
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let mut inner = self.inner();
@@ -168,11 +218,11 @@ impl Local {
             _ => (false, Session::default()),
         };
         session.persistent = !clean;
-        session.live = Some((tx, token.clone(), generation));
+        session.live = Some((mailbox.clone(), token.clone(), generation));
         let backlog = session.offline.drain(..).collect();
         inner.sessions.insert(key.to_owned(), session);
         Attached {
-            rx,
+            mailbox,
             taken_over: token,
             generation,
             session_present,
@@ -325,8 +375,8 @@ impl Local {
             at_least_once: granted(at_least_once, qos),
             retain: false,
         };
-        if let Some((tx, _, _)) = &session.live {
-            if tx.try_send(Box::new(delivery)).is_err() {
+        if let Some((mailbox, _, _)) = &session.live {
+            if !mailbox.offer(delivery) {
                 self.dropped();
             }
         } else if delivery.at_least_once {
@@ -363,10 +413,10 @@ mod tests {
     #[test]
     fn a_things_messages_reach_its_filters_and_retained_ones_wait_for_a_subscribe() {
         let local = Local::default();
-        let mut a = local.attach("t1", true);
+        let a = local.attach("t1", true);
         assert!(!a.session_present);
         local.publish("t1", "things/t1/desired", &b("{\"on\":true}"), true, true);
-        assert!(a.rx.try_recv().is_err(), "no filter yet");
+        assert!(a.mailbox.take().is_none(), "no filter yet");
         let retained = local.subscribe("t1", &[("things/t1/desired".into(), 1)]);
         assert_eq!(
             retained,
@@ -379,16 +429,16 @@ mod tests {
         );
         local.subscribe("t1", &[("things/t1/actions/+".into(), 0)]);
         local.publish("t1", "things/t1/actions/toggle", &b("{}"), false, true);
-        let got = a.rx.try_recv().unwrap();
+        let got = a.mailbox.take().unwrap();
         assert_eq!(got.topic, "things/t1/actions/toggle");
         assert!(!got.at_least_once, "the subscription's QoS 0 wins");
         local.publish("t1", "things/t1/other", &b("x"), false, true);
         local.publish("t2", "things/t2/desired", &b("x"), false, true);
         local.publish("t1", "things/t2/desired", &b("x"), false, true);
-        assert!(a.rx.try_recv().is_err());
+        assert!(a.mailbox.take().is_none());
         // An empty retained message clears the stored one.
         local.publish("t1", "things/t1/desired", &Bytes::new(), true, true);
-        assert_eq!(a.rx.try_recv().unwrap().payload, Bytes::new());
+        assert_eq!(a.mailbox.take().unwrap().payload, Bytes::new());
         assert!(
             local
                 .subscribe("t1", &[("things/t1/#".into(), 1)])
@@ -405,13 +455,13 @@ mod tests {
         let local = Local::default();
         let old = local.attach("t1", true);
         local.subscribe("t1", &[("things/t1/desired".into(), 1)]);
-        let mut new = local.attach("t1", true);
+        let new = local.attach("t1", true);
         assert!(old.taken_over.is_cancelled());
         assert!(!new.taken_over.is_cancelled());
         local.detach("t1", old.generation, Vec::new());
         local.subscribe("t1", &[("things/t1/desired".into(), 1)]);
         local.publish("t1", "things/t1/desired", &b("1"), false, true);
-        assert_eq!(new.rx.try_recv().unwrap().payload, b("1"));
+        assert_eq!(new.mailbox.take().unwrap().payload, b("1"));
         local.detach("t1", new.generation, Vec::new());
         assert_eq!(
             local.matches("t1", "things/t1/desired"),
