@@ -268,7 +268,7 @@ async fn accept<H: Hooks>(
         match open_link(shared, &router_id, !persistent).await {
             Ok((opened, present)) => {
                 session_present |= present;
-                link = Some(opened);
+                link = Some(Box::new(opened));
             }
             Err(()) => {
                 refuse(&mut stream, &codec, Refusal::Unavailable).await;
@@ -318,23 +318,16 @@ async fn accept<H: Hooks>(
         will,
         idle,
         limits,
-        subscribed: Vec::new(),
         held: FuturesOrdered::new(),
         held_acks: VecDeque::new(),
         awaiting: HashMap::new(),
-        envelope: Envelope::default(),
-        own_qos2: HashSet::new(),
-        rejected: HashMap::new(),
-        downgraded: HashSet::new(),
         max_out,
         receive_max,
         inflight_out: 0,
-        parked: VecDeque::new(),
-        router_acks: InOrder::default(),
-        router_comps: InOrder::default(),
         will_props: will_props.map(Box::new),
         persistent,
         session_expiry,
+        routed: None,
     };
     let ack = ConnAck {
         session_present,
@@ -425,12 +418,15 @@ impl LocalConn {
     }
 }
 
-/// The next notification of the router link, if there is one.
-async fn next_notification(
-    link: &mut Option<Link>,
-) -> Result<Option<Notification>, rumqttd::local::LinkError> {
+/// What a router link's receiver gives.
+type LinkNotification = Result<Option<Notification>, rumqttd::local::LinkError>;
+
+/// The next notification of the router link, if there is one. The wait and its outcome are
+/// boxed: most thing devices have no link, and their idle task should not reserve room for
+/// either.
+async fn next_notification(link: &mut Option<Box<Link>>) -> Box<LinkNotification> {
     match link {
-        Some(l) => l.rx.next().await,
+        Some(l) => Box::new(Box::pin(l.rx.next()).await),
         None => std::future::pending().await,
     }
 }
@@ -514,8 +510,9 @@ struct Connection<H: Hooks> {
     codec: Codec,
     rbuf: BytesMut,
     wbuf: BytesMut,
-    /// Taken at CONNECT, or by a thing device at its first filter outside its own topics.
-    link: Option<Link>,
+    /// Taken at CONNECT, or by a thing device at its first filter outside its own topics (boxed:
+    /// most thing devices never take one).
+    link: Option<Box<Link>>,
     /// A thing device's own topics, served without the router.
     local: Option<LocalConn>,
     /// The id the router knows (or would know) this client by.
@@ -525,8 +522,6 @@ struct Connection<H: Hooks> {
     will: Option<(String, LastWill)>,
     idle: Duration,
     limits: super::Limits,
-    /// Filters this connection counted in the broker's [`Interest`](super::interest::Interest).
-    subscribed: Vec<String>,
     /// The commits that held acks wait for, in the order the acks are due.
     held: FuturesOrdered<CommitWait>,
     /// The held acks (PUBACK or PUBREC), in the same order as `held`.
@@ -534,6 +529,30 @@ struct Connection<H: Hooks> {
     /// Routed PUBLISHes whose commit is awaited, by packet id, until the router's ack for them
     /// comes and joins `held`.
     awaiting: HashMap<u16, CommitWait>,
+    /// The largest packet the client takes (MQTT 5 Maximum Packet Size).
+    max_out: Option<usize>,
+    /// QoS 1 and 2 messages the client may have unacknowledged (MQTT 5 Receive Maximum).
+    receive_max: u16,
+    /// Router messages sent to the client at QoS 1 or 2 and not yet acknowledged by it.
+    inflight_out: u16,
+    /// MQTT 5 properties of the last will (delay, user properties and the like).
+    will_props: Option<Box<LastWillProperties>>,
+    /// The router keeps this client's session after the connection (see `run`).
+    persistent: bool,
+    /// Seconds the session outlives the connection ([`NEVER_EXPIRES`]: for ever); a DISCONNECT
+    /// may change it.
+    session_expiry: u32,
+    /// The state of routed traffic, taken when the connection first has some: most thing
+    /// devices never do, and an idle connection should not carry it (see [`Routed`]).
+    routed: Option<Box<Routed>>,
+}
+
+/// What a connection keeps about traffic through its router link (subscriptions, ordered acks,
+/// messages parked for the client's Receive Maximum).
+#[derive(Default)]
+struct Routed {
+    /// Filters this connection counted in the broker's [`Interest`](super::interest::Interest).
+    subscribed: Vec<String>,
     /// The mark of routed messages and the MQTT 5 subscription options (see [`Envelope`]).
     envelope: Envelope,
     /// Packet ids of QoS 2 messages from the router that this task acknowledged itself (dropped
@@ -546,12 +565,6 @@ struct Connection<H: Hooks> {
     /// Packet ids of the router's QoS 2 messages delivered at QoS 1: the client's PUBACK
     /// becomes the router's PUBREC.
     downgraded: HashSet<u16>,
-    /// The largest packet the client takes (MQTT 5 Maximum Packet Size).
-    max_out: Option<usize>,
-    /// QoS 1 and 2 messages the client may have unacknowledged (MQTT 5 Receive Maximum).
-    receive_max: u16,
-    /// Router messages sent to the client at QoS 1 or 2 and not yet acknowledged by it.
-    inflight_out: u16,
     /// Router messages sent at QoS 1 or 2 whose ack the router has not had, in the order it sent
     /// them, with the ack once it is known (the client's, or this task's own).
     router_acks: InOrder,
@@ -559,13 +572,6 @@ struct Connection<H: Hooks> {
     router_comps: InOrder,
     /// Router messages waiting for room under `receive_max`.
     parked: VecDeque<(Publish, Option<PublishProperties>)>,
-    /// MQTT 5 properties of the last will (delay, user properties and the like).
-    will_props: Option<Box<LastWillProperties>>,
-    /// The router keeps this client's session after the connection (see `run`).
-    persistent: bool,
-    /// Seconds the session outlives the connection ([`NEVER_EXPIRES`]: for ever); a DISCONNECT
-    /// may change it.
-    session_expiry: u32,
 }
 
 /// Acks for the router's messages, in the order it sent them: rumqttd takes PUBACKs, PUBRECs
@@ -691,7 +697,7 @@ impl<H: Hooks> Connection<H> {
                     self.deliver(delivery);
                 }
                 notification = next_notification(&mut self.link) => {
-                    if let Some(end) = Box::pin(self.notified(notification, shared)).await {
+                    if let Some(end) = Box::pin(self.notified(*notification, shared)).await {
                         return end;
                     }
                 }
@@ -702,7 +708,7 @@ impl<H: Hooks> Connection<H> {
     /// Handles what the router sent this connection's link; `Some` when the connection ends.
     async fn notified(
         &mut self,
-        notification: Result<Option<Notification>, rumqttd::local::LinkError>,
+        notification: LinkNotification,
         shared: &Shared<H>,
     ) -> Option<SessionEnd> {
         match notification {
@@ -729,13 +735,16 @@ impl<H: Hooks> Connection<H> {
             Ok(Some(Notification::Forward(forward))) => {
                 // MQTT 5 Receive Maximum: beyond the client's limit of unacknowledged
                 // QoS 1 and 2 messages, the router's messages wait here, in order.
-                let flow = if (self.parked.is_empty() && self.inflight_out < self.receive_max)
-                    || self.parked.len() >= MAX_PARKED
+                let flow = if (self.routed().parked.is_empty()
+                    && self.inflight_out < self.receive_max)
+                    || self.routed().parked.len() >= MAX_PARKED
                 {
                     self.forwarded(forward.publish, forward.properties, shared)
                         .await
                 } else {
-                    self.parked.push_back((forward.publish, forward.properties));
+                    self.routed()
+                        .parked
+                        .push_back((forward.publish, forward.properties));
                     Flow::Continue
                 };
                 if let Flow::End(end) = flow {
@@ -751,7 +760,7 @@ impl<H: Hooks> Connection<H> {
                             Packet::PubRec(r, _) => r.pkid,
                             _ => 0,
                         };
-                        let packet = match self.rejected.remove(&pkid) {
+                        let packet = match self.routed().rejected.remove(&pkid) {
                             Some(why) => with_reason(packet, why),
                             None => packet,
                         };
@@ -761,19 +770,20 @@ impl<H: Hooks> Connection<H> {
                         }
                     }
                     // The release of a QoS 2 message this task acknowledged itself.
-                    Some(Packet::PubRel(rel, _)) if self.own_qos2.remove(&rel.pkid) => {
+                    Some(Packet::PubRel(rel, _)) if self.routed().own_qos2.remove(&rel.pkid) => {
                         let comp = PubComp {
                             pkid: rel.pkid,
                             reason: PubCompReason::Success,
                         };
-                        self.router_comps
+                        self.routed()
+                            .router_comps
                             .push(rel.pkid, Some(Packet::PubComp(comp, None)));
                         if let Flow::End(end) = self.send_router_acks().await {
                             return Some(end);
                         }
                     }
                     Some(Packet::PubRel(rel, props)) => {
-                        self.router_comps.push(rel.pkid, None);
+                        self.routed().router_comps.push(rel.pkid, None);
                         self.queue(Packet::PubRel(rel, props));
                     }
                     Some(packet) => self.queue(packet),
@@ -905,13 +915,13 @@ impl<H: Hooks> Connection<H> {
                     self.awaiting.insert(pkid, wait);
                 }
                 if let (Some(why), Some((1, pkid))) = (rejected, delivery) {
-                    self.rejected.insert(pkid, why);
+                    self.routed().rejected.insert(pkid, why);
                 }
                 envelope::mark(
                     &mut properties,
                     qos.unwrap_or(0),
                     publish.retain,
-                    self.envelope.origin(),
+                    self.routed().envelope.origin(),
                 );
                 self.forward(Packet::Publish(publish, properties)).await
             }
@@ -994,10 +1004,11 @@ impl<H: Hooks> Connection<H> {
                     Flow::Continue
                 } else {
                     for f in &subscribe.filters {
-                        self.envelope.subscribed(f);
+                        self.routed().envelope.subscribed(f);
                     }
                     shared.subscribed(subscribe.filters.iter().map(|f| f.path.as_str()));
-                    self.subscribed
+                    self.routed()
+                        .subscribed
                         .extend(subscribe.filters.iter().map(|f| f.path.clone()));
                     self.forward(Packet::Subscribe(subscribe, properties)).await
                 }
@@ -1025,9 +1036,9 @@ impl<H: Hooks> Connection<H> {
                     return Flow::Continue;
                 }
                 for filter in &unsubscribe.filters {
-                    self.envelope.unsubscribed(filter);
-                    if let Some(at) = self.subscribed.iter().position(|f| f == filter) {
-                        self.subscribed.swap_remove(at);
+                    self.routed().envelope.unsubscribed(filter);
+                    if let Some(at) = self.routed().subscribed.iter().position(|f| f == filter) {
+                        self.routed().subscribed.swap_remove(at);
                         shared.unsubscribed([filter.as_str()]);
                     }
                 }
@@ -1058,6 +1069,7 @@ impl<H: Hooks> Connection<H> {
             }
             Packet::PubComp(comp, properties) => {
                 let flow = match self
+                    .routed()
                     .router_comps
                     .fill(comp.pkid, Packet::PubComp(comp, properties))
                 {
@@ -1124,6 +1136,11 @@ impl<H: Hooks> Connection<H> {
             _ => {}
         }
         Flow::Continue
+    }
+
+    /// The state of routed traffic, taken on first use.
+    fn routed(&mut self) -> &mut Routed {
+        self.routed.get_or_insert_with(Box::default)
     }
 
     /// Holds `ack` until `wait` is answered, behind the acks held before it.
@@ -1275,7 +1292,7 @@ impl<H: Hooks> Connection<H> {
         }
         match open_link(shared, &self.router_id, !self.persistent).await {
             Ok((link, _)) => {
-                self.link = Some(link);
+                self.link = Some(Box::new(link));
                 if let Some(l) = &self.local {
                     shared.local.set_linked(&l.key, l.generation);
                 }
@@ -1298,6 +1315,7 @@ impl<H: Hooks> Connection<H> {
         let topic = std::str::from_utf8(&publish.topic).unwrap_or_default();
         // The router clears the retain flag of live messages: a set one means its store.
         let verdict = self
+            .routed()
             .envelope
             .forwarded(topic, publish.retain, &mut properties);
         let at_most_once = match verdict {
@@ -1334,14 +1352,14 @@ impl<H: Hooks> Connection<H> {
             if let Some(flags) = self.wbuf.get_mut(start) {
                 *flags = (*flags & !0b0110) | (max_qos << 1);
             }
-            self.downgraded.insert(pkid);
+            self.routed().downgraded.insert(pkid);
         }
         if retain && let Some(flags) = self.wbuf.get_mut(start) {
             *flags |= 1;
         }
         if qos > 0 {
             self.inflight_out = self.inflight_out.saturating_add(1);
-            self.router_acks.push(pkid, None);
+            self.routed().router_acks.push(pkid, None);
         }
         Flow::Continue
     }
@@ -1351,7 +1369,7 @@ impl<H: Hooks> Connection<H> {
     async fn acknowledged(&mut self, shared: &Shared<H>) -> Flow {
         self.inflight_out = self.inflight_out.saturating_sub(1);
         while self.inflight_out < self.receive_max
-            && let Some((publish, properties)) = self.parked.pop_front()
+            && let Some((publish, properties)) = self.routed().parked.pop_front()
         {
             if let Flow::End(end) = Box::pin(self.forwarded(publish, properties, shared)).await {
                 return Flow::End(end);
@@ -1374,7 +1392,7 @@ impl<H: Hooks> Connection<H> {
                 None,
             ),
             2 => {
-                self.own_qos2.insert(pkid);
+                self.routed().own_qos2.insert(pkid);
                 Packet::PubRec(
                     PubRec {
                         pkid,
@@ -1385,7 +1403,7 @@ impl<H: Hooks> Connection<H> {
             }
             _ => return Flow::Continue,
         };
-        self.router_acks.push(pkid, Some(ack));
+        self.routed().router_acks.push(pkid, Some(ack));
         self.send_router_acks().await
     }
 
@@ -1393,8 +1411,8 @@ impl<H: Hooks> Connection<H> {
     /// [`Self::ack_for_client`]); a PUBACK of a message delivered at QoS 1 that the router
     /// sent at 2 becomes a PUBREC, whose PUBREL is answered here.
     async fn client_acked(&mut self, pkid: u16, packet: Packet) -> Flow {
-        let packet = if self.downgraded.remove(&pkid) {
-            self.own_qos2.insert(pkid);
+        let packet = if self.routed().downgraded.remove(&pkid) {
+            self.routed().own_qos2.insert(pkid);
             Packet::PubRec(
                 PubRec {
                     pkid,
@@ -1405,7 +1423,7 @@ impl<H: Hooks> Connection<H> {
         } else {
             packet
         };
-        match self.router_acks.fill(pkid, packet) {
+        match self.routed().router_acks.fill(pkid, packet) {
             None => self.send_router_acks().await,
             // Not one this connection sent (a session resumed from an earlier connection).
             Some(packet) => self.forward(packet).await,
@@ -1415,9 +1433,10 @@ impl<H: Hooks> Connection<H> {
     /// Sends the router every ack (then every PUBCOMP) at the front of its queue that is ready.
     async fn send_router_acks(&mut self) -> Flow {
         while let Some(ack) = self
+            .routed()
             .router_acks
             .pop_ready()
-            .or_else(|| self.router_comps.pop_ready())
+            .or_else(|| self.routed().router_comps.pop_ready())
         {
             if let Flow::End(end) = self.forward(ack).await {
                 return Flow::End(end);
@@ -1500,7 +1519,11 @@ impl<H: Hooks> Connection<H> {
         let mut delayed_will = None;
         if let Some((topic, will)) = will {
             let will = Will {
-                properties: will_properties(will_props.as_deref(), &will, self.envelope.origin()),
+                properties: will_properties(
+                    will_props.as_deref(),
+                    &will,
+                    self.routed().envelope.origin(),
+                ),
                 topic,
                 will,
             };
@@ -1513,7 +1536,8 @@ impl<H: Hooks> Connection<H> {
         }
         if !self.persistent {
             shared.unsubscribed(
-                self.subscribed
+                self.routed()
+                    .subscribed
                     .drain(..)
                     .collect::<Vec<_>>()
                     .iter()
