@@ -397,6 +397,42 @@ mod tests {
         Bytes::copy_from_slice(s.as_bytes())
     }
 
+    #[tokio::test]
+    async fn mailbox_is_bounded_keeps_order_and_wakes_its_reader() {
+        let mailbox = Arc::new(Mailbox::default());
+        let delivery = |p: &str| Delivery {
+            topic: "things/t1/desired".into(),
+            payload: b(p),
+            at_least_once: false,
+            retain: false,
+        };
+        let reader = {
+            let mailbox = mailbox.clone();
+            tokio::spawn(async move { mailbox.next().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(mailbox.offer(delivery("first")));
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), reader)
+            .await
+            .expect("the waiting reader is woken")
+            .unwrap();
+        assert_eq!(got.payload, b("first"));
+
+        for i in 0..QUEUE {
+            assert!(mailbox.offer(delivery(&i.to_string())), "{i}");
+        }
+        assert!(!mailbox.offer(delivery("over")), "full at QUEUE");
+        for i in 0..QUEUE {
+            assert_eq!(mailbox.take().unwrap().payload, b(&i.to_string()));
+        }
+        assert!(mailbox.take().is_none());
+        assert_eq!(
+            mailbox.queue().capacity(),
+            0,
+            "an empty mailbox holds no allocation"
+        );
+    }
+
     #[test]
     fn only_a_things_own_filters_are_local() {
         assert!(is_local_filter("t1", "things/t1/desired"));
