@@ -1257,3 +1257,30 @@ async fn expired_messages_are_not_delivered() {
         back.no_publish().await;
     }
 }
+
+/// Paho's `subscribe_options` case: two clients subscribe to a one-level topic at QoS 2 with no
+/// local; a QoS 1 message from one reaches the other, not its sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_local_at_qos_2_on_a_one_level_topic() {
+    let hub = TestHub::start().await;
+    let mut a = Client5::connect(&hub, "myclientid").await;
+    let mut b = Client5::connect(&hub, "myclientid2").await;
+    for c in [&mut a, &mut b] {
+        let f = Filter {
+            nolocal: true,
+            ..filter(
+                "TopicA",
+                QoS::ExactlyOnce,
+                false,
+                RetainForwardRule::OnEverySubscribe,
+            )
+        };
+        assert_eq!(c.subscribe_filter(f).await.len(), 1);
+    }
+    a.publish("TopicA", b"noLocal test", QoS::AtLeastOnce).await;
+    assert_eq!(
+        b.next_publish().await,
+        ("TopicA".to_owned(), b"noLocal test".to_vec())
+    );
+    a.no_publish().await;
+}
