@@ -14,6 +14,7 @@ pub struct Stats {
     pub(crate) acl_denied_publish: AtomicU64,
     pub(crate) acl_denied_subscribe: AtomicU64,
     pub(crate) wills_published: AtomicU64,
+    pub(crate) wills_dropped: AtomicU64,
     pub(crate) messages_in: AtomicU64,
     pub(crate) unrouted: AtomicU64,
     pub(crate) events_out: AtomicU64,
@@ -49,6 +50,9 @@ pub struct MqttStats {
     pub acl_denied_subscribe: u64,
     /// Last wills published for lost connections.
     pub wills_published: u64,
+    /// Last wills that could not be routed (no router link for a delayed will, or the router
+    /// or the hub gone).
+    pub wills_dropped: u64,
     /// Messages published by clients that the ACL let through.
     pub messages_in: u64,
     /// Of those, PUBLISHes no MQTT client was subscribed to, which skipped the MQTT router.
@@ -96,6 +100,7 @@ impl Stats {
             acl_denied_publish: get(&self.acl_denied_publish),
             acl_denied_subscribe: get(&self.acl_denied_subscribe),
             wills_published: get(&self.wills_published),
+            wills_dropped: get(&self.wills_dropped),
             messages_in: get(&self.messages_in),
             unrouted: get(&self.unrouted),
             events_out: get(&self.events_out),

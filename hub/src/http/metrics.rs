@@ -425,6 +425,7 @@ fn gateways(out: &mut Out<'_, '_>, v: &HubView) -> Result<(), std::fmt::Error> {
                 ("hub_stopped", s.events_dropped),
                 ("device_queue", s.deliveries_dropped),
                 ("client_max_packet", s.over_client_max),
+                ("will", s.wills_dropped),
             ],
         )?;
         out.gauge(

@@ -1232,26 +1232,15 @@ impl<H: Hooks> Connection<H> {
         } else {
             shared.stats.unrouted.fetch_add(1, Ordering::Relaxed);
         }
-        let ack = match delivery {
-            Some((1, pkid)) => Packet::PubAck(
-                PubAck {
-                    pkid,
-                    reason: PubAckReason::Success,
-                },
-                None,
-            ),
-            Some((2, pkid)) => {
-                self.refused_qos2.insert(pkid);
-                Packet::PubRec(
-                    PubRec {
-                        pkid,
-                        reason: PubRecReason::Success,
-                    },
-                    None,
-                )
-            }
-            _ => return Flow::Continue,
+        let Some((qos, pkid)) = delivery else {
+            return Flow::Continue;
         };
+        let Some(ack) = success_ack(qos, pkid) else {
+            return Flow::Continue;
+        };
+        if qos == 2 {
+            self.refused_qos2.insert(pkid);
+        }
         let ack = match rejected {
             Some(why) => with_reason(ack, why),
             None => ack,
@@ -1383,26 +1372,12 @@ impl<H: Hooks> Connection<H> {
     /// after the acks the client still owes for earlier messages: the router takes acks only
     /// in the order it sent the messages.
     async fn ack_for_client(&mut self, qos: u8, pkid: u16) -> Flow {
-        let ack = match qos {
-            1 => Packet::PubAck(
-                PubAck {
-                    pkid,
-                    reason: PubAckReason::Success,
-                },
-                None,
-            ),
-            2 => {
-                self.routed().own_qos2.insert(pkid);
-                Packet::PubRec(
-                    PubRec {
-                        pkid,
-                        reason: PubRecReason::Success,
-                    },
-                    None,
-                )
-            }
-            _ => return Flow::Continue,
+        let Some(ack) = success_ack(qos, pkid) else {
+            return Flow::Continue;
         };
+        if qos == 2 {
+            self.routed().own_qos2.insert(pkid);
+        }
         self.routed().router_acks.push(pkid, Some(ack));
         self.send_router_acks().await
     }
@@ -1411,17 +1386,12 @@ impl<H: Hooks> Connection<H> {
     /// [`Self::ack_for_client`]); a PUBACK of a message delivered at QoS 1 that the router
     /// sent at 2 becomes a PUBREC, whose PUBREL is answered here.
     async fn client_acked(&mut self, pkid: u16, packet: Packet) -> Flow {
-        let packet = if self.routed().downgraded.remove(&pkid) {
-            self.routed().own_qos2.insert(pkid);
-            Packet::PubRec(
-                PubRec {
-                    pkid,
-                    reason: PubRecReason::Success,
-                },
-                None,
-            )
-        } else {
-            packet
+        let packet = match self.routed().downgraded.remove(&pkid) {
+            true => {
+                self.routed().own_qos2.insert(pkid);
+                success_ack(2, pkid).unwrap_or(packet)
+            }
+            false => packet,
         };
         match self.routed().router_acks.fill(pkid, packet) {
             None => self.send_router_acks().await,
@@ -1534,15 +1504,11 @@ impl<H: Hooks> Connection<H> {
                 delayed_will = Some(will);
             }
         }
-        if !self.persistent {
-            shared.unsubscribed(
-                self.routed()
-                    .subscribed
-                    .drain(..)
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .map(String::as_str),
-            );
+        if !self.persistent
+            && let Some(routed) = self.routed.as_mut()
+        {
+            shared.unsubscribed(routed.subscribed.iter().map(String::as_str));
+            routed.subscribed.clear();
         }
         if let Some(link) = self.link.as_mut() {
             if end != SessionEnd::TakenOver {
@@ -1640,18 +1606,21 @@ async fn publish_will<H: Hooks>(
         retain: will.retain,
         at_least_once: will.qos != QoS::AtMostOnce,
     };
-    match link {
+    let routed = match link {
         Some(tx) => {
             let pkid = u16::from(message.at_least_once);
-            if let Some(publish) = build_publish(&message, pkid) {
-                let _ = tx.send(Packet::Publish(publish, properties)).await;
+            match build_publish(&message, pkid) {
+                Some(publish) => tx.send(Packet::Publish(publish, properties)).await.is_ok(),
+                None => false,
             }
         }
-        None => {
-            let _ = shared.outbound.send(message).await;
-        }
-    }
-    shared.stats.wills_published.fetch_add(1, Ordering::Relaxed);
+        None => shared.outbound.send(message).await.is_ok(),
+    };
+    let counter = match routed {
+        true => &shared.stats.wills_published,
+        false => &shared.stats.wills_dropped,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// What waits after a connection ended (see [`super::expiry`]).
@@ -1697,13 +1666,12 @@ async fn after_close<H: Hooks>(
         match open_link(&shared, &format!("s.{}", slot.n), true).await {
             Ok((mut link, _)) => {
                 publish_will(&*hooks, &mut session, &shared, Some(&mut link.tx), will).await;
-                let bye = Disconnect {
-                    reason_code: DisconnectReasonCode::NormalDisconnection,
-                };
-                let _ = link.tx.send(Packet::Disconnect(bye, None)).await;
-                shared.stats.linked.fetch_sub(1, Ordering::Relaxed);
+                close_link(&shared, &mut link).await;
             }
-            Err(()) => warn!("delayed last will not published: no router link"),
+            Err(()) => {
+                shared.stats.wills_dropped.fetch_add(1, Ordering::Relaxed);
+                warn!("delayed last will not published: no router link");
+            }
         }
     }
     hooks.closed(session, after.end).await;
@@ -1720,11 +1688,37 @@ async fn after_close<H: Hooks>(
 /// and is closed at once.
 async fn purge_session<H>(shared: &Shared<H>, router_id: &str) {
     if let Ok((mut link, _)) = open_link(shared, router_id, true).await {
-        let bye = Disconnect {
-            reason_code: DisconnectReasonCode::NormalDisconnection,
-        };
-        let _ = link.tx.send(Packet::Disconnect(bye, None)).await;
-        shared.stats.linked.fetch_sub(1, Ordering::Relaxed);
+        close_link(shared, &mut link).await;
+    }
+}
+
+/// Ends a link of the broker's own (see [`open_link`]) with a normal DISCONNECT.
+async fn close_link<H>(shared: &Shared<H>, link: &mut Link) {
+    let bye = Disconnect {
+        reason_code: DisconnectReasonCode::NormalDisconnection,
+    };
+    let _ = link.tx.send(Packet::Disconnect(bye, None)).await;
+    shared.stats.linked.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The successful ack of a message received at `qos` (1: PUBACK, 2: PUBREC; 0 has none).
+fn success_ack(qos: u8, pkid: u16) -> Option<Packet> {
+    match qos {
+        1 => Some(Packet::PubAck(
+            PubAck {
+                pkid,
+                reason: PubAckReason::Success,
+            },
+            None,
+        )),
+        2 => Some(Packet::PubRec(
+            PubRec {
+                pkid,
+                reason: PubRecReason::Success,
+            },
+            None,
+        )),
+        _ => None,
     }
 }
 
