@@ -21,7 +21,7 @@
 //!   values as JSON text
 //! - `actions(id, thing, action, input, status, result, created_ms, updated_ms)`
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -650,13 +650,13 @@ impl Writer {
         }
     }
 
-    /// Applies `ops` in one transaction.
+    /// Applies `ops` in one transaction. Reported values are coalesced: of a run of
+    /// [`StoreOp::PutReported`] (up to the next other write), only each property's last value
+    /// is written, since the transaction commits whole and a row holds only the latest value.
+    /// A device reporting faster than the disk commits then costs one row per property per
+    /// commit, not one per report.
     fn write(&mut self, ops: &[StoreOp]) -> rusqlite::Result<()> {
-        let tx = self.conn.transaction()?;
-        for op in ops {
-            apply(&tx, op)?;
-        }
-        tx.commit()
+        write_batch(&mut self.conn, ops)
     }
 
     /// Deletes the oldest action rows once the log exceeds its bound by a tenth.
@@ -688,6 +688,46 @@ fn json(value: &impl serde::Serialize) -> String {
 
 fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Applies `ops` in one transaction on `conn` (see [`Writer::write`]).
+fn write_batch(conn: &mut Connection, ops: &[StoreOp]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    let mut reported: HashMap<(&str, &str), &Stamped> = HashMap::new();
+    for op in ops {
+        match op {
+            StoreOp::PutReported { thing, values } => {
+                for (name, s) in values {
+                    reported.insert((thing.as_str(), name.as_str()), s);
+                }
+            }
+            op if op.writes() => {
+                put_reported(&tx, &mut reported)?;
+                apply(&tx, op)?;
+            }
+            _ => {}
+        }
+    }
+    put_reported(&tx, &mut reported)?;
+    tx.commit()
+}
+
+const PUT_REPORTED: &str =
+    "INSERT OR REPLACE INTO reported (thing, property, value, at_ms) VALUES (?1, ?2, ?3, ?4)";
+
+/// Writes the coalesced reported values and empties the map.
+fn put_reported(
+    tx: &Transaction<'_>,
+    reported: &mut HashMap<(&str, &str), &Stamped>,
+) -> rusqlite::Result<()> {
+    if reported.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = tx.prepare_cached(PUT_REPORTED)?;
+    for ((thing, name), s) in reported.drain() {
+        stmt.execute(params![thing, name, json(&s.value), ms(s.at_ms)])?;
+    }
+    Ok(())
 }
 
 fn apply(tx: &Transaction<'_>, op: &StoreOp) -> rusqlite::Result<()> {
@@ -731,9 +771,7 @@ fn apply(tx: &Transaction<'_>, op: &StoreOp) -> rusqlite::Result<()> {
             }
         }
         StoreOp::PutReported { thing, values } => {
-            let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO reported (thing, property, value, at_ms) VALUES (?1, ?2, ?3, ?4)",
-            )?;
+            let mut stmt = tx.prepare_cached(PUT_REPORTED)?;
             for (name, s) in values {
                 stmt.execute(params![thing.as_str(), name, json(&s.value), ms(s.at_ms)])?;
             }

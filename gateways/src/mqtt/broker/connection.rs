@@ -310,6 +310,7 @@ async fn accept<H: Hooks>(
         stream,
         codec,
         rbuf,
+        read_chunk: BUF_CHUNK as u16,
         wbuf: BytesMut::new(),
         link,
         local,
@@ -509,6 +510,8 @@ struct Connection<H: Hooks> {
     stream: TcpStream,
     codec: Codec,
     rbuf: BytesMut,
+    /// How much the next read asks for (see [`next_read_chunk`]).
+    read_chunk: u16,
     wbuf: BytesMut,
     /// Taken at CONNECT, or by a thing device at its first filter outside its own topics (boxed:
     /// most thing devices never take one).
@@ -615,6 +618,23 @@ const MAX_PARKED: usize = 1024;
 /// Bytes a connection's read or write buffer starts with once it has something to hold (it
 /// grows for larger packets).
 const BUF_CHUNK: usize = 512;
+/// The most a connection reads at once: a device that sends faster than it is read is read in
+/// chunks up to this size, so a burst costs a few system calls, not one per [`BUF_CHUNK`].
+const MAX_READ_CHUNK: u16 = 16 * 1024;
+
+/// The next read size: doubled when a read filled all the room it had (more is likely
+/// waiting), halved when it used less than a quarter, between [`BUF_CHUNK`] and
+/// [`MAX_READ_CHUNK`].
+fn next_read_chunk(chunk: u16, read: usize, room: usize) -> u16 {
+    const MIN: u16 = BUF_CHUNK as u16;
+    if read >= room {
+        chunk.saturating_mul(2).min(MAX_READ_CHUNK)
+    } else if read < usize::from(chunk / 4) {
+        (chunk / 2).max(MIN)
+    } else {
+        chunk
+    }
+}
 
 /// A Session Expiry Interval that never ends.
 const NEVER_EXPIRES: u32 = u32::MAX;
@@ -668,12 +688,14 @@ impl<H: Hooks> Connection<H> {
                         }
                         Ok(Ok(())) => {}
                     }
-                    if self.rbuf.capacity() - self.rbuf.len() < BUF_CHUNK {
-                        self.rbuf.reserve(BUF_CHUNK);
+                    let chunk = usize::from(self.read_chunk);
+                    if self.rbuf.capacity() - self.rbuf.len() < chunk {
+                        self.rbuf.reserve(chunk);
                     }
+                    let room = self.rbuf.capacity() - self.rbuf.len();
                     match self.stream.try_read_buf(&mut self.rbuf) {
                         Ok(0) => return SessionEnd::Lost,
-                        Ok(_) => {}
+                        Ok(n) => self.read_chunk = next_read_chunk(self.read_chunk, n, room),
                         // Readiness can be spurious.
                         Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
                         Err(error) => {
@@ -1819,5 +1841,25 @@ fn disconnect_reason(code: DisconnectReasonCode) -> u8 {
         C::MaximumConnectTime => 0xA0,
         C::SubscriptionIdentifiersNotSupported => 0xA1,
         C::WildcardSubscriptionsNotSupported => 0xA2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_grow_while_they_fill_and_shrink_when_they_do_not() {
+        let min = BUF_CHUNK as u16;
+        let mut chunk = min;
+        for _ in 0..10 {
+            chunk = next_read_chunk(chunk, 100_000, 100_000);
+        }
+        assert_eq!(chunk, MAX_READ_CHUNK);
+        assert_eq!(next_read_chunk(chunk, 8_000, 16_384), chunk);
+        for _ in 0..10 {
+            chunk = next_read_chunk(chunk, 10, 16_384);
+        }
+        assert_eq!(chunk, min);
     }
 }

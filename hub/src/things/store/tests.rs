@@ -281,3 +281,53 @@ fn barriers_follow_the_commit_and_a_refused_write_is_the_only_one_lost() {
     let bad = loaded.things.iter().find(|t| t.id == id("bad")).unwrap();
     assert!(bad.reported.is_empty());
 }
+
+#[test]
+fn reports_in_one_batch_are_coalesced_without_crossing_other_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("things.db");
+    let (store, _) = Store::open(&path, 16, 100).unwrap();
+    store.close();
+    let mut conn = Connection::open(&path).unwrap();
+    let thing = |name: &str| StoreOp::PutThing {
+        id: id(name),
+        type_id: "thermostat".into(),
+        info: Map::new(),
+        created_ms: 1,
+        secret: None,
+    };
+    let report = |name: &str, prop: &str, v: i64| StoreOp::PutReported {
+        thing: id(name),
+        values: vec![(prop.into(), stamped(json!(v), v as u64))],
+    };
+    let ops = vec![
+        thing("t1"),
+        thing("t2"),
+        report("t1", "temperature", 1),
+        report("t1", "humidity", 40),
+        report("t2", "temperature", 7),
+        report("t1", "temperature", 2),
+        // The delete must remove what was reported before it, not be overtaken by it.
+        StoreOp::DeleteThing { id: id("t1") },
+        thing("t1"),
+        report("t1", "temperature", 3),
+        report("t2", "temperature", 8),
+        report("t1", "temperature", 4),
+    ];
+    write_batch(&mut conn, &ops).unwrap();
+    let mut rows: Vec<(String, String, String, i64)> = conn
+        .prepare("SELECT thing, property, value, at_ms FROM reported ORDER BY thing, property")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    rows.sort();
+    assert_eq!(
+        rows,
+        vec![
+            ("t1".into(), "temperature".into(), "4".into(), 4),
+            ("t2".into(), "temperature".into(), "8".into(), 8),
+        ]
+    );
+}
