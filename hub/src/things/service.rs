@@ -259,6 +259,7 @@ impl ThingsService {
                     hand_over(&tap.tx, &mut backlogs.tap, item);
                 }
             }));
+        super::store::coalesce_reported(&mut self.core.out.store);
         for op in self.core.out.store.drain(..) {
             // A barrier's second part follows this turn's events into the uplink queue.
             if let (StoreOp::Barrier(commit), Some(tap)) = (&op, &self.tap) {

@@ -191,6 +191,55 @@ impl StoreOp {
     }
 }
 
+/// Merges the [`StoreOp::PutReported`] of one thing in `ops` into its first one, up to the next
+/// other write (a deletion, say, is never overtaken): a device that reports several times in one
+/// turn of the things service then costs the writer one operation. The merged operation holds
+/// each property's last value and sits where the first report was, so a barrier after any of
+/// those reports still follows their write.
+pub fn coalesce_reported(ops: &mut Vec<StoreOp>) {
+    // Where each operation goes: `Some(j)` merges it into operation `j`.
+    let mut into: Vec<Option<usize>> = Vec::with_capacity(ops.len());
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        into.push(match op {
+            StoreOp::PutReported { thing, .. } => match first.entry(thing.as_str()) {
+                std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(i);
+                    None
+                }
+            },
+            op => {
+                if op.writes() {
+                    first.clear();
+                }
+                None
+            }
+        });
+    }
+    drop(first);
+    if into.iter().all(Option::is_none) {
+        return;
+    }
+    let mut slots: Vec<Option<StoreOp>> = ops.drain(..).map(Some).collect();
+    for (i, target) in into.into_iter().enumerate() {
+        let Some(j) = target else { continue };
+        let Some(Some(StoreOp::PutReported { values, .. })) = slots.get_mut(i).map(Option::take)
+        else {
+            continue;
+        };
+        if let Some(Some(StoreOp::PutReported { values: merged, .. })) = slots.get_mut(j) {
+            for (name, stamped) in values {
+                match merged.iter_mut().find(|(n, _)| *n == name) {
+                    Some(slot) => slot.1 = stamped,
+                    None => merged.push((name, stamped)),
+                }
+            }
+        }
+    }
+    ops.extend(slots.into_iter().flatten());
+}
+
 /// A thing as loaded from disk.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadedThing {

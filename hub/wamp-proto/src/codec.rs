@@ -9,6 +9,9 @@ use serde::de::DeserializeSeed;
 use super::message::{Message, MessageError, Wire};
 use super::value::{Flavor, Seed, Value};
 
+/// The capacity an encoding starts with.
+const ENCODE_START: usize = 256;
+
 /// The serializers Brume speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Serializer {
@@ -74,12 +77,14 @@ impl Serializer {
     /// Encodes a message.
     pub fn encode(self, msg: &Message) -> Result<Bytes, CodecError> {
         let wire = Wire(msg, self.flavor());
+        // Most messages fit: started at this size, the buffer is not grown piecemeal.
+        let mut out = Vec::with_capacity(ENCODE_START);
         match self {
-            Serializer::Json => serde_json::to_vec(&wire)
-                .map(Bytes::from)
+            Serializer::Json => serde_json::to_writer(&mut out, &wire)
+                .map(|()| Bytes::from(out))
                 .map_err(CodecError::EncodeJson),
-            Serializer::MsgPack => rmp_serde::to_vec(&wire)
-                .map(Bytes::from)
+            Serializer::MsgPack => rmp_serde::encode::write(&mut out, &wire)
+                .map(|()| Bytes::from(out))
                 .map_err(CodecError::EncodeMsgPack),
         }
     }

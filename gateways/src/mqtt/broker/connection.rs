@@ -667,12 +667,21 @@ impl<H: Hooks> Connection<H> {
                     return SessionEnd::Shutdown;
                 }
                 Some(outcome) = self.held.next(), if !self.held.is_empty() => {
-                    let Some(packet) = self.held_acks.pop_front() else {
-                        continue;
-                    };
-                    if let Flow::End(end) = self.release(packet, outcome) {
-                        let _ = self.flush().await;
-                        return end;
+                    // One commit answers many barriers: every ack it released goes out in one
+                    // write, not one system call each.
+                    let mut outcome = outcome;
+                    loop {
+                        let Some(packet) = self.held_acks.pop_front() else {
+                            break;
+                        };
+                        if let Flow::End(end) = self.release(packet, outcome) {
+                            let _ = self.flush().await;
+                            return end;
+                        }
+                        match self.held.next().now_or_never() {
+                            Some(Some(next)) => outcome = next,
+                            _ => break,
+                        }
                     }
                 }
                 ready = tokio::time::timeout(self.idle, self.stream.readable()),

@@ -331,3 +331,50 @@ fn reports_in_one_batch_are_coalesced_without_crossing_other_writes() {
         ]
     );
 }
+
+#[test]
+fn a_turns_reports_merge_into_the_first_and_never_past_another_write() {
+    let report = |name: &str, prop: &str, v: i64| StoreOp::PutReported {
+        thing: id(name),
+        values: vec![(prop.into(), stamped(json!(v), v as u64))],
+    };
+    let (commit, _wait) = device_models::gateway::commit();
+    let mut ops = vec![
+        report("t1", "temperature", 1),
+        StoreOp::Barrier(commit),
+        report("t2", "temperature", 7),
+        report("t1", "humidity", 40),
+        report("t1", "temperature", 2),
+        StoreOp::DeleteThing { id: id("t2") },
+        report("t2", "temperature", 8),
+        report("t2", "temperature", 9),
+    ];
+    coalesce_reported(&mut ops);
+    let shape: Vec<String> = ops
+        .iter()
+        .map(|op| match op {
+            StoreOp::PutReported { thing, values } => format!(
+                "{}:{}",
+                thing.as_str(),
+                values
+                    .iter()
+                    .map(|(n, s)| format!("{n}={}", s.value))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            StoreOp::Barrier(_) => "barrier".into(),
+            StoreOp::DeleteThing { id } => format!("delete {}", id.as_str()),
+            _ => "other".into(),
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            "t1:temperature=2,humidity=40",
+            "barrier",
+            "t2:temperature=7",
+            "delete t2",
+            "t2:temperature=9",
+        ]
+    );
+}
