@@ -2,7 +2,9 @@
 //!
 //! Rule: **a dedicated writer thread owns the connection.** The service hands it [`StoreOp`]s
 //! through a bounded channel and never waits for the disk: the thread takes whatever is queued
-//! (up to [`BATCH_MAX`] operations) and commits it in one transaction. With WAL and
+//! (up to [`BATCH_MAX`] operations) and commits it in one transaction; a batch that nobody
+//! waits for (no barrier, flush or held reply) waits to be at least [`LAZY_COMMIT`] after the
+//! previous commit. With WAL and
 //! `synchronous = FULL` every commit is synced to disk, once for the whole batch (group commit):
 //! what a commit holds survives a crash or a power cut. Only then are the batch's
 //! [`StoreOp::Barrier`]s and [`StoreOp::Reply`]s answered, which is what lets a gateway
@@ -39,6 +41,10 @@ use super::secret::SecretHash;
 pub const SCHEMA_VERSION: i64 = 1;
 /// Most operations committed in one transaction.
 pub const BATCH_MAX: usize = 1024;
+/// The least time between two commits that nobody waits for (see `Writer::gather`).
+pub const LAZY_COMMIT: std::time::Duration = std::time::Duration::from_millis(5);
+/// How often a lazy commit looks for a barrier that should end its wait.
+const LAZY_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 /// How many times a failed commit is tried again before its operations are written one by one.
 pub const RETRIES: u32 = 3;
 /// The wait before the first retry; each next one waits four times longer.
@@ -607,20 +613,42 @@ struct Writer {
 impl Writer {
     fn run(mut self) {
         let mut batch = Vec::with_capacity(BATCH_MAX);
+        let mut last_commit = std::time::Instant::now();
         while let Some(first) = self.rx.blocking_recv() {
             batch.push(first);
-            while batch.len() < BATCH_MAX {
-                match self.rx.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
-                }
-            }
+            self.gather(&mut batch, last_commit);
             self.commit(&mut batch);
+            last_commit = std::time::Instant::now();
         }
         if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
             tracing::warn!(error = %e, "things database: final checkpoint failed");
         }
         tracing::debug!("things database writer stopped");
+    }
+
+    /// Takes what else is queued into `batch`. While nobody waits for the commit (no barrier,
+    /// flush or held reply in the batch: fire-and-forget reports only), it keeps gathering
+    /// until [`LAZY_COMMIT`] after the previous commit, so a stream of such reports costs a few
+    /// hundred commits a second, not one per turn of the things service.
+    fn gather(&mut self, batch: &mut Vec<StoreOp>, last_commit: std::time::Instant) {
+        let mut waited_for = batch.iter().any(|op| !op.writes());
+        loop {
+            while batch.len() < BATCH_MAX {
+                match self.rx.try_recv() {
+                    Ok(op) => {
+                        waited_for |= !op.writes();
+                        batch.push(op);
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => return,
+                }
+            }
+            let since = last_commit.elapsed();
+            if waited_for || batch.len() >= BATCH_MAX || since >= LAZY_COMMIT {
+                return;
+            }
+            std::thread::sleep((LAZY_COMMIT - since).min(LAZY_POLL));
+        }
     }
 
     fn commit(&mut self, batch: &mut Vec<StoreOp>) {
