@@ -40,14 +40,15 @@ enum Ser {
 enum BenchSection {
     Wamp,
     Mqtt,
+    Coap,
     Modbus,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// The side-by-side benchmark: Brume, Crossbar.io (if installed) and a plain frame relay,
-    /// started here on loopback and driven by the same generator; then MQTT against mosquitto
-    /// and Modbus TCP against pymodbus; prints markdown tables.
+    /// started here on loopback and driven by the same generator; then MQTT against mosquitto,
+    /// CoAP against libcoap and Modbus TCP against pymodbus; prints markdown tables.
     /// Exits non-zero, after printing the report, if any message was lost.
     Bench {
         /// One short round per scenario (under two minutes), 2,000 idle connections only.
@@ -60,8 +61,8 @@ enum Command {
         /// without and with in each round) and report both.
         #[arg(long)]
         scrape_metrics: bool,
-        /// Run only one table: WAMP (Brume, Crossbar.io, relay), MQTT (Brume, mosquitto) or
-        /// Modbus TCP (Brume, pymodbus).
+        /// Run only one table: WAMP (Brume, Crossbar.io, relay), MQTT (Brume, mosquitto), CoAP
+        /// (Brume, libcoap) or Modbus TCP (Brume, pymodbus).
         #[arg(long, value_enum)]
         only: Option<BenchSection>,
     },
@@ -192,6 +193,7 @@ fn main() -> anyhow::Result<()> {
             plan.only = only.map(|s| match s {
                 BenchSection::Wamp => Section::Wamp,
                 BenchSection::Mqtt => Section::Mqtt,
+                BenchSection::Coap => Section::Coap,
                 BenchSection::Modbus => Section::Modbus,
             });
             let report = rt.block_on(run(plan))?;

@@ -1,14 +1,17 @@
 //! [`coap_load`]: the CoAP load generator. `devices` simulated devices, each with its own UDP
 //! socket (so its own source address), send Confirmable `POST /things/<id>/state` requests with a
 //! JSON body, keeping `window` of them in flight, for `duration`. Every answered request's latency
-//! (send to ACK) is recorded; the report gives the rate of 2.04 answers and latency percentiles.
+//! (send to ACK) is recorded; the report gives the rate of 2.xx answers and latency percentiles.
+//! Each body carries a `seq` that changes with every request, so that on Brume every request is
+//! a state change (a registry write and a state EVENT). With a `path`, another server (a peer)
+//! is loaded the same way.
 //!
 //! Without a `target`, it starts a gateway in-process (rate limit off, secrets checked) on a
 //! runtime of its own, and drains its events as a hub would, so the figure is the gateway's end
 //! to end: datagram in, `DeviceEvent` delivered, ACK out. Against another gateway, that gateway's
 //! per-address rate limit must allow `rate / devices` per second or it will drop the excess.
 //!
-//! Requests are built once and patched (message ID, token) to keep the generator cheap; a request
+//! Requests are built once and patched (message ID, token, `seq`) to keep the generator cheap; a request
 //! not answered within `request_timeout` counts as a timeout and is not retransmitted.
 
 use std::collections::HashMap;
@@ -40,12 +43,22 @@ pub struct LoadConfig {
     pub devices: usize,
     /// Requests in flight per device.
     pub window: usize,
-    /// How long to send.
+    /// How long to send before measuring, on the same sockets (so the same sessions, on a
+    /// server that keeps one per address); counted only in [`LoadReport::all_ok`] and
+    /// [`LoadReport::all_failed`].
+    pub warmup: Duration,
+    /// How long to send, measured.
     pub duration: Duration,
     /// When an unanswered request counts as a timeout.
     pub request_timeout: Duration,
     /// The secret sent by every device (`?s=`); `None` sends none.
     pub secret: Option<String>,
+    /// The method of every request (POST for Brume's gateway).
+    pub method: RequestType,
+    /// The path every device sends to, slash-separated; `None`: `things/<id>/state`, the
+    /// device's own state resource on Brume's gateway. Another CoAP server (a peer measured
+    /// beside Brume) takes a resource of its own.
+    pub path: Option<String>,
 }
 
 impl Default for LoadConfig {
@@ -54,9 +67,12 @@ impl Default for LoadConfig {
             target: None,
             devices: 32,
             window: 4,
+            warmup: Duration::ZERO,
             duration: Duration::from_secs(5),
             request_timeout: Duration::from_secs(2),
             secret: Some(LOAD_SECRET.to_owned()),
+            method: RequestType::Post,
+            path: None,
         }
     }
 }
@@ -66,7 +82,7 @@ impl Default for LoadConfig {
 pub struct LoadReport {
     /// Requests sent.
     pub sent: u64,
-    /// Answered 2.04 Changed.
+    /// Answered with a success (2.xx: 2.04 Changed from Brume).
     pub ok: u64,
     /// Answered with another code.
     pub refused: u64,
@@ -86,6 +102,10 @@ pub struct LoadReport {
     pub max: Duration,
     /// `Reported` events the in-process gateway delivered (0 against a remote target).
     pub events: u64,
+    /// Requests answered with a success, warm-up included.
+    pub all_ok: u64,
+    /// Requests refused or not answered, warm-up included.
+    pub all_failed: u64,
 }
 
 impl std::fmt::Display for LoadReport {
@@ -133,14 +153,14 @@ pub async fn coap_load(config: LoadConfig) -> anyhow::Result<LoadReport> {
         "requests answered",
         move || seen.load(Ordering::Relaxed),
     );
-    let started = Instant::now();
+    let started = Instant::now() + config.warmup;
     let deadline = started + config.duration;
     let mut tasks = Vec::with_capacity(config.devices);
     for n in 0..config.devices {
         let cfg = config.clone();
         let answered = answered.clone();
         tasks.push(tokio::spawn(async move {
-            run_device(n, target, &cfg, deadline, &answered).await
+            run_device(n, target, &cfg, (started, deadline), &answered).await
         }));
     }
     let mut total = DeviceStats::default();
@@ -246,6 +266,10 @@ struct DeviceStats {
     timeouts: u64,
     latencies_us: Vec<u32>,
     last_answer: Option<Instant>,
+    /// Successes, warm-up included.
+    all_ok: u64,
+    /// Refusals and timeouts, warm-up included.
+    all_failed: u64,
 }
 
 impl DeviceStats {
@@ -256,6 +280,8 @@ impl DeviceStats {
         self.timeouts += other.timeouts;
         self.latencies_us.extend(other.latencies_us);
         self.last_answer = self.last_answer.max(other.last_answer);
+        self.all_ok += other.all_ok;
+        self.all_failed += other.all_failed;
     }
 
     fn report(mut self, elapsed: Duration, events: u64) -> LoadReport {
@@ -281,40 +307,53 @@ impl DeviceStats {
             p99: pct(0.99),
             max: pct(1.0),
             events,
+            all_ok: self.all_ok,
+            all_failed: self.all_failed,
         }
     }
 }
 
-/// A request template: built once, message ID and token patched per send.
+/// The body of every request: `seq` (six digits, patched per send) makes each report a change,
+/// so each one is a state EVENT.
+const BODY: &[u8] = br#"{"temperature":21.5,"humidity":40,"seq":100000}"#;
+/// Where the six digits of `seq` start in [`BODY`].
+const SEQ_AT: usize = BODY.len() - 7;
+
+/// A request template: built once, message ID, token and `seq` patched per send.
 struct Template {
     bytes: Vec<u8>,
 }
 
 impl Template {
-    fn new(thing: &str, secret: Option<&str>) -> anyhow::Result<Self> {
+    fn new(path: &str, method: RequestType, secret: Option<&str>) -> anyhow::Result<Self> {
         let mut p = Packet::new();
         p.header.set_type(MessageType::Confirmable);
-        p.header.code = MessageClass::Request(RequestType::Post);
+        p.header.code = MessageClass::Request(method);
         p.set_token(vec![0, 0]);
-        for seg in ["things", thing, "state"] {
+        for seg in path.split('/').filter(|s| !s.is_empty()) {
             p.add_option(CoapOption::UriPath, seg.as_bytes().to_vec());
         }
         p.set_content_format(ContentFormat::ApplicationJSON);
         if let Some(s) = secret {
             p.add_option(CoapOption::UriQuery, format!("s={s}").into_bytes());
         }
-        p.payload = br#"{"temperature":21.5,"humidity":40}"#.to_vec();
+        p.payload = BODY.to_vec();
         let bytes = p
             .to_bytes()
             .map_err(|e| anyhow::anyhow!("encoding the request: {e:?}"))?;
         Ok(Self { bytes })
     }
 
-    /// The request with message ID and token `mid`.
+    /// The request with message ID and token `mid`, and `seq` 100000 + `mid`.
     fn with_mid(&mut self, mid: u16) -> &[u8] {
         let b = mid.to_be_bytes();
         if let Some(slot) = self.bytes.get_mut(2..6) {
             slot.copy_from_slice(&[b[0], b[1], b[0], b[1]]);
+        }
+        let seq = format!("{}", 100_000 + u32::from(mid));
+        let at = self.bytes.len() - BODY.len() + SEQ_AT;
+        if let Some(slot) = self.bytes.get_mut(at..at + 6) {
+            slot.copy_from_slice(seq.as_bytes());
         }
         &self.bytes
     }
@@ -325,23 +364,33 @@ async fn run_device(
     n: usize,
     target: SocketAddr,
     config: &LoadConfig,
-    deadline: Instant,
+    (measured_from, deadline): (Instant, Instant),
     answered: &AtomicU64,
 ) -> anyhow::Result<DeviceStats> {
     let socket = UdpSocket::bind(local_bind_for(target)).await?;
     socket.connect(target).await?;
-    let mut template = Template::new(&thing_id(n), config.secret.as_deref())?;
+    let path = match &config.path {
+        Some(p) => p.clone(),
+        None => format!("things/{}/state", thing_id(n)),
+    };
+    let mut template = Template::new(&path, config.method, config.secret.as_deref())?;
     let mut stats = DeviceStats::default();
     let mut inflight: Vec<(u16, Instant)> = Vec::with_capacity(config.window);
     let mut mid: u16 = u16::try_from(n % 4096).unwrap_or(0).wrapping_mul(16);
     let mut buf = [0u8; 1500];
+    // The window opens one request per answer: all devices sending their whole window at once
+    // would overflow a server's socket buffer before it had read anything.
+    let mut window = 1;
     loop {
         let now = Instant::now();
-        while inflight.len() < config.window && now < deadline {
+        while inflight.len() < window && now < deadline {
             mid = mid.wrapping_add(1);
             socket.send(template.with_mid(mid)).await?;
-            stats.sent += 1;
-            inflight.push((mid, Instant::now()));
+            let at = Instant::now();
+            if at >= measured_from {
+                stats.sent += 1;
+            }
+            inflight.push((mid, at));
         }
         if inflight.is_empty() {
             return Ok(stats);
@@ -353,9 +402,19 @@ async fn run_device(
                 };
                 if let Some(i) = inflight.iter().position(|(m, _)| *m == answer.mid) {
                     let (_, sent_at) = inflight.swap_remove(i);
+                    window = (window + 1).min(config.window);
                     answered.fetch_add(1, Ordering::Relaxed);
                     let at = Instant::now();
-                    if answer.changed {
+                    let measured = sent_at >= measured_from;
+                    if answer.success {
+                        stats.all_ok += 1;
+                    } else {
+                        stats.all_failed += 1;
+                    }
+                    if !measured {
+                        continue;
+                    }
+                    if answer.success {
                         stats.ok += 1;
                         let us = at.duration_since(sent_at).as_micros();
                         stats
@@ -371,15 +430,22 @@ async fn run_device(
             Err(_) => {}
         }
         let now = Instant::now();
-        let before = inflight.len();
-        inflight.retain(|(_, at)| now.duration_since(*at) < config.request_timeout);
-        stats.timeouts += (before - inflight.len()) as u64;
+        inflight.retain(|(_, at)| {
+            let waiting = now.duration_since(*at) < config.request_timeout;
+            if !waiting {
+                stats.all_failed += 1;
+                if *at >= measured_from {
+                    stats.timeouts += 1;
+                }
+            }
+            waiting
+        });
     }
 }
 
 struct Answer {
     mid: u16,
-    changed: bool,
+    success: bool,
 }
 
 /// Reads the type, code and message ID of a datagram; only ACKs are answers.
@@ -388,8 +454,8 @@ fn parse_answer(d: &[u8]) -> Option<Answer> {
     let ack = (b0 >> 4) & 0b11 == 2;
     ack.then(|| Answer {
         mid: u16::from_be_bytes([m0, m1]),
-        // 2.04 Changed is class 2, detail 4.
-        changed: code == (2 << 5) | 4,
+        // 2.xx: 2.04 Changed from Brume, 2.01 Created or 2.04 from another server.
+        success: code >> 5 == 2,
     })
 }
 
@@ -399,14 +465,21 @@ mod tests {
 
     #[test]
     fn template_patches_message_id_and_token() {
-        let mut t = Template::new("load-1", Some("x")).unwrap_or_else(|e| panic!("{e}"));
+        let mut t = Template::new("things/load-1/state", RequestType::Post, Some("x"))
+            .unwrap_or_else(|e| panic!("{e}"));
         let bytes = t.with_mid(0xabcd).to_vec();
         let p = Packet::from_bytes(&bytes).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(p.header.message_id, 0xabcd);
         assert_eq!(p.get_token(), &[0xab, 0xcd]);
+        assert_eq!(p.get_option(CoapOption::UriPath).map(|o| o.len()), Some(3));
+        let body: serde_json::Value =
+            serde_json::from_slice(&p.payload).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(body["seq"], 100_000 + 0xabcd);
         assert!(
-            parse_answer(&[0x60, 0x44, 0xab, 0xcd]).is_some_and(|a| a.changed && a.mid == 0xabcd)
+            parse_answer(&[0x60, 0x44, 0xab, 0xcd]).is_some_and(|a| a.success && a.mid == 0xabcd)
         );
+        assert!(parse_answer(&[0x60, 0x41, 0, 1]).is_some_and(|a| a.success));
+        assert!(parse_answer(&[0x60, 0x80, 0, 1]).is_some_and(|a| !a.success));
         assert!(parse_answer(&[0x50, 0x44, 0, 1]).is_none());
         assert!(parse_answer(&[0x60]).is_none());
     }

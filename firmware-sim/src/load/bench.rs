@@ -2,7 +2,8 @@
 //! each started here on loopback and driven by the same generator, several rounds each (the
 //! systems take turns within a round), reported as medians and ratios in markdown tables, with
 //! the messages lost; then MQTT telemetry and idle-connection memory against mosquitto; then
-//! Modbus TCP against pymodbus ([`super::modbus`]). [`BenchPlan::only`] runs one of the three.
+//! CoAP confirmable requests against libcoap ([`super::coap`]); then Modbus TCP against
+//! pymodbus ([`super::modbus`]). [`BenchPlan::only`] runs one of them.
 //!
 //! With `--scrape-metrics`, every Brume measurement is made twice per round, without and with
 //! `/metrics` scraped once a second ([`super::scrape`]), in alternating order.
@@ -44,6 +45,8 @@ pub enum Section {
     Mqtt,
     /// Modbus TCP registers/s and latency: Brume, pymodbus.
     Modbus,
+    /// CoAP confirmable requests/s and latency: Brume, libcoap.
+    Coap,
 }
 
 impl BenchPlan {
@@ -286,6 +289,10 @@ pub async fn run(plan: BenchPlan) -> anyhow::Result<BenchReport> {
         .await?;
         writeln!(out)?;
     }
+    if plan.runs(Section::Coap) {
+        super::coap::section(&mut out, &mut notes, &mut tally, plan).await?;
+        writeln!(out)?;
+    }
     if plan.runs(Section::Modbus) {
         super::modbus::section(&mut out, &mut notes, plan).await?;
         writeln!(out)?;
@@ -293,7 +300,7 @@ pub async fn run(plan: BenchPlan) -> anyhow::Result<BenchReport> {
     if plan.scrape_metrics {
         notes.push(scrapes.summary());
     }
-    if plan.runs(Section::Wamp) || plan.runs(Section::Mqtt) {
+    if plan.runs(Section::Wamp) || plan.runs(Section::Mqtt) || plan.runs(Section::Coap) {
         notes.push(tally.note(super::DRAIN));
     }
     for n in notes {

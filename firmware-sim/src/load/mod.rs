@@ -7,6 +7,8 @@
 //! - [`crossbar`]: starting Crossbar.io the same way, for side-by-side figures.
 //! - [`relay`], [`relay_process`]: a frame relay with no routing: the machine's limit.
 //! - [`mqtt`]: MQTT telemetry and idle-connection memory, Brume against mosquitto.
+//! - [`coap`]: CoAP confirmable requests/s and latency, Brume's gateway (through the registry and
+//!   the router) against libcoap's example server.
 //! - [`modbus`]: Modbus TCP registers/s and stamp-to-value latency, Brume's gateway against
 //!   pymodbus, on simulated bench devices.
 //! - [`uplink`]: how fast the uplink replays its queue into Crossbar.io after an outage.
@@ -17,6 +19,7 @@
 //! - [`bench`]: the side-by-side benchmark; [`report`]: its markdown tables, medians and losses.
 
 pub mod bench;
+pub mod coap;
 pub mod cpu;
 pub mod crossbar;
 pub mod modbus;

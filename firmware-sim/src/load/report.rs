@@ -247,6 +247,34 @@ pub fn memory_row(
     row(&cells)
 }
 
+/// The CoAP table's header.
+pub fn coap_header(devices: usize, window: usize) -> String {
+    let first = format!("CoAP, {devices} devices × {window} confirmable requests in flight");
+    header(&[
+        &first,
+        "Brume (POST → registry commit → 2.04, and a WAMP state EVENT)",
+        "libcoap coap-server (PUT kept in memory)",
+        "Brume ÷ libcoap",
+        "CPU: generator / Brume",
+        "CPU: generator / libcoap",
+        "lost",
+    ])
+}
+
+/// The CoAP row.
+pub fn coap_row(brume: &Column, libcoap: &Column) -> String {
+    let (b, l) = (brume.median(), libcoap.median());
+    row(&[
+        "confirmable POSTs (PUTs to libcoap)".to_owned(),
+        text(b),
+        text(l),
+        ratio(b, l, 2),
+        cpu(b),
+        cpu(l),
+        lost(&[("Brume", brume), ("libcoap", libcoap)]),
+    ])
+}
+
 /// The Modbus table's header, naming the pymodbus version measured (or "–").
 pub fn modbus_header(pymodbus: &str) -> String {
     let peer = format!("pymodbus {pymodbus} (asyncio client, reads only)");

@@ -14,6 +14,8 @@ pub struct BrumeProcess {
     pub websocket: String,
     /// The MQTT broker's address, if the hub logged one.
     pub mqtt: Option<std::net::SocketAddr>,
+    /// The CoAP gateway's address, if the hub logged one.
+    pub coap: Option<std::net::SocketAddr>,
     /// The HTTP listener's base URL (`http://host:port`: console, REST API, `/metrics`).
     pub http: String,
     pub started_in: Duration,
@@ -86,7 +88,7 @@ pub fn start_brume(binary: &Path, settings: &str) -> anyhow::Result<BrumeProcess
         }
     });
     let deadline = started + LISTEN_TIMEOUT;
-    let (mut ws, mut rs, mut mqtt, mut http) = (None, None, None, None);
+    let (mut ws, mut rs, mut mqtt, mut http, mut coap) = (None, None, None, None, None);
     let mut started_in = None;
     // The gateways log first, then the WAMP listeners, then HTTP.
     while ws.is_none() || rs.is_none() || http.is_none() {
@@ -120,6 +122,9 @@ pub fn start_brume(binary: &Path, settings: &str) -> anyhow::Result<BrumeProcess
         if let Some(a) = after("MQTT broker at mqtt://") {
             mqtt = a.parse().ok();
         }
+        if let Some(a) = after("CoAP gateway listening local_addr=") {
+            coap = a.parse().ok();
+        }
         if let Some(u) = after("HTTP (console, REST API, health, metrics) at ") {
             http = Some(u.trim_end_matches('/').to_owned());
         }
@@ -132,6 +137,7 @@ pub fn start_brume(binary: &Path, settings: &str) -> anyhow::Result<BrumeProcess
         rawsocket: rs.context("no RawSocket listener")?,
         websocket: ws.context("no WebSocket listener")?,
         mqtt,
+        coap,
         http: http.context("no HTTP listener")?,
         started_in: started_in.unwrap_or_else(|| started.elapsed()),
         _dir: dir,
