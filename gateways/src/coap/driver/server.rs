@@ -219,19 +219,57 @@ async fn run(
                 if let Received::Datagram(n, peer) = received? {
                     engine.handle_datagram(now(), peer, buf.get(..n).unwrap_or_default());
                 }
-            }
-            command = commands.recv(), if handles_alive => match command {
-                Some(Command::Respond(id, response)) => {
-                    if let Err(e) = engine.respond(now(), id, response) {
-                        debug!(error = %e, "response dropped");
+                // Take what else is waiting, up to a burst, before answering and going back
+                // to wait: one turn of this loop per burst, not per datagram.
+                for _ in 1..BURST {
+                    match socket.try_recv_from(&mut buf) {
+                        Ok((n, peer)) if n < buf.len() => {
+                            engine.handle_datagram(now(), peer, buf.get(..n).unwrap_or_default());
+                        }
+                        Ok((_, peer)) => debug!(%peer, "oversized datagram dropped"),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) if crate::udp::is_transient(&e) => {
+                            debug!(error = %e, "per-datagram receive error ignored");
+                        }
+                        Err(e) => return Err(DriverError::Socket(e)),
                     }
                 }
-                Some(Command::Notify(path, notification, reply)) => {
-                    let _ = reply.send(engine.notify_with(now(), &path, notification));
+            }
+            command = commands.recv(), if handles_alive => {
+                let Some(command) = command else {
+                    handles_alive = false;
+                    continue;
+                };
+                handle_command(&mut engine, command);
+                for _ in 1..BURST {
+                    match commands.try_recv() {
+                        Ok(c) => handle_command(&mut engine, c),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            handles_alive = false;
+                            break;
+                        }
+                    }
                 }
-                None => handles_alive = false,
-            },
+            }
             () = sleep_until(deadline) => engine.handle_timeout(now()),
+        }
+    }
+}
+
+/// Datagrams (or commands) handled in one turn of the server's loop at most.
+const BURST: usize = 64;
+
+/// Carries out one command from a [`ServerHandle`].
+fn handle_command(engine: &mut Server, command: Command) {
+    match command {
+        Command::Respond(id, response) => {
+            if let Err(e) = engine.respond(now(), id, response) {
+                debug!(error = %e, "response dropped");
+            }
+        }
+        Command::Notify(path, notification, reply) => {
+            let _ = reply.send(engine.notify_with(now(), &path, notification));
         }
     }
 }
