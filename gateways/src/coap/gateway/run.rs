@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use device_models::{CommitError, CommitWait, DeviceCommand, DeviceEvent, ThingId};
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -117,6 +117,9 @@ async fn recv_client(rx: &mut Option<mpsc::Receiver<ClientEvent>>) -> Option<Cli
     }
 }
 
+/// Events (or answered commits) handled in one turn of the gateway's loop at most.
+const BURST: usize = 64;
+
 /// Runs until `shutdown` is cancelled or the server driver stops.
 pub(crate) async fn run(mut actor: Actor, mut inputs: Inputs) -> Result<(), GatewayError> {
     device_models::fault::inject("coap_gateway");
@@ -129,6 +132,20 @@ pub(crate) async fn run(mut actor: Actor, mut inputs: Inputs) -> Result<(), Gate
             event = inputs.server_events.recv() => match event {
                 Some(event) => {
                     if let Err(e) = actor.on_server_event(event).await {
+                        break Err(e);
+                    }
+                    // The rest of a burst, without going back to wait.
+                    let mut failed = None;
+                    for _ in 1..BURST {
+                        let Ok(event) = inputs.server_events.try_recv() else {
+                            break;
+                        };
+                        if let Err(e) = actor.on_server_event(event).await {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                    if let Some(e) = failed {
                         break Err(e);
                     }
                 }
@@ -174,15 +191,32 @@ pub(crate) async fn run(mut actor: Actor, mut inputs: Inputs) -> Result<(), Gate
                     break Err(GatewayError::Driver(e));
                 }
             }
-            Some((id, response, outcome)) = actor.commits.next(), if !actor.commits.is_empty() => {
-                let response = match outcome {
-                    Ok(()) => response,
-                    Err(e) => {
-                        warn!(request = %id, error = %e, "a request's data could not be made durable; asking the device to retry");
-                        busy()
+            Some(done) = actor.commits.next(), if !actor.commits.is_empty() => {
+                // One commit answers many requests: all that are ready go out in this turn.
+                let mut done = done;
+                let mut failed = None;
+                for taken in 1.. {
+                    let (id, response, outcome) = done;
+                    let response = match outcome {
+                        Ok(()) => response,
+                        Err(e) => {
+                            warn!(request = %id, error = %e, "a request's data could not be made durable; asking the device to retry");
+                            busy()
+                        }
+                    };
+                    if let Err(e) = actor.respond(id, response).await {
+                        failed = Some(e);
+                        break;
                     }
-                };
-                if let Err(e) = actor.respond(id, response).await {
+                    if taken == BURST {
+                        break;
+                    }
+                    match actor.commits.next().now_or_never() {
+                        Some(Some(next)) => done = next,
+                        _ => break,
+                    }
+                }
+                if let Some(e) = failed {
                     break Err(GatewayError::Driver(e));
                 }
             }
