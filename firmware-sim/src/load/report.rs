@@ -379,6 +379,28 @@ mod tests {
     }
 
     #[test]
+    fn the_coap_row_has_a_cell_per_header_column_and_names_losses() {
+        let cells = |line: &str| line.matches('|').count();
+        let header = coap_header(48, 4);
+        let first = header.lines().next().unwrap_or_default();
+        let brume = column(&[
+            (80_000.0, Some(0)),
+            (82_000.0, Some(0)),
+            (81_000.0, Some(0)),
+        ]);
+        let libcoap = column(&[
+            (160_000.0, Some(0)),
+            (162_000.0, Some(3)),
+            (164_000.0, None),
+        ]);
+        let row = coap_row(&brume, &libcoap);
+        assert_eq!(cells(&row), cells(first));
+        assert!(row.contains("| 0.50× |"), "{row}");
+        assert!(row.ends_with("| Brume 0, libcoap 3 |"), "{row}");
+        assert!(first.contains("48 devices × 4"));
+    }
+
+    #[test]
     fn losses_add_up_over_rounds() {
         let c = column(&[(1.0, Some(0)), (1.0, Some(3)), (1.0, Some(2))]);
         assert_eq!(
