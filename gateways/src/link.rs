@@ -32,6 +32,14 @@ pub trait DeviceCredentials: Send + Sync + 'static {
     fn check(&self, thing: &ThingId, secret: &str) -> CredentialCheck;
 }
 
+/// Logins of people and tools (not things) who may watch every device topic over MQTT, as an
+/// anonymous client may where no login is required: an operator's `mosquitto_sub -t '#'` on a
+/// hub that requires authentication. The hub answers it from its realm's principals.
+pub trait ObserverLogins: Send + Sync + 'static {
+    /// Whether `user` with `password` logs in as an observer.
+    fn check(&self, user: &str, password: &str) -> bool;
+}
+
 /// A thing as the hub's registry holds it, for a device that reads its own back (CoAP `GET
 /// /things/<id>/state` or `info`).
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -138,6 +138,39 @@ pub struct Gateways {
     pub bridge_skipped: Arc<AtomicU64>,
 }
 
+/// MQTT observer logins: the principals of `realm` whose role is one of `roles`, by their
+/// ticket. `None` when no role is named (or the realm is unknown).
+fn observer_logins(
+    router: &Router,
+    realm: &str,
+    roles: &[String],
+) -> Option<Arc<dyn gateways::ObserverLogins>> {
+    if roles.is_empty() {
+        return None;
+    }
+    let principals = router.realm(realm)?.config.principals.clone();
+    Some(Arc::new(RealmObservers {
+        principals,
+        roles: roles.to_vec(),
+    }))
+}
+
+/// [`gateways::ObserverLogins`] over a realm's principals.
+struct RealmObservers {
+    principals: Arc<crate::router::auth::PrincipalStore>,
+    roles: Vec<String>,
+}
+
+impl gateways::ObserverLogins for RealmObservers {
+    /// The hash is only computed for a principal that may observe: any other name is refused
+    /// at the cost of a lookup.
+    fn check(&self, user: &str, password: &str) -> bool {
+        self.principals.get(user).is_some_and(|p| {
+            self.roles.contains(&p.role) && p.ticket.as_ref().is_some_and(|t| t.verify(password))
+        })
+    }
+}
+
 /// Attaches a gateway to the things service, under the hub's memory budget.
 async fn attach(
     link: &GatewayLink,
@@ -169,7 +202,8 @@ pub async fn start(
     let mut out = Gateways::default();
     if let Some(mqtt) = prepared.mqtt {
         let io = attach(link, router, "mqtt").await?;
-        let handle = Arc::new(MqttGateway::start(mqtt, io).await?);
+        let observers = observer_logins(router, realm, &mqtt.observer_roles);
+        let handle = Arc::new(MqttGateway::start_with_observers(mqtt, io, observers).await?);
         tracing::info!("MQTT broker at mqtt://{}", handle.local_addr());
         out.addrs.mqtt = Some(handle.local_addr());
         let (watched, stopping) = (handle.clone(), shutdown.clone());

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use harness::{Device, MosquittoSub, QUIET, WAIT, anonymous_options, mqtt_addr, until};
+use harness::{
+    App, Device, MosquittoSub, QUIET, WAIT, anonymous_options, device_options, mqtt_addr, until,
+};
 use rumqttc::v5::mqttbytes::v5::{
     ConnAck, Connect, ConnectProperties, ConnectReturnCode, Disconnect, DisconnectProperties,
     DisconnectReasonCode, Filter, LastWill, LastWillProperties, Packet, PubAck, PubAckReason,
@@ -429,6 +431,93 @@ async fn anonymous_loopback_client_may_subscribe_to_everything() {
     everything.nothing().await;
     dev.disconnect().await;
     two_levels.disconnect().await;
+}
+
+const OPS_TICKET: &str = "ops-ticket-7";
+const APP_TICKET: &str = "app-ticket-8";
+
+/// The hub's realm, open to anonymous WAMP sessions (the test's app provisions through it), with
+/// two principals: `ops` of role `operator`, `app1` of role `app`.
+fn realm_with_an_operator() -> hub::config::RealmSection {
+    use hub::config::{PrincipalSection, RealmSection};
+    use hub::router::auth::Secret;
+    use hub::router::auth::ticket::TicketHash;
+    let principal = |authid: &str, role: &str, ticket: &str| PrincipalSection {
+        authid: authid.into(),
+        role: role.into(),
+        ticket: Some(Secret::new(
+            TicketHash::create(ticket, 1000).to_hash_string(),
+        )),
+        wampcra: None,
+        cryptosign: None,
+    };
+    RealmSection {
+        history: Vec::new(),
+        name: "brume".into(),
+        anonymous: true,
+        strict_uris: false,
+        roles: Default::default(),
+        principals: vec![
+            principal("ops", "operator", OPS_TICKET),
+            principal("app1", "app", APP_TICKET),
+        ],
+    }
+}
+
+/// Where devices must log in, a principal whose role is in `mqtt.observer_roles` logs in with
+/// its ticket and watches every topic with `mosquitto_sub -t '#'`, as an anonymous client may
+/// where no login is required; a wrong ticket, another role and an anonymous client are refused,
+/// and the observer cannot speak for a thing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observer_login_watches_everything_where_logins_are_required() {
+    let hub = TestHub::start_with(|c| {
+        c.mqtt.require_auth = Some(true);
+        c.mqtt.observer_roles = vec!["operator".into()];
+        c.realms = vec![realm_with_an_operator()];
+    })
+    .await;
+    let app = App::start(&hub, "rawsocket", "json").await;
+    let secret = app.provision("th1", "thermostat").await;
+    let mut states = app.subscribe("brume.thing..state", "wildcard").await;
+
+    let mut everything =
+        MosquittoSub::start_with(&hub, "#", &["-u", "ops", "-P", OPS_TICKET]).await;
+    for (options, who) in [
+        (anonymous_options(&hub, "anon"), "an anonymous client"),
+        (
+            device_options(&hub, "ops-2", "ops", "wrong"),
+            "a wrong ticket",
+        ),
+        (
+            device_options(&hub, "app-1", "app1", APP_TICKET),
+            "a principal of another role",
+        ),
+    ] {
+        assert!(Device::connect(options).await.is_err(), "{who} is refused");
+    }
+
+    let mut dev = Device::connect(device_options(&hub, "th1-fw", "th1", &secret))
+        .await
+        .unwrap();
+    dev.publish("things/th1/state", r#"{"mode": "heat"}"#, false)
+        .await;
+    assert_eq!(
+        everything.next().await,
+        ("things/th1/state".into(), r#"{"mode": "heat"}"#.into())
+    );
+    states.next().await;
+
+    // Observing is not speaking for a thing: its PUBLISH is acknowledged (3.1.1 has no
+    // negative PUBACK) and dropped.
+    let mut ops = Device::connect(device_options(&hub, "ops-3", "ops", OPS_TICKET))
+        .await
+        .unwrap();
+    ops.publish("things/th1/state", r#"{"mode": "cool"}"#, false)
+        .await;
+    states.nothing().await;
+    everything.nothing().await;
+    ops.disconnect().await;
+    dev.disconnect().await;
 }
 
 /// MQTT 5 "no local": a subscriber that asked for it does not get its own messages (QoS 0, 1

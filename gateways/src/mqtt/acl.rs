@@ -13,9 +13,10 @@
 //! Observers: where no login is required (an open listener, the default on loopback) anyone
 //! can read every device topic by connecting without one, so for a client without a login the
 //! subscribe rules guard nothing; [`may_observe`] lets it subscribe to any filter but `$` topics
-//! (`mosquitto_sub -t '#'` works as it does against mosquitto). A client that logged in keeps
-//! the rules above, and publishing keeps them for everyone: nobody can speak for a thing it is
-//! not.
+//! (`mosquitto_sub -t '#'` works as it does against mosquitto). Where a login is required, an
+//! observer login (a principal with one of `mqtt.observer_roles`) gets the same. A client that
+//! logged in as a thing keeps the rules above, and publishing keeps them for everyone: nobody
+//! can speak for a thing it is not.
 //!
 //! A shared subscription `$share/<group>/<filter>` is judged as its `<filter>`.
 

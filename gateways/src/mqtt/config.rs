@@ -52,6 +52,11 @@ pub struct MqttConfig {
     pub shutdown_grace_ms: u64,
     /// Limits of the embedded broker's router.
     pub router: RouterLimits,
+    /// Roles of the hub realm's principals who may log in to watch every device topic (username
+    /// = authid, password = the principal's ticket), as an anonymous client may where no login
+    /// is required: `mosquitto_sub -t '#'` for an operator when devices must log in. Empty (the
+    /// default): nobody. Observers publish under the device rules (never as a thing).
+    pub observer_roles: Vec<String>,
 }
 
 /// Limits of the embedded broker's router (rumqttd). Its defaults refuse every connection and
@@ -84,6 +89,7 @@ impl Default for MqttConfig {
             max_pending_actions: 10_000,
             shutdown_grace_ms: 2_000,
             router: RouterLimits::default(),
+            observer_roles: Vec::new(),
         }
     }
 }

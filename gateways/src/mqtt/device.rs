@@ -34,8 +34,9 @@ pub struct DeviceSession {
     /// there, retained, if it vanishes without a will that does).
     pub announced: bool,
     /// Whether the client may subscribe to any filter (but `$` topics) rather than only its own
-    /// thing's and the raw namespace: a client without a login on a listener that requires none
-    /// (see [`acl::may_observe`](super::acl::may_observe)).
+    /// thing's and the raw namespace: a client without a login on a listener that requires none,
+    /// or one that logged in as an observer (see [`ObserverLogins`](crate::ObserverLogins) and
+    /// [`acl::may_observe`](super::acl::may_observe)).
     pub observer: bool,
 }
 

@@ -44,7 +44,7 @@ use super::log_limit::LogLimit;
 use super::pending::{Pending, PendingActions};
 use super::stats::{MqttStats, Stats, bump};
 use super::topics::{ThingTopic, is_topic_name, parse_thing_topic, thing_topic};
-use crate::link::{CredentialCheck, DeviceCredentials, GatewayIo};
+use crate::link::{CredentialCheck, DeviceCredentials, GatewayIo, ObserverLogins};
 
 /// At most one WARN line per cause of rejection this often; the count is exact in the stats.
 const REJECTION_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -56,6 +56,8 @@ pub struct Core {
     max_message_bytes: usize,
     raw_bridge: bool,
     credentials: Arc<dyn DeviceCredentials>,
+    /// Who may log in to watch every device topic (see [`ObserverLogins`]).
+    observers: Option<Arc<dyn ObserverLogins>>,
     events: mpsc::Sender<DeviceEvent>,
     /// Raw messages for the bridge (`source`, payload); `None` without the raw bridge.
     raw: Option<mpsc::Sender<(String, Bytes)>>,
@@ -274,10 +276,22 @@ impl Hooks for Core {
     fn connect(&self, request: &ConnectRequest<'_>) -> Result<Accepted<DeviceSession>, Refusal> {
         let thing = match request.username {
             Some(user) => {
+                let secret = request.password.unwrap_or("");
+                // An observer's login first: under automatic provisioning any unknown name
+                // would otherwise become a thing.
+                if self
+                    .observers
+                    .as_ref()
+                    .is_some_and(|o| o.check(user, secret))
+                {
+                    debug!(peer = %request.peer, user, "MQTT observer logged in");
+                    let mut session = DeviceSession::new(None);
+                    session.observer = true;
+                    return Ok(Accepted { key: None, session });
+                }
                 let Ok(thing) = ThingId::new(user) else {
                     return Err(Refusal::BadCredentials);
                 };
-                let secret = request.password.unwrap_or("");
                 match self.credentials.check(&thing, secret) {
                     CredentialCheck::Valid => Some(thing),
                     verdict @ (CredentialCheck::Invalid | CredentialCheck::UnknownThing) => {
@@ -474,6 +488,16 @@ impl MqttGateway {
     /// Validates the config, opens the listener and starts serving devices and commands. Must be
     /// called inside a tokio runtime.
     pub async fn start(config: MqttConfig, io: GatewayIo) -> Result<MqttHandle, MqttError> {
+        Self::start_with_observers(config, io, None).await
+    }
+
+    /// [`MqttGateway::start`], with the logins that may watch every device topic even where
+    /// devices must log in.
+    pub async fn start_with_observers(
+        config: MqttConfig,
+        io: GatewayIo,
+        observers: Option<Arc<dyn ObserverLogins>>,
+    ) -> Result<MqttHandle, MqttError> {
         config.validate()?;
         let auth_required = config.auth_required();
         if !auth_required && !config.listen.ip().is_loopback() {
@@ -501,6 +525,7 @@ impl MqttGateway {
             max_message_bytes: config.max_message_bytes,
             raw_bridge: config.raw_bridge,
             credentials,
+            observers,
             events,
             raw,
             directory: RwLock::new(Directory::default()),

@@ -524,6 +524,11 @@ pub struct MosquittoSub {
 impl MosquittoSub {
     /// Starts `mosquitto_sub` on `filter` at QoS 1 and waits for its SUBACK.
     pub async fn start(hub: &TestHub, filter: &str) -> MosquittoSub {
+        Self::start_with(hub, filter, &[]).await
+    }
+
+    /// [`MosquittoSub::start`] with extra arguments (`-u`, `-P`...).
+    pub async fn start_with(hub: &TestHub, filter: &str, extra: &[&str]) -> MosquittoSub {
         let bin = tokio::task::spawn_blocking(|| peers::apt("mosquitto_sub", "mosquitto-clients"))
             .await
             .unwrap();
@@ -532,6 +537,7 @@ impl MosquittoSub {
             .arg("-oL")
             .arg(bin)
             .args(mosquitto_args(hub))
+            .args(extra)
             .args(["-q", "1", "-v", "-d", "-t", filter])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
