@@ -379,10 +379,10 @@ mod tests {
         );
         let gw = link.attach("flood").await.unwrap();
         let thing = ThingId::new("s1").unwrap();
-        // Far more than every queue together holds: the backlog fills and events wait.
+        // Far more than every queue together holds: the backlog fills and events wait. One
+        // thing each, as the reports of one thing in a turn are merged into one write.
         let flood = tokio::spawn({
             let events = gw.events.clone();
-            let thing = thing.clone();
             async move {
                 for i in 0..1000u64 {
                     let values = json!({ "temperature": (i % 100) as f64 })
@@ -390,7 +390,7 @@ mod tests {
                         .cloned()
                         .unwrap();
                     let e = DeviceEvent::Reported {
-                        thing: thing.clone(),
+                        thing: ThingId::new(format!("s{i}")).unwrap(),
                         values,
                         at_ms: i + 1,
                     };
