@@ -29,6 +29,20 @@ pub const DEVICE_KEY: &str = "4d57d97a68f555696620a6d849c0ce582568518d729eb753dc
 /// The methods a client can be configured for, by test name.
 pub const METHODS: [&str; 4] = ["ticket", "wampcra-salted", "wampcra-plain", "cryptosign"];
 
+/// A principal `authid` of role `role` whose only credential is `ticket` (hashed cheaply: tests
+/// only).
+pub fn ticket_principal(authid: &str, role: &str, ticket: &str) -> PrincipalSection {
+    PrincipalSection {
+        authid: authid.to_owned(),
+        role: role.to_owned(),
+        ticket: Some(Secret::new(
+            TicketHash::create(ticket, 1000).to_hash_string(),
+        )),
+        wampcra: None,
+        cryptosign: None,
+    }
+}
+
 /// The principals of [`REALM`], every role `role`; the plain WAMP-CRA secret goes into a file in
 /// `dir`, as the config requires.
 pub fn principals(dir: &Path, role: &str) -> Vec<PrincipalSection> {
@@ -43,12 +57,7 @@ pub fn principals(dir: &Path, role: &str) -> Vec<PrincipalSection> {
         cryptosign: None,
     };
     vec![
-        PrincipalSection {
-            ticket: Some(Secret::new(
-                TicketHash::create(TICKET, 1000).to_hash_string(),
-            )),
-            ..p(TICKET_AUTHID)
-        },
+        ticket_principal(TICKET_AUTHID, role, TICKET),
         PrincipalSection {
             wampcra: Some(WampCraSection {
                 derived_key: Some(Secret::new(wampcra::derive_key(

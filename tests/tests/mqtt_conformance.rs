@@ -439,19 +439,8 @@ const APP_TICKET: &str = "app-ticket-8";
 /// The hub's realm, open to anonymous WAMP sessions (the test's app provisions through it), with
 /// two principals: `ops` of role `operator`, `app1` of role `app`.
 fn realm_with_an_operator() -> hub::config::RealmSection {
-    use hub::config::{PrincipalSection, RealmSection};
-    use hub::router::auth::Secret;
-    use hub::router::auth::ticket::TicketHash;
-    let principal = |authid: &str, role: &str, ticket: &str| PrincipalSection {
-        authid: authid.into(),
-        role: role.into(),
-        ticket: Some(Secret::new(
-            TicketHash::create(ticket, 1000).to_hash_string(),
-        )),
-        wampcra: None,
-        cryptosign: None,
-    };
-    RealmSection {
+    use tests::auth::ticket_principal as principal;
+    hub::config::RealmSection {
         history: Vec::new(),
         name: "brume".into(),
         anonymous: true,

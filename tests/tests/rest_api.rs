@@ -411,9 +411,7 @@ const VIEWER_TICKET: &str = "viewer-ticket-2";
 /// The things realm without anonymous access: `ops` may do anything under `brume.`, `viewer`
 /// may list and read things.
 fn secure_realm() -> RealmSection {
-    use hub::config::PrincipalSection;
-    use hub::router::auth::Secret;
-    use hub::router::auth::ticket::TicketHash;
+    use tests::auth::ticket_principal as principal;
     let mut roles = BTreeMap::new();
     roles.insert(
         "admin".to_owned(),
@@ -430,15 +428,6 @@ fn secure_realm() -> RealmSection {
             ],
         },
     );
-    let principal = |authid: &str, role: &str, ticket: &str| PrincipalSection {
-        authid: authid.into(),
-        role: role.into(),
-        ticket: Some(Secret::new(
-            TicketHash::create(ticket, 1000).to_hash_string(),
-        )),
-        wampcra: None,
-        cryptosign: None,
-    };
     RealmSection {
         history: Vec::new(),
         name: "plant".into(),

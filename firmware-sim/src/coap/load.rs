@@ -378,12 +378,9 @@ async fn run_device(
     let mut inflight: Vec<(u16, Instant)> = Vec::with_capacity(config.window);
     let mut mid: u16 = u16::try_from(n % 4096).unwrap_or(0).wrapping_mul(16);
     let mut buf = [0u8; 1500];
-    // The window opens one request per answer: all devices sending their whole window at once
-    // would overflow a server's socket buffer before it had read anything.
-    let mut window = 1;
     loop {
         let now = Instant::now();
-        while inflight.len() < window && now < deadline {
+        while inflight.len() < config.window && now < deadline {
             mid = mid.wrapping_add(1);
             socket.send(template.with_mid(mid)).await?;
             let at = Instant::now();
@@ -402,7 +399,6 @@ async fn run_device(
                 };
                 if let Some(i) = inflight.iter().position(|(m, _)| *m == answer.mid) {
                     let (_, sent_at) = inflight.swap_remove(i);
-                    window = (window + 1).min(config.window);
                     answered.fetch_add(1, Ordering::Relaxed);
                     let at = Instant::now();
                     let measured = sent_at >= measured_from;
