@@ -12,6 +12,11 @@ use firmware_sim::load::wamp::{self, WampLoad};
 use hub::wamp::Serializer;
 use tokio_util::sync::CancellationToken;
 
+/// The generator shares the machine with the system it measures: the same allocator as the hub
+/// keeps its own cost per message low, for every peer alike.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(version, about = "Simulated devices and load tools for Brume")]
 struct Cli {

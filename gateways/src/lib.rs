@@ -23,7 +23,7 @@ pub mod raw;
 mod udp;
 
 pub use link::{
-    CredentialCheck, DeviceCredentials, DirectoryListener, Following, GatewayIo, ObserverLogins,
-    StaticCredentials, StaticDirectory, StaticThings, ThingDirectory, ThingRead, ThingReader,
-    ThingView,
+    CredentialCheck, DeviceCredentials, DirectoryListener, Following, GatewayIo, ObserverCheck,
+    ObserverLogins, StaticCredentials, StaticDirectory, StaticThings, ThingDirectory, ThingRead,
+    ThingReader, ThingView,
 };

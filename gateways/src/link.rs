@@ -37,7 +37,19 @@ pub trait DeviceCredentials: Send + Sync + 'static {
 /// hub that requires authentication. The hub answers it from its realm's principals.
 pub trait ObserverLogins: Send + Sync + 'static {
     /// Whether `user` with `password` logs in as an observer.
-    fn check(&self, user: &str, password: &str) -> bool;
+    fn check(&self, user: &str, password: &str) -> ObserverCheck;
+}
+
+/// What [`ObserverLogins::check`] says of a login.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObserverCheck {
+    /// An observer, logged in.
+    Observer,
+    /// The name is an observer's and the password is wrong: refused, never tried as a thing's
+    /// login (under automatic provisioning, an unknown name would become a thing).
+    Refused,
+    /// Not an observer's name: if anything, the login is a thing's.
+    NotObserver,
 }
 
 /// A thing as the hub's registry holds it, for a device that reads its own back (CoAP `GET

@@ -162,12 +162,19 @@ struct RealmObservers {
 }
 
 impl gateways::ObserverLogins for RealmObservers {
-    /// The hash is only computed for a principal that may observe: any other name is refused
-    /// at the cost of a lookup.
-    fn check(&self, user: &str, password: &str) -> bool {
-        self.principals.get(user).is_some_and(|p| {
-            self.roles.contains(&p.role) && p.ticket.as_ref().is_some_and(|t| t.verify(password))
-        })
+    /// The hash is only computed for a principal that may observe: any other name costs a
+    /// lookup and is left to the thing logins.
+    fn check(&self, user: &str, password: &str) -> gateways::ObserverCheck {
+        match self.principals.get(user) {
+            Some(p) if self.roles.contains(&p.role) => {
+                if p.ticket.as_ref().is_some_and(|t| t.verify(password)) {
+                    gateways::ObserverCheck::Observer
+                } else {
+                    gateways::ObserverCheck::Refused
+                }
+            }
+            _ => gateways::ObserverCheck::NotObserver,
+        }
     }
 }
 

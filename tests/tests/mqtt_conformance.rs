@@ -509,6 +509,52 @@ async fn an_observer_login_watches_everything_where_logins_are_required() {
     dev.disconnect().await;
 }
 
+/// Under automatic provisioning, where any unknown name logs in and becomes a thing, an
+/// observer's name with a wrong ticket is refused: it is never tried as a thing's login. Other
+/// unknown names still become things.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_observer_ticket_never_becomes_a_thing_under_auto_provisioning() {
+    let hub = TestHub::start_with(|c| {
+        c.mqtt.require_auth = Some(true);
+        c.mqtt.observer_roles = vec!["operator".into()];
+        c.realms = vec![realm_with_an_operator()];
+        c.things.provisioning = hub::config::Provisioning::Auto;
+        c.things.auto_type = Some("thermostat".into());
+    })
+    .await;
+    let app = hub.local_client("app");
+    let exists = |thing: &'static str| {
+        let app = &app;
+        async move {
+            let kw = hub::wamp::dict([("thing", hub::wamp::Value::from(thing))]);
+            match app.call("brume.things.get", vec![], kw).await {
+                Ok(_) => true,
+                Err(hub::client::ClientError::Wamp(e)) if e.uri == "brume.error.no_such_thing" => {
+                    false
+                }
+                Err(other) => panic!("brume.things.get {thing}: {other}"),
+            }
+        }
+    };
+
+    let refused = Device::connect(device_options(&hub, "ops-1", "ops", "wrong")).await;
+    assert!(refused.is_err(), "a wrong observer ticket is refused");
+    let ops = Device::connect(device_options(&hub, "ops-2", "ops", OPS_TICKET))
+        .await
+        .expect("the right ticket logs in");
+    ops.disconnect().await;
+
+    let mut dev = Device::connect(device_options(&hub, "th9-fw", "th9", "any"))
+        .await
+        .expect("an unknown name logs in under automatic provisioning");
+    dev.publish("things/th9/state", r#"{"mode": "heat"}"#, false)
+        .await;
+    // Acknowledged once committed: the thing exists now.
+    assert!(exists("th9").await, "th9 was provisioned");
+    assert!(!exists("ops").await, "the observer's name is not a thing");
+    dev.disconnect().await;
+}
+
 /// MQTT 5 "no local": a subscriber that asked for it does not get its own messages (QoS 0, 1
 /// and 2), others on the same topic do, and it still gets everyone else's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,7 +44,7 @@ use super::log_limit::LogLimit;
 use super::pending::{Pending, PendingActions};
 use super::stats::{MqttStats, Stats, bump};
 use super::topics::{ThingTopic, is_topic_name, parse_thing_topic, thing_topic};
-use crate::link::{CredentialCheck, DeviceCredentials, GatewayIo, ObserverLogins};
+use crate::link::{CredentialCheck, DeviceCredentials, GatewayIo, ObserverCheck, ObserverLogins};
 
 /// At most one WARN line per cause of rejection this often; the count is exact in the stats.
 const REJECTION_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -279,15 +279,19 @@ impl Hooks for Core {
                 let secret = request.password.unwrap_or("");
                 // An observer's login first: under automatic provisioning any unknown name
                 // would otherwise become a thing.
-                if self
-                    .observers
-                    .as_ref()
-                    .is_some_and(|o| o.check(user, secret))
-                {
-                    debug!(peer = %request.peer, user, "MQTT observer logged in");
-                    let mut session = DeviceSession::new(None);
-                    session.observer = true;
-                    return Ok(Accepted { key: None, session });
+                let observer = self.observers.as_ref().map(|o| o.check(user, secret));
+                match observer {
+                    Some(ObserverCheck::Observer) => {
+                        debug!(peer = %request.peer, user, "MQTT observer logged in");
+                        let mut session = DeviceSession::new(None);
+                        session.observer = true;
+                        return Ok(Accepted { key: None, session });
+                    }
+                    Some(ObserverCheck::Refused) => {
+                        debug!(peer = %request.peer, user, "MQTT observer login refused");
+                        return Err(Refusal::BadCredentials);
+                    }
+                    Some(ObserverCheck::NotObserver) | None => {}
                 }
                 let Ok(thing) = ThingId::new(user) else {
                     return Err(Refusal::BadCredentials);

@@ -218,6 +218,7 @@ pub async fn start(
         requests: requests_rx,
         publish,
         store: store.sender(),
+        store_waker: store.waker(),
         stats,
         store_backlog_max: t.store_queue,
         store_stats: store_stats.clone(),

@@ -68,6 +68,8 @@ pub struct ThingsService {
     pub(crate) requests: mpsc::Receiver<(Request, Reply)>,
     pub(crate) publish: Publish,
     pub(crate) store: mpsc::Sender<StoreOp>,
+    /// Ends the writer's lazy wait once a barrier, flush or reply is queued.
+    pub(crate) store_waker: super::store::WriterWaker,
     pub(crate) stats: Arc<ThingsStats>,
     pub(crate) store_backlog_max: usize,
     pub(crate) store_stats: Arc<StoreStats>,
@@ -187,7 +189,13 @@ impl ThingsService {
                 }
                 permit = store.reserve(), if !backlogs.store.is_empty() => {
                     match permit {
-                        Ok(p) => if let Some(op) = backlogs.store.pop_front() { p.send(op) },
+                        Ok(p) => if let Some(op) = backlogs.store.pop_front() {
+                            let waited_for = !op.writes();
+                            p.send(op);
+                            if waited_for {
+                                self.store_waker.wake();
+                            }
+                        },
                         Err(_) => {
                             tracing::error!(ops = backlogs.store.len(), "the things database writer has stopped; writes lost");
                             backlogs.store.clear();
@@ -260,6 +268,7 @@ impl ThingsService {
                 }
             }));
         super::store::coalesce_reported(&mut self.core.out.store);
+        let mut waited_for = false;
         for op in self.core.out.store.drain(..) {
             // A barrier's second part follows this turn's events into the uplink queue.
             if let (StoreOp::Barrier(commit), Some(tap)) = (&op, &self.tap) {
@@ -269,13 +278,18 @@ impl ThingsService {
                 backlogs.store.push_back(op);
                 continue;
             }
+            let waits = !op.writes();
             match self.store.try_send(op) {
-                Ok(()) => {}
+                Ok(()) => waited_for |= waits,
                 Err(mpsc::error::TrySendError::Full(op)) => backlogs.store.push_back(op),
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     tracing::error!("the things database writer has stopped; a write was lost");
                 }
             }
+        }
+        // Once the whole turn is queued, so the writer commits it in one batch.
+        if waited_for {
+            self.store_waker.wake();
         }
     }
 }
@@ -361,6 +375,7 @@ mod tests {
                 audience: Audience::default(),
             },
             store,
+            store_waker: Default::default(),
             stats: stats.clone(),
             store_backlog_max: 64,
             store_stats: Arc::new(StoreStats::default()),

@@ -188,8 +188,9 @@ pub enum StoreOp {
 }
 
 impl StoreOp {
-    /// True for operations that write (not barriers, flushes or held replies).
-    fn writes(&self) -> bool {
+    /// True for operations that write (not barriers, flushes or held replies): an operation
+    /// that does not write is one something waits for.
+    pub(crate) fn writes(&self) -> bool {
         !matches!(
             self,
             StoreOp::Flush(_) | StoreOp::Barrier(_) | StoreOp::Reply { .. }
@@ -317,6 +318,25 @@ pub struct Store {
     stats: Arc<StoreStats>,
 }
 
+/// Ends the writer's lazy wait (see [`LAZY_COMMIT`]) once something waits for the commit.
+///
+/// The writer decides whether to wait from what it has received, and a turn of the things
+/// service sends its operations one by one: the writer may wake on a turn's first report before
+/// the barrier behind it is queued. Without this, that barrier would wait for the writer's next
+/// look at its queue (up to a millisecond) on top of its commit, on every such race.
+#[derive(Clone, Debug, Default)]
+pub struct WriterWaker(Option<std::thread::Thread>);
+
+impl WriterWaker {
+    /// Tells the writer that an operation someone waits for is queued. Cheap when the writer
+    /// is not waiting: a later wait then returns at once and looks at the queue again.
+    pub fn wake(&self) {
+        if let Some(t) = &self.0 {
+            t.unpark();
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) and migrates the database, reads everything, and starts the
     /// writer thread with a queue of `queue` operations. Blocking: call it off the async runtime.
@@ -397,6 +417,11 @@ impl Store {
     /// A sender of operations to the writer thread.
     pub fn sender(&self) -> mpsc::Sender<StoreOp> {
         self.tx.clone()
+    }
+
+    /// Wakes the writer out of a lazy wait; see [`WriterWaker`].
+    pub fn waker(&self) -> WriterWaker {
+        WriterWaker(self.thread.as_ref().map(|t| t.thread().clone()))
     }
 
     /// The writer's counters.
@@ -647,7 +672,8 @@ impl Writer {
             if waited_for || batch.len() >= BATCH_MAX || since >= LAZY_COMMIT {
                 return;
             }
-            std::thread::sleep((LAZY_COMMIT - since).min(LAZY_POLL));
+            // Woken early by a [`WriterWaker`] when a barrier, flush or reply is queued.
+            std::thread::park_timeout((LAZY_COMMIT - since).min(LAZY_POLL));
         }
     }
 

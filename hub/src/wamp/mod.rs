@@ -6,4 +6,4 @@ pub mod uris;
 pub use wamp_proto::{
     CodecError, Dict, Id, List, MatchPolicy, Message, Payload, Serializer, Value, dict,
 };
-pub use wamp_proto::{codec, ids, message, uri, value};
+pub use wamp_proto::{codec, ids, message, msgpack, uri, value};

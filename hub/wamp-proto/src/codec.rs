@@ -91,25 +91,20 @@ impl Serializer {
 
     /// Decodes one message from a complete frame.
     pub fn decode(self, bytes: &[u8]) -> Result<Message, CodecError> {
-        let seed = Seed::new(self.flavor());
         let value = match self {
             Serializer::Json => {
+                let seed = Seed::new(self.flavor());
                 let mut de = serde_json::Deserializer::from_slice(bytes);
                 let v = seed.deserialize(&mut de).map_err(CodecError::Json)?;
                 de.end().map_err(CodecError::Json)?;
                 v
             }
-            Serializer::MsgPack => {
-                let mut rest = bytes;
-                let v = {
-                    let mut de = rmp_serde::Deserializer::new(&mut rest);
-                    seed.deserialize(&mut de).map_err(CodecError::MsgPack)?
-                };
-                if !rest.is_empty() {
+            Serializer::MsgPack => match crate::msgpack::decode(bytes) {
+                Err(crate::msgpack::MsgPackError::Trailing) => {
                     return Err(CodecError::TrailingBytes);
                 }
-                v
-            }
+                other => other.map_err(CodecError::MsgPack)?,
+            },
         };
         match value {
             Value::List(items) => Ok(Message::from_array(items)?),
@@ -130,7 +125,7 @@ pub enum CodecError {
     #[error("undecodable input: {0}")]
     Json(#[source] serde_json::Error),
     #[error("undecodable input: {0}")]
-    MsgPack(#[source] rmp_serde::decode::Error),
+    MsgPack(#[source] crate::msgpack::MsgPackError),
     #[error("undecodable input: trailing bytes after message")]
     TrailingBytes,
     #[error("invalid message: {0}")]

@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod ids;
 pub mod message;
+pub mod msgpack;
 pub mod uri;
 pub mod uris;
 pub mod value;
