@@ -14,7 +14,9 @@
 //! duplicate is processed as a new request. That is the accepted cost of a
 //! bounded cache; duplicates normally arrive within MAX_TRANSMIT_SPAN.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::coap::PeerMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -66,10 +68,10 @@ struct Entry {
 #[derive(Debug)]
 pub(crate) struct DedupCache {
     limits: DedupLimits,
-    map: HashMap<(SocketAddr, u16), Entry>,
+    map: PeerMap<(SocketAddr, u16), Entry>,
     /// Insertion order; items whose `seq` no longer matches the map are stale.
     order: VecDeque<(u64, SocketAddr, u16)>,
-    per_peer: HashMap<SocketAddr, VecDeque<(u64, u16)>>,
+    per_peer: PeerMap<SocketAddr, VecDeque<(u64, u16)>>,
     bytes: usize,
     seq: u64,
 }
@@ -78,9 +80,9 @@ impl DedupCache {
     pub fn new(limits: DedupLimits) -> Self {
         Self {
             limits,
-            map: HashMap::new(),
+            map: PeerMap::default(),
             order: VecDeque::new(),
-            per_peer: HashMap::new(),
+            per_peer: PeerMap::default(),
             bytes: 0,
             seq: 0,
         }

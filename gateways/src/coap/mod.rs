@@ -33,6 +33,11 @@ mod ratelimit;
 pub mod server;
 mod transmission;
 
+/// The engines' maps keyed by peer address, message id or request, which every datagram goes
+/// through several times: aHash instead of SipHash, keyed at random per map as SipHash is, so a
+/// peer still cannot choose colliding keys.
+pub(crate) type PeerMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
+
 pub use blockwise::BlockwiseConfig;
 pub use coap_lite::{RequestType as Method, ResponseType};
 pub use dedup::DedupLimits;

@@ -178,8 +178,10 @@ pub fn spawn_server(
     let (out_tx, out_rx) = mpsc::channel(OUTGOING_QUEUE);
     tokio::spawn(send_loop(socket.clone(), out_rx));
     let task = tokio::spawn(run(
-        socket,
-        out_tx,
+        Datagrams {
+            socket,
+            outgoing: out_tx,
+        },
         engine,
         cmd_rx,
         ev_tx,
@@ -213,10 +215,15 @@ async fn send_loop(socket: Arc<UdpSocket>, mut outgoing: mpsc::Receiver<Transmit
     }
 }
 
-#[tracing::instrument(name = "coap_server", skip_all, fields(local = ?socket.local_addr().ok()))]
-async fn run(
+/// The server's socket: read by its loop, written by [`send_loop`] through `outgoing`.
+struct Datagrams {
     socket: Arc<UdpSocket>,
     outgoing: mpsc::Sender<Transmit>,
+}
+
+#[tracing::instrument(name = "coap_server", skip_all, fields(local = ?datagrams.socket.local_addr().ok()))]
+async fn run(
+    datagrams: Datagrams,
     mut engine: Server,
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<ServerEvent>,
@@ -224,6 +231,7 @@ async fn run(
     max_datagram: usize,
     counters: Arc<ServerCounters>,
 ) -> Result<(), DriverError> {
+    let Datagrams { socket, outgoing } = datagrams;
     let mut buf = vec![0u8; max_datagram.max(4) + 1];
     let mut handles_alive = true;
     loop {

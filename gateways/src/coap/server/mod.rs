@@ -8,7 +8,7 @@
 mod tests;
 mod types;
 
-use std::collections::HashMap;
+use crate::coap::PeerMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -109,10 +109,10 @@ pub struct Server {
     layer: MessageLayer<Timer, ServerEvent>,
     next_request: u64,
     limiter: Option<RateLimiter>,
-    pending: HashMap<RequestId, Exchange>,
-    pending_by_mid: HashMap<(SocketAddr, u16), RequestId>,
-    pending_per_peer: HashMap<SocketAddr, usize>,
-    outgoing: HashMap<(SocketAddr, u16), Outgoing>,
+    pending: PeerMap<RequestId, Exchange>,
+    pending_by_mid: PeerMap<(SocketAddr, u16), RequestId>,
+    pending_per_peer: PeerMap<SocketAddr, usize>,
+    outgoing: PeerMap<(SocketAddr, u16), Outgoing>,
     observers: ObserverRegistry,
     uploads: Block1Assembler,
     block2: Block2Cache,
@@ -142,10 +142,10 @@ impl Server {
             limiter: config.rate_limit.clone().map(RateLimiter::new),
             config,
             next_request: 0,
-            pending: HashMap::new(),
-            pending_by_mid: HashMap::new(),
-            pending_per_peer: HashMap::new(),
-            outgoing: HashMap::new(),
+            pending: PeerMap::default(),
+            pending_by_mid: PeerMap::default(),
+            pending_per_peer: PeerMap::default(),
+            outgoing: PeerMap::default(),
             observers: ObserverRegistry::default(),
             uploads: Block1Assembler::default(),
             block2: Block2Cache::default(),
