@@ -15,12 +15,12 @@
 //! bounded cache; duplicates normally arrive within MAX_TRANSMIT_SPAN.
 
 use std::collections::VecDeque;
-
-use crate::coap::PeerMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+
+use super::PeerMap;
 
 /// Bookkeeping bytes charged per entry on top of the cached reply.
 const ENTRY_OVERHEAD: usize = 96;

@@ -1,7 +1,7 @@
 //! Observe (RFC 7641) state: the server's bounded registry of observers with
 //! their sequence numbers and CON/NON policy, and the client's freshness rule.
 
-use crate::coap::PeerMap;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -69,9 +69,9 @@ pub enum ObserverRemoved {
 /// Observers by (peer, token), with an index by path and per-peer counts.
 #[derive(Debug, Default)]
 pub(crate) struct ObserverRegistry {
-    observers: PeerMap<ObserverKey, Observer>,
-    by_path: PeerMap<String, Vec<ObserverKey>>,
-    per_peer: PeerMap<SocketAddr, usize>,
+    observers: HashMap<ObserverKey, Observer>,
+    by_path: HashMap<String, Vec<ObserverKey>>,
+    per_peer: HashMap<SocketAddr, usize>,
     next_seq: u32,
 }
 

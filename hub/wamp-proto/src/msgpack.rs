@@ -92,6 +92,17 @@ impl<'a> Reader<'a> {
         self.array().map(u64::from_be_bytes)
     }
 
+    /// A length of 1, 2 or 4 bytes (`width` 0, 1 or 2: markers of one kind come in that order).
+    fn length(&mut self, width: u8) -> Result<usize, MsgPackError> {
+        let n = match width {
+            0 => u32::from(self.u8()?),
+            1 => u32::from(self.u16()?),
+            _ => self.u32()?,
+        };
+        // Beyond the address space it cannot be in the frame either.
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
     /// A count of items, each at least one byte: never more than what is left, so it can size
     /// an allocation.
     fn capacity(&self, n: usize) -> usize {
@@ -108,17 +119,9 @@ impl<'a> Reader<'a> {
             0xc0 => Value::Null,
             0xc2 => Value::Bool(false),
             0xc3 => Value::Bool(true),
-            0xc4 => {
-                let n = self.u8()?;
-                self.bin(usize::from(n))?
-            }
-            0xc5 => {
-                let n = self.u16()?;
-                self.bin(usize::from(n))?
-            }
-            0xc6 => {
-                let n = self.u32()?;
-                self.bin(n as usize)?
+            0xc4..=0xc6 => {
+                let n = self.length(m - 0xc4)?;
+                self.bin(n)?
             }
             0xca => Value::Float(f64::from(f32::from_bits(self.u32()?))),
             0xcb => Value::Float(f64::from_bits(self.u64()?)),
@@ -130,33 +133,17 @@ impl<'a> Reader<'a> {
             0xd1 => Value::Int(i64::from(i16::from_be_bytes(self.array()?))),
             0xd2 => Value::Int(i64::from(i32::from_be_bytes(self.array()?))),
             0xd3 => Value::Int(i64::from_be_bytes(self.array()?)),
-            0xd9 => {
-                let n = self.u8()?;
-                self.str(usize::from(n))?
+            0xd9..=0xdb => {
+                let n = self.length(m - 0xd9)?;
+                self.str(n)?
             }
-            0xda => {
-                let n = self.u16()?;
-                self.str(usize::from(n))?
+            0xdc | 0xdd => {
+                let n = self.length(m - 0xdb)?;
+                self.list(n, depth)?
             }
-            0xdb => {
-                let n = self.u32()?;
-                self.str(n as usize)?
-            }
-            0xdc => {
-                let n = self.u16()?;
-                self.list(usize::from(n), depth)?
-            }
-            0xdd => {
-                let n = self.u32()?;
-                self.list(n as usize, depth)?
-            }
-            0xde => {
-                let n = self.u16()?;
-                self.map(usize::from(n), depth)?
-            }
-            0xdf => {
-                let n = self.u32()?;
-                self.map(n as usize, depth)?
+            0xde | 0xdf => {
+                let n = self.length(m - 0xdd)?;
+                self.map(n, depth)?
             }
             0xe0..=0xff => Value::Int(i64::from(m as i8)),
             // 0xc1 (never used), 0xc7..=0xc9 and 0xd4..=0xd8 (extension types).
@@ -205,9 +192,8 @@ impl<'a> Reader<'a> {
         let m = self.u8()?;
         let n = match m {
             0xa0..=0xbf => usize::from(m & 0x1f),
-            0xd9 | 0xc4 => usize::from(self.u8()?),
-            0xda | 0xc5 => usize::from(self.u16()?),
-            0xdb | 0xc6 => self.u32()? as usize,
+            0xd9..=0xdb => self.length(m - 0xd9)?,
+            0xc4..=0xc6 => self.length(m - 0xc4)?,
             _ => return Err(MsgPackError::Key),
         };
         let raw = self.take(n)?;

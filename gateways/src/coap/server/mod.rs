@@ -8,7 +8,6 @@
 mod tests;
 mod types;
 
-use crate::coap::PeerMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -21,6 +20,7 @@ pub use types::{
     Notification, ObserveFlag, Request, RequestId, Response, ServerConfig, ServerEvent, ServerStats,
 };
 
+use super::PeerMap;
 use super::blockwise::{Block1Assembler, Block1Outcome, Block1Part, Block2Cache, slice_block};
 use super::dedup::Seen;
 use super::error::ServerError;
