@@ -282,7 +282,7 @@ impl FormBuilder<'_> {
     }
 
     fn state_topic(&self) -> String {
-        t::state_topic(&self.thing.id)
+        t::state_topic(self.thing.id.as_str())
     }
 
     /// `forms` followed by the extra forms selecting this affordance, placeholders filled in.

@@ -234,30 +234,54 @@ impl ThingState {
     /// (out-of-order delivery) is ignored. A desired value equal to the new reported value is
     /// cleared and listed as settled.
     pub fn apply_report(&mut self, values: &Map<String, Value>, at_ms: u64) -> ReportOutcome {
-        let mut outcome = ReportOutcome::default();
+        let mut changed = BTreeMap::new();
+        let settled = self.merge_report(values.clone(), at_ms, |name, stored, is_new| {
+            if is_new {
+                changed.insert(name.to_owned(), stored.clone());
+            }
+        });
+        ReportOutcome { changed, settled }
+    }
+
+    /// Applies a report as [`apply_report`](Self::apply_report) does, taking its values (a
+    /// known property's value moves in place, its name is not copied), and calls
+    /// `each(name, stored, changed)` for every property the report stored or refreshed, so a
+    /// caller builds its rows and its event in the same pass. Returns the desired values the
+    /// report confirmed, now cleared.
+    pub fn merge_report(
+        &mut self,
+        values: Map<String, Value>,
+        at_ms: u64,
+        mut each: impl FnMut(&str, &Stamped, bool),
+    ) -> Vec<String> {
+        let mut settled = Vec::new();
         for (name, value) in values {
-            match self.reported.get_mut(name) {
+            let confirms = self
+                .desired
+                .get(&name)
+                .is_some_and(|d| values_equal(&d.value, &value));
+            match self.reported.get_mut(&name) {
                 Some(stored) if stored.at_ms > at_ms => continue,
-                Some(stored) if values_equal(&stored.value, value) => stored.at_ms = at_ms,
-                _ => {
-                    let stamped = Stamped {
-                        value: value.clone(),
-                        at_ms,
-                    };
-                    self.reported.insert(name.clone(), stamped.clone());
-                    outcome.changed.insert(name.clone(), stamped);
+                Some(stored) if values_equal(&stored.value, &value) => {
+                    stored.at_ms = at_ms;
+                    each(&name, stored, false);
+                }
+                Some(stored) => {
+                    *stored = Stamped { value, at_ms };
+                    each(&name, stored, true);
+                }
+                None => {
+                    let stored = Stamped { value, at_ms };
+                    each(&name, &stored, true);
+                    self.reported.insert(name.clone(), stored);
                 }
             }
-            if self
-                .desired
-                .get(name)
-                .is_some_and(|d| values_equal(&d.value, value))
-            {
-                self.desired.remove(name);
-                outcome.settled.push(name.clone());
+            if confirms {
+                self.desired.remove(&name);
+                settled.push(name);
             }
         }
-        outcome
+        settled
     }
 
     /// Records desired values set at `at_ms` (check them first with

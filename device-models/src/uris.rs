@@ -30,9 +30,15 @@ pub mod things {
     /// The wildcard registration that serves every thing's actions.
     pub const ACTION_PATTERN: &str = "brume.thing..action.";
 
-    /// `brume.thing.<id>.state`: a thing's reported state.
-    pub fn state_topic(thing: impl std::fmt::Display) -> String {
-        format!("{THING_PREFIX}{thing}.state")
+    /// `brume.thing.<id>.state`: a thing's reported state. Built on every state change, so
+    /// joined directly rather than through `format!`.
+    pub fn state_topic(thing: &str) -> String {
+        const SUFFIX: &str = ".state";
+        let mut topic = String::with_capacity(THING_PREFIX.len() + thing.len() + SUFFIX.len());
+        topic.push_str(THING_PREFIX);
+        topic.push_str(thing);
+        topic.push_str(SUFFIX);
+        topic
     }
 
     /// `brume.thing.<id>.action.<name>`: a thing's action, served by [`ACTION_PATTERN`].

@@ -157,6 +157,47 @@ fn report_returns_only_changes() {
     );
 }
 
+/// `merge_report` tells its caller, in one pass, every property it stored or refreshed (the rows
+/// to write) and which of them changed (the event); a stale value is neither.
+#[test]
+fn merge_report_calls_back_for_stored_and_refreshed_values() {
+    let mut state = ThingState::default();
+    state.apply_report(&map(json!({"temperature": 21, "mode": "heat"})), 1000);
+    state.set_desired(&map(json!({"mode": "off"})), 1100);
+
+    let mut seen = Vec::new();
+    let settled = state.merge_report(
+        map(json!({"temperature": 21.0, "mode": "off", "fan": 2})),
+        2000,
+        |name, stored, changed| seen.push((name.to_owned(), stored.clone(), changed)),
+    );
+    let stamped = |v| Stamped {
+        value: v,
+        at_ms: 2000,
+    };
+    assert_eq!(
+        seen,
+        [
+            ("fan".to_owned(), stamped(json!(2)), true),
+            ("mode".to_owned(), stamped(json!("off")), true),
+            ("temperature".to_owned(), stamped(json!(21)), false),
+        ],
+        "an equal value keeps its stored spelling and only gets the new time"
+    );
+    assert_eq!(settled, ["mode"]);
+    assert!(state.desired.is_empty());
+
+    let mut stale = Vec::new();
+    let settled = state.merge_report(map(json!({"fan": 3})), 1500, |name, _, _| {
+        stale.push(name.to_owned())
+    });
+    assert!(
+        stale.is_empty() && settled.is_empty(),
+        "older than what is stored"
+    );
+    assert_eq!(state.reported["fan"].value, json!(2));
+}
+
 #[test]
 fn desired_values_clear_once_reported() {
     let mut state = ThingState::default();

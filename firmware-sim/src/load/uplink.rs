@@ -149,7 +149,7 @@ pub async fn replay(events: usize, cloud: Cloud) -> anyhow::Result<ReplayFigure>
         )]));
         local
             .publish(
-                &device_models::uris::things::state_topic(format_args!("t{}", i % 10)),
+                &device_models::uris::things::state_topic(&format!("t{}", i % 10)),
                 payload,
                 Dict::new(),
             )

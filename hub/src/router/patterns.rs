@@ -11,10 +11,14 @@ use std::collections::HashMap;
 
 use crate::wamp::MatchPolicy;
 
+/// The index's maps: looked up on every publication and call, so hashed with aHash (still
+/// randomly keyed, as the URIs come from peers).
+type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+
 /// Values keyed by (URI pattern, match policy).
 #[derive(Debug)]
 pub struct PatternIndex<T> {
-    exact: HashMap<String, T>,
+    exact: Map<String, T>,
     prefix: PrefixNode<T>,
     wildcard: WildcardNode<T>,
     len: usize,
@@ -23,7 +27,7 @@ pub struct PatternIndex<T> {
 impl<T> Default for PatternIndex<T> {
     fn default() -> Self {
         PatternIndex {
-            exact: HashMap::new(),
+            exact: Map::default(),
             prefix: PrefixNode::default(),
             wildcard: WildcardNode::default(),
             len: 0,
@@ -94,8 +98,7 @@ impl<T> PatternIndex<T> {
         }
         self.prefix.each_prefix_of(uri.as_bytes(), &mut f);
         if !self.wildcard.is_empty() {
-            let parts: Vec<&str> = uri.split('.').collect();
-            self.wildcard.each_match(&parts, &mut f);
+            self.wildcard.each_match(uri.split('.'), &mut f);
         }
     }
 
@@ -247,7 +250,7 @@ impl<T> PrefixNode<T> {
 #[derive(Debug)]
 struct WildcardNode<T> {
     value: Option<T>,
-    literal: HashMap<String, WildcardNode<T>>,
+    literal: Map<String, WildcardNode<T>>,
     any: Option<Box<WildcardNode<T>>>,
 }
 
@@ -255,7 +258,7 @@ impl<T> Default for WildcardNode<T> {
     fn default() -> Self {
         WildcardNode {
             value: None,
-            literal: HashMap::new(),
+            literal: Map::default(),
             any: None,
         }
     }
@@ -326,18 +329,20 @@ impl<T> WildcardNode<T> {
         }
     }
 
-    fn each_match<'a>(&'a self, parts: &[&str], f: &mut impl FnMut(&'a T)) {
-        let Some((first, rest)) = parts.split_first() else {
+    /// Calls `f` for every value whose pattern matches the components `parts`; walks the URI
+    /// without collecting its components.
+    fn each_match<'a>(&'a self, mut parts: std::str::Split<'_, char>, f: &mut impl FnMut(&'a T)) {
+        let Some(first) = parts.next() else {
             if let Some(v) = &self.value {
                 f(v);
             }
             return;
         };
-        if let Some(n) = self.literal.get(*first) {
-            n.each_match(rest, f);
+        if let Some(n) = self.literal.get(first) {
+            n.each_match(parts.clone(), f);
         }
         if let Some(n) = &self.any {
-            n.each_match(rest, f);
+            n.each_match(parts, f);
         }
     }
 

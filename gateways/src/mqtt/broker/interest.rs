@@ -72,10 +72,14 @@ impl Interest {
     }
 
     /// Whether some counted filter matches the topic name `topic`.
+    /// Asked for every PUBLISH a client sends, so it walks the topic without collecting its
+    /// levels.
     pub(super) fn matches(&self, topic: &str) -> bool {
-        let levels: Vec<&str> = topic.split('/').collect();
+        if self.root.is_empty() {
+            return false;
+        }
         // Wildcards at the first level do not match topics starting with `$` (MQTT 4.7.2).
-        matches_from(&self.root, &levels, topic.starts_with('$'))
+        matches_from(&self.root, topic.split('/'), topic.starts_with('$'))
     }
 
     /// Whether no filter is counted.
@@ -109,21 +113,21 @@ fn remove_from(node: &mut Node, levels: &[&str]) {
     }
 }
 
-fn matches_from(node: &Node, levels: &[&str], dollar: bool) -> bool {
+fn matches_from(node: &Node, mut levels: std::str::Split<'_, char>, dollar: bool) -> bool {
     if node.rest > 0 && !dollar {
         // `a/#` matches `a` and everything under it.
         return true;
     }
-    let Some((&level, rest)) = levels.split_first() else {
+    let Some(level) = levels.next() else {
         return node.ends > 0;
     };
     if let Some(next) = node.levels.get(level)
-        && matches_from(next, rest, false)
+        && matches_from(next, levels.clone(), false)
     {
         return true;
     }
     match node.any.as_deref() {
-        Some(any) if !dollar => matches_from(any, rest, false),
+        Some(any) if !dollar => matches_from(any, levels, false),
         _ => false,
     }
 }

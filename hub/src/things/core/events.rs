@@ -59,7 +59,7 @@ impl Core {
                     return;
                 }
                 self.heard_from(&thing, gw);
-                self.report(gw, &thing, &values, at_ms);
+                self.report(gw, &thing, values, at_ms);
             }
             DeviceEvent::Info { thing, info } => {
                 if self.known(&thing, gw, now, "info") {
@@ -278,41 +278,43 @@ impl Core {
         });
     }
 
-    fn report(&mut self, gw: GatewayId, thing: &ThingId, values: &Map<String, Json>, at_ms: u64) {
+    fn report(&mut self, gw: GatewayId, thing: &ThingId, values: Map<String, Json>, at_ms: u64) {
         let Some(e) = self.things.get_mut(thing) else {
             return;
         };
-        if let Err(err) = e.ty.check_reported(thing, values) {
+        if let Err(err) = e.ty.check_reported(thing, &values) {
             self.stats.invalid_reports.fetch_add(1, Ordering::Relaxed);
             self.log_rejected(gw, thing, "report", &err);
             return;
         }
-        let outcome = e.state.apply_report(values, at_ms);
-        let rows: Vec<(String, Stamped)> = values
-            .keys()
-            .filter_map(|k| e.state.reported.get(k).map(|s| (k.clone(), s.clone())))
-            .collect();
+        // One pass over the report: the rows to write, and the changed values for the event.
+        let mut rows: Vec<(String, Stamped)> = Vec::with_capacity(values.len());
+        let (mut vals, mut at) = (Dict::new(), Dict::new());
+        let settled = e
+            .state
+            .merge_report(values, at_ms, |name, stored, changed| {
+                rows.push((name.to_owned(), stored.clone()));
+                if changed {
+                    at.insert(name.to_owned(), Value::from(stored.at_ms));
+                    vals.insert(name.to_owned(), Value::from(stored.value.clone()));
+                }
+            });
         if !rows.is_empty() {
             self.out.store.push(StoreOp::PutReported {
                 thing: thing.clone(),
                 values: rows,
             });
         }
-        if !outcome.settled.is_empty() {
+        if !settled.is_empty() {
             self.out.store.push(StoreOp::ClearDesired {
                 thing: thing.clone(),
-                names: outcome.settled.clone(),
+                names: settled.clone(),
             });
-            for name in outcome.settled {
-                let stamped = outcome
-                    .changed
-                    .get(&name)
-                    .cloned()
-                    .or_else(|| {
-                        self.things
-                            .get(thing)
-                            .and_then(|e| e.state.reported.get(&name).cloned())
-                    })
+            for name in settled {
+                let stamped = self
+                    .things
+                    .get(thing)
+                    .and_then(|e| e.state.reported.get(&name).cloned())
                     .unwrap_or(Stamped {
                         value: Json::Null,
                         at_ms,
@@ -320,19 +322,13 @@ impl Core {
                 self.settle(thing, name, stamped);
             }
         }
-        if !outcome.changed.is_empty() {
-            let mut vals = Dict::new();
-            let mut at = Dict::new();
-            for (name, s) in outcome.changed {
-                at.insert(name.clone(), Value::from(s.at_ms));
-                vals.insert(name, Value::from(s.value));
-            }
+        if !vals.is_empty() {
             let mut kwargs = Dict::new();
             kwargs.insert("thing".into(), Value::from(thing.as_str()));
             kwargs.insert("values".into(), Value::Dict(vals));
             kwargs.insert("at".into(), Value::Dict(at));
             self.stats.state_events.fetch_add(1, Ordering::Relaxed);
-            self.publish(uris::things::state_topic(thing), kwargs);
+            self.publish(uris::things::state_topic(thing.as_str()), kwargs);
         }
     }
 
