@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 
 use device_models::DeviceEvent;
@@ -169,7 +170,8 @@ impl ThingsService {
                 Some((req, reply)) = self.requests.recv(), if read_requests => {
                     tracing::trace!(request = req.name(), "API request");
                     if matches!(req, Request::Stats) {
-                        let pending = backlogs.store.len() + store.max_capacity() - store.capacity();
+                        let queued = self.store_stats.queued.load(Ordering::Relaxed);
+                        let pending = backlogs.store.len() + usize::try_from(queued).unwrap_or(usize::MAX);
                         let _ = reply.send(Ok(self.stats.to_json(&self.store_stats, pending)));
                     } else {
                         self.core.handle_request(req, reply, tokio::time::Instant::now(), now_ms());
@@ -189,13 +191,16 @@ impl ThingsService {
                 }
                 permit = store.reserve(), if !backlogs.store.is_empty() => {
                     match permit {
-                        Ok(p) => if let Some(op) = backlogs.store.pop_front() {
-                            let waited_for = !op.writes();
-                            p.send(op);
+                        Ok(p) => {
+                            let n = backlogs.store.len().min(TURN_MAX);
+                            let turn = StoreOp::Turn(backlogs.store.drain(..n).collect());
+                            let waited_for = !turn.writes();
+                            self.store_stats.queued.fetch_add(n as u64, Ordering::Relaxed);
+                            p.send(turn);
                             if waited_for {
                                 self.store_waker.wake();
                             }
-                        },
+                        }
                         Err(_) => {
                             tracing::error!(ops = backlogs.store.len(), "the things database writer has stopped; writes lost");
                             backlogs.store.clear();
@@ -268,30 +273,74 @@ impl ThingsService {
                 }
             }));
         super::store::coalesce_reported(&mut self.core.out.store);
-        let mut waited_for = false;
-        for op in self.core.out.store.drain(..) {
-            // A barrier's second part follows this turn's events into the uplink queue.
-            if let (StoreOp::Barrier(commit), Some(tap)) = (&op, &self.tap) {
-                hand_over(&tap.tx, &mut backlogs.tap, TapItem::Fence(commit.part()));
-            }
-            if !backlogs.store.is_empty() {
-                backlogs.store.push_back(op);
-                continue;
-            }
-            let waits = !op.writes();
-            match self.store.try_send(op) {
-                Ok(()) => waited_for |= waits,
-                Err(mpsc::error::TrySendError::Full(op)) => backlogs.store.push_back(op),
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    tracing::error!("the things database writer has stopped; a write was lost");
+        let ops = &mut self.core.out.store;
+        if ops.is_empty() {
+            return;
+        }
+        // A barrier's second part follows this turn's events into the uplink queue.
+        if let Some(tap) = &self.tap {
+            for op in ops.iter() {
+                if let StoreOp::Barrier(commit) = op {
+                    hand_over(&tap.tx, &mut backlogs.tap, TapItem::Fence(commit.part()));
                 }
             }
         }
-        // Once the whole turn is queued, so the writer commits it in one batch.
-        if waited_for {
-            self.store_waker.wake();
+        if !backlogs.store.is_empty() {
+            backlogs.store.extend(ops.drain(..));
+            return;
+        }
+        // The whole turn in one message, so the writer commits it in one batch.
+        let n = ops.len();
+        let turn = if n == 1 {
+            ops.pop()
+        } else {
+            Some(StoreOp::Turn(ops.drain(..).collect()))
+        };
+        if let Some(turn) = turn {
+            send_turn(
+                &self.store,
+                &self.store_stats,
+                &self.store_waker,
+                turn,
+                n,
+                &mut backlogs.store,
+            );
         }
     }
+}
+
+/// Most operations sent from the backlog in one message.
+const TURN_MAX: usize = 256;
+
+/// Sends a turn of `n` operations to the writer if there is room, else queues its operations in
+/// `backlog`; wakes the writer if something waits for the turn's commit.
+fn send_turn(
+    store: &mpsc::Sender<StoreOp>,
+    stats: &StoreStats,
+    waker: &super::store::WriterWaker,
+    turn: StoreOp,
+    n: usize,
+    backlog: &mut VecDeque<StoreOp>,
+) {
+    let waits = !turn.writes();
+    stats.queued.fetch_add(n as u64, Ordering::Relaxed);
+    match store.try_send(turn) {
+        Ok(()) => {
+            if waits {
+                waker.wake();
+            }
+            return;
+        }
+        Err(mpsc::error::TrySendError::Full(StoreOp::Turn(ops))) => backlog.extend(ops),
+        Err(mpsc::error::TrySendError::Full(op)) => backlog.push_back(op),
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            tracing::error!(
+                ops = n,
+                "the things database writer has stopped; writes lost"
+            );
+        }
+    }
+    stats.queued.fetch_sub(n as u64, Ordering::Relaxed);
 }
 
 /// Sends `item` now if nothing waits before it and there is room, else queues it.

@@ -185,16 +185,36 @@ pub enum StoreOp {
         reply: Reply,
         answer: Result<Value, ApiError>,
     },
+    /// Operations sent as one message (a turn of the things service), taken by the writer in
+    /// order as if sent one by one: a turn costs one channel operation, and the writer never
+    /// sees a turn's reports without the barrier behind them.
+    Turn(Vec<StoreOp>),
 }
 
 impl StoreOp {
     /// True for operations that write (not barriers, flushes or held replies): an operation
-    /// that does not write is one something waits for.
+    /// that does not write is one something waits for. A turn writes if all of it does.
     pub(crate) fn writes(&self) -> bool {
-        !matches!(
-            self,
-            StoreOp::Flush(_) | StoreOp::Barrier(_) | StoreOp::Reply { .. }
-        )
+        match self {
+            StoreOp::Flush(_) | StoreOp::Barrier(_) | StoreOp::Reply { .. } => false,
+            StoreOp::Turn(ops) => ops.iter().all(StoreOp::writes),
+            _ => true,
+        }
+    }
+
+    /// Appends `self` to `batch`, a turn as its operations; true if something waits for one
+    /// of them (see [`writes`](Self::writes)).
+    fn take_into(self, batch: &mut Vec<StoreOp>) -> bool {
+        match self {
+            StoreOp::Turn(ops) => ops
+                .into_iter()
+                .fold(false, |waited, op| op.take_into(batch) | waited),
+            op => {
+                let waited = !op.writes();
+                batch.push(op);
+                waited
+            }
+        }
     }
 }
 
@@ -286,9 +306,24 @@ pub struct StoreStats {
     pub pruned_actions: AtomicU64,
     /// Whether the last commit lost writes (the database is failing now).
     pub failing: std::sync::atomic::AtomicBool,
+    /// Operations the things service has queued for the writer that it has not taken yet
+    /// (a turn counts its operations).
+    pub queued: AtomicU64,
     /// Commit latency and size, for `/metrics`.
     pub commit_seconds: prometheus_client::metrics::histogram::Histogram,
     pub commit_ops: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl StoreStats {
+    /// Counts `n` operations the writer took off its queue ([`queued`](Self::queued) never
+    /// goes below zero: operations sent by others than the things service are not counted in).
+    fn taken(&self, n: usize) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                Some(q.saturating_sub(n as u64))
+            });
+    }
 }
 
 impl Default for StoreStats {
@@ -302,6 +337,7 @@ impl Default for StoreStats {
             barriers: AtomicU64::new(0),
             pruned_actions: AtomicU64::new(0),
             failing: std::sync::atomic::AtomicBool::new(false),
+            queued: AtomicU64::new(0),
             // 0.25 ms to about 4 s.
             commit_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 15)),
             // 1 to 4096 operations.
@@ -320,10 +356,10 @@ pub struct Store {
 
 /// Ends the writer's lazy wait (see [`LAZY_COMMIT`]) once something waits for the commit.
 ///
-/// The writer decides whether to wait from what it has received, and a turn of the things
-/// service sends its operations one by one: the writer may wake on a turn's first report before
-/// the barrier behind it is queued. Without this, that barrier would wait for the writer's next
-/// look at its queue (up to a millisecond) on top of its commit, on every such race.
+/// The writer waits lazily after a message nobody waits for (a turn of fire-and-forget reports),
+/// parked, not in its queue: a turn with a barrier queued meanwhile would wait for the writer's
+/// next look at its queue (up to [`LAZY_POLL`]) on top of its commit. Whoever queues such a turn
+/// wakes it.
 #[derive(Clone, Debug, Default)]
 pub struct WriterWaker(Option<std::thread::Thread>);
 
@@ -640,8 +676,9 @@ impl Writer {
         let mut batch = Vec::with_capacity(BATCH_MAX);
         let mut last_commit = std::time::Instant::now();
         while let Some(first) = self.rx.blocking_recv() {
-            batch.push(first);
-            self.gather(&mut batch, last_commit);
+            let waited_for = first.take_into(&mut batch);
+            self.gather(&mut batch, waited_for, last_commit);
+            self.stats.taken(batch.len());
             self.commit(&mut batch);
             last_commit = std::time::Instant::now();
         }
@@ -655,15 +692,16 @@ impl Writer {
     /// flush or held reply in the batch: fire-and-forget reports only), it keeps gathering
     /// until [`LAZY_COMMIT`] after the previous commit, so a stream of such reports costs a few
     /// hundred commits a second, not one per turn of the things service.
-    fn gather(&mut self, batch: &mut Vec<StoreOp>, last_commit: std::time::Instant) {
-        let mut waited_for = batch.iter().any(|op| !op.writes());
+    fn gather(
+        &mut self,
+        batch: &mut Vec<StoreOp>,
+        mut waited_for: bool,
+        last_commit: std::time::Instant,
+    ) {
         loop {
             while batch.len() < BATCH_MAX {
                 match self.rx.try_recv() {
-                    Ok(op) => {
-                        waited_for |= !op.writes();
-                        batch.push(op);
-                    }
+                    Ok(op) => waited_for |= op.take_into(batch),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => return,
                 }
@@ -932,6 +970,12 @@ fn apply(tx: &Transaction<'_>, op: &StoreOp) -> rusqlite::Result<()> {
             ])?;
         }
         StoreOp::Flush(_) | StoreOp::Barrier(_) | StoreOp::Reply { .. } => {}
+        // The writer takes a turn apart as it receives it; this keeps `apply` whole.
+        StoreOp::Turn(ops) => {
+            for op in ops {
+                apply(tx, op)?;
+            }
+        }
     }
     Ok(())
 }

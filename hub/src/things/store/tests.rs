@@ -282,6 +282,54 @@ fn barriers_follow_the_commit_and_a_refused_write_is_the_only_one_lost() {
     assert!(bad.reported.is_empty());
 }
 
+/// A turn (the things service's operations of one turn, in one message) is taken apart in
+/// order: its barrier is answered once the writes before it, in the same turn, are committed,
+/// and the operations it counted as queued are taken off the count.
+#[test]
+fn a_turn_is_written_as_its_operations_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("things.db");
+    let (store, _) = Store::open(&path, 4, 100).unwrap();
+    let (commit, wait) = device_models::gateway::commit();
+    let report = |v: i64, at: u64| StoreOp::PutReported {
+        thing: id("t1"),
+        values: vec![("temperature".into(), stamped(json!(v), at))],
+    };
+    let put = StoreOp::PutThing {
+        id: id("t1"),
+        type_id: "thermostat".into(),
+        info: Map::new(),
+        created_ms: 5,
+        secret: None,
+    };
+    let turn = StoreOp::Turn(vec![
+        put,
+        report(20, 1),
+        StoreOp::Turn(vec![report(21, 2)]),
+        StoreOp::Barrier(commit),
+    ]);
+    assert!(!turn.writes(), "something waits for a turn with a barrier");
+    assert!(StoreOp::Turn(vec![report(1, 1)]).writes());
+    store.stats().queued.store(4, Ordering::Relaxed);
+    store.sender().blocking_send(turn).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert_eq!(rt.block_on(wait), Ok(()));
+    let other = Connection::open(&path).unwrap();
+    let v: String = other
+        .query_row(
+            "SELECT value FROM reported WHERE thing = 't1' AND property = 'temperature'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(v, "21", "the later report of the turn is the one kept");
+    assert_eq!(store.stats().queued.load(Ordering::Relaxed), 0);
+    assert_eq!(store.stats().barriers.load(Ordering::Relaxed), 1);
+    store.close();
+}
+
 #[test]
 fn reports_in_one_batch_are_coalesced_without_crossing_other_writes() {
     let dir = tempfile::tempdir().unwrap();
