@@ -294,7 +294,10 @@ impl ThingsService {
         let turn = if n == 1 {
             ops.pop()
         } else {
-            Some(StoreOp::Turn(ops.drain(..).collect()))
+            // Moved out, so the outbox keeps its capacity for the next turn.
+            let mut turn = Vec::with_capacity(n);
+            turn.append(ops);
+            Some(StoreOp::Turn(turn))
         };
         if let Some(turn) = turn {
             send_turn(
