@@ -714,6 +714,65 @@ async fn a_confirmable_report_is_answered_after_its_commit() {
     h.stop().await;
 }
 
+/// Confirmable reports the gateway takes in one burst share one barrier, behind all their
+/// events: the hub commits once for all of them, and each is answered only after that commit.
+#[tokio::test]
+async fn reports_taken_in_one_burst_share_one_commit() {
+    const THINGS: [&str; 6] = ["t1", "t2", "t3", "flood", "calm", "boiler"];
+    const DEVICES: usize = THINGS.len();
+    let mut h = Harness::paused(test_config(), 64).await;
+    let mut raw = std::mem::replace(
+        &mut h.hub.events,
+        StandInEvents::new(tokio::sync::mpsc::channel(1).1),
+    )
+    .into_inner();
+    // All sent with blocking sockets, never yielding to the gateway's tasks (a current-thread
+    // runtime): they are queued on its socket together and handled in one burst.
+    let mut devices = Vec::new();
+    for (i, thing) in THINGS.iter().enumerate() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let msg = Msg::post(&format!("/things/{thing}/state"), json!({"n": i}));
+        socket
+            .send_to(&msg.packet(7).to_bytes().unwrap(), h.addr)
+            .unwrap();
+        socket.set_nonblocking(true).unwrap();
+        devices.push(RawDevice {
+            socket: UdpSocket::from_std(socket).unwrap(),
+            gateway: h.addr,
+            mid: 7,
+        });
+    }
+    let mut reported = 0;
+    let mut barriers = Vec::new();
+    while reported < DEVICES || barriers.is_empty() {
+        match timeout(WAIT, raw.recv()).await.unwrap().unwrap() {
+            DeviceEvent::Reported { .. } => {
+                assert!(
+                    barriers.is_empty(),
+                    "a barrier went before a report it covers"
+                );
+                reported += 1;
+            }
+            DeviceEvent::Barrier(c) => barriers.push(c),
+            DeviceEvent::Hello { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(barriers.len(), 1, "one barrier for the burst");
+    for dev in &devices {
+        assert!(
+            dev.recv(Duration::from_millis(50)).await.is_none(),
+            "answered before the commit"
+        );
+    }
+    barriers[0].answer(Ok(()));
+    for dev in &devices {
+        let answer = dev.recv(WAIT).await.expect("answered after the commit");
+        assert_eq!(code(&answer), ResponseType::Changed);
+    }
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn silent_devices_go_offline_and_come_back() {
     let config = CoapConfig {

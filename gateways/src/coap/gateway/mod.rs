@@ -252,6 +252,7 @@ impl CoapGateway {
             things,
             reads: futures_util::stream::FuturesUnordered::new(),
             commits: futures_util::stream::FuturesUnordered::new(),
+            held: Vec::new(),
         };
         let inputs = Inputs {
             server_events: server.events,

@@ -10,10 +10,11 @@
 //!   bounded [`Outbox`] drained as the hub makes room.
 //!
 //! A confirmable POST or PUT whose events reached the hub is answered only once the hub has
-//! committed them: a barrier follows its events, and the response waits for it beside the
-//! actor's other inputs (if that takes longer than the ACK delay, the server sends an empty ACK
-//! and the response follows as a separate one, after the commit). If the hub cannot write them,
-//! the device gets 5.03 and retries. Non-confirmable requests stay fire-and-forget.
+//! committed them: one barrier follows the events of every such request the actor handled in
+//! one burst, and their responses wait for it together beside the actor's other inputs (if that
+//! takes longer than the ACK delay, the server sends an empty ACK and the response follows as a
+//! separate one, after the commit). If the hub cannot write them, the devices get 5.03 and
+//! retry. Non-confirmable requests stay fire-and-forget.
 //!
 //! Waiting happens only on the drivers' command channels, which their tasks drain without ever
 //! waiting on the actor, so the two cannot deadlock. A device reading its own `state` or `info`
@@ -25,7 +26,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use device_models::{CommitError, CommitWait, DeviceCommand, DeviceEvent, ThingId};
+use device_models::{CommitError, DeviceCommand, DeviceEvent, ThingId};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::sync::mpsc;
@@ -57,9 +58,12 @@ pub(crate) type PendingRead = std::pin::Pin<
     Box<dyn std::future::Future<Output = (RequestId, Read, Option<ThingView>)> + Send>,
 >;
 
-/// A response held until the events of its request are committed.
+/// The responses held until the events of their requests (one burst's) are committed.
 pub(crate) type PendingCommit = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (RequestId, Response, Result<(), CommitError>)> + Send>,
+    Box<
+        dyn std::future::Future<Output = (Vec<(RequestId, Response)>, Result<(), CommitError>)>
+            + Send,
+    >,
 >;
 
 /// Everything the actor receives from.
@@ -88,6 +92,9 @@ pub(crate) struct Actor {
     pub reads: FuturesUnordered<PendingRead>,
     /// Responses waiting for their request's events to be committed.
     pub commits: FuturesUnordered<PendingCommit>,
+    /// The responses of this burst's durable requests, sent once the barrier that
+    /// [`end_burst`](Actor::end_burst) queues behind their events is answered.
+    pub held: Vec<(RequestId, Response)>,
 }
 
 /// A sweep interval for an offline timeout: a quarter of it, between 100 ms and 1 s.
@@ -145,6 +152,8 @@ pub(crate) async fn run(mut actor: Actor, mut inputs: Inputs) -> Result<(), Gate
                             break;
                         }
                     }
+                    // One barrier behind the whole burst's events.
+                    actor.end_burst();
                     if let Some(e) = failed {
                         break Err(e);
                     }
@@ -196,19 +205,18 @@ pub(crate) async fn run(mut actor: Actor, mut inputs: Inputs) -> Result<(), Gate
                 let mut done = done;
                 let mut failed = None;
                 for taken in 1.. {
-                    let (id, response, outcome) = done;
-                    let response = match outcome {
-                        Ok(()) => response,
-                        Err(e) => {
-                            warn!(request = %id, error = %e, "a request's data could not be made durable; asking the device to retry");
-                            busy()
-                        }
-                    };
-                    if let Err(e) = actor.respond(id, response).await {
-                        failed = Some(e);
-                        break;
+                    let (held, outcome) = done;
+                    if let Err(e) = &outcome {
+                        warn!(requests = held.len(), error = %e, "requests' data could not be made durable; asking the devices to retry");
                     }
-                    if taken == BURST {
+                    for (id, response) in held {
+                        let response = if outcome.is_ok() { response } else { busy() };
+                        if let Err(e) = actor.respond(id, response).await {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                    if failed.is_some() || taken == BURST {
                         break;
                     }
                     match actor.commits.next().now_or_never() {
@@ -250,10 +258,9 @@ impl Actor {
 
     async fn on_request(&mut self, request: Request) -> Result<(), GatewayError> {
         let id = request.id;
-        let (response, notify, read, commit) = self.react(&request);
-        if let Some(wait) = commit {
-            self.commits
-                .push(Box::pin(async move { (id, response, wait.await) }));
+        let (response, notify, read, durable) = self.react(&request);
+        if durable {
+            self.held.push((id, response));
             if let Some(thing) = notify {
                 self.notify(&thing).await?;
             }
@@ -294,12 +301,25 @@ impl Actor {
         None
     }
 
-    /// Handles a request with its events' channel slots reserved first (see the module docs);
-    /// for a confirmable request that produced events, also returns the wait for their commit.
-    fn react(
-        &mut self,
-        request: &Request,
-    ) -> (Response, Option<ThingId>, Option<Read>, Option<CommitWait>) {
+    /// Queues one barrier behind the events of the burst's durable requests, whose responses
+    /// then wait for it together. The barrier's channel slot was left free by the last
+    /// [`react`](Self::react) (the actor is the channel's only sender), so it goes at once
+    /// unless older events wait in the outbox, behind which it queues.
+    pub(crate) fn end_burst(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        let (commit, wait) = device_models::gateway::commit();
+        self.outbox.push(&self.events, DeviceEvent::Barrier(commit));
+        self.commits
+            .push(Box::pin(async move { (held, wait.await) }));
+    }
+
+    /// Handles a request with its events' channel slots reserved first (see the module docs),
+    /// one more left free for the burst's barrier; true (last) for a confirmable request that
+    /// produced events: its response waits for their commit (see [`end_burst`](Self::end_burst)).
+    fn react(&mut self, request: &Request) -> (Response, Option<ThingId>, Option<Read>, bool) {
         // One more slot for the barrier that follows the events.
         let wanted = (MAX_EVENTS_PER_REQUEST + 1).min(self.events.max_capacity());
         let permits = if self.outbox.is_empty() {
@@ -316,12 +336,7 @@ impl Actor {
                 // registration) must not wait: notifications sent before it would be lost.
                 let delivers = !matches!(request.method, coap_lite::RequestType::Get);
                 let durable = request.confirmable && delivers && !reaction.events.is_empty();
-                let barrier = durable.then(device_models::gateway::commit);
-                let (commit, wait) = match barrier {
-                    Some((c, w)) => (Some(DeviceEvent::Barrier(c)), Some(w)),
-                    None => (None, None),
-                };
-                for event in reaction.events.into_iter().chain(commit) {
+                for event in reaction.events {
                     match permits.next() {
                         Some(permit) => {
                             self.stats.sent(&event);
@@ -330,15 +345,15 @@ impl Actor {
                         None => self.outbox.push(&self.events, event),
                     }
                 }
-                (reaction.response, reaction.notify, reaction.read, wait)
+                (reaction.response, reaction.notify, reaction.read, durable)
             }
             Err(TrySendError::Full(())) => {
                 debug!(peer = %request.peer, "hub queue full; asking the device to retry");
-                (busy(), None, None, None)
+                (busy(), None, None, false)
             }
             Err(TrySendError::Closed(())) => {
                 debug!("hub closed the event channel");
-                (busy(), None, None, None)
+                (busy(), None, None, false)
             }
         }
     }
