@@ -69,8 +69,9 @@ struct Entry {
 pub(crate) struct DedupCache {
     limits: DedupLimits,
     map: PeerMap<(SocketAddr, u16), Entry>,
-    /// Insertion order; items whose `seq` no longer matches the map are stale.
-    order: VecDeque<(u64, SocketAddr, u16)>,
+    /// Insertion order, each item with its entry's expiry (so expiring needs no lookup while
+    /// the oldest entry lives); items whose `seq` no longer matches the map are stale.
+    order: VecDeque<(u64, Instant, SocketAddr, u16)>,
     per_peer: PeerMap<SocketAddr, VecDeque<(u64, u16)>>,
     bytes: usize,
     seq: u64,
@@ -129,7 +130,7 @@ impl DedupCache {
                 seq,
             },
         );
-        self.order.push_back((seq, peer, mid));
+        self.order.push_back((seq, now + lifetime, peer, mid));
         self.per_peer.entry(peer).or_default().push_back((seq, mid));
     }
 
@@ -147,20 +148,18 @@ impl DedupCache {
         }
     }
 
-    /// Drops expired entries from the front of the insertion order.
+    /// Drops expired entries from the front of the insertion order. Called on every insert:
+    /// while the oldest item has not expired, that is one comparison, not a lookup. A stale
+    /// item waits at the front until its time too, or until an eviction or a compaction (see
+    /// `remove`) takes it.
     pub fn expire(&mut self, now: Instant) {
-        while let Some(&(seq, peer, mid)) = self.order.front() {
-            match self.map.get(&(peer, mid)) {
-                Some(e) if e.seq == seq => {
-                    if e.expires > now {
-                        break;
-                    }
-                    self.order.pop_front();
-                    self.remove(peer, mid);
-                }
-                _ => {
-                    self.order.pop_front();
-                }
+        while let Some(&(seq, expires, peer, mid)) = self.order.front() {
+            if expires > now {
+                break;
+            }
+            self.order.pop_front();
+            if self.map.get(&(peer, mid)).is_some_and(|e| e.seq == seq) {
+                self.remove(peer, mid);
             }
         }
     }
@@ -171,7 +170,7 @@ impl DedupCache {
     }
 
     fn evict_oldest(&mut self) {
-        while let Some((seq, peer, mid)) = self.order.pop_front() {
+        while let Some((seq, _, peer, mid)) = self.order.pop_front() {
             if self.map.get(&(peer, mid)).is_some_and(|e| e.seq == seq) {
                 self.remove(peer, mid);
                 return;
@@ -202,7 +201,7 @@ impl DedupCache {
         if self.order.len() > 2 * self.map.len() + 64 {
             let map = &self.map;
             self.order
-                .retain(|(s, p, m)| map.get(&(*p, *m)).is_some_and(|e| e.seq == *s));
+                .retain(|(s, _, p, m)| map.get(&(*p, *m)).is_some_and(|e| e.seq == *s));
         }
     }
 }
