@@ -305,7 +305,7 @@ impl Broker {
         let delivered = self.deliver(publisher, topic, audience, disclose, payload, publication);
         Traffic::add(&self.traffic.publications, 1);
         Traffic::add(&self.traffic.events, delivered as u64);
-        if !audience.names_sessions() {
+        if !audience.names_sessions() && !self.history.is_empty() {
             let now = SystemTime::now();
             for h in &self.history {
                 let mut h = lock(h);

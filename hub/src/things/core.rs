@@ -93,6 +93,10 @@ pub struct Outbox {
     pub store: Vec<StoreOp>,
 }
 
+/// Things by id: looked up several times for every device report, so hashed with aHash (still
+/// randomly keyed: ids come from devices under automatic provisioning).
+type ThingMap<V> = HashMap<ThingId, V, ahash::RandomState>;
+
 /// One thing in memory.
 #[derive(Debug)]
 struct Entry {
@@ -273,7 +277,7 @@ enum SendFailure {
 pub struct Core {
     settings: CoreSettings,
     catalog: TypeCatalog,
-    things: HashMap<ThingId, Entry>,
+    things: ThingMap<Entry>,
     gateways: HashMap<GatewayId, Gateway>,
     sets: HashMap<u64, SetWaiter>,
     set_by_property: HashMap<(ThingId, String), u64>,
@@ -323,7 +327,8 @@ impl Core {
         {
             return Err(CoreError::UnknownAutoType(t.clone()));
         }
-        let mut things = HashMap::with_capacity(loaded.things.len());
+        let mut things =
+            ThingMap::with_capacity_and_hasher(loaded.things.len(), Default::default());
         for t in loaded.things {
             let Some(ty) = catalog.get(&t.type_id).cloned() else {
                 return Err(CoreError::UnknownType {

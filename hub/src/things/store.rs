@@ -226,7 +226,7 @@ impl StoreOp {
 pub fn coalesce_reported(ops: &mut Vec<StoreOp>) {
     // Where each operation goes: `Some(j)` merges it into operation `j`.
     let mut into: Vec<Option<usize>> = Vec::with_capacity(ops.len());
-    let mut first: HashMap<&str, usize> = HashMap::new();
+    let mut first: HashMap<&str, usize, ahash::RandomState> = HashMap::default();
     for (i, op) in ops.iter().enumerate() {
         into.push(match op {
             StoreOp::PutReported { thing, .. } => match first.entry(thing.as_str()) {
@@ -834,7 +834,7 @@ fn ms(v: u64) -> i64 {
 /// Applies `ops` in one transaction on `conn` (see [`Writer::write`]).
 fn write_batch(conn: &mut Connection, ops: &[StoreOp]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    let mut reported: HashMap<(&str, &str), &Stamped> = HashMap::new();
+    let mut reported: HashMap<(&str, &str), &Stamped, ahash::RandomState> = HashMap::default();
     for op in ops {
         match op {
             StoreOp::PutReported { thing, values } => {
@@ -859,7 +859,7 @@ const PUT_REPORTED: &str =
 /// Writes the coalesced reported values and empties the map.
 fn put_reported(
     tx: &Transaction<'_>,
-    reported: &mut HashMap<(&str, &str), &Stamped>,
+    reported: &mut HashMap<(&str, &str), &Stamped, ahash::RandomState>,
 ) -> rusqlite::Result<()> {
     if reported.is_empty() {
         return Ok(());
