@@ -192,6 +192,7 @@ fn main() -> anyhow::Result<()> {
                 None => Config::default(),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(config.hub.runtime_threads())
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;

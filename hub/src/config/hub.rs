@@ -21,6 +21,12 @@ pub struct HubSection {
     /// (or the hub's cgroup) has. Past it the hub sheds what a slow subscriber has queued and
     /// accepts no new connection (see [`crate::memory`]).
     pub max_memory_bytes: u64,
+    /// Threads of the async runtime that runs the connections, the gateways, the things service
+    /// and the router; 0: one fewer than the CPUs this process may use, at least one. The things
+    /// database writer has a thread of its own and the kernel's network stack works on the same
+    /// CPUs; on a 2-core box one runtime thread carries more of every device path and of the
+    /// router than two (no task moves between threads, no wake-up crosses them: see README).
+    pub worker_threads: usize,
 }
 
 impl Default for HubSection {
@@ -31,9 +37,13 @@ impl Default for HubSection {
             shutdown_grace_secs: 5,
             max_disk_bytes: 0,
             max_memory_bytes: 0,
+            worker_threads: 0,
         }
     }
 }
+
+/// Most runtime threads `hub.worker_threads` may ask for.
+pub const MAX_WORKER_THREADS: usize = 256;
 
 /// Smallest memory budget the hub runs with.
 pub const MIN_MEMORY_BYTES: u64 = 32 * 1024 * 1024;
@@ -60,6 +70,18 @@ impl HubSection {
                 64 << 30
             }
         }
+    }
+
+    /// The async runtime's threads: `worker_threads`, or one fewer than the CPUs this process
+    /// may use (its affinity and cgroup quota count), at least one.
+    pub fn runtime_threads(&self) -> usize {
+        if self.worker_threads > 0 {
+            return self.worker_threads;
+        }
+        std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .saturating_sub(1)
+            .max(1)
     }
 
     /// The memory budget: `max_memory_bytes`, or half of the memory this process may have
@@ -103,6 +125,12 @@ impl HubSection {
             return Err(invalid(
                 "hub.max_memory_bytes",
                 "must be 0 (automatic) or at least 33554432 (32 MiB)",
+            ));
+        }
+        if self.worker_threads > MAX_WORKER_THREADS {
+            return Err(invalid(
+                "hub.worker_threads",
+                "must be 0 (automatic) or at most 256",
             ));
         }
         Ok(())

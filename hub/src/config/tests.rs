@@ -27,6 +27,19 @@ fn partial_sections_keep_other_defaults() {
     assert_eq!(c.listeners, Config::default().listeners);
 }
 
+/// `hub.worker_threads`: 0 picks one fewer than the CPUs, at least one; a number is taken as
+/// it is, within bounds.
+#[test]
+fn worker_threads_are_automatic_or_bounded() {
+    let auto = HubSection::default();
+    assert_eq!(auto.worker_threads, 0);
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    assert_eq!(auto.runtime_threads(), cpus.saturating_sub(1).max(1));
+    let c = Config::from_toml("[hub]\nworker_threads = 3\n", "x").unwrap();
+    assert_eq!(c.hub.runtime_threads(), 3);
+    assert!(err("[hub]\nworker_threads = 257").contains("hub.worker_threads"));
+}
+
 fn err(text: &str) -> String {
     Config::from_toml(text, "bad.toml").unwrap_err().to_string()
 }

@@ -106,7 +106,7 @@ impl Pending {
                     .principal
                     .ticket
                     .as_ref()
-                    .is_some_and(|h| h.verify(signature)),
+                    .is_some_and(|h| super::off_the_runtime(|| h.verify(signature))),
                 Check::WampCra { challenge } => self
                     .principal
                     .wampcra

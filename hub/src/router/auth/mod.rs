@@ -66,3 +66,45 @@ impl std::fmt::Display for AuthMethod {
         f.write_str(self.as_str())
     }
 }
+
+/// Runs `f`, a computation of milliseconds (a PBKDF2 ticket check), without holding up the other
+/// tasks of the runtime thread it is called on: on the multi-thread runtime they move to another
+/// thread while `f` runs (`block_in_place`; with one runtime thread, the hub's default on two
+/// cores, they would otherwise all wait); elsewhere (a current-thread runtime in tests) it just
+/// runs.
+pub fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// With one runtime thread, a task that runs a long computation through
+    /// [`off_the_runtime`](super::off_the_runtime) lets another task of that thread run meanwhile:
+    /// here the computation waits for the other task, which could never run if the computation
+    /// held the thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_long_check_lets_the_threads_other_tasks_run() {
+        let (tx, rx) = mpsc::channel();
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let other = tokio::spawn(async move {
+            let _ = go_rx.await;
+            let _ = tx.send(());
+        });
+        let check = tokio::spawn(async move {
+            super::off_the_runtime(move || {
+                let _ = go_tx.send(());
+                rx.recv_timeout(Duration::from_secs(5)).is_ok()
+            })
+        });
+        assert!(check.await.unwrap(), "the other task did not run");
+        other.await.unwrap();
+    }
+}
