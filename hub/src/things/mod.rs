@@ -218,6 +218,7 @@ pub async fn start(
         requests: requests_rx,
         publish,
         store: store.sender(),
+        store_room: store.room(),
         store_waker: store.waker(),
         stats,
         store_backlog_max: t.store_queue,

@@ -3,13 +3,12 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::Poll;
 
 use device_models::DeviceEvent;
 use futures_util::StreamExt as _;
 use futures_util::stream::{self, SelectAll, Stream};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::core::{Core, Publication};
@@ -69,6 +68,9 @@ pub struct ThingsService {
     pub(crate) requests: mpsc::Receiver<(Request, Reply)>,
     pub(crate) publish: Publish,
     pub(crate) store: mpsc::Sender<StoreOp>,
+    /// Room in the writer's queue, in operations ([`Store::room`](super::store::Store::room)):
+    /// `store_backlog_max` permits, one taken (and forgotten) for every operation sent.
+    pub(crate) store_room: Arc<Semaphore>,
     /// Ends the writer's lazy wait once a barrier, flush or reply is queued.
     pub(crate) store_waker: super::store::WriterWaker,
     pub(crate) stats: Arc<ThingsStats>,
@@ -137,6 +139,7 @@ impl ThingsService {
         let mut gateways: SelectAll<GatewayStream> = SelectAll::new();
         let mut backlogs = Backlogs::default();
         let store = self.store.clone();
+        let room = self.store_room.clone();
         let tap = self.tap.as_ref().map(|t| t.tx.clone());
         let mut ended = Ended::Shutdown;
         loop {
@@ -146,6 +149,14 @@ impl ThingsService {
                 && backlogs.tap.len() < self.store_backlog_max;
             let read_requests = backlogs.store.len() < self.store_backlog_max * 2
                 && backlogs.tap.len() < self.store_backlog_max * 2;
+            // The backlog goes out in messages of at most this many operations, never more than
+            // the queue's whole room (or the wait for room would never end).
+            let chunk = backlogs
+                .store
+                .len()
+                .min(TURN_MAX)
+                .min(self.store_backlog_max)
+                .max(1);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -170,8 +181,8 @@ impl ThingsService {
                 Some((req, reply)) = self.requests.recv(), if read_requests => {
                     tracing::trace!(request = req.name(), "API request");
                     if matches!(req, Request::Stats) {
-                        let queued = self.store_stats.queued.load(Ordering::Relaxed);
-                        let pending = backlogs.store.len() + usize::try_from(queued).unwrap_or(usize::MAX);
+                        let queued = self.store_backlog_max.saturating_sub(room.available_permits());
+                        let pending = backlogs.store.len() + queued;
                         let _ = reply.send(Ok(self.stats.to_json(&self.store_stats, pending)));
                     } else {
                         self.core.handle_request(req, reply, tokio::time::Instant::now(), now_ms());
@@ -189,22 +200,11 @@ impl ThingsService {
                         }
                     }
                 }
-                permit = store.reserve(), if !backlogs.store.is_empty() => {
-                    match permit {
-                        Ok(p) => {
-                            let n = backlogs.store.len().min(TURN_MAX);
-                            let turn = StoreOp::Turn(backlogs.store.drain(..n).collect());
-                            let waited_for = !turn.writes();
-                            self.store_stats.queued.fetch_add(n as u64, Ordering::Relaxed);
-                            p.send(turn);
-                            if waited_for {
-                                self.store_waker.wake();
-                            }
-                        }
-                        Err(_) => {
-                            tracing::error!(ops = backlogs.store.len(), "the things database writer has stopped; writes lost");
-                            backlogs.store.clear();
-                        }
+                permit = room.acquire_many(permits(chunk)), if !backlogs.store.is_empty() => {
+                    if let Ok(p) = permit {
+                        p.forget();
+                        let turn = StoreOp::Turn(backlogs.store.drain(..chunk).collect());
+                        send_turn(&store, &room, &self.store_waker, turn, chunk, &mut backlogs.store);
                     }
                 }
                 permit = reserve(tap.as_ref()), if !backlogs.tap.is_empty() => {
@@ -299,15 +299,22 @@ impl ThingsService {
             turn.append(ops);
             Some(StoreOp::Turn(turn))
         };
-        if let Some(turn) = turn {
-            send_turn(
-                &self.store,
-                &self.store_stats,
-                &self.store_waker,
-                turn,
-                n,
-                &mut backlogs.store,
-            );
+        let Some(turn) = turn else { return };
+        match self.store_room.try_acquire_many(permits(n)) {
+            Ok(p) => {
+                p.forget();
+                send_turn(
+                    &self.store,
+                    &self.store_room,
+                    &self.store_waker,
+                    turn,
+                    n,
+                    &mut backlogs.store,
+                );
+            }
+            // No room for the whole turn: it waits in the backlog, which goes out as room is
+            // made.
+            Err(_) => take_apart(turn, &mut backlogs.store),
         }
     }
 }
@@ -315,27 +322,38 @@ impl ThingsService {
 /// Most operations sent from the backlog in one message.
 const TURN_MAX: usize = 256;
 
-/// Sends a turn of `n` operations to the writer if there is room, else queues its operations in
-/// `backlog`; wakes the writer if something waits for the turn's commit.
+/// Permits for `n` operations (more than a semaphore can count never fit, and wait).
+fn permits(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Sends a turn of `n` operations, whose room was taken, to the writer; wakes the writer if
+/// something waits for the turn's commit. The queue holds at least as many messages as
+/// operations fit in its room, so it is never full here; if it were, the turn would go back to
+/// the front of `backlog` with its room given back.
 fn send_turn(
     store: &mpsc::Sender<StoreOp>,
-    stats: &StoreStats,
+    room: &Semaphore,
     waker: &super::store::WriterWaker,
     turn: StoreOp,
     n: usize,
     backlog: &mut VecDeque<StoreOp>,
 ) {
     let waits = !turn.writes();
-    stats.queued.fetch_add(n as u64, Ordering::Relaxed);
     match store.try_send(turn) {
         Ok(()) => {
             if waits {
                 waker.wake();
             }
-            return;
         }
-        Err(mpsc::error::TrySendError::Full(StoreOp::Turn(ops))) => backlog.extend(ops),
-        Err(mpsc::error::TrySendError::Full(op)) => backlog.push_back(op),
+        Err(mpsc::error::TrySendError::Full(turn)) => {
+            room.add_permits(n);
+            let mut ops = Vec::with_capacity(n);
+            take_apart(turn, &mut ops);
+            for op in ops.into_iter().rev() {
+                backlog.push_front(op);
+            }
+        }
         Err(mpsc::error::TrySendError::Closed(_)) => {
             tracing::error!(
                 ops = n,
@@ -343,7 +361,14 @@ fn send_turn(
             );
         }
     }
-    stats.queued.fetch_sub(n as u64, Ordering::Relaxed);
+}
+
+/// Appends a turn's operations (or the one operation) to `out`, in order.
+fn take_apart(op: StoreOp, out: &mut impl Extend<StoreOp>) {
+    match op {
+        StoreOp::Turn(ops) => out.extend(ops),
+        op => out.extend(std::iter::once(op)),
+    }
 }
 
 /// Sends `item` now if nothing waits before it and there is room, else queues it.
@@ -414,7 +439,7 @@ mod tests {
         .unwrap();
         let (attach_tx, attach) = mpsc::channel(1);
         let (requests_tx, requests) = mpsc::channel(8);
-        let (store, _stuck_store) = mpsc::channel(1);
+        let (store, mut stuck_store) = mpsc::channel(64);
         let service = ThingsService {
             core,
             attach,
@@ -427,6 +452,7 @@ mod tests {
                 audience: Audience::default(),
             },
             store,
+            store_room: Arc::new(Semaphore::new(64)),
             store_waker: Default::default(),
             stats: stats.clone(),
             store_backlog_max: 64,
@@ -492,9 +518,18 @@ mod tests {
             !flood.is_finished(),
             "events are held back while the writer is stuck"
         );
+        // The writer's queue is bounded in operations, not messages: turns of many
+        // operations never hold more than its room.
+        let mut queued = 0;
+        while let Ok(op) = stuck_store.try_recv() {
+            let mut ops = Vec::new();
+            take_apart(op, &mut ops);
+            queued += ops.len();
+        }
+        assert!(queued > 0 && queued <= 64, "{queued} operations queued");
         shutdown.cancel();
         flood.abort();
-        drop(_stuck_store);
+        drop(stuck_store);
         tokio::time::timeout(Duration::from_secs(2), task)
             .await
             .unwrap()

@@ -306,24 +306,9 @@ pub struct StoreStats {
     pub pruned_actions: AtomicU64,
     /// Whether the last commit lost writes (the database is failing now).
     pub failing: std::sync::atomic::AtomicBool,
-    /// Operations the things service has queued for the writer that it has not taken yet
-    /// (a turn counts its operations).
-    pub queued: AtomicU64,
     /// Commit latency and size, for `/metrics`.
     pub commit_seconds: prometheus_client::metrics::histogram::Histogram,
     pub commit_ops: prometheus_client::metrics::histogram::Histogram,
-}
-
-impl StoreStats {
-    /// Counts `n` operations the writer took off its queue ([`queued`](Self::queued) never
-    /// goes below zero: operations sent by others than the things service are not counted in).
-    fn taken(&self, n: usize) {
-        let _ = self
-            .queued
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
-                Some(q.saturating_sub(n as u64))
-            });
-    }
 }
 
 impl Default for StoreStats {
@@ -337,7 +322,6 @@ impl Default for StoreStats {
             barriers: AtomicU64::new(0),
             pruned_actions: AtomicU64::new(0),
             failing: std::sync::atomic::AtomicBool::new(false),
-            queued: AtomicU64::new(0),
             // 0.25 ms to about 4 s.
             commit_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 15)),
             // 1 to 4096 operations.
@@ -350,6 +334,7 @@ impl Default for StoreStats {
 #[derive(Debug)]
 pub struct Store {
     tx: mpsc::Sender<StoreOp>,
+    room: Arc<tokio::sync::Semaphore>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<StoreStats>,
 }
@@ -375,7 +360,7 @@ impl WriterWaker {
 
 impl Store {
     /// Opens (creating if needed) and migrates the database, reads everything, and starts the
-    /// writer thread with a queue of `queue` operations. Blocking: call it off the async runtime.
+    /// writer thread with a queue of `queue` operations (see [`Store::room`]). Blocking: call it off the async runtime.
     pub fn open(
         path: &Path,
         queue: usize,
@@ -424,10 +409,12 @@ impl Store {
         let action_rows = u64::try_from(action_rows).unwrap_or(0);
 
         let (tx, rx) = mpsc::channel(queue);
+        let room = Arc::new(tokio::sync::Semaphore::new(queue));
         let stats = Arc::new(StoreStats::default());
         let writer = Writer {
             conn,
             rx,
+            room: room.clone(),
             stats: stats.clone(),
             action_rows,
             action_log_max,
@@ -443,6 +430,7 @@ impl Store {
         Ok((
             Store {
                 tx,
+                room,
                 thread: Some(thread),
                 stats,
             },
@@ -453,6 +441,14 @@ impl Store {
     /// A sender of operations to the writer thread.
     pub fn sender(&self) -> mpsc::Sender<StoreOp> {
         self.tx.clone()
+    }
+
+    /// Room in the writer's queue, counted in operations: the queue holds up to `queue`
+    /// messages, and a message may be a whole [`StoreOp::Turn`], so the things service takes
+    /// one permit per operation it sends (and forgets it); the writer gives them back as it
+    /// takes operations off the queue. This keeps the queue's bound in operations.
+    pub fn room(&self) -> Arc<tokio::sync::Semaphore> {
+        self.room.clone()
     }
 
     /// Wakes the writer out of a lazy wait; see [`WriterWaker`].
@@ -665,6 +661,8 @@ fn load(conn: &Connection, path: &Path) -> Result<Loaded, StoreError> {
 struct Writer {
     conn: Connection,
     rx: mpsc::Receiver<StoreOp>,
+    /// Room for operations in the queue (see [`Store::room`]); given back as they are taken.
+    room: Arc<tokio::sync::Semaphore>,
     stats: Arc<StoreStats>,
     action_rows: u64,
     action_log_max: u64,
@@ -678,7 +676,8 @@ impl Writer {
         while let Some(first) = self.rx.blocking_recv() {
             let waited_for = first.take_into(&mut batch);
             self.gather(&mut batch, waited_for, last_commit);
-            self.stats.taken(batch.len());
+            // What the batch took off the queue makes room for as many operations again.
+            self.room.add_permits(batch.len());
             self.commit(&mut batch);
             last_commit = std::time::Instant::now();
         }
