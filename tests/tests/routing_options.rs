@@ -225,3 +225,39 @@ async fn publisher_black_and_white_lists_by_session_authid_and_authrole() {
         }
     }
 }
+
+/// A subscriber that leaves still gets every event published to it before it left: the events
+/// its session queued ahead of the router's GOODBYE reply are delivered, not dropped (the
+/// uplink's feed relies on it at shutdown). More are published than the subscription's channel
+/// holds, so some still wait in the session's queue when the subscriber leaves.
+#[tokio::test]
+async fn a_subscriber_that_leaves_gets_what_was_published_before() {
+    const N: usize = hub::client::DELIVERY_QUEUE + 776;
+    let hub = TestHub::start().await;
+    let publisher = session(&hub, "publisher", "trusted");
+    let subscriber = session(&hub, "subscriber", "trusted");
+    let mut sub = subscriber
+        .subscribe_lossless("com.example.leaving", Dict::new())
+        .await
+        .unwrap();
+    // In batches smaller than the publisher's own queue, which takes their acknowledgements.
+    for chunk in (0..N).collect::<Vec<_>>().chunks(256) {
+        let batch = chunk
+            .iter()
+            .map(|&i| {
+                let payload = Payload::args(vec![Value::from(i as u64)]);
+                ("com.example.leaving".to_owned(), payload)
+            })
+            .collect();
+        for r in publisher.publish_batch_acked(batch).await {
+            r.unwrap();
+        }
+    }
+    let leaving = tokio::spawn(async move { subscriber.leave().await });
+    let mut got = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
+        got += 1;
+    }
+    assert_eq!(got, N, "every event published before the subscriber left");
+    leaving.await.unwrap().unwrap();
+}

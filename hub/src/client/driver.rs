@@ -197,7 +197,10 @@ impl<C: ClientConn> Driver<C> {
         let _ = self.closed.send(Some(reason));
     }
 
-    /// Sends GOODBYE and waits briefly for the router's reply.
+    /// Sends GOODBYE and waits briefly for the router's reply. EVENTs the router queued before
+    /// that reply are still delivered to their subscriptions (a subscriber that leaves, like the
+    /// uplink's feed at shutdown, gets everything published to it before it left); anything
+    /// else that arrives meanwhile is dropped.
     async fn goodbye(&mut self) -> String {
         let bye = Message::Goodbye {
             details: Dict::new(),
@@ -210,6 +213,11 @@ impl<C: ClientConn> Driver<C> {
             loop {
                 match self.conn.recv().await {
                     Ok(Some(Message::Goodbye { .. })) | Ok(None) | Err(_) => return,
+                    Ok(Some(event @ Message::Event { .. })) => {
+                        if self.incoming(event).await.is_some() {
+                            return;
+                        }
+                    }
                     Ok(Some(_)) => {}
                 }
             }

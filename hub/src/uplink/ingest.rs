@@ -238,11 +238,15 @@ async fn flush_at_shutdown(
     tap: Option<&mut TapReceiver>,
     seen: &mut HashSet<u64>,
 ) {
-    // Leaving ends the subscriptions: their forwarders pass on what they still hold, then close
-    // the channel. The things service hands over its backlog and drops the tap as it stops.
-    let _ = tokio::time::timeout(Duration::from_secs(1), feed.leave()).await;
+    // Leaving delivers the events the feed's session still holds, then ends the subscriptions:
+    // their forwarders pass on what they hold and close the channel, which is drained at the
+    // same time (it is bounded, so leaving could otherwise wait for room). The things service
+    // hands over its backlog and drops the tap as it stops.
+    let leave = async {
+        let _ = tokio::time::timeout(Duration::from_secs(2), feed.leave()).await;
+    };
     let mut batch = Batch::default();
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+    let drain = tokio::time::timeout(Duration::from_secs(3), async {
         while let Some(e) = rx.recv().await {
             batch.wamp.push(e);
         }
@@ -251,8 +255,8 @@ async fn flush_at_shutdown(
                 batch.add(item);
             }
         }
-    })
-    .await;
+    });
+    let ((), _) = tokio::join!(leave, drain);
     let Batch {
         wamp,
         mut tapped,
