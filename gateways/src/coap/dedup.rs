@@ -15,6 +15,7 @@
 //! bounded cache; duplicates normally arrive within MAX_TRANSMIT_SPAN.
 
 use std::collections::VecDeque;
+use std::collections::hash_map::Entry as HashEntry;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -107,31 +108,32 @@ impl DedupCache {
         lifetime: Duration,
     ) {
         self.expire(now);
-        self.remove(peer, mid);
-        let peer_len = self.per_peer.get(&peer).map_or(0, VecDeque::len);
-        if peer_len >= self.limits.max_per_peer {
-            self.evict_oldest_of(peer);
-        }
-        let cost = cost(&seen);
-        while !self.map.is_empty()
-            && (self.map.len() >= self.limits.max_entries
-                || self.bytes + cost > self.limits.max_bytes)
-        {
-            self.evict_oldest();
-        }
+        let added = cost(&seen);
         self.seq += 1;
         let seq = self.seq;
-        self.bytes += cost;
-        self.map.insert(
-            (peer, mid),
-            Entry {
-                seen,
-                expires: now + lifetime,
-                seq,
-            },
-        );
-        self.order.push_back((seq, now + lifetime, peer, mid));
-        self.per_peer.entry(peer).or_default().push_back((seq, mid));
+        let expires = now + lifetime;
+        // One lookup: an entry still held for this ID (expired, not swept yet) is replaced.
+        if let Some(old) = self.map.insert((peer, mid), Entry { seen, expires, seq }) {
+            self.bytes = self.bytes.saturating_sub(cost(&old.seen));
+            self.unlist(peer, old.seq);
+        }
+        self.bytes += added;
+        let list = self.per_peer.entry(peer).or_default();
+        list.push_back((seq, mid));
+        if list.len() > self.limits.max_per_peer
+            && let Some(&(_, oldest)) = list.front()
+        {
+            self.remove(peer, oldest);
+        }
+        // The new entry's place in the order is taken after evicting, so it is never evicted
+        // itself.
+        while self.map.len() > self.limits.max_entries.max(1) || self.bytes > self.limits.max_bytes
+        {
+            if !self.evict_oldest() {
+                break;
+            }
+        }
+        self.order.push_back((seq, expires, peer, mid));
     }
 
     /// Replaces what is recorded for (peer, mid), keeping its expiry. Does
@@ -144,7 +146,9 @@ impl DedupCache {
         self.bytes = self.bytes.saturating_sub(cost(&entry.seen)) + new_cost;
         entry.seen = seen;
         while self.bytes > self.limits.max_bytes && self.map.len() > 1 {
-            self.evict_oldest();
+            if !self.evict_oldest() {
+                break;
+            }
         }
     }
 
@@ -158,9 +162,7 @@ impl DedupCache {
                 break;
             }
             self.order.pop_front();
-            if self.map.get(&(peer, mid)).is_some_and(|e| e.seq == seq) {
-                self.remove(peer, mid);
-            }
+            self.remove_if(peer, mid, seq);
         }
     }
 
@@ -169,39 +171,53 @@ impl DedupCache {
         self.map.len()
     }
 
-    fn evict_oldest(&mut self) {
+    /// Evicts the oldest live entry; false if there is none left in the order.
+    fn evict_oldest(&mut self) -> bool {
         while let Some((seq, _, peer, mid)) = self.order.pop_front() {
-            if self.map.get(&(peer, mid)).is_some_and(|e| e.seq == seq) {
-                self.remove(peer, mid);
-                return;
+            if self.remove_if(peer, mid, seq) {
+                return true;
             }
         }
+        false
     }
 
-    fn evict_oldest_of(&mut self, peer: SocketAddr) {
-        // Per-peer lists never hold stale items: `remove` keeps them in step.
-        if let Some(&(_, mid)) = self.per_peer.get(&peer).and_then(VecDeque::front) {
-            self.remove(peer, mid);
+    /// Removes (peer, mid) if its entry is the one numbered `seq` (an order item may be stale);
+    /// one lookup. True if it was.
+    fn remove_if(&mut self, peer: SocketAddr, mid: u16, seq: u64) -> bool {
+        let HashEntry::Occupied(entry) = self.map.entry((peer, mid)) else {
+            return false;
+        };
+        if entry.get().seq != seq {
+            return false;
         }
+        let e = entry.remove();
+        self.bytes = self.bytes.saturating_sub(cost(&e.seen));
+        self.unlist(peer, e.seq);
+        true
     }
 
     fn remove(&mut self, peer: SocketAddr, mid: u16) {
         if let Some(e) = self.map.remove(&(peer, mid)) {
             self.bytes = self.bytes.saturating_sub(cost(&e.seen));
-            if let Some(list) = self.per_peer.get_mut(&peer) {
-                if let Some(pos) = list.iter().position(|(s, _)| *s == e.seq) {
-                    list.remove(pos);
-                }
-                if list.is_empty() {
-                    self.per_peer.remove(&peer);
-                }
-            }
+            self.unlist(peer, e.seq);
         }
         // The global order keeps a stale item; it is skipped when reached.
         if self.order.len() > 2 * self.map.len() + 64 {
             let map = &self.map;
             self.order
                 .retain(|(s, _, p, m)| map.get(&(*p, *m)).is_some_and(|e| e.seq == *s));
+        }
+    }
+
+    /// Takes entry `seq` off `peer`'s list (usually its oldest, at the front).
+    fn unlist(&mut self, peer: SocketAddr, seq: u64) {
+        if let Some(list) = self.per_peer.get_mut(&peer) {
+            if let Some(pos) = list.iter().position(|(s, _)| *s == seq) {
+                list.remove(pos);
+            }
+            if list.is_empty() {
+                self.per_peer.remove(&peer);
+            }
         }
     }
 }
@@ -295,5 +311,68 @@ mod tests {
         }
         assert_eq!(c.len(), 3);
         assert!(c.get(t0, addr(5), 0).is_some());
+    }
+
+    impl DedupCache {
+        /// The cache's books agree: every entry is on its peer's list once (oldest first) and
+        /// has one live item in the order, the bytes are the entries' costs, the bounds hold.
+        fn check(&self) {
+            assert!(self.map.len() <= self.limits.max_entries.max(1));
+            let bytes: usize = self.map.values().map(|e| cost(&e.seen)).sum();
+            assert_eq!(self.bytes, bytes);
+            let listed: usize = self.per_peer.values().map(VecDeque::len).sum();
+            assert_eq!(listed, self.map.len());
+            for (peer, list) in &self.per_peer {
+                assert!(!list.is_empty() && list.len() <= self.limits.max_per_peer);
+                assert!(list.iter().zip(list.iter().skip(1)).all(|(a, b)| a.0 < b.0));
+                for (seq, mid) in list {
+                    assert_eq!(self.map.get(&(*peer, *mid)).map(|e| e.seq), Some(*seq));
+                }
+            }
+            let live = self
+                .order
+                .iter()
+                .filter(|(s, _, p, m)| self.map.get(&(*p, *m)).is_some_and(|e| e.seq == *s))
+                .count();
+            assert_eq!(live, self.map.len());
+        }
+    }
+
+    /// Random inserts (new IDs, repeated IDs, expired ones still held), replies, expiries and
+    /// evictions under every bound keep the books straight, and an ID just recorded is found.
+    #[test]
+    fn random_traffic_keeps_the_books() {
+        use rand::{Rng as _, SeedableRng as _};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let limits = DedupLimits {
+            max_entries: 64,
+            max_bytes: 40 * (ENTRY_OVERHEAD + 20),
+            max_per_peer: 16,
+        };
+        let mut c = DedupCache::new(limits);
+        let t0 = Instant::now();
+        let mut now = t0;
+        for _ in 0..20_000 {
+            let peer = addr(rng.random_range(1..8));
+            let mid = rng.random_range(0..40);
+            let life = Duration::from_millis(rng.random_range(1..200));
+            match rng.random_range(0..4) {
+                0 => c.update(
+                    peer,
+                    mid,
+                    Seen::Reply(Bytes::from(vec![0u8; rng.random_range(0..60)])),
+                ),
+                1 => c.insert(now, peer, mid, Seen::Dropped, life),
+                _ => {
+                    c.insert(now, peer, mid, Seen::Pending, life);
+                    assert_eq!(c.get(now, peer, mid), Some(&Seen::Pending));
+                }
+            }
+            c.check();
+            now += Duration::from_millis(rng.random_range(0..3));
+        }
+        c.expire(now + Duration::from_secs(1));
+        c.check();
+        assert_eq!(c.len(), 0);
     }
 }

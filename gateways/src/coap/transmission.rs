@@ -152,48 +152,80 @@ impl MessageIds {
 /// own state and ignores a popped key whose deadline moved or whose state is
 /// gone (lazy deletion), so there is no index.
 ///
-/// Most deadlines come in order (a fixed delay after now: every request's
-/// ACK delay), so a deadline not earlier than the last one queued in order
-/// joins a FIFO, O(1) both ways; only the others (randomised retransmission
-/// back-offs scheduled behind a later deadline) go to a heap, O(log n).
+/// Most deadlines come in order: a fixed delay after now, such as every
+/// request's ACK delay. A deadline not earlier than the last one of a lane
+/// joins that lane, a FIFO, O(1) both ways; only the others (randomised
+/// retransmission back-offs scheduled behind a later deadline) go to a heap,
+/// O(log n). There are a few lanes because an engine runs a few fixed delays
+/// at once: with one, a single long timer (the housekeeping sweep, seconds
+/// ahead) would send every shorter deadline queued behind it to the heap.
 #[derive(Debug)]
 pub(crate) struct TimerQueue<K: Ord> {
     heap: BinaryHeap<Reverse<(Instant, u64, K)>>,
-    in_order: VecDeque<(Instant, u64, K)>,
+    lanes: [VecDeque<(Instant, u64, K)>; LANES],
     seq: u64,
+}
+
+/// In-order lanes of a [`TimerQueue`].
+const LANES: usize = 4;
+
+/// Where the earliest entry of a [`TimerQueue`] waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Lane(usize),
+    Heap,
 }
 
 impl<K: Ord> Default for TimerQueue<K> {
     fn default() -> Self {
         Self {
             heap: BinaryHeap::new(),
-            in_order: VecDeque::new(),
+            lanes: std::array::from_fn(|_| VecDeque::new()),
             seq: 0,
         }
     }
 }
 
 impl<K: Ord> TimerQueue<K> {
-    /// Schedules `key` at `at`.
+    /// Schedules `key` at `at`: in the lane whose last deadline is the latest one not after
+    /// `at`, else in an empty lane, else in the heap.
     pub fn schedule(&mut self, at: Instant, key: K) {
         self.seq = self.seq.wrapping_add(1);
-        if self.in_order.back().is_none_or(|(last, _, _)| *last <= at) {
-            self.in_order.push_back((at, self.seq, key));
-        } else {
-            self.heap.push(Reverse((at, self.seq, key)));
+        let mut fit: Option<(usize, Instant)> = None;
+        let mut empty = None;
+        for (i, lane) in self.lanes.iter().enumerate() {
+            match lane.back() {
+                Some(&(last, _, _)) if last <= at => {
+                    if fit.is_none_or(|(_, best)| last > best) {
+                        fit = Some((i, last));
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    empty.get_or_insert(i);
+                }
+            }
+        }
+        match fit.map(|(i, _)| i).or(empty) {
+            Some(i) => self.lanes[i].push_back((at, self.seq, key)),
+            None => self.heap.push(Reverse((at, self.seq, key))),
         }
     }
 
-    /// (deadline, sequence) of the earliest entry, and whether it is the FIFO's.
-    fn first(&self) -> Option<(Instant, bool)> {
-        let fifo = self.in_order.front().map(|(at, seq, _)| (*at, *seq));
-        let heap = self.heap.peek().map(|Reverse((at, seq, _))| (*at, *seq));
-        match (fifo, heap) {
-            (Some(f), Some(h)) => Some(if f <= h { (f.0, true) } else { (h.0, false) }),
-            (Some(f), None) => Some((f.0, true)),
-            (None, Some(h)) => Some((h.0, false)),
-            (None, None) => None,
+    /// (deadline, where) of the earliest entry: by deadline, then scheduling order.
+    fn first(&self) -> Option<(Instant, Source)> {
+        let mut first: Option<((Instant, u64), Source)> = self
+            .heap
+            .peek()
+            .map(|Reverse((at, seq, _))| ((*at, *seq), Source::Heap));
+        for (i, lane) in self.lanes.iter().enumerate() {
+            if let Some(&(at, seq, _)) = lane.front()
+                && first.is_none_or(|(best, _)| (at, seq) < best)
+            {
+                first = Some(((at, seq), Source::Lane(i)));
+            }
         }
+        first.map(|((at, _), source)| (at, source))
     }
 
     /// Earliest deadline (maybe of a stale entry, which only costs a wakeup).
@@ -203,21 +235,26 @@ impl<K: Ord> TimerQueue<K> {
 
     /// Pops one key whose deadline is at or before `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, K)> {
-        let (at, from_fifo) = self.first()?;
+        let (at, source) = self.first()?;
         if at > now {
             return None;
         }
-        if from_fifo {
-            self.in_order.pop_front().map(|(at, _, k)| (at, k))
-        } else {
-            self.heap.pop().map(|Reverse((at, _, k))| (at, k))
+        match source {
+            Source::Lane(i) => self.lanes[i].pop_front().map(|(at, _, k)| (at, k)),
+            Source::Heap => self.heap.pop().map(|Reverse((at, _, k))| (at, k)),
         }
     }
 
     /// Number of queued entries, stale ones included.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.heap.len() + self.in_order.len()
+        self.heap.len() + self.lanes.iter().map(VecDeque::len).sum::<usize>()
+    }
+
+    /// Entries waiting in the heap (not in a lane).
+    #[cfg(test)]
+    pub fn in_heap(&self) -> usize {
+        self.heap.len()
     }
 }
 
@@ -271,6 +308,30 @@ mod tests {
         assert_eq!(q.pop_due(t0 + Duration::from_secs(2)).map(|x| x.1), Some(2));
         assert_eq!(q.pop_due(t0 + Duration::from_secs(2)), None);
         assert_eq!(q.len(), 1);
+    }
+
+    /// A long timer (the housekeeping sweep, seconds ahead) queued before a stream of shorter
+    /// fixed delays (every request's ACK delay) leaves them in a lane of their own: none goes to
+    /// the heap, and they all pop before it, in order.
+    #[test]
+    fn a_long_timer_does_not_send_shorter_ones_to_the_heap() {
+        let t0 = Instant::now();
+        let mut q = TimerQueue::default();
+        q.schedule(t0 + Duration::from_secs(5), u32::MAX);
+        for i in 0..10_000u32 {
+            q.schedule(
+                t0 + Duration::from_micros(u64::from(i) * 100) + Duration::from_secs(1),
+                i,
+            );
+        }
+        assert_eq!(q.in_heap(), 0, "shorter in-order deadlines kept in a lane");
+        let mut popped = Vec::new();
+        while let Some((_, k)) = q.pop_due(t0 + Duration::from_secs(10)) {
+            popped.push(k);
+        }
+        let mut expected: Vec<u32> = (0..10_000).collect();
+        expected.push(u32::MAX);
+        assert_eq!(popped, expected);
     }
 
     /// Deadlines in order and out of order, with ties, pop as one sorted list would: at each
