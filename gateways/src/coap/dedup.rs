@@ -58,31 +58,77 @@ pub(crate) enum Seen {
     Dropped,
 }
 
+/// A recorded message ID. A free slot has `seq` 0.
 #[derive(Debug)]
-struct Entry {
-    seen: Seen,
-    expires: Instant,
+struct Slot {
+    peer: SocketAddr,
+    mid: u16,
+    /// The keyed hash of (peer, mid), the slot's key in the index.
+    hash: u64,
     seq: u64,
+    expires: Instant,
+    seen: Seen,
+}
+
+/// The index's hasher: its keys are already keyed hashes, taken as they are.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 /// The duplicate-detection cache; see the module docs for its bounds.
+///
+/// Entries live in a slab; the hash index maps the keyed hash of (peer, mid) to a slot, so its
+/// buckets are 16 bytes and the table stays small enough for the processor's caches at 65,536
+/// entries (keyed by the address itself, with the entry inline, buckets were 104 bytes and
+/// every lookup a cache miss). The slot holds the full key: a hash collision is found out and
+/// costs the older entry its duplicate detection, like an eviction.
 #[derive(Debug)]
 pub(crate) struct DedupCache {
     limits: DedupLimits,
-    map: PeerMap<(SocketAddr, u16), Entry>,
+    index: std::collections::HashMap<u64, u32, std::hash::BuildHasherDefault<Prehashed>>,
+    hasher: ahash::RandomState,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
     /// Insertion order, each item with its entry's expiry (so expiring needs no lookup while
-    /// the oldest entry lives); items whose `seq` no longer matches the map are stale.
-    order: VecDeque<(u64, Instant, SocketAddr, u16)>,
+    /// the oldest entry lives) and slot; items whose `seq` no longer matches the slot's are
+    /// stale.
+    order: VecDeque<(u64, Instant, u32)>,
     per_peer: PeerMap<SocketAddr, VecDeque<(u64, u16)>>,
     bytes: usize,
     seq: u64,
+}
+
+impl std::fmt::Debug for Prehashed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prehashed")
+    }
 }
 
 impl DedupCache {
     pub fn new(limits: DedupLimits) -> Self {
         Self {
             limits,
-            map: PeerMap::default(),
+            index: Default::default(),
+            hasher: ahash::RandomState::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
             order: VecDeque::new(),
             per_peer: PeerMap::default(),
             bytes: 0,
@@ -90,12 +136,21 @@ impl DedupCache {
         }
     }
 
+    fn hash(&self, peer: SocketAddr, mid: u16) -> u64 {
+        self.hasher.hash_one((peer, mid))
+    }
+
+    /// The slot recorded for (peer, mid).
+    fn find(&self, peer: SocketAddr, mid: u16) -> Option<usize> {
+        let i = *self.index.get(&self.hash(peer, mid))? as usize;
+        let slot = self.slots.get(i)?;
+        (slot.seq != 0 && slot.peer == peer && slot.mid == mid).then_some(i)
+    }
+
     /// What was recorded for (peer, mid), if it has not expired.
     pub fn get(&self, now: Instant, peer: SocketAddr, mid: u16) -> Option<&Seen> {
-        self.map
-            .get(&(peer, mid))
-            .filter(|e| e.expires > now)
-            .map(|e| &e.seen)
+        let slot = &self.slots[self.find(peer, mid)?];
+        (slot.expires > now).then_some(&slot.seen)
     }
 
     /// Records a new message ID, evicting as the bounds require.
@@ -108,44 +163,65 @@ impl DedupCache {
         lifetime: Duration,
     ) {
         self.expire(now);
-        let added = cost(&seen);
+        let hash = self.hash(peer, mid);
+        // What the index holds under this hash (this ID, not swept yet, or a collision) gives
+        // way to the new entry.
+        if let Some(&old) = self.index.get(&hash) {
+            self.free_slot(old as usize);
+        }
         self.seq += 1;
         let seq = self.seq;
         let expires = now + lifetime;
-        // One lookup: an entry still held for this ID (expired, not swept yet) is replaced.
-        if let Some(old) = self.map.insert((peer, mid), Entry { seen, expires, seq }) {
-            self.bytes = self.bytes.saturating_sub(cost(&old.seen));
-            self.unlist(peer, old.seq);
-        }
-        self.bytes += added;
+        self.bytes += cost(&seen);
+        let slot = Slot {
+            peer,
+            mid,
+            hash,
+            seq,
+            expires,
+            seen,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = slot;
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.index.insert(hash, i);
+        self.live += 1;
         let list = self.per_peer.entry(peer).or_default();
         list.push_back((seq, mid));
-        if list.len() > self.limits.max_per_peer
+        if list.len() > self.limits.max_per_peer.max(1)
             && let Some(&(_, oldest)) = list.front()
+            && let Some(j) = self.find(peer, oldest)
         {
-            self.remove(peer, oldest);
+            self.free_slot(j);
         }
         // The new entry's place in the order is taken after evicting, so it is never evicted
         // itself.
-        while self.map.len() > self.limits.max_entries.max(1) || self.bytes > self.limits.max_bytes
-        {
+        while self.live > self.limits.max_entries.max(1) || self.bytes > self.limits.max_bytes {
             if !self.evict_oldest() {
                 break;
             }
         }
-        self.order.push_back((seq, expires, peer, mid));
+        self.order.push_back((seq, expires, i));
+        self.compact();
     }
 
     /// Replaces what is recorded for (peer, mid), keeping its expiry. Does
     /// nothing if the entry was evicted meanwhile.
     pub fn update(&mut self, peer: SocketAddr, mid: u16, seen: Seen) {
-        let Some(entry) = self.map.get_mut(&(peer, mid)) else {
+        let Some(i) = self.find(peer, mid) else {
             return;
         };
-        let new_cost = cost(&seen);
-        self.bytes = self.bytes.saturating_sub(cost(&entry.seen)) + new_cost;
-        entry.seen = seen;
-        while self.bytes > self.limits.max_bytes && self.map.len() > 1 {
+        let slot = &mut self.slots[i];
+        self.bytes = self.bytes.saturating_sub(cost(&slot.seen)) + cost(&seen);
+        slot.seen = seen;
+        while self.bytes > self.limits.max_bytes && self.live > 1 {
             if !self.evict_oldest() {
                 break;
             }
@@ -154,63 +230,63 @@ impl DedupCache {
 
     /// Drops expired entries from the front of the insertion order. Called on every insert:
     /// while the oldest item has not expired, that is one comparison, not a lookup. A stale
-    /// item waits at the front until its time too, or until an eviction or a compaction (see
-    /// `remove`) takes it.
+    /// item waits at the front until its time too, or until an eviction or a compaction takes
+    /// it.
     pub fn expire(&mut self, now: Instant) {
-        while let Some(&(seq, expires, peer, mid)) = self.order.front() {
+        while let Some(&(seq, expires, i)) = self.order.front() {
             if expires > now {
                 break;
             }
             self.order.pop_front();
-            self.remove_if(peer, mid, seq);
+            self.free_if(i, seq);
         }
     }
 
     /// Number of live entries.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.live
     }
 
     /// Evicts the oldest live entry; false if there is none left in the order.
     fn evict_oldest(&mut self) -> bool {
-        while let Some((seq, _, peer, mid)) = self.order.pop_front() {
-            if self.remove_if(peer, mid, seq) {
+        while let Some((seq, _, i)) = self.order.pop_front() {
+            if self.free_if(i, seq) {
                 return true;
             }
         }
         false
     }
 
-    /// Removes (peer, mid) if its entry is the one numbered `seq` (an order item may be stale);
-    /// one lookup. True if it was.
-    fn remove_if(&mut self, peer: SocketAddr, mid: u16, seq: u64) -> bool {
-        let HashEntry::Occupied(entry) = self.map.entry((peer, mid)) else {
-            return false;
+    /// Frees slot `i` if it still holds entry `seq` (an order item may be stale).
+    fn free_if(&mut self, i: u32, seq: u64) -> bool {
+        let i = i as usize;
+        if self.slots.get(i).is_some_and(|s| s.seq == seq) {
+            self.free_slot(i);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets the live entry in slot `i`: index, bytes, its peer's list.
+    fn free_slot(&mut self, i: usize) {
+        let Some(slot) = self.slots.get_mut(i) else {
+            return;
         };
-        if entry.get().seq != seq {
-            return false;
+        if slot.seq == 0 {
+            return;
         }
-        let e = entry.remove();
-        self.bytes = self.bytes.saturating_sub(cost(&e.seen));
-        self.unlist(peer, e.seq);
-        true
-    }
-
-    fn remove(&mut self, peer: SocketAddr, mid: u16) {
-        if let Some(e) = self.map.remove(&(peer, mid)) {
-            self.bytes = self.bytes.saturating_sub(cost(&e.seen));
-            self.unlist(peer, e.seq);
+        let (peer, hash, seq) = (slot.peer, slot.hash, slot.seq);
+        let seen = std::mem::replace(&mut slot.seen, Seen::Dropped);
+        slot.seq = 0;
+        self.bytes = self.bytes.saturating_sub(cost(&seen));
+        self.live -= 1;
+        if let HashEntry::Occupied(e) = self.index.entry(hash)
+            && *e.get() as usize == i
+        {
+            e.remove();
         }
-        // The global order keeps a stale item; it is skipped when reached.
-        if self.order.len() > 2 * self.map.len() + 64 {
-            let map = &self.map;
-            self.order
-                .retain(|(s, _, p, m)| map.get(&(*p, *m)).is_some_and(|e| e.seq == *s));
-        }
-    }
-
-    /// Takes entry `seq` off `peer`'s list (usually its oldest, at the front).
-    fn unlist(&mut self, peer: SocketAddr, seq: u64) {
+        self.free.push(u32::try_from(i).unwrap_or(u32::MAX));
         if let Some(list) = self.per_peer.get_mut(&peer) {
             if let Some(pos) = list.iter().position(|(s, _)| *s == seq) {
                 list.remove(pos);
@@ -218,6 +294,15 @@ impl DedupCache {
             if list.is_empty() {
                 self.per_peer.remove(&peer);
             }
+        }
+    }
+
+    /// The global order keeps stale items; once they outnumber the live ones, they go.
+    fn compact(&mut self) {
+        if self.order.len() > 2 * self.live + 64 {
+            let slots = &self.slots;
+            self.order
+                .retain(|(s, _, i)| slots.get(*i as usize).is_some_and(|slot| slot.seq == *s));
         }
     }
 }
@@ -317,24 +402,35 @@ mod tests {
         /// The cache's books agree: every entry is on its peer's list once (oldest first) and
         /// has one live item in the order, the bytes are the entries' costs, the bounds hold.
         fn check(&self) {
-            assert!(self.map.len() <= self.limits.max_entries.max(1));
-            let bytes: usize = self.map.values().map(|e| cost(&e.seen)).sum();
+            assert!(self.live <= self.limits.max_entries.max(1));
+            let live: Vec<&Slot> = self.slots.iter().filter(|s| s.seq != 0).collect();
+            assert_eq!(live.len(), self.live);
+            assert_eq!(self.index.len(), self.live);
+            assert_eq!(self.slots.len(), self.live + self.free.len());
+            let bytes: usize = live.iter().map(|s| cost(&s.seen)).sum();
             assert_eq!(self.bytes, bytes);
+            for (i, s) in self.slots.iter().enumerate() {
+                if s.seq != 0 {
+                    assert_eq!(self.index.get(&s.hash).map(|j| *j as usize), Some(i));
+                    assert_eq!(self.find(s.peer, s.mid), Some(i));
+                }
+            }
             let listed: usize = self.per_peer.values().map(VecDeque::len).sum();
-            assert_eq!(listed, self.map.len());
+            assert_eq!(listed, self.live);
             for (peer, list) in &self.per_peer {
                 assert!(!list.is_empty() && list.len() <= self.limits.max_per_peer);
                 assert!(list.iter().zip(list.iter().skip(1)).all(|(a, b)| a.0 < b.0));
                 for (seq, mid) in list {
-                    assert_eq!(self.map.get(&(*peer, *mid)).map(|e| e.seq), Some(*seq));
+                    let i = self.find(*peer, *mid).unwrap();
+                    assert_eq!(self.slots[i].seq, *seq);
                 }
             }
-            let live = self
+            let in_order = self
                 .order
                 .iter()
-                .filter(|(s, _, p, m)| self.map.get(&(*p, *m)).is_some_and(|e| e.seq == *s))
+                .filter(|(s, _, i)| self.slots[*i as usize].seq == *s)
                 .count();
-            assert_eq!(live, self.map.len());
+            assert_eq!(in_order, self.live);
         }
     }
 
