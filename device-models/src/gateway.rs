@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use crate::thing::ThingId;
 
 pub mod commit;
-pub use commit::{Commit, CommitError, CommitWait, commit, commit_for};
+pub use commit::{Commit, CommitError, CommitGroup, CommitWait, commit, group};
 
 /// Something a device said, translated by its gateway.
 ///
@@ -94,6 +94,31 @@ pub enum DeviceEvent {
     /// gateway sent before it is durable (see [`commit`]). Never serialized.
     #[serde(skip)]
     Barrier(Commit),
+    /// Not something a device said: several messages' events from one connection, handled in
+    /// order, with the barrier covering those of the messages the gateway acknowledges once
+    /// durable. One channel operation for what one read of a connection brought. Never
+    /// serialized.
+    #[serde(skip)]
+    Batch(Box<EventBatch>),
+}
+
+/// Events of several device messages, sent as one [`DeviceEvent::Batch`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EventBatch {
+    /// The events, in the order the messages came; never a batch or a barrier.
+    pub events: Vec<DeviceEvent>,
+    /// The barrier made by [`group`] covering some of the messages, with, for each member in
+    /// order, the range of `events` its message produced (never empty). The hub answers it
+    /// once every event of the batch is durable, and marks a member refused
+    /// ([`Commit::refuse`]) when it refused one of that message's events.
+    pub covered: Option<(Commit, Vec<std::ops::Range<u32>>)>,
+}
+
+impl EventBatch {
+    /// Whether the batch holds nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.covered.is_none()
+    }
 }
 
 impl DeviceEvent {
@@ -107,7 +132,7 @@ impl DeviceEvent {
             | Self::Info { thing, .. }
             | Self::Event { thing, .. }
             | Self::ActionReply { thing, .. } => Some(thing),
-            Self::Raw { .. } | Self::Barrier(_) => None,
+            Self::Raw { .. } | Self::Barrier(_) | Self::Batch(_) => None,
         }
     }
 }

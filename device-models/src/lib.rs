@@ -47,7 +47,9 @@ pub mod value;
 pub use catalog::{TypeCatalog, TypeOrigin};
 pub use check::{CheckError, CheckRule, Target};
 pub use clock::{now_ms, rfc3339_from_ms};
-pub use gateway::{Commit, CommitError, CommitWait, DeviceCommand, DeviceEvent};
+pub use gateway::{
+    Commit, CommitError, CommitGroup, CommitWait, DeviceCommand, DeviceEvent, EventBatch,
+};
 pub use key_path::KeyPath;
 pub use load::LoadError;
 pub use pressure::MemoryPressure;

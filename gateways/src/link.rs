@@ -167,14 +167,22 @@ pub struct HubEnds {
 }
 
 /// A stand-in hub's event receiver: it answers every [`DeviceEvent::Barrier`] at once, as a
-/// hub whose writes commit instantly would, and yields the other events.
+/// hub whose writes commit instantly would, takes the events of a [`DeviceEvent::Batch`] one
+/// by one (answering its barrier), and yields the other events.
 #[derive(Debug)]
-pub struct StandInEvents(mpsc::Receiver<DeviceEvent>);
+pub struct StandInEvents {
+    rx: mpsc::Receiver<DeviceEvent>,
+    /// Events of a batch not yielded yet.
+    batched: std::collections::VecDeque<DeviceEvent>,
+}
 
 impl StandInEvents {
     /// Wraps a receiver of gateway events.
     pub fn new(rx: mpsc::Receiver<DeviceEvent>) -> StandInEvents {
-        StandInEvents(rx)
+        StandInEvents {
+            rx,
+            batched: std::collections::VecDeque::new(),
+        }
     }
 
     /// Answers barriers and forwards everything else into a new receiver of the same capacity
@@ -189,15 +197,18 @@ impl StandInEvents {
                 }
             }
         });
-        StandInEvents(rx)
+        StandInEvents::new(rx)
     }
 
     /// The next event that is not a barrier; `None` once the gateway dropped its sender.
     pub async fn recv(&mut self) -> Option<DeviceEvent> {
         loop {
-            match self.0.recv().await? {
-                DeviceEvent::Barrier(commit) => commit.answer(Ok(())),
-                other => return Some(other),
+            if let Some(event) = self.batched.pop_front() {
+                return Some(event);
+            }
+            let event = self.rx.recv().await?;
+            if let Some(event) = self.take(event) {
+                return Some(event);
             }
         }
     }
@@ -205,16 +216,36 @@ impl StandInEvents {
     /// Like [`Self::recv`], without waiting.
     pub fn try_recv(&mut self) -> Result<DeviceEvent, mpsc::error::TryRecvError> {
         loop {
-            match self.0.try_recv()? {
-                DeviceEvent::Barrier(commit) => commit.answer(Ok(())),
-                other => return Ok(other),
+            if let Some(event) = self.batched.pop_front() {
+                return Ok(event);
+            }
+            let event = self.rx.try_recv()?;
+            if let Some(event) = self.take(event) {
+                return Ok(event);
             }
         }
     }
 
-    /// The raw receiver, barriers included, for tests of the barriers themselves.
+    /// Answers a barrier (also a batch's, once its events are queued here); gives back any
+    /// other event.
+    fn take(&mut self, event: DeviceEvent) -> Option<DeviceEvent> {
+        match event {
+            DeviceEvent::Barrier(commit) => commit.answer(Ok(())),
+            DeviceEvent::Batch(batch) => {
+                let device_models::EventBatch { events, covered } = *batch;
+                self.batched.extend(events);
+                if let Some((commit, _)) = covered {
+                    commit.answer(Ok(()));
+                }
+            }
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// The raw receiver, barriers and batches included, for tests of the barriers themselves.
     pub fn into_inner(self) -> mpsc::Receiver<DeviceEvent> {
-        self.0
+        self.rx
     }
 }
 
@@ -239,7 +270,7 @@ impl GatewayIo {
                 memory: MemoryPressure::default(),
             },
             HubEnds {
-                events: StandInEvents(erx),
+                events: StandInEvents::new(erx),
                 commands: ctx,
             },
         )

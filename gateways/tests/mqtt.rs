@@ -816,8 +816,14 @@ async fn a_puback_waits_for_the_commit_and_a_failed_write_is_not_acked() {
 async fn next_barrier(raw: &mut tokio::sync::mpsc::Receiver<DeviceEvent>) -> device_models::Commit {
     loop {
         let event = tokio::time::timeout(harness::WAIT, raw.recv()).await;
-        if let DeviceEvent::Barrier(c) = event.unwrap().unwrap() {
-            return c;
+        match event.unwrap().unwrap() {
+            DeviceEvent::Barrier(c) => return c,
+            DeviceEvent::Batch(batch) => {
+                if let Some((c, _)) = batch.covered {
+                    return c;
+                }
+            }
+            _ => {}
         }
     }
 }

@@ -15,8 +15,9 @@ use harness::{
 };
 use rumqttc::v5::mqttbytes::v5::{
     ConnAck, Connect, ConnectProperties, ConnectReturnCode, Disconnect, DisconnectProperties,
-    DisconnectReasonCode, Filter, LastWill, LastWillProperties, Packet, PubAck, PubAckReason,
-    Publish, PublishProperties, RetainForwardRule, Subscribe, SubscribeReasonCode, check,
+    DisconnectReasonCode, Filter, LastWill, LastWillProperties, Login, Packet, PubAck,
+    PubAckReason, Publish, PublishProperties, RetainForwardRule, Subscribe, SubscribeReasonCode,
+    check,
 };
 use rumqttc::v5::mqttbytes::{Error as CodecError, QoS};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -279,12 +280,17 @@ struct Raw5 {
 impl Raw5 {
     /// Connects with `connect` (no will, no login); returns the connection and its CONNACK.
     async fn connect(hub: &TestHub, connect: Connect) -> (Raw5, ConnAck) {
+        Raw5::connect_as(hub, connect, None).await
+    }
+
+    /// Connects with `connect`, logged in with `login` if given.
+    async fn connect_as(hub: &TestHub, connect: Connect, login: Option<Login>) -> (Raw5, ConnAck) {
         let stream = TcpStream::connect(mqtt_addr(hub)).await.unwrap();
         let mut raw = Raw5 {
             stream,
             rbuf: BytesMut::new(),
         };
-        raw.send(Packet::Connect(connect, None, None)).await;
+        raw.send(Packet::Connect(connect, None, login)).await;
         match raw.next().await {
             Some((Packet::ConnAck(ack), _)) => {
                 assert_eq!(ack.code, ConnectReturnCode::Success);
@@ -309,8 +315,15 @@ impl Raw5 {
     }
 
     async fn send(&mut self, packet: Packet) {
+        self.send_all(vec![packet]).await;
+    }
+
+    /// Sends `packets` in one write, so that the broker reads them together.
+    async fn send_all(&mut self, packets: Vec<Packet>) {
         let mut out = BytesMut::new();
-        packet.write(&mut out, None).unwrap();
+        for packet in packets {
+            packet.write(&mut out, None).unwrap();
+        }
         self.stream.write_all(&out).await.unwrap();
     }
 
@@ -706,6 +719,90 @@ async fn mqtt5_puback_carries_the_hubs_type_check() {
         .unwrap();
     let thing = serde_json::Value::from(thing.payload.arg(0).unwrap());
     assert_eq!(thing["reported"]["temperature"]["value"], 22, "{thing}");
+}
+
+/// QoS 1 PUBLISHes that reach the hub in one read share one barrier; each still gets its own
+/// verdict: the ones that break the thing's type 0x99, the others success, in order, and what
+/// fits is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_publishes_read_together_each_hear_the_type_check() {
+    let hub = TestHub::start().await;
+    let app = hub.local_client("conformance-app");
+    let provisioned = app
+        .call(
+            "brume.things.provision",
+            vec![],
+            hub::wamp::dict([
+                ("thing", hub::wamp::Value::from("th-6")),
+                ("type", hub::wamp::Value::from("thermostat")),
+            ]),
+        )
+        .await
+        .unwrap();
+    let secret = serde_json::Value::from(provisioned.payload.arg(0).unwrap())["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let login = Login {
+        username: "th-6".to_owned(),
+        password: secret,
+    };
+    let connect = Raw5::connect_packet("th-6-fw", true, ConnectProperties::new());
+    let (mut raw, _) = Raw5::connect_as(&hub, connect, Some(login)).await;
+    let invalid = || hub::things::ThingsStats::get(&hub.hub.things().stats().invalid_reports);
+    let before = invalid();
+    let payloads: [&str; 6] = [
+        r#"{"temperature": 21}"#,
+        r#"{"temperature": 500}"#,
+        r#"{"temperature": 22}"#,
+        r#"{"mode": "party"}"#,
+        "not json",
+        r#"{"temperature": 23}"#,
+    ];
+    let packets = (1u16..)
+        .zip(payloads)
+        .map(|(pkid, payload)| {
+            let mut publish = Publish::new("things/th-6/state", QoS::AtLeastOnce, payload, None);
+            publish.pkid = pkid;
+            Packet::Publish(publish)
+        })
+        .collect();
+    raw.send_all(packets).await;
+    let mut acks = Vec::new();
+    while acks.len() < payloads.len() {
+        match raw.next().await {
+            Some((Packet::PubAck(ack), _)) => acks.push((ack.pkid, ack.reason)),
+            Some(_) => {}
+            None => panic!("the broker closed the connection after {acks:?}"),
+        }
+    }
+    use PubAckReason::{PayloadFormatInvalid as Invalid, Success};
+    assert_eq!(
+        acks,
+        [
+            (1, Success),
+            (2, Invalid),
+            (3, Success),
+            (4, Invalid),
+            (5, Invalid),
+            (6, Success)
+        ]
+    );
+    assert_eq!(
+        invalid(),
+        before + 2,
+        "the gateway refused the one not JSON"
+    );
+    let thing = app
+        .call(
+            "brume.things.get",
+            vec![],
+            hub::wamp::dict([("thing", hub::wamp::Value::from("th-6"))]),
+        )
+        .await
+        .unwrap();
+    let thing = serde_json::Value::from(thing.payload.arg(0).unwrap());
+    assert_eq!(thing["reported"]["temperature"]["value"], 23, "{thing}");
 }
 
 /// The QoS of a delivery is the lower of the message's and the subscription's (MQTT 5 3.8.4):

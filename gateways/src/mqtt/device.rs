@@ -21,7 +21,7 @@ use super::pending::PendingActions;
 use super::topics::{ThingTopic, parse_thing_topic};
 
 /// What the gateway knows of one connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct DeviceSession {
     /// The thing this connection speaks for: its login, or (anonymous on an open listener) its
     /// client id when that is a thing id holding no secret.
@@ -38,6 +38,20 @@ pub struct DeviceSession {
     /// or one that logged in as an observer (see [`ObserverLogins`](crate::ObserverLogins) and
     /// [`acl::may_observe`](super::acl::may_observe)).
     pub observer: bool,
+    /// What this read of the connection said, gathered for the hub (see
+    /// [`Outgoing`]); boxed and taken only while a read is handled, so that an idle connection
+    /// holds a pointer.
+    pub outgoing: Option<Box<Outgoing>>,
+}
+
+/// The events of a connection's messages since the last batch went to the hub, and the
+/// barrier covering the messages whose acknowledgement waits for their commit.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    /// The batch as it will be sent.
+    pub batch: device_models::EventBatch,
+    /// The gateway's end of the batch's barrier, handing out a wait per covered message.
+    pub group: Option<device_models::CommitGroup>,
 }
 
 impl DeviceSession {
@@ -49,6 +63,7 @@ impl DeviceSession {
             online: false,
             announced: false,
             observer: false,
+            outgoing: None,
         }
     }
 }

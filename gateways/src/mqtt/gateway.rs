@@ -46,6 +46,11 @@ use super::stats::{MqttStats, Stats, bump};
 use super::topics::{ThingTopic, is_topic_name, parse_thing_topic, thing_topic};
 use crate::link::{CredentialCheck, DeviceCredentials, GatewayIo, ObserverCheck, ObserverLogins};
 
+/// Events a connection gathers before they go to the hub, even in the middle of a read (a
+/// message's events are never split, so a batch may hold a few more): the hub's channel from
+/// this gateway holds `things.event_queue` batches, so this bounds what it can hold in events.
+const MAX_BATCH_EVENTS: usize = 32;
+
 /// At most one WARN line per cause of rejection this often; the count is exact in the stats.
 const REJECTION_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -160,22 +165,89 @@ impl Core {
 
     async fn emit(&self, events: Vec<DeviceEvent>) {
         for event in events {
-            if let DeviceEvent::Raw { source, payload } = event {
-                let queued = self
-                    .raw
-                    .as_ref()
-                    .is_some_and(|raw| raw.try_send((source, payload)).is_ok());
-                if !queued {
-                    bump(&self.stats.raw_dropped);
-                }
+            let Some(event) = self.divert_raw(event) else {
                 continue;
-            }
+            };
             if self.events.send(event).await.is_ok() {
                 bump(&self.stats.events_out);
             } else {
                 bump(&self.stats.events_dropped);
             }
         }
+    }
+
+    /// Hands a raw message to the raw bridge (or counts it dropped); gives back any other event.
+    fn divert_raw(&self, event: DeviceEvent) -> Option<DeviceEvent> {
+        let DeviceEvent::Raw { source, payload } = event else {
+            return Some(event);
+        };
+        let queued = self
+            .raw
+            .as_ref()
+            .is_some_and(|raw| raw.try_send((source, payload)).is_ok());
+        if !queued {
+            bump(&self.stats.raw_dropped);
+        }
+        None
+    }
+
+    /// Adds a message's events to the connection's batch; for a message acknowledged once
+    /// durable (`durable`: QoS 1 or 2), the wait its acknowledgement is held behind, if it
+    /// gave the hub anything to write.
+    fn gather(
+        &self,
+        session: &mut DeviceSession,
+        events: Vec<DeviceEvent>,
+        durable: bool,
+    ) -> Option<device_models::CommitWait> {
+        let outgoing = session.outgoing.get_or_insert_with(Box::default);
+        let batch = &mut outgoing.batch;
+        let start = batch.events.len();
+        for event in events {
+            if let Some(event) = self.divert_raw(event) {
+                batch.events.push(event);
+            }
+        }
+        let (Ok(start), Ok(end)) = (u32::try_from(start), u32::try_from(batch.events.len())) else {
+            return None;
+        };
+        if !durable || start == end {
+            return None;
+        }
+        let group = outgoing.group.get_or_insert_with(|| {
+            let (commit, group) = device_models::gateway::group();
+            batch.covered = Some((commit, Vec::new()));
+            group
+        });
+        if let Some((_, ranges)) = &mut batch.covered {
+            ranges.push(start..end);
+        }
+        Some(group.member())
+    }
+
+    /// Sends the connection's batch to the hub, waiting for room in the channel.
+    async fn send_batch(&self, session: &mut DeviceSession) {
+        let Some(outgoing) = session.outgoing.take() else {
+            return;
+        };
+        let batch = outgoing.batch;
+        if batch.is_empty() {
+            return;
+        }
+        let events = batch.events.len() as u64;
+        let sent = self
+            .events
+            .send(DeviceEvent::Batch(Box::new(batch)))
+            .await
+            .is_ok();
+        let counter = if sent {
+            &self.stats.events_out
+        } else {
+            // The barrier inside went with it: its waits say the hub stopped.
+            debug!("the hub stopped; the batch's messages are not acknowledged");
+            &self.stats.events_dropped
+        };
+        counter.fetch_add(events, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The MQTT messages for one command.
@@ -413,35 +485,27 @@ impl Hooks for Core {
                 }
             }
         }
-        // Nothing to make durable (QoS 0, or a message that produced no event): acknowledged
-        // at once.
-        let durable = qos > 0 && !outcome.events.is_empty();
-        self.emit(outcome.events).await;
-        if !durable {
-            return Published {
-                commit: None,
-                rejected,
-            };
-        }
-        // Acknowledged only once what it said is durable: the barrier follows its events.
-        // Naming the thing lets the hub answer "rejected" when its type check refused what
-        // the message said (the hub checks; the gateway does not check twice).
-        let (commit, wait) = device_models::gateway::commit_for(session.thing.clone());
-        if self
-            .events
-            .send(DeviceEvent::Barrier(commit))
-            .await
-            .is_err()
+        // Acknowledged only once what it said is durable: the batch's barrier follows its
+        // events, and the hub marks this message refused if its type check refused what the
+        // message said (the hub checks; the gateway does not check twice). Nothing to make
+        // durable (QoS 0, or a message that gave the hub no event): acknowledged at once.
+        let commit = self.gather(session, outcome.events, qos > 0);
+        if session
+            .outgoing
+            .as_ref()
+            .is_some_and(|o| o.batch.events.len() >= MAX_BATCH_EVENTS)
         {
-            debug!("the hub stopped; the message is not acknowledged");
+            self.send_batch(session).await;
         }
-        Published {
-            commit: Some(wait),
-            rejected,
-        }
+        Published { commit, rejected }
+    }
+
+    async fn read_done(&self, session: &mut DeviceSession) {
+        self.send_batch(session).await;
     }
 
     async fn closed(&self, mut session: DeviceSession, end: SessionEnd) {
+        self.send_batch(&mut session).await;
         if end == SessionEnd::TakenOver {
             return;
         }

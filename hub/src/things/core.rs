@@ -13,7 +13,7 @@
 //! - `requests`: what the API asks (reads, lifecycle, `set` and actions).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -288,9 +288,9 @@ pub struct Core {
     unknown: ThingLog,
     /// Reports, info and events that broke their thing's type.
     rejected: ThingLog,
-    /// Things (by the gateway they spoke through) with a refused report, info or event that no
-    /// barrier naming them has answered yet. Bounded by the registry's size.
-    refused: HashSet<(GatewayId, ThingId)>,
+    /// Set when the type check refuses a report, info, event or action reply: a batch of
+    /// events learns from it which of its covered messages to mark refused.
+    refusal: bool,
     unprovisioned: Unprovisioned,
     stats: Arc<ThingsStats>,
     /// The secrets gateways check devices against, kept in step with `things`.
@@ -366,7 +366,7 @@ impl Core {
             deadlines: BinaryHeap::new(),
             unknown: ThingLog::default(),
             rejected: ThingLog::default(),
-            refused: HashSet::new(),
+            refusal: false,
             unprovisioned: Unprovisioned::default(),
             stats,
             credentials,

@@ -8,7 +8,10 @@
 //! thing was last heard on and routes that thing's commands there.
 //!
 //! Back-pressure and drop policy:
-//! - **Events (gateway → hub)**: the channel holds `things.event_queue` events. The service drains
+//! - **Events (gateway → hub)**: the channel holds `things.event_queue` events, or batches of
+//!   about 32 events (the MQTT gateway sends what one read of a connection brought as
+//!   [`DeviceEvent::Batch`]es, each closed once it holds 32 events or more: a message's events
+//!   are never split). The service drains
 //!   every gateway fairly and never drops an event it accepted. When the database writer is far
 //!   behind, the service stops reading events for a while, so the channels fill: a gateway then
 //!   either waits in `send().await` (pushing back on its devices, e.g. by not reading its socket)

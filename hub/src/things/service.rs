@@ -191,11 +191,11 @@ impl ThingsService {
                 Some((gw, event)) = gateways.next(), if read_events => {
                     let now = tokio::time::Instant::now();
                     let ms = now_ms();
-                    self.event(gw, event, now, ms);
+                    let mut taken = self.event(gw, event, now, ms);
                     // Take what else is ready, up to a burst, without going back to select.
-                    for _ in 1..EVENT_BURST {
+                    while taken < EVENT_BURST {
                         match futures_util::FutureExt::now_or_never(gateways.next()) {
-                            Some(Some((gw, event))) => self.event(gw, event, now, ms),
+                            Some(Some((gw, event))) => taken += self.event(gw, event, now, ms),
                             _ => break,
                         }
                     }
@@ -241,16 +241,27 @@ impl ThingsService {
         ended
     }
 
+    /// Handles what a gateway sent; says how many events that was (a batch's, or one).
     fn event(
         &mut self,
         gw: GatewayId,
         event: Option<DeviceEvent>,
         now: tokio::time::Instant,
         ms: u64,
-    ) {
+    ) -> usize {
         match event {
-            Some(e) => self.core.handle_event(gw, e, now, ms),
-            None => self.core.detach(gw),
+            Some(e) => {
+                let n = match &e {
+                    DeviceEvent::Batch(batch) => batch.events.len().max(1),
+                    _ => 1,
+                };
+                self.core.handle_event(gw, e, now, ms);
+                n
+            }
+            None => {
+                self.core.detach(gw);
+                1
+            }
         }
     }
 

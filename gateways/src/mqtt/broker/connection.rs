@@ -43,8 +43,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use device_models::{CommitError, CommitWait};
-use futures_util::stream::FuturesOrdered;
-use futures_util::{FutureExt, StreamExt as _};
+use futures_util::FutureExt;
 use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
@@ -319,7 +318,7 @@ async fn accept<H: Hooks>(
         will,
         idle,
         limits,
-        held: FuturesOrdered::new(),
+        held: VecDeque::new(),
         held_acks: VecDeque::new(),
         awaiting: HashMap::new(),
         max_out,
@@ -525,8 +524,9 @@ struct Connection<H: Hooks> {
     will: Option<(String, LastWill)>,
     idle: Duration,
     limits: super::Limits,
-    /// The commits that held acks wait for, in the order the acks are due.
-    held: FuturesOrdered<CommitWait>,
+    /// The commits that held acks wait for, in the order the acks are due; only the first is
+    /// waited for (see [`first_answer`]).
+    held: VecDeque<CommitWait>,
     /// The held acks (PUBACK or PUBREC), in the same order as `held`.
     held_acks: VecDeque<Packet>,
     /// Routed PUBLISHes whose commit is awaited, by packet id, until the router's ack for them
@@ -636,6 +636,17 @@ fn next_read_chunk(chunk: u16, read: usize, room: usize) -> u16 {
     }
 }
 
+/// The answer for the first of the held acks. Acks go out in order, so the others are only
+/// looked at once it is answered (a commit answers in order what it covers).
+fn first_answer(
+    held: &mut VecDeque<CommitWait>,
+) -> impl Future<Output = Result<(), CommitError>> + '_ {
+    std::future::poll_fn(move |cx| match held.front_mut() {
+        Some(wait) => std::pin::Pin::new(wait).poll(cx),
+        None => std::task::Poll::Pending,
+    })
+}
+
 /// A Session Expiry Interval that never ends.
 const NEVER_EXPIRES: u32 = u32::MAX;
 
@@ -666,11 +677,12 @@ impl<H: Hooks> Connection<H> {
                     }
                     return SessionEnd::Shutdown;
                 }
-                Some(outcome) = self.held.next(), if !self.held.is_empty() => {
-                    // One commit answers many barriers: every ack it released goes out in one
+                outcome = first_answer(&mut self.held), if !self.held.is_empty() => {
+                    // One commit answers many acks: every ack it released goes out in one
                     // write, not one system call each.
                     let mut outcome = outcome;
                     loop {
+                        self.held.pop_front();
                         let Some(packet) = self.held_acks.pop_front() else {
                             break;
                         };
@@ -678,9 +690,9 @@ impl<H: Hooks> Connection<H> {
                             let _ = self.flush().await;
                             return end;
                         }
-                        match self.held.next().now_or_never() {
-                            Some(Some(next)) => outcome = next,
-                            _ => break,
+                        match self.held.front_mut().and_then(CommitWait::try_answer) {
+                            Some(next) => outcome = next,
+                            None => break,
                         }
                     }
                 }
@@ -795,10 +807,8 @@ impl<H: Hooks> Connection<H> {
                             Some(why) => with_reason(packet, why),
                             None => packet,
                         };
-                        match self.awaiting.remove(&pkid) {
-                            Some(wait) => self.hold(packet, wait),
-                            None => self.queue(packet),
-                        }
+                        let wait = self.awaiting.remove(&pkid);
+                        self.ack_in_order(packet, wait);
                     }
                     // The release of a QoS 2 message this task acknowledged itself.
                     Some(Packet::PubRel(rel, _)) if self.routed().own_qos2.remove(&rel.pkid) => {
@@ -828,7 +838,16 @@ impl<H: Hooks> Connection<H> {
         None
     }
 
+    /// Handles the packets one read brought, then lets the hooks hand on what they gathered.
     async fn read_packets(&mut self, shared: &Shared<H>) -> Flow {
+        let flow = self.parse_packets(shared).await;
+        if let Some(session) = self.session.as_mut() {
+            self.hooks.read_done(session).await;
+        }
+        flow
+    }
+
+    async fn parse_packets(&mut self, shared: &Shared<H>) -> Flow {
         let mut count = 0;
         loop {
             let delivery = publish_delivery(&self.rbuf);
@@ -935,10 +954,7 @@ impl<H: Hooks> Connection<H> {
                             Some(why) => with_reason(ack, why),
                             None => ack,
                         };
-                        match commit {
-                            Some(wait) => self.hold(ack, wait),
-                            None => self.queue(ack),
-                        }
+                        self.ack_in_order(ack, commit);
                     }
                     return Flow::Continue;
                 }
@@ -1180,6 +1196,17 @@ impl<H: Hooks> Connection<H> {
         self.held_acks.push_back(ack);
     }
 
+    /// Sends the ack of a PUBLISH once `commit` is answered, or at once if it has none, but
+    /// never ahead of acks held before it: acks go out in the order of their PUBLISHes (MQTT
+    /// 4.6).
+    fn ack_in_order(&mut self, ack: Packet, commit: Option<CommitWait>) {
+        match commit {
+            Some(wait) => self.hold(ack, wait),
+            None if self.held.is_empty() => self.queue(ack),
+            None => self.hold(ack, CommitWait::ready(Ok(()))),
+        }
+    }
+
     /// Sends a held ack once its commit is answered: as it is on success; refused by the hub's
     /// type check, with reason 0x99 under MQTT 5 (3.1.1: as it is); on a failed write, MQTT 5
     /// gets it with reason 0x80 and 3.1.1 (which has no negative ack) loses the connection, so
@@ -1276,10 +1303,7 @@ impl<H: Hooks> Connection<H> {
             Some(why) => with_reason(ack, why),
             None => ack,
         };
-        match commit {
-            Some(wait) => self.hold(ack, wait),
-            None => self.queue(ack),
-        }
+        self.ack_in_order(ack, commit);
         Flow::Continue
     }
 

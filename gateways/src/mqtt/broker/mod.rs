@@ -133,6 +133,14 @@ pub trait Hooks: Send + Sync + 'static {
         qos: u8,
     ) -> impl Future<Output = Published> + Send;
 
+    /// What one read of the connection brought has been handled: the hooks hand on what they
+    /// gathered from its PUBLISHes. A wait returned by [`Hooks::published`] may be answered only
+    /// after this.
+    fn read_done(&self, session: &mut Self::Session) -> impl Future<Output = ()> + Send {
+        let _ = session;
+        std::future::ready(())
+    }
+
     /// The connection is over.
     fn closed(&self, session: Self::Session, end: SessionEnd) -> impl Future<Output = ()> + Send;
 }

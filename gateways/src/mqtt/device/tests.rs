@@ -75,6 +75,7 @@ fn kinds(out: &Outcome) -> Vec<&'static str> {
             DeviceEvent::ActionReply { .. } => "reply",
             DeviceEvent::Raw { .. } => "raw",
             DeviceEvent::Barrier(_) => "barrier",
+            DeviceEvent::Batch(_) => "batch",
         })
         .collect()
 }

@@ -3,7 +3,9 @@
 
 use std::sync::atomic::Ordering;
 
-use device_models::{DeviceCommand, DeviceEvent, Stamped, Thing, ThingId, ThingState, ThingType};
+use device_models::{
+    DeviceCommand, DeviceEvent, EventBatch, Stamped, Thing, ThingId, ThingState, ThingType,
+};
 use serde_json::{Map, Value as Json, json};
 use tokio::time::Instant;
 
@@ -12,8 +14,9 @@ use super::*;
 impl Core {
     /// Handles one event from gateway `gw`.
     pub fn handle_event(&mut self, gw: GatewayId, event: DeviceEvent, now: Instant, now_ms: u64) {
-        // A barrier is the gateway asking for a commit, not something a device said.
-        if !matches!(event, DeviceEvent::Barrier(_)) {
+        // A barrier is the gateway asking for a commit, a batch holds events counted one by
+        // one: neither is something a device said.
+        if !matches!(event, DeviceEvent::Barrier(_) | DeviceEvent::Batch(_)) {
             self.stats.events_in.fetch_add(1, Ordering::Relaxed);
         }
         match event {
@@ -24,7 +27,7 @@ impl Core {
             } => {
                 if self.things.contains_key(&thing) {
                     if !info.is_empty() {
-                        self.device_info(gw, &thing, &info);
+                        self.device_info(&thing, &info);
                     }
                 } else if !self.auto_provision(&thing, type_hint.as_deref(), &info, now, now_ms) {
                     self.unprovisioned.heard(&thing, gw, &info);
@@ -59,12 +62,12 @@ impl Core {
                     return;
                 }
                 self.heard_from(&thing, gw);
-                self.report(gw, &thing, values, at_ms);
+                self.report(&thing, values, at_ms);
             }
             DeviceEvent::Info { thing, info } => {
                 if self.known(&thing, gw, now, "info") {
                     self.heard_from(&thing, gw);
-                    self.device_info(gw, &thing, &info);
+                    self.device_info(&thing, &info);
                 } else {
                     self.unprovisioned.heard(&thing, gw, &info);
                 }
@@ -77,31 +80,57 @@ impl Core {
             } => {
                 if self.known(&thing, gw, now, "event") {
                     self.heard_from(&thing, gw);
-                    self.device_event(gw, &thing, name, payload, at_ms);
+                    self.device_event(&thing, name, payload, at_ms);
                 }
             }
             DeviceEvent::ActionReply {
                 thing,
                 correlation,
                 outcome,
-            } => self.action_reply(gw, &thing, &correlation, outcome, now_ms),
-            // Refused at once if it covers a message of a thing whose report, info or event was
-            // refused since that thing's previous barrier from this gateway; else behind the
-            // writes of the events before it, in the writer's queue.
-            DeviceEvent::Barrier(commit) => {
-                let refused = commit
-                    .thing()
-                    .is_some_and(|t| self.refused.remove(&(gw, t.clone())));
-                if refused {
-                    commit.answer(Err(device_models::CommitError::Rejected));
-                } else {
-                    self.out.store.push(StoreOp::Barrier(commit));
-                }
-            }
+            } => self.action_reply(&thing, &correlation, outcome, now_ms),
+            // Behind the writes of the events before it, in the writer's queue.
+            DeviceEvent::Barrier(commit) => self.out.store.push(StoreOp::Barrier(commit)),
+            DeviceEvent::Batch(batch) => self.batch(gw, *batch, now, now_ms),
             DeviceEvent::Raw { source, .. } => {
                 self.stats.raw_messages.fetch_add(1, Ordering::Relaxed);
                 tracing::trace!(%source, "raw device message ignored by the things service");
             }
+        }
+    }
+
+    /// Handles a batch's events in order, marks the covered messages whose events the type
+    /// check refused, and queues the batch's barrier behind their writes.
+    fn batch(&mut self, gw: GatewayId, batch: EventBatch, now: Instant, now_ms: u64) {
+        let EventBatch { events, covered } = batch;
+        let (commit, ranges) = match covered {
+            Some((commit, ranges)) => (Some(commit), ranges),
+            None => (None, Vec::new()),
+        };
+        // The covered message the next refused event may belong to (ranges come in order).
+        let mut member = 0;
+        for (at, event) in (0u32..).zip(events) {
+            if matches!(event, DeviceEvent::Barrier(_) | DeviceEvent::Batch(_)) {
+                tracing::debug!("a barrier or batch inside a batch ignored");
+                continue;
+            }
+            self.refusal = false;
+            self.handle_event(gw, event, now, now_ms);
+            if !self.refusal {
+                continue;
+            }
+            while ranges.get(member).is_some_and(|r| r.end <= at) {
+                member += 1;
+            }
+            if let (Some(commit), Some(range)) = (&commit, ranges.get(member))
+                && range.contains(&at)
+                && let Ok(ordinal) = u32::try_from(member)
+            {
+                commit.refuse(ordinal);
+            }
+        }
+        self.refusal = false;
+        if let Some(commit) = commit {
+            self.out.store.push(StoreOp::Barrier(commit));
         }
     }
 
@@ -126,7 +155,7 @@ impl Core {
             return;
         }
         if !present.info.is_empty() {
-            self.device_info(present.gateway, thing, &present.info);
+            self.device_info(thing, &present.info);
         }
         self.heard_from(thing, present.gateway);
     }
@@ -138,17 +167,10 @@ impl Core {
         }
     }
 
-    /// Logs a message that broke its thing's type, at most once a minute per thing.
-    /// Remembers the refusal for the thing's next barrier from `gw` (see
-    /// [`device_models::gateway::commit_for`]).
-    fn log_rejected(
-        &mut self,
-        gw: GatewayId,
-        thing: &ThingId,
-        what: &str,
-        error: &dyn std::fmt::Display,
-    ) {
-        self.refused.insert((gw, thing.clone()));
+    /// Logs a message that broke its thing's type, at most once a minute per thing, and
+    /// notes the refusal for the batch being handled, if any (see [`Core::batch`]).
+    fn log_rejected(&mut self, thing: &ThingId, what: &str, error: &dyn std::fmt::Display) {
+        self.refusal = true;
         if let Some(unlogged) = self.rejected.should_log(thing, Instant::now()) {
             tracing::warn!(thing = %thing, %error, unlogged, "device {what} rejected (further ones are counted and logged at most once a minute)");
         }
@@ -278,13 +300,13 @@ impl Core {
         });
     }
 
-    fn report(&mut self, gw: GatewayId, thing: &ThingId, values: Map<String, Json>, at_ms: u64) {
+    fn report(&mut self, thing: &ThingId, values: Map<String, Json>, at_ms: u64) {
         let Some(e) = self.things.get_mut(thing) else {
             return;
         };
         if let Err(err) = e.ty.check_reported(thing, &values) {
             self.stats.invalid_reports.fetch_add(1, Ordering::Relaxed);
-            self.log_rejected(gw, thing, "report", &err);
+            self.log_rejected(thing, "report", &err);
             return;
         }
         // One pass over the report: the rows to write, and the changed values for the event.
@@ -350,13 +372,13 @@ impl Core {
         }
     }
 
-    fn device_info(&mut self, gw: GatewayId, thing: &ThingId, info: &Map<String, Json>) {
+    fn device_info(&mut self, thing: &ThingId, info: &Map<String, Json>) {
         let Some(e) = self.things.get_mut(thing) else {
             return;
         };
         if let Err(err) = e.ty.check_info_reported(thing, info) {
             self.stats.invalid_messages.fetch_add(1, Ordering::Relaxed);
-            self.log_rejected(gw, thing, "info", &err);
+            self.log_rejected(thing, "info", &err);
             return;
         }
         if !e.thing.apply_info(info).is_empty() {
@@ -367,20 +389,13 @@ impl Core {
         }
     }
 
-    fn device_event(
-        &mut self,
-        gw: GatewayId,
-        thing: &ThingId,
-        name: String,
-        payload: Json,
-        at_ms: u64,
-    ) {
+    fn device_event(&mut self, thing: &ThingId, name: String, payload: Json, at_ms: u64) {
         let Some(e) = self.things.get(thing) else {
             return;
         };
         if let Err(err) = e.ty.check_event_payload(thing, &name, &payload) {
             self.stats.invalid_messages.fetch_add(1, Ordering::Relaxed);
-            self.log_rejected(gw, thing, "event", &err);
+            self.log_rejected(thing, "event", &err);
             return;
         }
         let mut kwargs = Dict::new();
@@ -393,7 +408,6 @@ impl Core {
 
     fn action_reply(
         &mut self,
-        gw: GatewayId,
         thing: &ThingId,
         correlation: &str,
         outcome: Result<Json, String>,
@@ -421,7 +435,7 @@ impl Core {
                 Ok(()) => Ok(()),
                 Err(err) => {
                     // The device hears of it in the acknowledgement of its reply.
-                    self.refused.insert((gw, thing.clone()));
+                    self.refusal = true;
                     Err(format!("the device's reply was rejected: {err}"))
                 }
             },

@@ -199,7 +199,6 @@ impl Core {
             ApiError::no_such_thing(thing).with("reason", message.as_str())
         });
         self.things.remove(thing);
-        self.refused.retain(|(_, t)| t != thing);
         self.credentials.remove(thing);
         self.followers.removed(thing);
         tracing::info!(thing = %thing, "thing deleted");

@@ -821,58 +821,90 @@ fn log_lines_about_a_thing_are_limited_and_say_what_went_unlogged() {
     assert_eq!(log.should_log(&id("a"), t0 + ThingLog::EVERY), None);
 }
 
-/// The hub checks what devices say against their type, in one place, and tells the device through
-/// the barrier that names its thing: `Rejected` when a report, info or event of that thing was
-/// refused since its previous barrier from the same gateway; a barrier of another thing, or of
-/// another gateway, is not affected, and the verdict is used up by the barrier that hears it.
+/// The hub checks what devices say against their type, in one place, and tells each device
+/// through its member of the barrier covering the batch its message came in: `Rejected` for a
+/// covered message with a refused report, info or event (any of its events), success for the
+/// others of the batch, whose writes are queued before the barrier. A refused message the
+/// barrier does not cover (QoS 0) leaves the others alone.
 #[test]
-fn a_refused_report_is_told_through_the_barrier_of_its_thing() {
+fn a_refused_message_is_told_through_its_member_of_the_batch_s_barrier() {
     let mut f = fixture(Provisioning::Explicit, None);
     f.provision("r1", "relay");
     f.provision("r2", "relay");
-    let barrier = |f: &mut Fixture, gw: GatewayId, thing: &str| {
-        let (commit, mut wait) = device_models::gateway::commit_for(Some(id(thing)));
-        f.core
-            .handle_event(gw, DeviceEvent::Barrier(commit), f.now, 2000);
-        // A barrier that reached the writer's queue is answered by the writer.
-        for op in std::mem::take(&mut f.core.out.store) {
-            if let StoreOp::Barrier(c) = op {
-                c.answer(Ok(()));
-            }
-        }
-        wait.try_answer().expect("answered")
-    };
-    f.report("r1", json!({ "on": "yes" }), 1);
-    f.report("r2", json!({ "on": true }), 1);
-    assert_eq!(barrier(&mut f, GW, "r2"), Ok(()), "another thing's barrier");
-    assert_eq!(
-        barrier(&mut f, GW + 1, "r1"),
-        Ok(()),
-        "another gateway's barrier"
-    );
-    assert_eq!(
-        barrier(&mut f, GW, "r1"),
-        Err(device_models::CommitError::Rejected)
-    );
-    assert_eq!(barrier(&mut f, GW, "r1"), Ok(()), "the verdict is used up");
-    // Info and events are checked the same way.
-    f.event(DeviceEvent::Info {
-        thing: id("r1"),
-        info: obj(json!({ "on": true })),
-    });
-    assert_eq!(
-        barrier(&mut f, GW, "r1"),
-        Err(device_models::CommitError::Rejected)
-    );
-    f.event(DeviceEvent::Event {
-        thing: id("r1"),
-        name: "no_such_event".into(),
-        payload: Json::Null,
+    let report = |thing: &str, on: Json| DeviceEvent::Reported {
+        thing: id(thing),
+        values: obj(json!({ "on": on })),
         at_ms: 1,
-    });
+    };
+    let events = vec![
+        report("r1", json!("yes")), // covered 0: refused
+        report("r2", json!(true)),  // covered 1
+        report("r1", json!(7)),     // not covered (QoS 0): refused
+        DeviceEvent::Info {
+            thing: id("r1"),
+            info: obj(json!({ "on": true })),
+        }, // covered 2: refused
+        DeviceEvent::Event {
+            thing: id("r1"),
+            name: "no_such_event".into(),
+            payload: Json::Null,
+            at_ms: 1,
+        }, // covered 3: refused
+        report("r1", json!(true)),  // covered 4
+        report("r2", json!(false)), // covered 5, with the next
+        DeviceEvent::Info {
+            thing: id("r2"),
+            info: obj(json!({ "on": 1 })),
+        }, // covered 5: refused
+    ];
+    let (commit, mut group) = device_models::gateway::group();
+    let mut waits: Vec<_> = (0..6).map(|_| group.member()).collect();
+    let batch = device_models::EventBatch {
+        events,
+        covered: Some((commit, vec![0..1, 1..2, 3..4, 4..5, 5..6, 6..8])),
+    };
+    f.core
+        .handle_event(GW, DeviceEvent::Batch(Box::new(batch)), f.now, 2000);
+    let ops = std::mem::take(&mut f.core.out.store);
+    let written: Vec<(String, Json)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            StoreOp::PutReported { thing, values } => values
+                .iter()
+                .find(|(k, _)| k == "on")
+                .map(|(_, v)| (thing.to_string(), v.value.clone())),
+            _ => None,
+        })
+        .collect();
     assert_eq!(
-        barrier(&mut f, GW, "r1"),
-        Err(device_models::CommitError::Rejected)
+        written,
+        [
+            ("r2".to_owned(), json!(true)),
+            ("r1".to_owned(), json!(true)),
+            ("r2".to_owned(), json!(false)),
+        ],
+        "what fits is written, before the barrier"
     );
-    assert_eq!(f.core.stats.invalid_reports.load(Ordering::Relaxed), 1);
+    assert!(matches!(ops.last(), Some(StoreOp::Barrier(_))));
+    assert!(waits.iter_mut().all(|w| w.try_answer().is_none()));
+    // The writer answers the barrier once the batch is committed.
+    for op in ops {
+        if let StoreOp::Barrier(c) = op {
+            c.answer(Ok(()));
+        }
+    }
+    let rejected = Err(device_models::CommitError::Rejected);
+    let answers: Vec<_> = waits.iter_mut().map(|w| w.try_answer()).collect();
+    assert_eq!(
+        answers,
+        [
+            Some(rejected),
+            Some(Ok(())),
+            Some(rejected),
+            Some(rejected),
+            Some(Ok(())),
+            Some(rejected),
+        ]
+    );
+    assert_eq!(f.core.stats.invalid_reports.load(Ordering::Relaxed), 2);
 }
