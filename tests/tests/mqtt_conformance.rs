@@ -647,28 +647,46 @@ async fn mqtt5_puback_says_why_a_message_was_rejected() {
     .await;
 }
 
-/// A report that breaks its thing's type is refused where every report is checked, the things
-/// service, and an MQTT 5 device still hears why in its PUBACK (0x99), through the barrier that
-/// follows its message; good reports around it are acknowledged as usual.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt5_puback_carries_the_hubs_type_check() {
-    let hub = TestHub::start().await;
-    let app = hub.local_client("conformance-app");
+/// Provisions `thing` as a thermostat through the WAMP API; its secret.
+async fn provision_thermostat(app: &hub::client::Client, thing: &str) -> String {
     let provisioned = app
         .call(
             "brume.things.provision",
             vec![],
             hub::wamp::dict([
-                ("thing", hub::wamp::Value::from("th-5")),
+                ("thing", hub::wamp::Value::from(thing)),
                 ("type", hub::wamp::Value::from("thermostat")),
             ]),
         )
         .await
         .unwrap();
-    let secret = serde_json::Value::from(provisioned.payload.arg(0).unwrap())["secret"]
+    serde_json::Value::from(provisioned.payload.arg(0).unwrap())["secret"]
         .as_str()
         .unwrap()
-        .to_owned();
+        .to_owned()
+}
+
+/// `thing` as `brume.things.get` returns it.
+async fn thing_of(app: &hub::client::Client, thing: &str) -> serde_json::Value {
+    let got = app
+        .call(
+            "brume.things.get",
+            vec![],
+            hub::wamp::dict([("thing", hub::wamp::Value::from(thing))]),
+        )
+        .await
+        .unwrap();
+    serde_json::Value::from(got.payload.arg(0).unwrap())
+}
+
+/// A report that breaks its thing's type is refused where every report is checked, the things
+/// service, and an MQTT 5 device still hears why in its PUBACK (0x99), through the barrier
+/// covering its message; good reports around it are acknowledged as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_puback_carries_the_hubs_type_check() {
+    let hub = TestHub::start().await;
+    let app = hub.local_client("conformance-app");
+    let secret = provision_thermostat(&app, "th-5").await;
     let mut dev = Client5::connect_with(&hub, "th-5-fw", Some(("th-5", &secret))).await;
     let invalid = || hub::things::ThingsStats::get(&hub.hub.things().stats().invalid_reports);
     let before = invalid();
@@ -709,15 +727,7 @@ async fn mqtt5_puback_carries_the_hubs_type_check() {
         Some(PubAckReason::Success)
     );
     assert_eq!(invalid(), before + 2);
-    let thing = app
-        .call(
-            "brume.things.get",
-            vec![],
-            hub::wamp::dict([("thing", hub::wamp::Value::from("th-5"))]),
-        )
-        .await
-        .unwrap();
-    let thing = serde_json::Value::from(thing.payload.arg(0).unwrap());
+    let thing = thing_of(&app, "th-5").await;
     assert_eq!(thing["reported"]["temperature"]["value"], 22, "{thing}");
 }
 
@@ -728,21 +738,7 @@ async fn mqtt5_puback_carries_the_hubs_type_check() {
 async fn mqtt5_publishes_read_together_each_hear_the_type_check() {
     let hub = TestHub::start().await;
     let app = hub.local_client("conformance-app");
-    let provisioned = app
-        .call(
-            "brume.things.provision",
-            vec![],
-            hub::wamp::dict([
-                ("thing", hub::wamp::Value::from("th-6")),
-                ("type", hub::wamp::Value::from("thermostat")),
-            ]),
-        )
-        .await
-        .unwrap();
-    let secret = serde_json::Value::from(provisioned.payload.arg(0).unwrap())["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let secret = provision_thermostat(&app, "th-6").await;
     let login = Login {
         username: "th-6".to_owned(),
         password: secret,
@@ -793,15 +789,7 @@ async fn mqtt5_publishes_read_together_each_hear_the_type_check() {
         before + 2,
         "the gateway refused the one not JSON"
     );
-    let thing = app
-        .call(
-            "brume.things.get",
-            vec![],
-            hub::wamp::dict([("thing", hub::wamp::Value::from("th-6"))]),
-        )
-        .await
-        .unwrap();
-    let thing = serde_json::Value::from(thing.payload.arg(0).unwrap());
+    let thing = thing_of(&app, "th-6").await;
     assert_eq!(thing["reported"]["temperature"]["value"], 23, "{thing}");
 }
 
