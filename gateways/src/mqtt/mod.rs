@@ -22,9 +22,10 @@
 //! read (not JSON, not an object, over `max_message_bytes`, an undefined topic) is rejected here,
 //! counted ([`MqttStats::rejected_payloads`], exact) and logged (one WARN line per cause every
 //! 10 s at most, with the number held back, see [`log_limit`]). Values are checked against the
-//! thing's type in one place, the hub's things service, for every gateway: the barrier that
-//! follows a QoS 1 message names its thing, and the hub answers it "rejected" when it refused
-//! what the message said. Either way MQTT subscribers still get the message, an MQTT 5 device
+//! thing's type in one place, the hub's things service, for every gateway: a connection sends
+//! what one read brought as one batch, whose barrier covers its QoS 1 and 2 messages, and the hub
+//! marks each covered message whose report, info or event it refused, so that message's wait
+//! says "rejected". Either way MQTT subscribers still get the message, an MQTT 5 device
 //! publishing it at QoS 1 gets its PUBACK with reason 0x99 (payload format invalid) or 0x97
 //! (over `max_message_bytes`; 0x95 is a DISCONNECT-only code), and the device stays
 //! connected. A thing that connects, talks and vanishes without a will still ends `Offline`.
