@@ -1655,6 +1655,8 @@ async fn publish_will<H: Hooks>(
     let _ = hooks
         .published(session, &topic, &will.message, will.retain, 0)
         .await;
+    // What the will said goes to the hub now, not with whatever the connection's end sends.
+    hooks.read_done(session).await;
     let message = Outbound {
         topic,
         payload: will.message,
