@@ -71,7 +71,7 @@ struct Slot {
 }
 
 /// The index's hasher: its keys are already keyed hashes, taken as they are.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Prehashed(u64);
 
 impl std::hash::Hasher for Prehashed {
@@ -112,12 +112,6 @@ pub(crate) struct DedupCache {
     per_peer: PeerMap<SocketAddr, VecDeque<(u64, u16)>>,
     bytes: usize,
     seq: u64,
-}
-
-impl std::fmt::Debug for Prehashed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Prehashed")
-    }
 }
 
 impl DedupCache {
