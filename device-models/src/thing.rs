@@ -5,6 +5,7 @@ use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -19,10 +20,12 @@ pub const MAX_THING_ID_LEN: usize = 64;
 ///
 /// It appears as one WAMP URI component (`brume.thing.<id>.state`) and one MQTT topic level
 /// (`things/<id>/state`), so it may not hold `.`, `/`, `+`, `#`, spaces or anything else those
-/// would misread. Holding a `ThingId` proves the id was checked.
+/// would misread. Holding a `ThingId` proves the id was checked. The text is shared: an id is
+/// cloned into every event, store write and log field of its device's reports, and a clone only
+/// counts a reference.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct ThingId(String);
+pub struct ThingId(Arc<str>);
 
 /// Why a text is not a valid [`ThingId`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -72,7 +75,7 @@ impl ThingId {
         if id.len() > MAX_THING_ID_LEN {
             return Err(too_long(&id));
         }
-        Ok(Self(id))
+        Ok(Self(id.into()))
     }
 
     /// The id as text.
@@ -82,7 +85,7 @@ impl ThingId {
 
     /// The id as an owned `String`.
     pub fn into_string(self) -> String {
-        self.0
+        self.0.as_ref().to_owned()
     }
 }
 
@@ -124,7 +127,7 @@ impl TryFrom<&str> for ThingId {
 
 impl From<ThingId> for String {
     fn from(id: ThingId) -> Self {
-        id.0
+        id.into_string()
     }
 }
 

@@ -26,7 +26,8 @@ use super::PeerMap;
 /// Bookkeeping bytes charged per entry on top of the cached reply.
 const ENTRY_OVERHEAD: usize = 96;
 
-/// Bounds of a [`DedupCache`].
+/// Bounds of the CoAP server's duplicate cache (the replies it keeps to answer a retransmitted
+/// request again without handling it twice).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DedupLimits {
     /// Most entries in total (default 65 536).

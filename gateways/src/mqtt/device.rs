@@ -14,6 +14,7 @@ use bytes::Bytes;
 use device_models::names::is_valid_name;
 use device_models::{DeviceEvent, ThingId};
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 use super::directory::{Directory, Registered};
 use super::error::Rejection;
@@ -71,8 +72,9 @@ impl DeviceSession {
 /// What one message came to.
 #[derive(Debug, Default, PartialEq)]
 pub struct Outcome {
-    /// Events for the hub, in order.
-    pub events: Vec<DeviceEvent>,
+    /// Events for the hub, in order: held inline, as a message gives one or two (a report,
+    /// and on first contact its `Hello`), so translating one allocates nothing for them.
+    pub events: SmallVec<[DeviceEvent; 2]>,
     /// Why (part of) the message was rejected.
     pub rejected: Option<Rejection>,
     /// Whether it went over the raw bridge.

@@ -197,7 +197,7 @@ impl Core {
     fn gather(
         &self,
         session: &mut DeviceSession,
-        events: Vec<DeviceEvent>,
+        events: impl IntoIterator<Item = DeviceEvent>,
         durable: bool,
     ) -> Option<device_models::CommitWait> {
         let outgoing = session.outgoing.get_or_insert_with(Box::default);

@@ -95,7 +95,7 @@
 //! | module | holds |
 //! | --- | --- |
 //! | [`config`] | [`MqttConfig`], [`RouterLimits`] |
-//! | `broker` | the embedded broker: rumqttd's router behind our listener and connection tasks, the [`Hooks`](broker::Hooks) it calls |
+//! | `broker` | the embedded broker: rumqttd's router behind our listener and connection tasks, the `Hooks` it calls |
 //! | `gateway` | [`MqttGateway`], [`MqttHandle`], the hooks' implementation and the command loop |
 //! | [`device`] | per-connection device state and the translation of a PUBLISH into device events |
 //! | [`binding`] | `[bindings.mqtt]`: parsing, checks, decoding and command encoding |
