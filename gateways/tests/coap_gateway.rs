@@ -636,8 +636,9 @@ async fn a_flood_from_one_address_does_not_starve_another() {
 
 #[tokio::test]
 async fn a_hub_that_cannot_keep_up_gets_devices_to_retry() {
-    // Room for one request's events and its barrier; the hub reads nothing until told.
-    let mut h = Harness::paused(test_config(), 3).await;
+    // Room for one batch (one burst's events and their barrier); the hub reads nothing until
+    // told.
+    let mut h = Harness::paused(test_config(), 1).await;
     let mut first = RawDevice::new(h.addr).await;
     let mut dev = RawDevice::new(h.addr).await;
     // Queued, but not answered before the hub has committed it.
@@ -687,51 +688,45 @@ async fn a_confirmable_report_is_answered_after_its_commit() {
             .await;
         (a, b)
     });
-    let mut barriers = Vec::new();
-    while barriers.is_empty() {
-        match timeout(WAIT, raw.recv()).await.unwrap().unwrap() {
-            DeviceEvent::Barrier(c) => barriers.push(c),
-            DeviceEvent::Hello { .. } | DeviceEvent::Reported { .. } => {}
-            other => panic!("{other:?}"),
-        }
-    }
+    let first = batch(&mut raw).await;
+    assert!(matches!(
+        &first.events[..],
+        [DeviceEvent::Hello { .. }, DeviceEvent::Reported { .. }]
+    ));
+    let (commit, ranges) = first.covered.expect("the report is covered");
+    assert_eq!(ranges, vec![0..2_u32]);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!call.is_finished(), "answered before the commit");
-    barriers[0].answer(Ok(()));
-    loop {
-        match timeout(WAIT, raw.recv()).await.unwrap().unwrap() {
-            DeviceEvent::Barrier(c) => {
-                c.answer(Err(device_models::CommitError::WriteFailed));
-                break;
-            }
-            DeviceEvent::Reported { .. } => {}
-            other => panic!("{other:?}"),
-        }
-    }
+    commit.answer(Ok(()));
+    let second = batch(&mut raw).await;
+    let (commit, _) = second.covered.expect("the report is covered");
+    commit.answer(Err(device_models::CommitError::WriteFailed));
     let (a, b) = timeout(WAIT, call).await.unwrap().unwrap();
     assert_eq!(code(&a), ResponseType::Changed);
     assert_eq!(code(&b), ResponseType::ServiceUnavailable);
     h.stop().await;
 }
 
-/// Confirmable reports the gateway takes in one burst share one barrier, behind all their
-/// events: the hub commits once for all of them, and each is answered only after that commit.
-#[tokio::test]
-async fn reports_taken_in_one_burst_share_one_commit() {
-    const THINGS: [&str; 6] = ["t1", "t2", "t3", "flood", "calm", "boiler"];
-    const DEVICES: usize = THINGS.len();
-    let mut h = Harness::paused(test_config(), 64).await;
-    let mut raw = std::mem::replace(
-        &mut h.hub.events,
-        StandInEvents::new(tokio::sync::mpsc::channel(1).1),
-    )
-    .into_inner();
-    // All sent with blocking sockets, never yielding to the gateway's tasks (a current-thread
-    // runtime): they are queued on its socket together and handled in one burst.
+/// The next event on the raw channel, which must be a batch.
+async fn batch(raw: &mut tokio::sync::mpsc::Receiver<DeviceEvent>) -> device_models::EventBatch {
+    match timeout(WAIT, raw.recv()).await.unwrap().unwrap() {
+        DeviceEvent::Batch(batch) => *batch,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Sends a confirmable report (message id 7) for each of `things` from its own socket, never
+/// yielding to the gateway's tasks (a current-thread runtime): they are queued on its socket
+/// together and handled in one burst.
+fn burst_of_reports(
+    h: &Harness,
+    things: &[&str],
+    values: impl Fn(usize) -> Value,
+) -> Vec<RawDevice> {
     let mut devices = Vec::new();
-    for (i, thing) in THINGS.iter().enumerate() {
+    for (i, thing) in things.iter().enumerate() {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let msg = Msg::post(&format!("/things/{thing}/state"), json!({"n": i}));
+        let msg = Msg::post(&format!("/things/{thing}/state"), values(i));
         socket
             .send_to(&msg.packet(7).to_bytes().unwrap(), h.addr)
             .unwrap();
@@ -742,30 +737,77 @@ async fn reports_taken_in_one_burst_share_one_commit() {
             mid: 7,
         });
     }
-    let mut reported = 0;
-    let mut barriers = Vec::new();
-    while reported < DEVICES || barriers.is_empty() {
-        match timeout(WAIT, raw.recv()).await.unwrap().unwrap() {
-            DeviceEvent::Reported { .. } => {
-                assert!(
-                    barriers.is_empty(),
-                    "a barrier went before a report it covers"
-                );
-                reported += 1;
-            }
-            DeviceEvent::Barrier(c) => barriers.push(c),
-            DeviceEvent::Hello { .. } => {}
-            other => panic!("{other:?}"),
-        }
-    }
-    assert_eq!(barriers.len(), 1, "one barrier for the burst");
+    devices
+}
+
+/// A request whose events the hub refused (marked in the barrier of their batch) gets 4.00
+/// Bad Request with a diagnostic; the others of its batch get their success.
+#[tokio::test]
+async fn a_refused_report_gets_4_00_and_its_batch_neighbours_2_04() {
+    let mut h = Harness::paused(test_config(), 64).await;
+    let mut raw = std::mem::replace(
+        &mut h.hub.events,
+        StandInEvents::new(tokio::sync::mpsc::channel(1).1),
+    )
+    .into_inner();
+    let devices = burst_of_reports(&h, &["t1", "t2", "t3"], |i| json!({"n": i}));
+    let b = batch(&mut raw).await;
+    let (commit, ranges) = b.covered.expect("the reports are covered");
+    assert_eq!(
+        ranges,
+        [0..2, 2..4, 4..6],
+        "one member per request, in order"
+    );
+    commit.refuse(1);
+    commit.answer(Ok(()));
+    let codes: Vec<_> = futures_util::future::join_all(devices.iter().map(|d| d.recv(WAIT)))
+        .await
+        .into_iter()
+        .map(|a| a.expect("answered"))
+        .collect();
+    assert_eq!(code(&codes[0]), ResponseType::Changed);
+    assert_eq!(code(&codes[1]), ResponseType::BadRequest);
+    assert_eq!(codes[1].payload, b"does not fit the thing's type");
+    assert_eq!(code(&codes[2]), ResponseType::Changed);
+    h.stop().await;
+}
+
+/// Confirmable reports the gateway takes in one burst go as one batch with one barrier behind
+/// all their events: the hub commits once for all of them, and each is answered only after
+/// that commit.
+#[tokio::test]
+async fn reports_taken_in_one_burst_share_one_commit() {
+    const THINGS: [&str; 6] = ["t1", "t2", "t3", "flood", "calm", "boiler"];
+    const DEVICES: usize = THINGS.len();
+    let mut h = Harness::paused(test_config(), 64).await;
+    let mut raw = std::mem::replace(
+        &mut h.hub.events,
+        StandInEvents::new(tokio::sync::mpsc::channel(1).1),
+    )
+    .into_inner();
+    let devices = burst_of_reports(&h, &THINGS, |i| json!({"n": i}));
+    let b = batch(&mut raw).await;
+    let reported = b
+        .events
+        .iter()
+        .filter(|e| matches!(e, DeviceEvent::Reported { .. }))
+        .count();
+    assert_eq!(reported, DEVICES, "every report in the one batch");
+    let (commit, ranges) = b.covered.expect("the reports are covered");
+    assert_eq!(ranges.len(), DEVICES, "one member per request");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), raw.recv())
+            .await
+            .is_err(),
+        "one batch for the burst"
+    );
     for dev in &devices {
         assert!(
             dev.recv(Duration::from_millis(50)).await.is_none(),
             "answered before the commit"
         );
     }
-    barriers[0].answer(Ok(()));
+    commit.answer(Ok(()));
     for dev in &devices {
         let answer = dev.recv(WAIT).await.expect("answered after the commit");
         assert_eq!(code(&answer), ResponseType::Changed);

@@ -698,6 +698,22 @@ async fn bad_credentials_unknown_things_and_duplicate_posts() {
     let ev = app.event("brume.thing.guarded.event.fault").await;
     assert_eq!(ev["payload"], json!({"code": 7}));
     app.no_event("brume.thing").await;
+
+    // A report that does not fit the thing's type: the hub refuses it, and the device hears
+    // so (4.00, not 2.04); nothing is stored or published. A good one after it goes through.
+    let state = uri(&hub, "guarded", "state", &secret);
+    assert_eq!(
+        aiocoap_post(&state, "json", r#"{"temperature": "hot"}"#).await,
+        "4.00 Bad Request"
+    );
+    app.no_event("brume.thing").await;
+    assert_eq!(app.get("guarded").await["reported"], json!({}));
+    assert_eq!(
+        aiocoap_post(&state, "json", r#"{"temperature": 21.5}"#).await,
+        "2.04 Changed"
+    );
+    let ev = app.event("brume.thing.guarded.state").await;
+    assert_eq!(ev["values"], json!({"temperature": 21.5}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

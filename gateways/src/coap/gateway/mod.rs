@@ -252,7 +252,7 @@ impl CoapGateway {
             things,
             reads: futures_util::stream::FuturesUnordered::new(),
             commits: futures_util::stream::FuturesUnordered::new(),
-            held: Vec::new(),
+            burst: run::Burst::default(),
         };
         let inputs = Inputs {
             server_events: server.events,

@@ -3,18 +3,24 @@
 //!
 //! **Shared state rule.** Nothing is shared: the actor owns all device state, so no locks. It
 //! never waits on a device, and never waits on the hub either:
-//! - a request's events go out through permits reserved *before* the request is handled, so
-//!   either all of them are queued or the device gets 5.03 Service Unavailable (Max-Age 1) and
-//!   retries: a hub that cannot keep up pushes back on devices instead of losing their data;
+//! - the events of the requests handled in one burst go to the hub as one batch
+//!   ([`DeviceEvent::Batch`], closed at [`MAX_BATCH_EVENTS`]), for which a slot of the hub's
+//!   channel is free *before* its first request is handled (the actor is the channel's only
+//!   sender, so the slot stays free until the batch goes at the burst's end); without one, the
+//!   device gets 5.03 Service Unavailable (Max-Age 1) and retries: a hub that cannot keep up
+//!   pushes back on devices instead of losing their data;
 //! - other events (offline, values from observed devices, command refusals) go through a
 //!   bounded [`Outbox`] drained as the hub makes room.
 //!
 //! A confirmable POST or PUT whose events reached the hub is answered only once the hub has
-//! committed them: one barrier follows the events of every such request the actor handled in
-//! one burst, and their responses wait for it together beside the actor's other inputs (if that
-//! takes longer than the ACK delay, the server sends an empty ACK and the response follows as a
-//! separate one, after the commit). If the hub cannot write them, the devices get 5.03 and
-//! retry. Non-confirmable requests stay fire-and-forget.
+//! committed them: the batch carries one barrier ([`group`](device_models::gateway::group))
+//! covering every such request in it, and their responses wait for it beside the actor's other
+//! inputs (if that takes longer than the ACK delay, the server sends an empty ACK and the
+//! response follows as a separate one, after the commit). If the hub cannot write them, the
+//! devices get 5.03 and retry. A request whose report, info or event the hub refused (it does
+//! not fit the thing's type: the hub checks every gateway's reports in one place) gets 4.00 Bad
+//! Request, the others of its batch their success. Non-confirmable requests stay
+//! fire-and-forget.
 //!
 //! Waiting happens only on the drivers' command channels, which their tasks drain without ever
 //! waiting on the actor, so the two cannot deadlock. A device reading its own `state` or `info`
@@ -26,7 +32,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use device_models::{CommitError, DeviceCommand, DeviceEvent, ThingId};
+use device_models::{
+    CommitError, CommitGroup, CommitWait, DeviceCommand, DeviceEvent, EventBatch, ThingId,
+};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::sync::mpsc;
@@ -38,7 +46,7 @@ use tracing::{debug, error, warn};
 
 use super::error::GatewayError;
 use super::observed::{ObservedDevices, Planned};
-use super::push::{MAX_EVENTS_PER_REQUEST, PushDevices, Read};
+use super::push::{PushDevices, Read};
 use super::stats::CoapStats;
 use crate::coap::client::ClientEvent;
 use crate::coap::driver::{ClientHandle, ServerHandle};
@@ -58,13 +66,25 @@ pub(crate) type PendingRead = std::pin::Pin<
     Box<dyn std::future::Future<Output = (RequestId, Read, Option<ThingView>)> + Send>,
 >;
 
-/// The responses held until the events of their requests (one burst's) are committed.
-pub(crate) type PendingCommit = std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = (Vec<(RequestId, Response)>, Result<(), CommitError>)>
-            + Send,
-    >,
->;
+/// The responses held until the events of their requests (one batch's) are committed, each
+/// as it is to go out once they are.
+pub(crate) type PendingCommit =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Vec<(RequestId, Response)>> + Send>>;
+
+/// Most events in one batch to the hub: past it, the batch goes and the burst's next requests
+/// start another.
+pub(crate) const MAX_BATCH_EVENTS: usize = 32;
+
+/// What the requests of the current burst gave the hub, not sent yet.
+#[derive(Debug, Default)]
+pub(crate) struct Burst {
+    /// Their events, in order, with the barrier covering the durable requests.
+    batch: EventBatch,
+    /// The gateway's end of that barrier, handing out a wait per durable request.
+    group: Option<CommitGroup>,
+    /// The durable requests' responses, each with its wait.
+    held: Vec<(RequestId, Response, CommitWait)>,
+}
 
 /// Everything the actor receives from.
 pub(crate) struct Inputs {
@@ -92,9 +112,9 @@ pub(crate) struct Actor {
     pub reads: FuturesUnordered<PendingRead>,
     /// Responses waiting for their request's events to be committed.
     pub commits: FuturesUnordered<PendingCommit>,
-    /// The responses of this burst's durable requests, sent once the barrier that
-    /// [`end_burst`](Actor::end_burst) queues behind their events is answered.
-    pub held: Vec<(RequestId, Response)>,
+    /// This burst's events and its durable requests' responses, until
+    /// [`end_burst`](Actor::end_burst) sends the batch.
+    pub burst: Burst,
 }
 
 /// A sweep interval for an offline timeout: a quarter of it, between 100 ms and 1 s.
@@ -205,12 +225,7 @@ pub(crate) async fn run(mut actor: Actor, mut inputs: Inputs) -> Result<(), Gate
                 let mut done = done;
                 let mut failed = None;
                 for taken in 1.. {
-                    let (held, outcome) = done;
-                    if let Err(e) = &outcome {
-                        warn!(requests = held.len(), error = %e, "requests' data could not be made durable; asking the devices to retry");
-                    }
-                    for (id, response) in held {
-                        let response = if outcome.is_ok() { response } else { busy() };
+                    for (id, response) in done {
                         if let Err(e) = actor.respond(id, response).await {
                             failed = Some(e);
                             break;
@@ -259,8 +274,8 @@ impl Actor {
     async fn on_request(&mut self, request: Request) -> Result<(), GatewayError> {
         let id = request.id;
         let (response, notify, read, durable) = self.react(&request);
-        if durable {
-            self.held.push((id, response));
+        if let Some(wait) = durable {
+            self.burst.held.push((id, response, wait));
             if let Some(thing) = notify {
                 self.notify(&thing).await?;
             }
@@ -301,59 +316,61 @@ impl Actor {
         None
     }
 
-    /// Queues one barrier behind the events of the burst's durable requests, whose responses
-    /// then wait for it together. The barrier's channel slot was left free by the last
-    /// [`react`](Self::react) (the actor is the channel's only sender), so it goes at once
-    /// unless older events wait in the outbox, behind which it queues.
+    /// Sends the burst's batch to the hub, its durable requests' responses then waiting for
+    /// the barrier it carries. Its channel slot was free when its first request was handled
+    /// and the actor is the channel's only sender, so it goes at once unless older events
+    /// wait in the outbox, behind which it queues.
     pub(crate) fn end_burst(&mut self) {
-        if self.held.is_empty() {
+        let Burst { batch, held, .. } = std::mem::take(&mut self.burst);
+        if batch.is_empty() {
             return;
         }
-        let held = std::mem::take(&mut self.held);
-        let (commit, wait) = device_models::gateway::commit();
-        self.outbox.push(&self.events, DeviceEvent::Barrier(commit));
-        self.commits
-            .push(Box::pin(async move { (held, wait.await) }));
+        self.outbox
+            .push(&self.events, DeviceEvent::Batch(Box::new(batch)));
+        if !held.is_empty() {
+            self.commits.push(Box::pin(answers(held)));
+        }
     }
 
-    /// Handles a request with its events' channel slots reserved first (see the module docs),
-    /// one more left free for the burst's barrier; true (last) for a confirmable request that
-    /// produced events: its response waits for their commit (see [`end_burst`](Self::end_burst)).
-    fn react(&mut self, request: &Request) -> (Response, Option<ThingId>, Option<Read>, bool) {
-        // One more slot for the barrier that follows the events.
-        let wanted = (MAX_EVENTS_PER_REQUEST + 1).min(self.events.max_capacity());
-        let permits = if self.outbox.is_empty() {
-            self.events.try_reserve_many(wanted)
-        } else {
-            // Older events wait in the outbox; new ones must not overtake them.
+    /// Handles a request whose events join the burst's batch, for which a channel slot must be
+    /// free (see the module docs). The last item, for a confirmable request that delivered
+    /// something, is the wait its response is held behind (see [`end_burst`](Self::end_burst)).
+    fn react(
+        &mut self,
+        request: &Request,
+    ) -> (Response, Option<ThingId>, Option<Read>, Option<CommitWait>) {
+        if self.burst.batch.events.len() >= MAX_BATCH_EVENTS {
+            self.end_burst();
+        }
+        // Older events wait in the outbox: new ones must not overtake them. Else the burst's
+        // batch has its slot already, or needs one.
+        let room = if !self.outbox.is_empty() {
             Err(TrySendError::Full(()))
+        } else if self.events.is_closed() {
+            Err(TrySendError::Closed(()))
+        } else if self.burst.batch.is_empty() && self.events.capacity() == 0 {
+            Err(TrySendError::Full(()))
+        } else {
+            Ok(())
         };
-        match permits {
-            Ok(mut permits) => {
+        match room {
+            Ok(()) => {
                 let reaction = self.push.on_request(now(), wall_ms(), request);
                 // What a device delivers (POST, PUT) is acknowledged once durable; a GET's
                 // events are only presence, and its answer (the commands waiting, an Observe
                 // registration) must not wait: notifications sent before it would be lost.
                 let delivers = !matches!(request.method, coap_lite::RequestType::Get);
                 let durable = request.confirmable && delivers && !reaction.events.is_empty();
-                for event in reaction.events {
-                    match permits.next() {
-                        Some(permit) => {
-                            self.stats.sent(&event);
-                            permit.send(event);
-                        }
-                        None => self.outbox.push(&self.events, event),
-                    }
-                }
-                (reaction.response, reaction.notify, reaction.read, durable)
+                let wait = self.burst.gather(reaction.events, durable);
+                (reaction.response, reaction.notify, reaction.read, wait)
             }
             Err(TrySendError::Full(())) => {
                 debug!(peer = %request.peer, "hub queue full; asking the device to retry");
-                (busy(), None, None, false)
+                (busy(), None, None, None)
             }
             Err(TrySendError::Closed(())) => {
                 debug!("hub closed the event channel");
-                (busy(), None, None, false)
+                (busy(), None, None, None)
             }
         }
     }
@@ -444,9 +461,65 @@ impl Actor {
     }
 }
 
+impl Burst {
+    /// Adds a request's events to the batch; for a durable request that gave any, the wait its
+    /// response is held behind.
+    fn gather(&mut self, events: Vec<DeviceEvent>, durable: bool) -> Option<CommitWait> {
+        let start = self.batch.events.len();
+        self.batch.events.extend(events);
+        // A batch holds a few dozen events, so the bounds always fit; saturating, a request
+        // would still be covered, never answered before its commit.
+        let bound = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let (start, end) = (bound(start), bound(self.batch.events.len()));
+        if !durable || start == end {
+            return None;
+        }
+        let batch = &mut self.batch;
+        let group = self.group.get_or_insert_with(|| {
+            let (commit, group) = device_models::gateway::group();
+            batch.covered = Some((commit, Vec::new()));
+            group
+        });
+        if let Some((_, ranges)) = &mut batch.covered {
+            ranges.push(start..end);
+        }
+        Some(group.member())
+    }
+}
+
+/// The held responses as they go out once their batch's barrier is answered: as prepared,
+/// 4.00 for a request the hub refused, 5.03 (retry) if the hub could not write the batch.
+async fn answers(held: Vec<(RequestId, Response, CommitWait)>) -> Vec<(RequestId, Response)> {
+    let mut out = Vec::with_capacity(held.len());
+    let mut failed = None;
+    for (id, response, wait) in held {
+        let response = match wait.await {
+            Ok(()) => response,
+            Err(CommitError::Rejected) => refused(),
+            Err(e) => {
+                failed = Some(e);
+                busy()
+            }
+        };
+        out.push((id, response));
+    }
+    if let Some(e) = failed {
+        warn!(requests = out.len(), error = %e, "requests' data could not be made durable; asking the devices to retry");
+    }
+    out
+}
+
 /// 5.03 with a short Max-Age: the device retries after a second.
 fn busy() -> Response {
     Response::new(ResponseType::ServiceUnavailable).with_max_age(1)
+}
+
+/// 4.00 with a diagnostic payload (RFC 7252, 5.5.2): the hub refused what the request said, as
+/// it does not fit the thing's type; sending it again changes nothing.
+fn refused() -> Response {
+    let mut response = Response::new(ResponseType::BadRequest);
+    response.payload = bytes::Bytes::from_static(b"does not fit the thing's type");
+    response
 }
 
 /// Events waiting for room in the hub's channel, in order.
@@ -474,12 +547,10 @@ impl Outbox {
     /// [`OUTBOX_CAP`].
     fn push(&mut self, tx: &mpsc::Sender<DeviceEvent>, event: DeviceEvent) {
         let event = if self.queue.is_empty() {
-            let counted = !matches!(event, DeviceEvent::Barrier(_));
+            let counted = CoapStats::counted(&event);
             match tx.try_send(event) {
                 Ok(()) => {
-                    if counted {
-                        self.stats.event_out();
-                    }
+                    self.stats.events_out(counted);
                     return;
                 }
                 Err(TrySendError::Closed(_)) => return,

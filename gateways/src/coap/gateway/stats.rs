@@ -82,16 +82,23 @@ impl CoapStats {
         }
     }
 
-    /// `event` goes to the hub (a barrier is not counted).
+    /// `event` goes to the hub (a barrier is not counted, a batch counts its events).
     pub(crate) fn sent(&self, event: &DeviceEvent) {
-        if !matches!(event, DeviceEvent::Barrier(_)) {
-            self.event_out();
-        }
+        self.events_out(Self::counted(event));
     }
 
-    /// A device event went to the hub.
-    pub(crate) fn event_out(&self) {
-        bump(&self.events_out);
+    /// `n` device events went to the hub.
+    pub(crate) fn events_out(&self, n: u64) {
+        self.events_out.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The device events `event` holds: none in a barrier, a batch's own.
+    pub(crate) fn counted(event: &DeviceEvent) -> u64 {
+        match event {
+            DeviceEvent::Barrier(_) => 0,
+            DeviceEvent::Batch(batch) => batch.events.len() as u64,
+            _ => 1,
+        }
     }
 
     /// An event was dropped.
