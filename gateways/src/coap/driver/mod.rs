@@ -15,6 +15,7 @@
 //! **Shutdown** is a `CancellationToken`: the task returns `Ok(())` when it
 //! is cancelled, dropping the socket and all exchange state.
 
+mod batch_io;
 mod client;
 mod server;
 #[cfg(test)]

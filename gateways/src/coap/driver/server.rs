@@ -11,7 +11,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{DEFAULT_MAX_DATAGRAM, Received, now, receive, sleep_until, transmit};
+use super::batch_io::{BATCH, RecvBuffers};
+use super::{DEFAULT_MAX_DATAGRAM, now, sleep_until};
 use crate::coap::error::DriverError;
 use crate::coap::server::{
     Notification, RequestId, Response, Server, ServerConfig, ServerEvent, ServerStats,
@@ -206,12 +207,13 @@ const OUTGOING_QUEUE: usize = 1_024;
 /// datagram (a third of the server's cost per request) runs beside the engine instead of in
 /// its loop: the engine's task, which every request goes through, is the one to keep short.
 /// Ends when the server's loop drops its sender, after sending what was queued.
+/// What is queued goes out in as few system calls as the kernel allows
+/// ([`send_all`](super::batch_io::send_all)).
 async fn send_loop(socket: Arc<UdpSocket>, mut outgoing: mpsc::Receiver<Transmit>) {
     let mut batch = Vec::with_capacity(BURST);
     while outgoing.recv_many(&mut batch, BURST).await > 0 {
-        for t in batch.drain(..) {
-            transmit(&socket, t).await;
-        }
+        super::batch_io::send_all(&socket, &batch).await;
+        batch.clear();
     }
 }
 
@@ -232,7 +234,7 @@ async fn run(
     counters: Arc<ServerCounters>,
 ) -> Result<(), DriverError> {
     let Datagrams { socket, outgoing } = datagrams;
-    let mut buf = vec![0u8; max_datagram.max(4) + 1];
+    let mut received = RecvBuffers::new(max_datagram);
     let mut handles_alive = true;
     loop {
         forward_events(&mut engine, &events, &counters);
@@ -249,21 +251,30 @@ async fn run(
                 debug!("CoAP server shutting down");
                 return Ok(());
             }
-            received = receive(&socket, &mut buf) => {
-                if let Received::Datagram(n, peer) = received? {
-                    engine.handle_datagram(now(), peer, buf.get(..n).unwrap_or_default());
-                }
-                // Take what else is waiting, up to a burst, before answering and going back
-                // to wait: one turn of this loop per burst, not per datagram.
-                for _ in 1..BURST {
-                    match socket.try_recv_from(&mut buf) {
-                        Ok((n, peer)) if n < buf.len() => {
-                            engine.handle_datagram(now(), peer, buf.get(..n).unwrap_or_default());
+            readable = socket.readable() => {
+                readable.map_err(DriverError::Socket)?;
+                // Take what is waiting, up to a burst, before answering and going back to
+                // wait: one turn of this loop per burst, not per datagram, and a system call
+                // per batch of datagrams.
+                let mut taken = 0;
+                while taken < BURST {
+                    match received.try_recv(&socket) {
+                        Ok(n) => {
+                            for i in 0..n {
+                                match received.datagram(i) {
+                                    Ok((peer, bytes)) => engine.handle_datagram(now(), peer, bytes),
+                                    Err(peer) => debug!(?peer, "oversized datagram dropped"),
+                                }
+                            }
+                            taken += n;
+                            if n < BATCH {
+                                break;
+                            }
                         }
-                        Ok((_, peer)) => debug!(%peer, "oversized datagram dropped"),
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(e) if crate::udp::is_transient(&e) => {
                             debug!(error = %e, "per-datagram receive error ignored");
+                            taken += 1;
                         }
                         Err(e) => return Err(DriverError::Socket(e)),
                     }
