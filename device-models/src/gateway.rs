@@ -119,6 +119,29 @@ impl EventBatch {
     pub fn is_empty(&self) -> bool {
         self.events.is_empty() && self.covered.is_none()
     }
+
+    /// Covers the events from `start` on (one message's, just added) by the batch's barrier,
+    /// made with `group` for its first covered message: the wait that message's
+    /// acknowledgement is held behind, or `None` when it added no event.
+    pub fn cover(&mut self, group: &mut Option<CommitGroup>, start: usize) -> Option<CommitWait> {
+        if start >= self.events.len() {
+            return None;
+        }
+        // A batch holds a few dozen events, so the bounds always fit; saturating, the message
+        // would still be covered (its wait answers with the barrier), never acknowledged early.
+        let bound = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let range = bound(start)..bound(self.events.len());
+        let covered = &mut self.covered;
+        let group = group.get_or_insert_with(|| {
+            let (commit, group) = commit::group();
+            *covered = Some((commit, Vec::new()));
+            group
+        });
+        if let Some((_, ranges)) = covered {
+            ranges.push(range);
+        }
+        Some(group.member())
+    }
 }
 
 impl DeviceEvent {
@@ -183,6 +206,27 @@ mod tests {
 
     fn thing() -> ThingId {
         ThingId::new("th-1").expect("valid id")
+    }
+
+    /// Each covered message gets the range of its events and its own member of one barrier; a
+    /// message that added no event is not covered; a refusal reaches only its message.
+    #[test]
+    fn cover_gives_each_message_its_range_and_its_member() {
+        let mut batch = EventBatch::default();
+        let mut group = None;
+        let online = || DeviceEvent::Online { thing: thing() };
+        batch.events.extend([online(), online()]);
+        let mut first = batch.cover(&mut group, 0).expect("covered");
+        assert!(batch.cover(&mut group, 2).is_none(), "no event, no wait");
+        batch.events.push(online());
+        let mut second = batch.cover(&mut group, 2).expect("covered");
+        let (commit, ranges) = batch.covered.clone().expect("a barrier");
+        assert_eq!(ranges, vec![0..2, 2..3]);
+        assert_eq!(first.try_answer(), None, "waits for the barrier");
+        commit.refuse(1);
+        commit.answer(Ok(()));
+        assert_eq!(first.try_answer(), Some(Ok(())));
+        assert_eq!(second.try_answer(), Some(Err(CommitError::Rejected)));
     }
 
     #[test]

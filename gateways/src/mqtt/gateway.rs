@@ -208,22 +208,10 @@ impl Core {
                 batch.events.push(event);
             }
         }
-        // A batch holds a few dozen events, so the bounds always fit; saturating, a message
-        // would still be covered, never acknowledged before its commit.
-        let bound = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        let (start, end) = (bound(start), bound(batch.events.len()));
-        if !durable || start == end {
+        if !durable {
             return None;
         }
-        let group = outgoing.group.get_or_insert_with(|| {
-            let (commit, group) = device_models::gateway::group();
-            batch.covered = Some((commit, Vec::new()));
-            group
-        });
-        if let Some((_, ranges)) = &mut batch.covered {
-            ranges.push(start..end);
-        }
-        Some(group.member())
+        batch.cover(&mut outgoing.group, start)
     }
 
     /// Sends the connection's batch to the hub, waiting for room in the channel.

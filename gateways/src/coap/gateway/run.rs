@@ -467,23 +467,10 @@ impl Burst {
     fn gather(&mut self, events: Vec<DeviceEvent>, durable: bool) -> Option<CommitWait> {
         let start = self.batch.events.len();
         self.batch.events.extend(events);
-        // A batch holds a few dozen events, so the bounds always fit; saturating, a request
-        // would still be covered, never answered before its commit.
-        let bound = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        let (start, end) = (bound(start), bound(self.batch.events.len()));
-        if !durable || start == end {
+        if !durable {
             return None;
         }
-        let batch = &mut self.batch;
-        let group = self.group.get_or_insert_with(|| {
-            let (commit, group) = device_models::gateway::group();
-            batch.covered = Some((commit, Vec::new()));
-            group
-        });
-        if let Some((_, ranges)) = &mut batch.covered {
-            ranges.push(start..end);
-        }
-        Some(group.member())
+        self.batch.cover(&mut self.group, start)
     }
 }
 
