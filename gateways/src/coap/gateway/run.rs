@@ -71,8 +71,8 @@ pub(crate) type PendingRead = std::pin::Pin<
 pub(crate) type PendingCommit =
     std::pin::Pin<Box<dyn std::future::Future<Output = Vec<(RequestId, Response)>> + Send>>;
 
-/// Most events in one batch to the hub: past it, the batch goes and the burst's next requests
-/// start another.
+/// The events at which a burst's batch to the hub is closed: a request that finds it this full
+/// sends it and starts another (so a batch holds at most this many plus one request's).
 pub(crate) const MAX_BATCH_EVENTS: usize = 32;
 
 /// What the requests of the current burst gave the hub, not sent yet.
