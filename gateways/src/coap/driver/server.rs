@@ -108,6 +108,9 @@ pub struct ServerCounters {
     busy: AtomicU64,
     /// New requests answered 5.03 by the driver because the application's queue was full.
     queue_full: AtomicU64,
+    /// Datagrams the driver dropped unread as larger than `max_datagram` (the engine never
+    /// sees them): counted as received and malformed.
+    oversized: AtomicU64,
     observers: AtomicU64,
 }
 
@@ -131,9 +134,9 @@ impl ServerCounters {
     pub fn snapshot(&self) -> ServerStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         ServerStats {
-            datagrams: get(&self.datagrams),
+            datagrams: get(&self.datagrams) + get(&self.oversized),
             rate_limited: get(&self.rate_limited),
-            malformed: get(&self.malformed),
+            malformed: get(&self.malformed) + get(&self.oversized),
             duplicates: get(&self.duplicates),
             requests: get(&self.requests),
             retransmissions: get(&self.retransmissions),
@@ -263,7 +266,10 @@ async fn run(
                             for i in 0..n {
                                 match received.datagram(i) {
                                     Ok((peer, bytes)) => engine.handle_datagram(now(), peer, bytes),
-                                    Err(peer) => debug!(?peer, "oversized datagram dropped"),
+                                    Err(peer) => {
+                                        counters.oversized.fetch_add(1, Ordering::Relaxed);
+                                        debug!(?peer, "oversized datagram dropped");
+                                    }
                                 }
                             }
                             taken += n;

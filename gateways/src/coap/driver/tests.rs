@@ -217,6 +217,10 @@ async fn oversized_datagrams_are_dropped_and_full_queue_answers_5_03() {
         Some(ServerEvent::Request(r)) => assert!(r.payload.is_empty()),
         other => panic!("unexpected {other:?}"),
     }
+    // The dropped one is counted: received, and malformed.
+    let stats = server.counters.snapshot();
+    assert_eq!(stats.malformed, 1, "{stats:?}");
+    assert_eq!(stats.datagrams, 3, "{stats:?}");
     shutdown.cancel();
     assert!(server.task.await.unwrap().is_ok());
 }
