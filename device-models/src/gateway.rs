@@ -94,10 +94,10 @@ pub enum DeviceEvent {
     /// gateway sent before it is durable (see [`commit`]). Never serialized.
     #[serde(skip)]
     Barrier(Commit),
-    /// Not something a device said: several messages' events from one connection, handled in
-    /// order, with the barrier covering those of the messages the gateway acknowledges once
-    /// durable. One channel operation for what one read of a connection brought. Never
-    /// serialized.
+    /// Not something a device said: several messages' events, handled in order, with the
+    /// barrier (if any) covering those of the messages the gateway acknowledges once durable.
+    /// One channel operation for what one read of a connection, or one turn of a gateway's
+    /// loop, brought. Never serialized.
     #[serde(skip)]
     Batch(Box<EventBatch>),
 }

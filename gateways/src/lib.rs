@@ -10,6 +10,8 @@
 //! - [`modbus`]: Modbus TCP and RTU devices polled as their thing type's `[bindings.modbus]` maps them.
 //! - [`mqtt`]: the MQTT gateway: an embedded broker (rumqttd's router behind our own connection
 //!   handling), device conventions, `[bindings.mqtt]`, per-device ACL and the raw bridge.
+//! - `outbox`: the events of one turn of a raw or Modbus gateway's loop, sent to the hub in
+//!   batches of at most 32 (fire-and-forget: no barrier).
 //! - `udp`: which socket errors the UDP listeners (CoAP, raw UDP) treat as per-datagram.
 
 // Tests may `expect`: a failed expectation is a failed test.
@@ -19,6 +21,7 @@ pub mod coap;
 pub mod link;
 pub mod modbus;
 pub mod mqtt;
+mod outbox;
 pub mod raw;
 mod udp;
 

@@ -1,21 +1,27 @@
 //! Simulated UDP, TCP and serial devices (firmware-sim) against raw listeners on real sockets and
 //! pseudo-terminals: reports arrive as scaled values, commands reach the device and its answers
 //! come back as action replies, presence follows the device, and a serial device that is unplugged
-//! and plugged back is picked up again.
+//! and plugged back is picked up again. What a listener takes in one turn (datagrams, or frames
+//! from several connections) reaches the hub as one batch.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
+use std::io::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
-use device_models::DeviceEvent;
+use device_models::{DeviceEvent, TypeCatalog};
 use firmware_sim::raw::beacon::{Beacon, BeaconConfig, Reading};
 use firmware_sim::raw::meter::{MeterBus, MeterNode};
 use firmware_sim::raw::pty::PtyPort;
 use firmware_sim::raw::thermostat::{State, Thermostat, ThermostatConfig};
-use gateways::raw::{RawConfig, SerialConfig, TcpConfig, UdpConfig};
+use gateways::raw::{self, RawConfig, RawListener, SerialConfig, TcpConfig, UdpConfig};
+use gateways::{GatewayIo, StaticCredentials};
 use serde_json::{Value, json};
-use support::{Gateway, catalog, catalog_with};
+use support::{Gateway, PATIENCE, catalog, catalog_with, init_logging};
+use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 fn is_hello(event: &DeviceEvent, thing: &str, type_id: &str) -> bool {
     matches!(event, DeviceEvent::Hello { thing: t, type_hint: Some(h), .. } if t.as_str() == thing && h == type_id)
@@ -184,6 +190,138 @@ async fn raw_udp_peer_mapping_names_things_whose_frames_carry_no_id() {
         .stats_until("the stranger", |s| s.unidentified == 1)
         .await;
     assert_eq!(stats.frames, 2);
+}
+
+/// A listener whose events the test reads as sent, batches whole (the stand-in hub of
+/// [`Gateway`] takes batches apart); it stops when the guard is dropped.
+async fn start_batched(
+    config: RawConfig,
+    catalog: &TypeCatalog,
+) -> (RawListener, mpsc::Receiver<DeviceEvent>, DropGuard) {
+    init_logging();
+    let mut prepared = config.prepare(catalog).unwrap();
+    let listener = prepared.remove(0);
+    let (io, hub) = GatewayIo::pair(listener.name(), 16, Arc::new(StaticCredentials::default()));
+    let shutdown = CancellationToken::new();
+    let listener = raw::start(listener, io, shutdown.clone()).await.unwrap();
+    (listener, hub.events.into_inner(), shutdown.drop_guard())
+}
+
+/// The next event sent, which must be a batch with no barrier; its events.
+async fn next_batch(events: &mut mpsc::Receiver<DeviceEvent>) -> Vec<DeviceEvent> {
+    let event = tokio::time::timeout(PATIENCE, events.recv())
+        .await
+        .expect("an event in time")
+        .expect("the listener is running");
+    match event {
+        DeviceEvent::Batch(batch) => {
+            assert_eq!(batch.covered, None, "nothing to acknowledge");
+            batch.events
+        }
+        other => panic!("not a batch: {other:?}"),
+    }
+}
+
+/// The reports among `events`: thing and the value of `property`, in order.
+fn reports(events: &[DeviceEvent], property: &str) -> Vec<(String, Value)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            DeviceEvent::Reported { thing, values, .. } => {
+                Some((thing.as_str().to_owned(), values[property].clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Datagrams already waiting when the listener's task first runs are all taken in its first
+/// turn: the hub gets their events in one batch, in the order they were sent.
+#[tokio::test]
+async fn raw_udp_datagrams_waiting_together_reach_the_hub_as_one_batch() {
+    let config = RawConfig {
+        udp: vec![UdpConfig::new("127.0.0.1:0", "example_beacon")],
+        ..RawConfig::default()
+    };
+    let (listener, mut events, _stop) =
+        start_batched(config, &catalog_with(&example_beacon_type())).await;
+    let hub = listener.local_addr().unwrap();
+    // Blocking sends: this test does not yield before they are all in the listener's socket, so
+    // its task has not read any of them yet.
+    let devices: Vec<_> = (0..3)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let mut expected = Vec::new();
+    for round in 0..2u8 {
+        for (n, device) in (0u8..).zip(&devices) {
+            let humidity = 10 * round + n;
+            let payload = [0x01, n, 0x09, 0x29, humidity, 87];
+            let mut datagram = payload.to_vec();
+            datagram.push(device_models::frames::xor8(&payload));
+            device.send_to(&datagram, hub).unwrap();
+            expected.push((format!("beacon-{}", 256 + u16::from(n)), json!(humidity)));
+        }
+    }
+    let batch = next_batch(&mut events).await;
+    assert_eq!(reports(&batch, "humidity"), expected);
+    for (thing, _) in &expected[..3] {
+        assert!(
+            batch.iter().any(|e| is_hello(e, thing, "example_beacon")),
+            "{thing} greeted: {batch:?}"
+        );
+    }
+    assert_eq!(batch.len(), 9, "three hellos and six reports: {batch:?}");
+    assert_eq!(listener.stats().snapshot().frames, 6);
+}
+
+const LINE_PROBE: &str = r#"
+id = "line_probe"
+title = "Probe naming itself in each line"
+version = "1"
+[properties.t]
+type = "integer"
+[bindings.frame]
+id_field = "id"
+id_template = "probe-{}"
+framing = { kind = "lines" }
+layout = { kind = "key_value" }
+"#;
+
+/// Frames that two connections read at once are queued for the engine task together; it takes
+/// them in one turn, and the hub gets their events in one batch.
+#[tokio::test]
+async fn raw_tcp_frames_from_two_connections_reach_the_hub_as_one_batch() {
+    let config = RawConfig {
+        tcp: vec![TcpConfig::new("127.0.0.1:0", "line_probe")],
+        ..RawConfig::default()
+    };
+    let (listener, mut events, _stop) = start_batched(config, &catalog_with(LINE_PROBE)).await;
+    let hub = listener.local_addr().unwrap();
+    // Blocking: both connections are established (in the listen backlog) and their bytes sent
+    // before the listener's tasks run.
+    let mut first = std::net::TcpStream::connect(hub).unwrap();
+    let mut second = std::net::TcpStream::connect(hub).unwrap();
+    first.write_all(b"id=1;t=10\nid=1;t=11\n").unwrap();
+    second.write_all(b"id=2;t=20\nid=2;t=21\n").unwrap();
+    let batch = next_batch(&mut events).await;
+    let mut reported = reports(&batch, "t");
+    // Each connection's frames in order; the connections' tasks may run in either order.
+    reported.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        reported,
+        [
+            ("probe-1".to_owned(), json!(10)),
+            ("probe-1".to_owned(), json!(11)),
+            ("probe-2".to_owned(), json!(20)),
+            ("probe-2".to_owned(), json!(21)),
+        ]
+    );
+    for thing in ["probe-1", "probe-2"] {
+        assert!(
+            batch.iter().any(|e| is_hello(e, thing, "line_probe")),
+            "{thing} greeted: {batch:?}"
+        );
+    }
 }
 
 #[tokio::test]

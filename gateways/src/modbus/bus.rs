@@ -21,11 +21,8 @@ use super::schedule::{PollJob, Schedule, Transition};
 use super::stats::BusStats;
 use super::transport;
 use crate::link::GatewayIo;
+use crate::outbox::{Outbox, Stopped};
 use crate::raw::stats::{LogLimiter, LogPermit};
-
-/// The hub is gone or shutdown was asked for.
-#[derive(Debug)]
-pub(super) struct Stopped;
 
 /// What one request came back with.
 enum Outcome<T> {
@@ -75,6 +72,8 @@ pub(super) struct Bus {
     log: LogLimiter,
     /// When the line last went quiet (RTU: the next frame waits the gap after it).
     quiet_since: Instant,
+    /// Events of the current turn (a poll, a command, a lost line), sent to the hub together.
+    outbox: Outbox,
 }
 
 struct Device {
@@ -126,6 +125,7 @@ impl Bus {
             stats,
             log: LogLimiter::default(),
             quiet_since: now,
+            outbox: Outbox::default(),
         }
     }
 
@@ -167,12 +167,10 @@ impl Bus {
             self.update_online();
             for d in lost {
                 let thing = self.devices[d].thing.clone();
-                if send(&io, &shutdown, DeviceEvent::Offline { thing })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
+                self.outbox.push(DeviceEvent::Offline { thing });
+            }
+            if self.outbox.flush(&io.events, &shutdown).await.is_err() {
+                return;
             }
             if self
                 .idle_until(Instant::now() + self.backoff_min, &mut io, &shutdown)
@@ -193,9 +191,9 @@ impl Bus {
     ) -> Result<(), Stopped> {
         loop {
             while let Some(cmd) = self.queue.pop_front() {
-                self.refuse(cmd, "the bus is not open", io, shutdown)
-                    .await?;
+                self.refuse(cmd, "the bus is not open");
             }
+            self.outbox.flush(&io.events, shutdown).await?;
             tokio::select! {
                 () = shutdown.cancelled() => return Err(Stopped),
                 () = tokio::time::sleep_until(until.into()) => return Ok(()),
@@ -207,7 +205,7 @@ impl Bus {
         }
     }
 
-    /// Serves the open line; returns `Ok` when it is lost.
+    /// Serves the open line; returns `Ok` when it is lost (the lost turn's events not sent yet).
     async fn serve(
         &mut self,
         mut ctx: Context,
@@ -217,19 +215,21 @@ impl Bus {
         loop {
             loop {
                 match io.commands.try_recv() {
-                    Ok(cmd) => self.enqueue(cmd, io, shutdown).await?,
+                    Ok(cmd) => self.enqueue(cmd),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => return Err(Stopped),
                 }
             }
+            // The previous turn's events (and refusals just made), before anything waits.
+            self.outbox.flush(&io.events, shutdown).await?;
             if shutdown.is_cancelled() {
                 return Err(Stopped);
             }
             let lost = if let Some(cmd) = self.queue.pop_front() {
-                self.command(&mut ctx, cmd, io, shutdown).await?
+                self.command(&mut ctx, cmd).await
             } else {
                 match self.schedule.next_poll(Instant::now()) {
-                    Ok(job) => self.poll(&mut ctx, job, io, shutdown).await?,
+                    Ok(job) => self.poll(&mut ctx, job).await,
                     Err(next) => {
                         let sleep = async {
                             match next {
@@ -241,7 +241,7 @@ impl Bus {
                             () = shutdown.cancelled() => return Err(Stopped),
                             () = sleep => {}
                             cmd = io.commands.recv() => match cmd {
-                                Some(cmd) => self.enqueue(cmd, io, shutdown).await?,
+                                Some(cmd) => self.enqueue(cmd),
                                 None => return Err(Stopped),
                             },
                         }
@@ -255,31 +255,18 @@ impl Bus {
         }
     }
 
-    async fn enqueue(
-        &mut self,
-        cmd: DeviceCommand,
-        io: &GatewayIo,
-        shutdown: &CancellationToken,
-    ) -> Result<(), Stopped> {
+    fn enqueue(&mut self, cmd: DeviceCommand) {
         if self.queue.len() >= self.max_queued {
-            return self
-                .refuse(cmd, "the bus's queue is full", io, shutdown)
-                .await;
+            self.refuse(cmd, "the bus's queue is full");
+        } else {
+            self.queue.push_back(cmd);
         }
-        self.queue.push_back(cmd);
-        Ok(())
     }
 
     /// Refuses a command before any request: counted, logged (rate-limited), and an action is
     /// answered with the reason. A refused set stays pending in the hub, which sends it again
     /// when the thing comes back online.
-    async fn refuse(
-        &mut self,
-        cmd: DeviceCommand,
-        why: &str,
-        io: &GatewayIo,
-        shutdown: &CancellationToken,
-    ) -> Result<(), Stopped> {
+    fn refuse(&mut self, cmd: DeviceCommand, why: &str) {
         self.stats.commands_refused();
         if let LogPermit::Log { suppressed } = self.log.permit(Instant::now()) {
             warn!(bus = %self.name, thing = %cmd.thing(), suppressed, "Modbus command refused: {why}");
@@ -293,9 +280,8 @@ impl Bus {
                 correlation,
                 outcome: Err(why.to_owned()),
             };
-            send(io, shutdown, reply).await?;
+            self.outbox.push(reply);
         }
-        Ok(())
     }
 
     /// Waits for the line's inter-frame silence (RTU), so that devices see frame boundaries.
@@ -305,14 +291,8 @@ impl Bus {
         }
     }
 
-    /// Sends one read; `Ok(true)` when the line is lost.
-    async fn poll(
-        &mut self,
-        ctx: &mut Context,
-        job: PollJob,
-        io: &GatewayIo,
-        shutdown: &CancellationToken,
-    ) -> Result<bool, Stopped> {
+    /// Sends one read; `true` when the line is lost.
+    async fn poll(&mut self, ctx: &mut Context, job: PollJob) -> bool {
         let Some(read) = self
             .schedule
             .devices
@@ -321,7 +301,7 @@ impl Bus {
             .and_then(|g| g.reads.get(job.read))
             .cloned()
         else {
-            return Ok(false);
+            return false;
         };
         let unit = self.devices[job.device].unit;
         let outcome = self.read(ctx, unit, &read).await;
@@ -329,11 +309,11 @@ impl Bus {
         let mut lost = false;
         match outcome {
             Outcome::Data(data) => {
-                self.answered(job.device, io, shutdown).await?;
-                self.decoded(job, &read, &data, io, shutdown).await?;
+                self.answered(job.device);
+                self.decoded(job, &read, &data);
             }
             Outcome::Exception(code) => {
-                self.answered(job.device, io, shutdown).await?;
+                self.answered(job.device);
                 let model = Arc::clone(&self.devices[job.device].model);
                 let covered = model.properties_of(&read);
                 if code == ExceptionCode::IllegalDataAddress && covered.len() > 1 {
@@ -343,7 +323,7 @@ impl Bus {
                     debug!(bus = %self.name, thing = %self.devices[job.device].thing,
                         table = %read.table, address = read.address, "merged read refused; reading its properties one by one");
                     self.schedule.split(job, parts);
-                    return Ok(false);
+                    return false;
                 }
                 let thing = self.devices[job.device].thing.as_str();
                 let name = super::stats::EXCEPTION_NAMES
@@ -362,7 +342,7 @@ impl Bus {
                 if let Outcome::Protocol(why) = &outcome {
                     debug!(bus = %self.name, unit, "answer does not match its request: {why}");
                 }
-                self.failed(job.device, now, io, shutdown).await?;
+                self.failed(job.device, now);
             }
             Outcome::Transport(e) => {
                 if let LogPermit::Log { suppressed } = self.log.permit(now) {
@@ -372,36 +352,24 @@ impl Bus {
             }
         }
         if lost {
-            return Ok(true);
+            return true;
         }
         if let Some(values) = self.schedule.advance(job, Instant::now())
             && !values.is_empty()
         {
             let thing = self.devices[job.device].thing.clone();
             self.stats.reports();
-            send(
-                io,
-                shutdown,
-                DeviceEvent::Reported {
-                    thing,
-                    values,
-                    at_ms: now_ms(),
-                },
-            )
-            .await?;
+            self.outbox.push(DeviceEvent::Reported {
+                thing,
+                values,
+                at_ms: now_ms(),
+            });
         }
-        Ok(false)
+        false
     }
 
     /// Sorts a read's values: state into the group's report, info to the hub when it changed.
-    async fn decoded(
-        &mut self,
-        job: PollJob,
-        read: &ReadRequest,
-        data: &Data,
-        io: &GatewayIo,
-        shutdown: &CancellationToken,
-    ) -> Result<(), Stopped> {
+    fn decoded(&mut self, job: PollJob, read: &ReadRequest, data: &Data) {
         let device = &mut self.devices[job.device];
         let model = Arc::clone(&device.model);
         let raw = data.as_read();
@@ -439,40 +407,26 @@ impl Bus {
         self.schedule.collect(job, state);
         if !info.is_empty() {
             let thing = device.thing.clone();
-            send(io, shutdown, DeviceEvent::Info { thing, info }).await?;
+            self.outbox.push(DeviceEvent::Info { thing, info });
         }
-        Ok(())
     }
 
-    async fn answered(
-        &mut self,
-        device: usize,
-        io: &GatewayIo,
-        shutdown: &CancellationToken,
-    ) -> Result<(), Stopped> {
+    fn answered(&mut self, device: usize) {
         if self.schedule.answered(device) == Transition::WentOnline {
             self.update_online();
             let thing = self.devices[device].thing.clone();
             info!(bus = %self.name, %thing, "Modbus device answers");
-            send(io, shutdown, DeviceEvent::Online { thing }).await?;
+            self.outbox.push(DeviceEvent::Online { thing });
         }
-        Ok(())
     }
 
-    async fn failed(
-        &mut self,
-        device: usize,
-        now: Instant,
-        io: &GatewayIo,
-        shutdown: &CancellationToken,
-    ) -> Result<(), Stopped> {
+    fn failed(&mut self, device: usize, now: Instant) {
         if self.schedule.failed(device, now) == Transition::WentOffline {
             self.update_online();
             let thing = self.devices[device].thing.clone();
             warn!(bus = %self.name, %thing, "Modbus device stopped answering");
-            send(io, shutdown, DeviceEvent::Offline { thing }).await?;
+            self.outbox.push(DeviceEvent::Offline { thing });
         }
-        Ok(())
     }
 
     fn update_online(&self) {
@@ -487,23 +441,15 @@ impl Bus {
         self.stats.set_online(n as u64);
     }
 
-    /// Runs a set or an action; `Ok(true)` when the line is lost.
-    async fn command(
-        &mut self,
-        ctx: &mut Context,
-        cmd: DeviceCommand,
-        io: &GatewayIo,
-        shutdown: &CancellationToken,
-    ) -> Result<bool, Stopped> {
+    /// Runs a set or an action; `true` when the line is lost.
+    async fn command(&mut self, ctx: &mut Context, cmd: DeviceCommand) -> bool {
         let Some(&device) = self.by_thing.get(cmd.thing()) else {
-            self.refuse(cmd, "no such device on this bus", io, shutdown)
-                .await?;
-            return Ok(false);
+            self.refuse(cmd, "no such device on this bus");
+            return false;
         };
         if self.schedule.is_offline(device) {
-            self.refuse(cmd, "the device does not answer", io, shutdown)
-                .await?;
-            return Ok(false);
+            self.refuse(cmd, "the device does not answer");
+            return false;
         }
         let model = Arc::clone(&self.devices[device].model);
         match cmd {
@@ -518,9 +464,9 @@ impl Bus {
                             continue;
                         }
                     };
-                    match self.write_all(ctx, device, &writes, io, shutdown).await? {
+                    match self.write_all(ctx, device, &writes).await {
                         Ok(()) => {}
-                        Err(WriteFailure::Lost) => return Ok(true),
+                        Err(WriteFailure::Lost) => return true,
                         Err(WriteFailure::Refused(why)) => {
                             warn!(bus = %self.name, %thing, property, "desired value not written: {why}");
                             continue;
@@ -537,7 +483,7 @@ impl Bus {
                                     }
                                 }
                             }
-                            Outcome::Transport(_) => return Ok(true),
+                            Outcome::Transport(_) => return true,
                             _ => {}
                         }
                     }
@@ -549,7 +495,7 @@ impl Bus {
                         values: confirmed,
                         at_ms: now_ms(),
                     };
-                    send(io, shutdown, report).await?;
+                    self.outbox.push(report);
                 }
             }
             DeviceCommand::InvokeAction {
@@ -562,14 +508,14 @@ impl Bus {
                 if now_ms() > deadline_ms {
                     self.stats.commands_refused();
                     debug!(bus = %self.name, %thing, action, "action dropped: its caller gave up");
-                    return Ok(false);
+                    return false;
                 }
                 let outcome = match model.encode_action(&action, &input) {
                     Err(e) => {
                         self.stats.writes_failed();
                         Err(e.to_string())
                     }
-                    Ok(writes) => match self.write_all(ctx, device, &writes, io, shutdown).await? {
+                    Ok(writes) => match self.write_all(ctx, device, &writes).await {
                         Ok(()) => Ok(Value::Null),
                         Err(WriteFailure::Lost) => {
                             let reply = DeviceEvent::ActionReply {
@@ -577,8 +523,8 @@ impl Bus {
                                 correlation,
                                 outcome: Err("the Modbus bus was lost".into()),
                             };
-                            send(io, shutdown, reply).await?;
-                            return Ok(true);
+                            self.outbox.push(reply);
+                            return true;
                         }
                         Err(WriteFailure::Refused(why)) => Err(why),
                     },
@@ -588,10 +534,10 @@ impl Bus {
                     correlation,
                     outcome,
                 };
-                send(io, shutdown, reply).await?;
+                self.outbox.push(reply);
             }
         }
-        Ok(false)
+        false
     }
 
     /// Sends writes in order, stopping at the first that fails.
@@ -600,9 +546,7 @@ impl Bus {
         ctx: &mut Context,
         device: usize,
         writes: &[Write],
-        io: &GatewayIo,
-        shutdown: &CancellationToken,
-    ) -> Result<Result<(), WriteFailure>, Stopped> {
+    ) -> Result<(), WriteFailure> {
         let unit = self.devices[device].unit;
         for w in writes {
             let outcome = self.transact(ctx, unit, Op::Write(w)).await;
@@ -612,24 +556,24 @@ impl Bus {
             match outcome {
                 Outcome::Data(_) => {
                     self.stats.writes();
-                    self.answered(device, io, shutdown).await?;
+                    self.answered(device);
                 }
                 Outcome::Exception(code) => {
-                    self.answered(device, io, shutdown).await?;
-                    return Ok(Err(WriteFailure::Refused(format!(
+                    self.answered(device);
+                    return Err(WriteFailure::Refused(format!(
                         "the device refused the write: {code}"
-                    ))));
-                }
-                Outcome::Timeout | Outcome::Protocol(_) => {
-                    self.failed(device, Instant::now(), io, shutdown).await?;
-                    return Ok(Err(WriteFailure::Refused(
-                        "the device did not answer the write".into(),
                     )));
                 }
-                Outcome::Transport(_) => return Ok(Err(WriteFailure::Lost)),
+                Outcome::Timeout | Outcome::Protocol(_) => {
+                    self.failed(device, Instant::now());
+                    return Err(WriteFailure::Refused(
+                        "the device did not answer the write".into(),
+                    ));
+                }
+                Outcome::Transport(_) => return Err(WriteFailure::Lost),
             }
         }
-        Ok(Ok(()))
+        Ok(())
     }
 
     /// Sends one read to `unit` and classifies its answer, counting it.
@@ -735,19 +679,6 @@ async fn call(ctx: &mut Context, op: Op<'_>) -> tokio_modbus::Result<Data> {
             .await?
             .map(Data::Registers),
     })
-}
-
-/// Hands an event to the hub, waiting for room (a full hub slows polling; nothing is dropped),
-/// but not past shutdown.
-async fn send(
-    io: &GatewayIo,
-    shutdown: &CancellationToken,
-    event: DeviceEvent,
-) -> Result<(), Stopped> {
-    tokio::select! {
-        sent = io.events.send(event) => sent.map_err(|_| Stopped),
-        () = shutdown.cancelled() => Err(Stopped),
-    }
 }
 
 fn now_ms() -> u64 {

@@ -20,8 +20,10 @@
 //! cannot, and many TCP-to-RTU gateways answer only one at a time too. Buses are independent: a
 //! dead line never slows another.
 //!
-//! Back-pressure towards the hub: reports are sent with `send().await`; when the hub's queue is
-//! full, polling waits. Commands: writes and actions wait in a bounded queue (`max_queued`) and
+//! Towards the hub: the events of one turn (a poll, a command, a lost line) go together before the
+//! next turn, several as one [`DeviceEvent::Batch`](device_models::DeviceEvent::Batch) (with no
+//! barrier) per 32. Back-pressure: they are sent with `send().await`; when the hub's queue is full,
+//! polling waits. Commands: writes and actions wait in a bounded queue (`max_queued`) and
 //! go before polls; a command that cannot be served (queue full, device offline, line closed) is
 //! refused at once, counted, and an action is answered with the reason.
 

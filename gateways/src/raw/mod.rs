@@ -24,9 +24,14 @@
 //! stall the others. Counters are atomics; the log limiter is a short mutex never held across an
 //! `.await`.
 //!
-//! Back-pressure towards the hub: events are sent with `send().await`. When the hub's queue is
-//! full, a listener stops reading its socket or port until there is room (UDP datagrams then queue
-//! in, and overflow, the kernel's buffer), rather than dropping reports silently.
+//! Towards the hub: the events of one turn of a listener's loop (a read of the port; a datagram
+//! and those already waiting behind it, or a connection's frame and the others already queued, up
+//! to `MAX_INPUTS_PER_TURN` in all; a command; a timeout) go to the hub together: a lone event as
+//! itself, several as [`DeviceEvent::Batch`]es of at most 32, one channel send each (with no
+//! barrier: nothing is acknowledged to devices). Back-pressure: sends wait (`send().await`). When
+//! the hub's queue is full, a listener stops reading its socket or port until there is room (UDP
+//! datagrams then queue in, and overflow, the kernel's buffer), rather than dropping reports
+//! silently.
 
 pub mod config;
 mod engine;
@@ -55,6 +60,7 @@ pub use model::{DeviceModel, ModelError};
 pub use stats::{ListenerStats, StatsSnapshot};
 
 use crate::link::GatewayIo;
+use crate::outbox::{Outbox, Stopped};
 
 /// A listener that could not start.
 #[derive(Debug, Error)]
@@ -133,14 +139,15 @@ pub async fn start(
     })
 }
 
-/// The hub is gone (its event receiver was dropped) or shutdown was asked for.
-#[derive(Debug)]
-struct Stopped;
+/// Most datagrams, or frames and other news from connections, one turn of a listener's loop
+/// takes (the first awaited, the rest already waiting) before handing their events to the hub.
+const MAX_INPUTS_PER_TURN: usize = 32;
 
-/// Hands the engine's events to the hub, waiting for room in the hub's queue but not past
-/// shutdown.
+/// Hands the events the engine has ready to the hub, in one channel send when they fit one
+/// batch (see [`Outbox`]), waiting for room in the hub's queue but not past shutdown.
 async fn deliver<P>(
     engine: &mut engine::Engine<P>,
+    outbox: &mut Outbox,
     events: &mpsc::Sender<DeviceEvent>,
     shutdown: &CancellationToken,
 ) -> Result<(), Stopped>
@@ -148,12 +155,9 @@ where
     P: Clone + Eq + std::hash::Hash + std::fmt::Display,
 {
     while let Some(event) = engine.poll_event() {
-        tokio::select! {
-            sent = events.send(event) => sent.map_err(|_| Stopped)?,
-            () = shutdown.cancelled() => return Err(Stopped),
-        }
+        outbox.push(event);
     }
-    Ok(())
+    outbox.flush(events, shutdown).await
 }
 
 /// Sleeps until `deadline`, or forever when there is none.

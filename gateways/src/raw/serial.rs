@@ -24,8 +24,9 @@ use super::config::{FlowControl, Parity, PreparedSerial, SerialConfig};
 use super::engine::{Clock, Engine};
 use super::reader::{FrameReader, report_bad_frame};
 use super::stats::{ListenerStats, LogLimiter};
-use super::{Stopped, deliver, sleep_until};
+use super::{deliver, sleep_until};
 use crate::link::GatewayIo;
+use crate::outbox::{Outbox, Stopped};
 
 /// Read buffer.
 const READ_CHUNK: usize = 1024;
@@ -143,6 +144,7 @@ async fn run(
     let mut reopen_at: Option<Instant> = Some(Clock::now().mono);
     let mut failures: u64 = 0;
     let mut buf = vec![0u8; READ_CHUNK];
+    let mut outbox = Outbox::default();
     let mut commands_open = true;
     loop {
         if port.is_none() && reopen_at.is_some_and(|t| t <= Clock::now().mono) {
@@ -218,7 +220,7 @@ async fn run(
             reopen_at = Some(Clock::now().mono + delay);
             engine.handle_link_down(&here, false);
         }
-        if let Err(Stopped) = deliver(&mut engine, &events, &shutdown).await {
+        if let Err(Stopped) = deliver(&mut engine, &mut outbox, &events, &shutdown).await {
             break;
         }
     }

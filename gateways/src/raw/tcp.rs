@@ -9,8 +9,10 @@
 //!   with no good frame), and at once when a length prefix loses the stream position. Its frame
 //!   rate is capped by a token bucket: a device sending faster is simply read more slowly.
 //! - **Engine task**: owns the engine and the table of connections; sees connections open and
-//!   close; hands events to the hub and command frames to connections with `try_send` (a device
-//!   whose queue is full is not reading: its connection is closed).
+//!   close; takes what connection tasks sent, with what is already queued behind it (up to
+//!   `MAX_INPUTS_PER_TURN` in a turn), so frames from many connections reach the hub together;
+//!   hands events to the hub and command frames to connections with `try_send` (a device whose
+//!   queue is full is not reading: its connection is closed).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,8 +34,9 @@ use super::engine::{Clock, Engine};
 use super::ratelimit::Bucket;
 use super::reader::{FrameReader, report_bad_frame};
 use super::stats::{ListenerStats, LogLimiter};
-use super::{RawError, Stopped, deliver, sleep_until};
+use super::{MAX_INPUTS_PER_TURN, RawError, deliver, sleep_until};
 use crate::link::GatewayIo;
+use crate::outbox::{Outbox, Stopped};
 
 /// Connection ids, unique for the listener's life.
 type ConnId = u64;
@@ -319,6 +322,7 @@ async fn engine_task(
         Arc::clone(&stats),
     );
     let mut conns: HashMap<ConnId, ConnEntry> = HashMap::new();
+    let mut outbox = Outbox::default();
     let mut commands_open = true;
     debug!("listening");
     loop {
@@ -327,17 +331,13 @@ async fn engine_task(
             () = shutdown.cancelled() => break,
             event = conn_rx.recv() => match event {
                 None => break,
-                Some(ConnEvent::Opened { id, mapped, outbound, closer }) => {
-                    conns.insert(id, ConnEntry { mapped, outbound, closer });
-                    engine.handle_link_up(&id, Clock::now().mono);
-                }
-                Some(ConnEvent::Frame { id, frame }) => {
-                    let mapped = conns.get(&id).and_then(|c| c.mapped.as_ref());
-                    engine.handle_frame(&id, mapped, frame, Clock::now());
-                }
-                Some(ConnEvent::Closed { id }) => {
-                    conns.remove(&id);
-                    engine.handle_link_down(&id, true);
+                Some(event) => {
+                    on_conn_event(&mut engine, &mut conns, event);
+                    // What other connections queued meanwhile joins this turn's events.
+                    for _ in 1..MAX_INPUTS_PER_TURN {
+                        let Ok(event) = conn_rx.try_recv() else { break };
+                        on_conn_event(&mut engine, &mut conns, event);
+                    }
                 }
             },
             command = commands.recv(), if commands_open => match command {
@@ -359,7 +359,7 @@ async fn engine_task(
                 conn.closer.cancel();
             }
         }
-        if let Err(Stopped) = deliver(&mut engine, &events, &shutdown).await {
+        if let Err(Stopped) = deliver(&mut engine, &mut outbox, &events, &shutdown).await {
             break;
         }
     }
@@ -367,4 +367,38 @@ async fn engine_task(
         conn.closer.cancel();
     }
     debug!("stopped");
+}
+
+/// Tells the engine what a connection task reported, keeping the table of connections.
+fn on_conn_event(
+    engine: &mut Engine<ConnId>,
+    conns: &mut HashMap<ConnId, ConnEntry>,
+    event: ConnEvent,
+) {
+    match event {
+        ConnEvent::Opened {
+            id,
+            mapped,
+            outbound,
+            closer,
+        } => {
+            conns.insert(
+                id,
+                ConnEntry {
+                    mapped,
+                    outbound,
+                    closer,
+                },
+            );
+            engine.handle_link_up(&id, Clock::now().mono);
+        }
+        ConnEvent::Frame { id, frame } => {
+            let mapped = conns.get(&id).and_then(|c| c.mapped.as_ref());
+            engine.handle_frame(&id, mapped, frame, Clock::now());
+        }
+        ConnEvent::Closed { id } => {
+            conns.remove(&id);
+            engine.handle_link_down(&id, true);
+        }
+    }
 }

@@ -11,7 +11,8 @@
 //! - **Events (gateway → hub)**: the channel holds `things.event_queue` events, or batches of
 //!   about 32 events (the MQTT gateway sends what one read of a connection brought as
 //!   [`DeviceEvent::Batch`]es, each closed once it holds 32 events or more: a message's events
-//!   are never split). The service drains
+//!   are never split; the raw and Modbus gateways send what one turn of their loop brought in
+//!   batches of at most 32, with no barrier). The service drains
 //!   every gateway fairly and never drops an event it accepted. When the database writer is far
 //!   behind, the service stops reading events for a while, so the channels fill: a gateway then
 //!   either waits in `send().await` (pushing back on its devices, e.g. by not reading its socket)
