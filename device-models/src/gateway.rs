@@ -115,6 +115,12 @@ pub struct EventBatch {
 }
 
 impl EventBatch {
+    /// The events at which a gateway closes a batch and starts another. The hub's channel from
+    /// a gateway holds `things.event_queue` sends, so this bounds what it holds in events. A
+    /// device message's events are never split between batches, so a batch covering messages
+    /// may hold one message's events more.
+    pub const MAX_EVENTS: usize = 32;
+
     /// Whether the batch holds nothing to send.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty() && self.covered.is_none()

@@ -1,14 +1,11 @@
 //! Fire-and-forget events on their way to the hub, for gateways whose devices need no
 //! acknowledgement (raw UDP, TCP and serial; Modbus): what one turn of a gateway's loop produced
 //! goes in as few channel sends as possible, one [`DeviceEvent::Batch`] (with no barrier) per
-//! [`MAX_BATCH_EVENTS`] events, or a lone event as itself.
+//! [`EventBatch::MAX_EVENTS`] events, or a lone event as itself.
 
 use device_models::{DeviceEvent, EventBatch};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-/// Most events in one batch, as the MQTT and CoAP gateways close theirs.
-pub(crate) const MAX_BATCH_EVENTS: usize = 32;
 
 /// The hub is gone (its event receiver was dropped) or shutdown was asked for.
 #[derive(Debug)]
@@ -42,14 +39,14 @@ impl Outbox {
         Ok(())
     }
 
-    /// What the next channel send carries: up to [`MAX_BATCH_EVENTS`] of the first events
+    /// What the next channel send carries: up to [`EventBatch::MAX_EVENTS`] of the first events
     /// waiting, as a batch, or the one event as itself; `None` when nothing waits.
     fn next_send(&mut self) -> Option<DeviceEvent> {
         let chunk = match self.events.len() {
             0 | 1 => return self.events.pop(),
-            n if n <= MAX_BATCH_EVENTS => std::mem::take(&mut self.events),
+            n if n <= EventBatch::MAX_EVENTS => std::mem::take(&mut self.events),
             _ => {
-                let rest = self.events.split_off(MAX_BATCH_EVENTS);
+                let rest = self.events.split_off(EventBatch::MAX_EVENTS);
                 std::mem::replace(&mut self.events, rest)
             }
         };

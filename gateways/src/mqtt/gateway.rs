@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytes::Bytes;
 use device_models::value::values_equal;
-use device_models::{DeviceCommand, DeviceEvent, ThingId, ThingType};
+use device_models::{DeviceCommand, DeviceEvent, EventBatch, ThingId, ThingType};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -45,11 +45,6 @@ use super::pending::{Pending, PendingActions};
 use super::stats::{MqttStats, Stats, bump};
 use super::topics::{ThingTopic, is_topic_name, parse_thing_topic, thing_topic};
 use crate::link::{CredentialCheck, DeviceCredentials, GatewayIo, ObserverCheck, ObserverLogins};
-
-/// Events a connection gathers before they go to the hub, even in the middle of a read (a
-/// message's events are never split, so a batch may hold a few more): the hub's channel from
-/// this gateway holds `things.event_queue` batches, so this bounds what it can hold in events.
-const MAX_BATCH_EVENTS: usize = 32;
 
 /// At most one WARN line per cause of rejection this often; the count is exact in the stats.
 const REJECTION_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -482,7 +477,7 @@ impl Hooks for Core {
         if session
             .outgoing
             .as_ref()
-            .is_some_and(|o| o.batch.events.len() >= MAX_BATCH_EVENTS)
+            .is_some_and(|o| o.batch.events.len() >= EventBatch::MAX_EVENTS)
         {
             self.send_batch(session).await;
         }

@@ -4,7 +4,7 @@
 //! **Shared state rule.** Nothing is shared: the actor owns all device state, so no locks. It
 //! never waits on a device, and never waits on the hub either:
 //! - the events of the requests handled in one burst go to the hub as one batch
-//!   ([`DeviceEvent::Batch`], closed at [`MAX_BATCH_EVENTS`]), for which a slot of the hub's
+//!   ([`DeviceEvent::Batch`], closed at [`EventBatch::MAX_EVENTS`]), for which a slot of the hub's
 //!   channel is free *before* its first request is handled (the actor is the channel's only
 //!   sender, so the slot stays free until the batch goes at the burst's end); without one, the
 //!   device gets 5.03 Service Unavailable (Max-Age 1) and retries: a hub that cannot keep up
@@ -70,10 +70,6 @@ pub(crate) type PendingRead = std::pin::Pin<
 /// as it is to go out once they are.
 pub(crate) type PendingCommit =
     std::pin::Pin<Box<dyn std::future::Future<Output = Vec<(RequestId, Response)>> + Send>>;
-
-/// The events at which a burst's batch to the hub is closed: a request that finds it this full
-/// sends it and starts another (so a batch holds at most this many plus one request's).
-pub(crate) const MAX_BATCH_EVENTS: usize = 32;
 
 /// What the requests of the current burst gave the hub, not sent yet.
 #[derive(Debug, Default)]
@@ -339,7 +335,7 @@ impl Actor {
         &mut self,
         request: &Request,
     ) -> (Response, Option<ThingId>, Option<Read>, Option<CommitWait>) {
-        if self.burst.batch.events.len() >= MAX_BATCH_EVENTS {
+        if self.burst.batch.events.len() >= EventBatch::MAX_EVENTS {
             self.end_burst();
         }
         // Older events wait in the outbox: new ones must not overtake them. Else the burst's
