@@ -282,6 +282,12 @@ async fn health_readiness_and_metrics_follow_a_real_device() {
     at_least(&text, "brume_coap_events_out_total", 2.0);
     at_least(&text, "brume_coap_commands_total", 1.0);
     assert_eq!(sample(&text, "brume_coap_observers"), Some(1.0), "{text}");
+    // Exported even with no observed device: a drop is always something a reader can see.
+    assert_eq!(
+        sample(&text, "brume_coap_observed_notifications_dropped_total"),
+        Some(0.0),
+        "{text}"
+    );
     assert_eq!(
         sample(&text, "brume_coap_rejected_total{cause=\"auth\"}"),
         Some(0.0),

@@ -622,6 +622,11 @@ fn coap_gateway(
         s.events_dropped,
     )?;
     out.counter(
+        "coap_observed_notifications_dropped",
+        "Notifications from observed CoAP devices dropped because the gateway lagged (a later one carries newer state)",
+        s.notifications_dropped,
+    )?;
+    out.counter(
         "coap_commands",
         "Commands the CoAP gateway took for its devices",
         s.commands,

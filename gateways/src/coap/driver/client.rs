@@ -2,6 +2,9 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
@@ -14,6 +17,7 @@ use super::{DEFAULT_MAX_DATAGRAM, Received, now, receive, sleep_until, transmit}
 use crate::coap::client::{Client, ClientConfig, ClientEvent, ObservationId, RequestId};
 use crate::coap::error::{ClientError, DriverError};
 use crate::coap::message::CONTENT_FORMAT_JSON;
+use crate::raw::stats::{LogLimiter, LogPermit};
 use coap_lite::RequestType;
 
 /// Settings of the client driver.
@@ -26,8 +30,9 @@ pub struct ClientDriverConfig {
     /// Events waiting in the driver while that channel is full (default
     /// 1 024). `Response` and `Failed` events are always kept (there is one
     /// per request, and requests in flight are bounded); a `Notification`
-    /// that finds the backlog full is dropped with a warning, since a later
-    /// one carries newer state.
+    /// that finds the backlog full is dropped, since a later one carries newer
+    /// state: counted in [`ClientParts::notifications_dropped`] and logged, at
+    /// most ten warnings per ten seconds.
     pub backlog: usize,
     /// Capacity of the command channel from handles (default 256).
     pub command_queue: usize,
@@ -151,6 +156,9 @@ pub struct ClientParts {
     pub events: mpsc::Receiver<ClientEvent>,
     /// The socket's address.
     pub local_addr: SocketAddr,
+    /// Notifications dropped because the application lagged (its channel and
+    /// the driver's backlog were full), for metrics.
+    pub notifications_dropped: Arc<AtomicU64>,
     /// The task; resolves when shut down or on a fatal socket error.
     pub task: JoinHandle<Result<(), DriverError>>,
 }
@@ -165,6 +173,13 @@ pub fn spawn_client(
     let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue.max(1));
     let (ev_tx, ev_rx) = mpsc::channel(config.event_queue.max(1));
     let engine = Client::new(config.engine.clone());
+    let notifications_dropped = Arc::new(AtomicU64::new(0));
+    let backlog = Backlog {
+        events: VecDeque::new(),
+        cap: config.backlog,
+        dropped: notifications_dropped.clone(),
+        log: LogLimiter::default(),
+    };
     let task = tokio::spawn(run(
         socket,
         engine,
@@ -172,12 +187,13 @@ pub fn spawn_client(
         ev_tx,
         shutdown,
         config.max_datagram,
-        config.backlog,
+        backlog,
     ));
     Ok(ClientParts {
         handle: ClientHandle { tx: cmd_tx },
         events: ev_rx,
         local_addr,
+        notifications_dropped,
         task,
     })
 }
@@ -190,15 +206,13 @@ async fn run(
     events: mpsc::Sender<ClientEvent>,
     shutdown: CancellationToken,
     max_datagram: usize,
-    backlog_cap: usize,
+    mut backlog: Backlog,
 ) -> Result<(), DriverError> {
     let mut buf = vec![0u8; max_datagram.max(4) + 1];
-    let mut backlog: VecDeque<ClientEvent> = VecDeque::new();
     let mut handles_alive = true;
-    let mut dropped: u64 = 0;
     loop {
         while let Some(event) = engine.poll_event() {
-            queue_event(&events, &mut backlog, backlog_cap, event, &mut dropped);
+            backlog.queue(&events, event);
         }
         while let Some(t) = engine.poll_transmit() {
             transmit(&socket, t).await;
@@ -214,13 +228,13 @@ async fn run(
                     engine.handle_datagram(now(), peer, buf.get(..n).unwrap_or_default());
                 }
             }
-            permit = events.reserve(), if !backlog.is_empty() => match permit {
+            permit = events.reserve(), if !backlog.events.is_empty() => match permit {
                 Ok(permit) => {
-                    if let Some(event) = backlog.pop_front() {
+                    if let Some(event) = backlog.events.pop_front() {
                         permit.send(event);
                     }
                 }
-                Err(_) => backlog.clear(),
+                Err(_) => backlog.events.clear(),
             },
             command = commands.recv(), if handles_alive => match command {
                 Some(Command::Request { peer, method, uri, content_format, payload, reply }) => {
@@ -239,31 +253,37 @@ async fn run(
     }
 }
 
-/// Delivers at once when the channel has room, else keeps the event in the
-/// backlog; see [`ClientDriverConfig::backlog`] for the overflow policy.
-fn queue_event(
-    events: &mpsc::Sender<ClientEvent>,
-    backlog: &mut VecDeque<ClientEvent>,
+/// Events waiting in the driver while the application's channel is full.
+struct Backlog {
+    events: VecDeque<ClientEvent>,
     cap: usize,
-    event: ClientEvent,
-    dropped: &mut u64,
-) {
-    let event = if backlog.is_empty() {
-        match events.try_send(event) {
-            Ok(()) => return,
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
-            Err(mpsc::error::TrySendError::Full(e)) => e,
+    dropped: Arc<AtomicU64>,
+    log: LogLimiter,
+}
+
+impl Backlog {
+    /// Delivers at once when the channel has room, else keeps the event in the
+    /// backlog; see [`ClientDriverConfig::backlog`] for the overflow policy.
+    fn queue(&mut self, events: &mpsc::Sender<ClientEvent>, event: ClientEvent) {
+        let event = if self.events.is_empty() {
+            match events.try_send(event) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Full(e)) => e,
+            }
+        } else {
+            event
+        };
+        if matches!(event, ClientEvent::Notification { .. }) && self.events.len() >= self.cap {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if let LogPermit::Log { suppressed } = self.log.permit(Instant::now()) {
+                warn!(
+                    dropped,
+                    suppressed, "event consumer is lagging; notification dropped"
+                );
+            }
+            return;
         }
-    } else {
-        event
-    };
-    if matches!(event, ClientEvent::Notification { .. }) && backlog.len() >= cap {
-        *dropped += 1;
-        warn!(
-            dropped = *dropped,
-            "event consumer is lagging; notification dropped"
-        );
-        return;
+        self.events.push_back(event);
     }
-    backlog.push_back(event);
 }

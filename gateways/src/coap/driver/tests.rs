@@ -224,3 +224,83 @@ async fn oversized_datagrams_are_dropped_and_full_queue_answers_5_03() {
     shutdown.cancel();
     assert!(server.task.await.unwrap().is_ok());
 }
+
+/// An application that reads no events: once its channel and the driver's backlog are full,
+/// further notifications are dropped and counted (where a reader can see them), while what was
+/// kept arrives in order once it reads again.
+#[tokio::test]
+async fn notifications_a_lagging_application_cannot_take_are_dropped_and_counted() {
+    let shutdown = CancellationToken::new();
+    let server = spawn_server(
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        ServerDriverConfig::default(),
+        shutdown.clone(),
+    )
+    .unwrap();
+    let addr = server.local_addr;
+    let notifier = server.handle.clone();
+    let app = tokio::spawn(serve(server.events, server.handle));
+    let client = spawn_client(
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        ClientDriverConfig {
+            event_queue: 1,
+            backlog: 1,
+            ..ClientDriverConfig::default()
+        },
+        shutdown.clone(),
+    )
+    .unwrap();
+    let (handle, mut events, dropped) =
+        (client.handle, client.events, client.notifications_dropped);
+    let obs = handle.observe(addr, "/things/a/commands").await.unwrap();
+    // The registration's answer fills the channel; "0" waits in the backlog; "1" to "4" find
+    // no room. Each is sent once the one before has been dropped, so none is superseded
+    // before the driver sees it. "0" goes once the server has registered the observer (it
+    // sends nothing to no one), after the registration's answer.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while notifier
+        .notify_content("/things/a/commands", CONTENT_FORMAT_JSON, Bytes::from("0"))
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never registered");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for i in 1..5 {
+        notifier
+            .notify_content(
+                "/things/a/commands",
+                CONTENT_FORMAT_JSON,
+                Bytes::from(format!("{i}")),
+            )
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while dropped.load(std::sync::atomic::Ordering::Relaxed) < i {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "notification {i} not dropped"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    assert_eq!(dropped.load(std::sync::atomic::Ordering::Relaxed), 4);
+    assert_eq!(
+        notification_of(&mut events, obs).await.as_ref(),
+        b"\"idle\""
+    );
+    assert_eq!(notification_of(&mut events, obs).await.as_ref(), b"0");
+    // Reading again, the application gets what comes next.
+    notifier
+        .notify_content("/things/a/commands", CONTENT_FORMAT_JSON, Bytes::from("5"))
+        .await
+        .unwrap();
+    assert_eq!(notification_of(&mut events, obs).await.as_ref(), b"5");
+    assert_eq!(dropped.load(std::sync::atomic::Ordering::Relaxed), 4);
+
+    shutdown.cancel();
+    assert!(server.task.await.unwrap().is_ok());
+    assert!(client.task.await.unwrap().is_ok());
+    app.abort();
+}

@@ -15,6 +15,8 @@ use crate::coap::server::ServerStats;
 #[derive(Debug, Default)]
 pub struct CoapStats {
     engine: Arc<ServerCounters>,
+    /// The client driver's count of dropped notifications, when devices are observed.
+    notifications_dropped: Option<Arc<AtomicU64>>,
     events_out: AtomicU64,
     events_dropped: AtomicU64,
     commands: AtomicU64,
@@ -38,6 +40,9 @@ pub struct CoapStatsSnapshot {
     pub events_out: u64,
     /// Device events dropped because the hub lagged and the gateway's outbox was full.
     pub events_dropped: u64,
+    /// Notifications from observed devices dropped because the gateway lagged behind its
+    /// client driver (a later notification carries newer state).
+    pub notifications_dropped: u64,
     /// Commands taken from the hub.
     pub commands: u64,
     /// Requests answered 4.01 or 4.03 (credentials).
@@ -56,10 +61,15 @@ pub struct CoapStatsSnapshot {
 }
 
 impl CoapStats {
-    /// Counters around the engine's `engine`.
-    pub(crate) fn new(engine: Arc<ServerCounters>) -> Self {
+    /// Counters around the server engine's `engine` and, when the gateway observes devices,
+    /// the client driver's `notifications_dropped`.
+    pub(crate) fn new(
+        engine: Arc<ServerCounters>,
+        notifications_dropped: Option<Arc<AtomicU64>>,
+    ) -> Self {
         Self {
             engine,
+            notifications_dropped,
             ..Self::default()
         }
     }
@@ -72,6 +82,7 @@ impl CoapStats {
             observers: self.engine.observers(),
             events_out: get(&self.events_out),
             events_dropped: get(&self.events_dropped),
+            notifications_dropped: self.notifications_dropped.as_deref().map_or(0, get),
             commands: get(&self.commands),
             rejected_auth: get(&self.rejected_auth),
             rejected_not_found: get(&self.rejected_not_found),
