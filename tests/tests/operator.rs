@@ -289,6 +289,11 @@ async fn health_readiness_and_metrics_follow_a_real_device() {
         "{text}"
     );
     assert_eq!(
+        sample(&text, "brume_coap_observer_events_dropped_total"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
         sample(&text, "brume_coap_rejected_total{cause=\"auth\"}"),
         Some(0.0),
         "{text}"

@@ -627,6 +627,11 @@ fn coap_gateway(
         s.notifications_dropped,
     )?;
     out.counter(
+        "coap_observer_events_dropped",
+        "Observations added or removed by CoAP devices that the gateway missed because its queue from the server was full",
+        s.observer_events_dropped,
+    )?;
+    out.counter(
         "coap_commands",
         "Commands the CoAP gateway took for its devices",
         s.commands,

@@ -18,6 +18,7 @@ use crate::coap::server::{
     Notification, RequestId, Response, Server, ServerConfig, ServerEvent, ServerStats,
 };
 use crate::coap::transmission::Transmit;
+use crate::raw::stats::{LogLimiter, LogPermit};
 
 /// Settings of the server driver.
 #[derive(Clone, Debug, PartialEq)]
@@ -111,6 +112,10 @@ pub struct ServerCounters {
     /// Datagrams the driver dropped unread as larger than `max_datagram` (the engine never
     /// sees them): counted as received and malformed.
     oversized: AtomicU64,
+    /// Observer events (added, removed) dropped because the application's queue was full.
+    observer_events_dropped: AtomicU64,
+    /// Warnings about those drops: at most ten per ten seconds.
+    observer_log: LogLimiter,
     observers: AtomicU64,
 }
 
@@ -149,6 +154,12 @@ impl ServerCounters {
     /// Observations registered now.
     pub fn observers(&self) -> u64 {
         self.observers.load(Ordering::Relaxed)
+    }
+
+    /// Observer events (an observation added or removed) the application never saw because
+    /// its queue was full.
+    pub fn observer_events_dropped(&self) -> u64 {
+        self.observer_events_dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -347,7 +358,16 @@ fn forward_events(
                     debug!(error = %e, "busy answer not sent");
                 }
             }
-            other => warn!(event = ?other, "application queue full; observer event dropped"),
+            other => {
+                counters
+                    .observer_events_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                if let LogPermit::Log { suppressed } =
+                    counters.observer_log.permit(std::time::Instant::now())
+                {
+                    warn!(event = ?other, suppressed, "application queue full; observer event dropped");
+                }
+            }
         }
     }
 }

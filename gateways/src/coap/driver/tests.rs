@@ -225,6 +225,70 @@ async fn oversized_datagrams_are_dropped_and_full_queue_answers_5_03() {
     assert!(server.task.await.unwrap().is_ok());
 }
 
+/// An observation answered while the application's queue is full: the observer is registered,
+/// but the event saying so cannot be queued; it is dropped and counted, not lost unseen.
+#[tokio::test]
+async fn observer_events_a_full_queue_cannot_take_are_counted() {
+    let shutdown = CancellationToken::new();
+    let server = spawn_server(
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        ServerDriverConfig {
+            event_queue: 1,
+            ..Default::default()
+        },
+        shutdown.clone(),
+    )
+    .unwrap();
+    let addr = server.local_addr;
+    let (handle, mut events, counters) = (server.handle, server.events, server.counters);
+    let client = spawn_client(
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        ClientDriverConfig::default(),
+        shutdown.clone(),
+    )
+    .unwrap();
+    let _obs = client
+        .handle
+        .observe(addr, "/things/a/commands")
+        .await
+        .unwrap();
+    let registration = match tokio::time::timeout(WAIT, events.recv()).await {
+        Ok(Some(ServerEvent::Request(r))) => r,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(registration.observe, Some(ObserveFlag::Register));
+    // Another request fills the queue, and nobody reads it.
+    let raw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    raw.send_to(&[0x50, 0x01, 0x00, 0x09], addr).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while counters.snapshot().requests < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "second request not seen"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(counters.observer_events_dropped(), 0);
+    handle
+        .respond(
+            registration.id,
+            Response::content(CONTENT_FORMAT_JSON, "\"idle\""),
+        )
+        .await
+        .unwrap();
+    while counters.observer_events_dropped() < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "drop not counted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(counters.observers(), 1, "the observer itself is registered");
+    // The queue still holds the unread request, not the observer event.
+    assert!(matches!(events.recv().await, Some(ServerEvent::Request(_))));
+    assert_eq!(counters.observer_events_dropped(), 1);
+    shutdown.cancel();
+    assert!(server.task.await.unwrap().is_ok());
+    assert!(client.task.await.unwrap().is_ok());
+}
+
 /// An application that reads no events: once its channel and the driver's backlog are full,
 /// further notifications are dropped and counted (where a reader can see them), while what was
 /// kept arrives in order once it reads again.

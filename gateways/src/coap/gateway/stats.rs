@@ -43,6 +43,9 @@ pub struct CoapStatsSnapshot {
     /// Notifications from observed devices dropped because the gateway lagged behind its
     /// client driver (a later notification carries newer state).
     pub notifications_dropped: u64,
+    /// Observations added or removed by devices that the gateway never heard of, because its
+    /// queue from the server driver was full.
+    pub observer_events_dropped: u64,
     /// Commands taken from the hub.
     pub commands: u64,
     /// Requests answered 4.01 or 4.03 (credentials).
@@ -83,6 +86,7 @@ impl CoapStats {
             events_out: get(&self.events_out),
             events_dropped: get(&self.events_dropped),
             notifications_dropped: self.notifications_dropped.as_deref().map_or(0, get),
+            observer_events_dropped: self.engine.observer_events_dropped(),
             commands: get(&self.commands),
             rejected_auth: get(&self.rejected_auth),
             rejected_not_found: get(&self.rejected_not_found),
