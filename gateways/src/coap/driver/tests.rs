@@ -75,27 +75,48 @@ async fn notification_of(events: &mut mpsc::Receiver<ClientEvent>, want: Observa
     }
 }
 
+/// A server and a client driver, each on its own socket on 127.0.0.1.
+async fn drivers(
+    server: ServerDriverConfig,
+    client: ClientDriverConfig,
+    shutdown: &CancellationToken,
+) -> (ServerParts, ClientParts) {
+    let server = spawn_server(
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        server,
+        shutdown.clone(),
+    )
+    .unwrap();
+    let client = spawn_client(
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        client,
+        shutdown.clone(),
+    )
+    .unwrap();
+    (server, client)
+}
+
+/// Waits until `done` holds, failing with `what` after [`WAIT`].
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn server_and_client_drivers_talk_over_udp() {
     let shutdown = CancellationToken::new();
-    let server_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let server = spawn_server(
-        server_socket,
+    let (server, client) = drivers(
         ServerDriverConfig::default(),
-        shutdown.clone(),
+        ClientDriverConfig::default(),
+        &shutdown,
     )
-    .unwrap();
+    .await;
     let addr = server.local_addr;
     let notifier = server.handle.clone();
     let app = tokio::spawn(serve(server.events, server.handle));
-
-    let client_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let client = spawn_client(
-        client_socket,
-        ClientDriverConfig::default(),
-        shutdown.clone(),
-    )
-    .unwrap();
     let (handle, mut events) = (client.handle, client.events);
 
     // Plain GET, piggy-backed.
@@ -230,23 +251,17 @@ async fn oversized_datagrams_are_dropped_and_full_queue_answers_5_03() {
 #[tokio::test]
 async fn observer_events_a_full_queue_cannot_take_are_counted() {
     let shutdown = CancellationToken::new();
-    let server = spawn_server(
-        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+    let (server, client) = drivers(
         ServerDriverConfig {
             event_queue: 1,
             ..Default::default()
         },
-        shutdown.clone(),
+        ClientDriverConfig::default(),
+        &shutdown,
     )
-    .unwrap();
+    .await;
     let addr = server.local_addr;
     let (handle, mut events, counters) = (server.handle, server.events, server.counters);
-    let client = spawn_client(
-        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-        ClientDriverConfig::default(),
-        shutdown.clone(),
-    )
-    .unwrap();
     let _obs = client
         .handle
         .observe(addr, "/things/a/commands")
@@ -260,14 +275,10 @@ async fn observer_events_a_full_queue_cannot_take_are_counted() {
     // Another request fills the queue, and nobody reads it.
     let raw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     raw.send_to(&[0x50, 0x01, 0x00, 0x09], addr).await.unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while counters.snapshot().requests < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "second request not seen"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until("second request not seen", || {
+        counters.snapshot().requests >= 2
+    })
+    .await;
     assert_eq!(counters.observer_events_dropped(), 0);
     handle
         .respond(
@@ -276,10 +287,10 @@ async fn observer_events_a_full_queue_cannot_take_are_counted() {
         )
         .await
         .unwrap();
-    while counters.observer_events_dropped() < 1 {
-        assert!(tokio::time::Instant::now() < deadline, "drop not counted");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until("drop not counted", || {
+        counters.observer_events_dropped() >= 1
+    })
+    .await;
     assert_eq!(counters.observers(), 1, "the observer itself is registered");
     // The queue still holds the unread request, not the observer event.
     assert!(matches!(events.recv().await, Some(ServerEvent::Request(_))));
@@ -295,25 +306,19 @@ async fn observer_events_a_full_queue_cannot_take_are_counted() {
 #[tokio::test]
 async fn notifications_a_lagging_application_cannot_take_are_dropped_and_counted() {
     let shutdown = CancellationToken::new();
-    let server = spawn_server(
-        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+    let (server, client) = drivers(
         ServerDriverConfig::default(),
-        shutdown.clone(),
-    )
-    .unwrap();
-    let addr = server.local_addr;
-    let notifier = server.handle.clone();
-    let app = tokio::spawn(serve(server.events, server.handle));
-    let client = spawn_client(
-        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
         ClientDriverConfig {
             event_queue: 1,
             backlog: 1,
             ..ClientDriverConfig::default()
         },
-        shutdown.clone(),
+        &shutdown,
     )
-    .unwrap();
+    .await;
+    let addr = server.local_addr;
+    let notifier = server.handle.clone();
+    let app = tokio::spawn(serve(server.events, server.handle));
     let (handle, mut events, dropped) =
         (client.handle, client.events, client.notifications_dropped);
     let obs = handle.observe(addr, "/things/a/commands").await.unwrap();
@@ -340,14 +345,10 @@ async fn notifications_a_lagging_application_cannot_take_are_dropped_and_counted
             )
             .await
             .unwrap();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while dropped.load(std::sync::atomic::Ordering::Relaxed) < i {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "notification {i} not dropped"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_until(&format!("notification {i} not dropped"), || {
+            dropped.load(std::sync::atomic::Ordering::Relaxed) >= i
+        })
+        .await;
     }
     assert_eq!(dropped.load(std::sync::atomic::Ordering::Relaxed), 4);
     assert_eq!(
