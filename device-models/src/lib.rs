@@ -13,6 +13,7 @@
 //! - [`thing`]: thing instances: [`ThingId`], [`Thing`], [`ThingState`] and its merge rules.
 //! - [`gateway`]: the gateway interface, [`DeviceEvent`] (device → hub) and [`DeviceCommand`]
 //!   (hub → device).
+//! - [`log_limit`]: [`LogLimiter`], warnings rate-limited per window, the rest counted.
 //! - [`clock`]: [`now_ms`] and [`rfc3339_from_ms`], the one wall clock and date format.
 //! - [`td`]: export of a W3C WoT Thing Description (TD 1.1) per thing.
 //! - [`names`]: the naming rule for type ids and property, action, event and binding names.
@@ -34,6 +35,7 @@ pub mod frames;
 pub mod gateway;
 pub mod key_path;
 pub mod load;
+pub mod log_limit;
 pub mod modbus;
 pub mod names;
 pub mod pressure;
@@ -52,6 +54,7 @@ pub use gateway::{
 };
 pub use key_path::KeyPath;
 pub use load::LoadError;
+pub use log_limit::{LogLimiter, LogPermit};
 pub use pressure::MemoryPressure;
 pub use schema::{DataSchema, DefinitionError, DefinitionRule, SchemaType, ValueError, Violation};
 pub use td::{AffordanceSelector, ExtraForm, TdContext, TdSecurity, thing_description};

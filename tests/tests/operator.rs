@@ -289,6 +289,19 @@ async fn health_readiness_and_metrics_follow_a_real_device() {
         "{text}"
     );
     assert_eq!(
+        sample(&text, "brume_coap_observed_datagrams_malformed_total"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "brume_router_messages_dropped_total{cause=\"unencodable\"}"
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
         sample(&text, "brume_coap_observer_events_dropped_total"),
         Some(0.0),
         "{text}"

@@ -2,7 +2,8 @@
 //! construction: a peer whose socket blocks a write past `router.write_timeout_secs` is
 //! disconnected; a call result or an invocation that does not fit a session's outbound queue
 //! disconnects that session even under the `drop_events` policy; connections beyond
-//! `router.max_connections` are refused.
+//! `router.max_connections` are refused; a message over the peer's announced maximum size is
+//! dropped and counted while its session goes on (a result becomes an error for its caller).
 
 // Test helpers fail the test by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -10,11 +11,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hub::client::WampError;
+use hub::router::realm::Traffic;
 use hub::router::{Realm, SlowConsumerPolicy};
 use hub::wamp::{Dict, Payload, Serializer, Value};
 use tests::hub::TestHub;
 use tests::raw::RawConn;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -218,5 +221,129 @@ async fn connections_beyond_max_connections_are_refused() {
     assert!(
         admitted.is_ok(),
         "a connection was admitted once a slot was free"
+    );
+}
+
+/// A RawSocket JSON session with `roles` whose peer announced the smallest maximum message size,
+/// 2^9 = 512 bytes: its WELCOME comes without the roles' feature lists, which would not fit.
+async fn small_session(hub: &TestHub, roles: &str) -> RawConn {
+    let mut stream = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    stream.write_all(&[0x7F, 0x01, 0, 0]).await.unwrap();
+    let mut reply = [0u8; 4];
+    stream.read_exact(&mut reply).await.unwrap();
+    assert_eq!(reply[1] & 0x0F, 1, "JSON accepted: {reply:?}");
+    let mut c = RawConn { stream };
+    c.send(format!(r#"[1, "brume", {{"roles": {roles}}}]"#).as_bytes())
+        .await;
+    let welcome = c.recv_json().await;
+    assert_eq!(welcome[0], 2, "WELCOME: {welcome}");
+    assert_eq!(
+        welcome[2]["roles"]["broker"],
+        serde_json::json!({}),
+        "{welcome}"
+    );
+    assert_eq!(welcome[2]["authrole"], "anonymous", "{welcome}");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_peers_limit_is_dropped_and_counted_and_the_session_goes_on() {
+    let hub = TestHub::start().await;
+    let mut small = small_session(&hub, r#"{"subscriber": {}, "caller": {}}"#).await;
+    small.send(br#"[32, 1, {}, "com.limits"]"#).await;
+    assert_eq!(small.recv_json().await[0], 33, "SUBSCRIBED");
+
+    // An event over the limit, then one under it: the first is dropped, the second arrives.
+    let app = hub.local_client("app");
+    let big = || Payload::args(vec![Value::Str("x".repeat(2048))]);
+    app.publish("com.limits", big(), Dict::new()).await.unwrap();
+    app.publish(
+        "com.limits",
+        Payload::args(vec![Value::from("after")]),
+        Dict::new(),
+    )
+    .await
+    .unwrap();
+    let event = small.recv_json().await;
+    assert_eq!(event[0], 36, "EVENT: {event}");
+    assert_eq!(event[4], serde_json::json!(["after"]), "{event}");
+
+    // A result over the limit becomes an error for the call.
+    let mut reg = app.register("com.limits.big", Dict::new()).await.unwrap();
+    tokio::spawn(async move {
+        while let Some(inv) = reg.next().await {
+            let _ = inv.reply(big()).await;
+        }
+    });
+    small.send(br#"[48, 7, {}, "com.limits.big"]"#).await;
+    let error = small.recv_json().await;
+    assert_eq!(error[0], 8, "ERROR: {error}");
+    assert_eq!(error[1], 48, "{error}");
+    assert_eq!(error[2], 7, "{error}");
+    assert_eq!(error[4], "wamp.error.payload_size_exceeded", "{error}");
+
+    // An error over the limit goes with its URI and without its payload.
+    let mut failing = app.register("com.limits.fails", Dict::new()).await.unwrap();
+    tokio::spawn(async move {
+        while let Some(inv) = failing.next().await {
+            let _ = inv
+                .fail(WampError::new("com.limits.no", "y".repeat(2048)))
+                .await;
+        }
+    });
+    small.send(br#"[48, 8, {}, "com.limits.fails"]"#).await;
+    let error = small.recv_json().await;
+    assert_eq!(
+        error,
+        serde_json::json!([8, 48, 8, {}, "com.limits.no"]),
+        "ERROR without its payload"
+    );
+
+    // An invocation over the callee's limit is answered for it: the caller gets the error.
+    let mut callee = small_session(&hub, r#"{"callee": {}}"#).await;
+    callee.send(br#"[64, 2, {}, "com.limits.small"]"#).await;
+    assert_eq!(callee.recv_json().await[0], 65, "REGISTERED");
+    let refused = tokio::time::timeout(WAIT, app.call_with("com.limits.small", big(), Dict::new()))
+        .await
+        .expect("the caller is not left waiting")
+        .expect_err("the invocation could not reach the callee");
+    assert!(
+        refused
+            .to_string()
+            .contains("wamp.error.payload_size_exceeded"),
+        "{refused}"
+    );
+    // The callee's session goes on: a small invocation reaches it.
+    let call = tokio::spawn({
+        let app = app.clone();
+        async move {
+            app.call_with(
+                "com.limits.small",
+                Payload::args(vec![Value::Int(1)]),
+                Dict::new(),
+            )
+            .await
+        }
+    });
+    let invocation = callee.recv_json().await;
+    assert_eq!(invocation[0], 68, "INVOCATION: {invocation}");
+    callee
+        .send(format!("[70, {}, {{}}, [\"ok\"]]", invocation[1]).as_bytes())
+        .await;
+    assert!(call.await.unwrap().is_ok(), "the small call was answered");
+
+    // The four drops are counted, and an operator reads them.
+    let drops = hub.hub.router().write_drops();
+    assert_eq!(Traffic::get(&drops.too_large), 4);
+    assert_eq!(Traffic::get(&drops.unencodable), 0);
+    let http = hub.hub.local_addr("http").unwrap();
+    let (status, body) = hub::http::client::get(&format!("http://{http}"), "/metrics")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(
+        text.contains("brume_router_messages_dropped_total{cause=\"too_large\"} 4\n"),
+        "{text}"
     );
 }

@@ -22,7 +22,7 @@ use super::stats::BusStats;
 use super::transport;
 use crate::link::GatewayIo;
 use crate::outbox::{Outbox, Stopped};
-use crate::raw::stats::{LogLimiter, LogPermit};
+use device_models::{LogLimiter, LogPermit};
 
 /// What one request came back with.
 enum Outcome<T> {

@@ -13,7 +13,8 @@ use device_models::frames::{
 use tracing::warn;
 
 use super::model::DeviceModel;
-use super::stats::{ListenerStats, LogLimiter, LogPermit};
+use super::stats::ListenerStats;
+use device_models::{LogLimiter, LogPermit};
 
 /// A frame that was dropped, and why.
 #[derive(Debug)]

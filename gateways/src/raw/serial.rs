@@ -23,10 +23,11 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::config::{FlowControl, Parity, PreparedSerial, SerialConfig};
 use super::engine::{Clock, Engine};
 use super::reader::{FrameReader, report_bad_frame};
-use super::stats::{ListenerStats, LogLimiter};
+use super::stats::ListenerStats;
 use super::{deliver, sleep_until};
 use crate::link::GatewayIo;
 use crate::outbox::{Outbox, Stopped};
+use device_models::LogLimiter;
 
 /// Read buffer.
 const READ_CHUNK: usize = 1024;

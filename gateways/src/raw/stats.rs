@@ -1,13 +1,9 @@
-//! Per-listener counters and rate-limited warnings.
+//! Per-listener counters.
 //!
 //! Counters are atomics in one [`ListenerStats`] shared (`Arc`) by a listener's tasks: incremented
 //! with relaxed ordering on the hot path, read as a [`StatsSnapshot`] by tests and metrics.
-//! Warnings about bad input go through a log limiter so that a device spraying garbage costs a
-//! few log lines per window, not one per frame.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 macro_rules! counters {
     ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
@@ -98,91 +94,9 @@ impl ListenerStats {
     }
 }
 
-/// Lets through at most `burst` warnings per `window` and counts the rest, so that logging bad
-/// input from a hostile peer stays cheap. Shared by a listener's tasks behind a short mutex that is
-/// never held across an `.await`.
-#[derive(Debug)]
-pub(crate) struct LogLimiter {
-    window: Duration,
-    burst: u32,
-    state: Mutex<LogWindow>,
-}
-
-#[derive(Debug)]
-struct LogWindow {
-    start: Option<Instant>,
-    logged: u32,
-    suppressed: u64,
-}
-
-/// What the caller may log.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum LogPermit {
-    /// Log this warning; `suppressed` warnings were dropped since the last one let through.
-    Log { suppressed: u64 },
-    /// Stay quiet.
-    Quiet,
-}
-
-impl LogLimiter {
-    /// At most `burst` warnings per `window`.
-    pub(crate) fn new(window: Duration, burst: u32) -> Self {
-        Self {
-            window,
-            burst,
-            state: Mutex::new(LogWindow {
-                start: None,
-                logged: 0,
-                suppressed: 0,
-            }),
-        }
-    }
-
-    /// Whether a warning may be logged now.
-    pub(crate) fn permit(&self, now: Instant) -> LogPermit {
-        let Ok(mut state) = self.state.lock() else {
-            return LogPermit::Quiet;
-        };
-        let expired = state
-            .start
-            .is_none_or(|start| now.saturating_duration_since(start) >= self.window);
-        if expired {
-            state.start = Some(now);
-            state.logged = 0;
-        }
-        if state.logged < self.burst {
-            state.logged += 1;
-            let suppressed = std::mem::take(&mut state.suppressed);
-            LogPermit::Log { suppressed }
-        } else {
-            state.suppressed += 1;
-            LogPermit::Quiet
-        }
-    }
-}
-
-impl Default for LogLimiter {
-    /// Ten warnings per ten seconds.
-    fn default() -> Self {
-        Self::new(Duration::from_secs(10), 10)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn limiter_lets_a_burst_through_then_counts() {
-        let limiter = LogLimiter::new(Duration::from_secs(1), 2);
-        let t0 = Instant::now();
-        assert_eq!(limiter.permit(t0), LogPermit::Log { suppressed: 0 });
-        assert_eq!(limiter.permit(t0), LogPermit::Log { suppressed: 0 });
-        assert_eq!(limiter.permit(t0), LogPermit::Quiet);
-        assert_eq!(limiter.permit(t0), LogPermit::Quiet);
-        let t1 = t0 + Duration::from_secs(1);
-        assert_eq!(limiter.permit(t1), LogPermit::Log { suppressed: 2 });
-    }
 
     #[test]
     fn snapshot_reads_counters() {

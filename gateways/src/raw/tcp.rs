@@ -33,10 +33,11 @@ use super::config::PreparedTcp;
 use super::engine::{Clock, Engine};
 use super::ratelimit::Bucket;
 use super::reader::{FrameReader, report_bad_frame};
-use super::stats::{ListenerStats, LogLimiter};
+use super::stats::ListenerStats;
 use super::{MAX_INPUTS_PER_TURN, RawError, deliver, sleep_until};
 use crate::link::GatewayIo;
 use crate::outbox::{Outbox, Stopped};
+use device_models::LogLimiter;
 
 /// Connection ids, unique for the listener's life.
 type ConnId = u64;

@@ -24,10 +24,11 @@ use super::config::PreparedUdp;
 use super::engine::{Clock, Engine};
 use super::ratelimit::SourceLimiter;
 use super::reader::{FrameReader, report_bad_frame};
-use super::stats::{ListenerStats, LogLimiter};
+use super::stats::ListenerStats;
 use super::{MAX_INPUTS_PER_TURN, RawError, deliver, sleep_until};
 use crate::link::GatewayIo;
 use crate::outbox::{Outbox, Stopped};
+use device_models::LogLimiter;
 
 /// Largest UDP payload; the buffer holds any datagram whole.
 const MAX_DATAGRAM: usize = 65_536;

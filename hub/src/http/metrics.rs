@@ -224,6 +224,17 @@ fn router(out: &mut Out<'_, '_>, v: &HubView) -> Result<(), std::fmt::Error> {
         "Events dropped for slow consumers, over the sessions open now",
         dropped as f64,
     )?;
+    let d = v.router.write_drops();
+    out.counters(
+        "router_messages_dropped",
+        "Outgoing messages a connection dropped at its socket, by cause: too_large (over the \
+         peer's maximum message size; a RESULT becomes an error for its call) or unencodable",
+        "cause",
+        &[
+            ("too_large", get(&d.too_large)),
+            ("unencodable", get(&d.unencodable)),
+        ],
+    )?;
     traffic(out, v)
 }
 
@@ -625,6 +636,11 @@ fn coap_gateway(
         "coap_observed_notifications_dropped",
         "Notifications from observed CoAP devices dropped because the gateway lagged (a later one carries newer state)",
         s.notifications_dropped,
+    )?;
+    out.counter(
+        "coap_observed_datagrams_malformed",
+        "Datagrams from observed CoAP devices dropped unread: over the size limit, or not CoAP",
+        s.observed_malformed,
     )?;
     out.counter(
         "coap_observer_events_dropped",

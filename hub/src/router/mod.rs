@@ -25,7 +25,9 @@ pub mod session;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub use outbound::{AuthInfo, Outgoing, SessionHandle, SlowConsumerPolicy, TransportInfo};
+pub use outbound::{
+    AuthInfo, Outgoing, SessionHandle, SlowConsumerPolicy, TransportInfo, WriteDrops,
+};
 pub use realm::{Realm, RealmConfig};
 pub use session::{Flow, RouterSession};
 
@@ -61,6 +63,8 @@ pub struct Router {
     pub(crate) config: RouterConfig,
     /// Router-scope ids (subscriptions, registrations).
     pub(crate) ids: IdSequence,
+    /// Messages connections could not send.
+    write_drops: WriteDrops,
 }
 
 impl Router {
@@ -74,7 +78,13 @@ impl Router {
             realms,
             config,
             ids: IdSequence::default(),
+            write_drops: WriteDrops::default(),
         })
+    }
+
+    /// Outgoing messages connections dropped at the socket, by cause.
+    pub fn write_drops(&self) -> &WriteDrops {
+        &self.write_drops
     }
 
     /// The realm with this name.

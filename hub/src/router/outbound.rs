@@ -49,6 +49,27 @@ impl Outgoing {
     }
 }
 
+/// Outgoing messages that connections dropped at the socket, router-wide (a message may be
+/// refused before its session has a realm), by cause; read by the metrics. The router drops such
+/// a message and says so: a RESULT becomes an ERROR for its call, anything else is only counted
+/// and logged, at most ten warnings per ten seconds.
+#[derive(Debug, Default)]
+pub struct WriteDrops {
+    /// Over the maximum message size the peer announced.
+    pub too_large: AtomicU64,
+    /// Not encodable in the session's serializer.
+    pub unencodable: AtomicU64,
+    log: device_models::LogLimiter,
+}
+
+impl WriteDrops {
+    /// Counts one drop in `counter` and whether a warning about it may be logged now.
+    pub(crate) fn count(&self, counter: &AtomicU64) -> device_models::LogPermit {
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.log.permit(std::time::Instant::now())
+    }
+}
+
 /// How many messages a session may have queued while the hub is over its memory budget: past
 /// this its events are shed (see [`SessionHandle::send_event`]).
 pub const PRESSURE_BACKLOG: usize = 256;

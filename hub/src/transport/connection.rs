@@ -8,14 +8,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use device_models::LogPermit;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, field};
 
 use super::{TransportError, WampTransport};
-use crate::router::{Flow, Outgoing, Router, RouterSession, SessionHandle, TransportInfo};
-use crate::wamp::{Message, Serializer, uris};
+use crate::router::{
+    Flow, Outgoing, Router, RouterSession, SessionHandle, TransportInfo, WriteDrops,
+};
+use crate::wamp::message::code;
+use crate::wamp::{Dict, Message, Serializer, Value, uris};
 
 /// Time limits for a WAMP connection.
 #[derive(Clone, Debug)]
@@ -74,7 +78,8 @@ async fn serve_inner<T: WampTransport>(
 ) {
     let (tx, mut rx) = mpsc::channel::<Outgoing>(router.outbound_queue());
     let kill = CancellationToken::new();
-    let mut session = RouterSession::new(router, info, tx, kill.clone());
+    let mut session = RouterSession::new(router.clone(), info, tx, kill.clone());
+    let drops = router.write_drops();
     let mut deadline = Some(Instant::now() + limits.hello_timeout);
     let mut shutting_down = false;
     let mut recorded = false;
@@ -117,10 +122,18 @@ async fn serve_inner<T: WampTransport>(
                 let Some(out) = out else { break };
                 let handle = session.handle_ref().cloned();
                 tokio::select! {
-                    r = write_batch(&mut t, ser, out, &mut rx, limits.write_timeout, handle.as_deref()) => {
-                        if let Err(e) = r {
-                            tracing::info!(error = %e, "write failed; closing");
-                            return;
+                    r = write_batch(&mut t, ser, out, &mut rx, limits.write_timeout, handle.as_deref(), drops) => {
+                        match r {
+                            // The session's own answers to messages it could not be sent.
+                            Ok(answers) => {
+                                if answers.into_iter().any(|a| session.handle(a) == Flow::Close) {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::info!(error = %e, "write failed; closing");
+                                return;
+                            }
                         }
                     }
                     // Closed by the router while a write to this (probably stuck) peer was
@@ -164,7 +177,8 @@ async fn serve_inner<T: WampTransport>(
     rx.close();
     let drain = async {
         while let Some(out) = rx.recv().await {
-            write_batch(&mut t, ser, out, &mut rx, limits.write_timeout, None).await?;
+            // The session is gone: nothing is owed for what cannot be sent now.
+            write_batch(&mut t, ser, out, &mut rx, limits.write_timeout, None, drops).await?;
         }
         Ok::<(), TransportError>(())
     };
@@ -174,7 +188,8 @@ async fn serve_inner<T: WampTransport>(
 
 /// Writes `first` and whatever else is already queued, then flushes once. Events the session
 /// sheds for the hub's memory budget (oldest first, see [`SessionHandle::shed_on_write`]) are
-/// skipped.
+/// skipped; messages that cannot be sent are dropped and counted in `drops` (see [`queue_one`]),
+/// and the answers the session owes the router for them are returned.
 async fn write_batch<T: WampTransport>(
     t: &mut T,
     ser: Serializer,
@@ -182,70 +197,129 @@ async fn write_batch<T: WampTransport>(
     rx: &mut mpsc::Receiver<Outgoing>,
     write_timeout: Duration,
     session: Option<&SessionHandle>,
-) -> Result<(), TransportError> {
+    drops: &WriteDrops,
+) -> Result<Vec<Message>, TransportError> {
     let sheds = |out: &Outgoing, rx: &mpsc::Receiver<Outgoing>| {
         session.is_some_and(|h| h.shed_on_write(out, rx.len()))
     };
     let mut queued = false;
+    let mut answers = Vec::new();
     if !sheds(&first, rx) {
-        queue_one(t, ser, &first)?;
-        queued = true;
+        queued |= queue_one(t, ser, &first, drops, &mut answers)?;
     }
     for _ in 1..MAX_BATCH {
         match rx.try_recv() {
             Ok(out) if sheds(&out, rx) => {}
-            Ok(out) => {
-                queue_one(t, ser, &out)?;
-                queued = true;
-            }
+            Ok(out) => queued |= queue_one(t, ser, &out, drops, &mut answers)?,
             Err(_) => break,
         }
     }
-    if !queued {
-        return Ok(());
+    if queued {
+        tokio::time::timeout(write_timeout, t.flush())
+            .await
+            .map_err(|_| TransportError::Timeout)??;
     }
-    tokio::time::timeout(write_timeout, t.flush())
-        .await
-        .map_err(|_| TransportError::Timeout)?
+    Ok(answers)
 }
 
+/// Queues one message and says whether anything was queued. A message that cannot be encoded or
+/// is over the peer's limit is dropped and counted in `drops` (logged, rate-limited), and the
+/// session goes on; no peer is left waiting for it:
+/// - a WELCOME goes without the roles' feature lists (optional, and a peer that small cannot use
+///   them);
+/// - a RESULT becomes a `wamp.error.payload_size_exceeded` ERROR for its call;
+/// - an ERROR goes with its URI and without its payload;
+/// - an INVOCATION is answered for the callee with a `wamp.error.payload_size_exceeded` ERROR,
+///   pushed to `answers` for the session to route to the caller;
+/// - anything else (an EVENT) is only dropped.
 fn queue_one<T: WampTransport>(
     t: &mut T,
     ser: Serializer,
     out: &Outgoing,
-) -> Result<(), TransportError> {
+    drops: &WriteDrops,
+    answers: &mut Vec<Message>,
+) -> Result<bool, TransportError> {
     let bytes = match out.encoded(ser) {
         Ok(b) => b,
         Err(e) => {
-            tracing::warn!(error = %e, message = out.message().name(), "could not encode; dropped");
-            return Ok(());
+            if let LogPermit::Log { suppressed } = drops.count(&drops.unencodable) {
+                tracing::warn!(error = %e, message = out.message().name(), suppressed, "could not encode; dropped");
+            }
+            return Ok(false);
         }
     };
-    match t.queue(&bytes) {
-        Err(TransportError::TooLarge { len, limit }) => {
-            // The router's choice for an oversize outgoing message: drop it and say so. A RESULT
-            // becomes an error for its call, so the caller is not left waiting.
-            tracing::warn!(
+    let (len, limit) = match t.queue(&bytes) {
+        Err(TransportError::TooLarge { len, limit }) => (len, limit),
+        other => return other.map(|()| true),
+    };
+    let too_large =
+        |what: &str| format!("{what} of {len} bytes is over the peer's limit of {limit}");
+    let instead = match out.message() {
+        Message::Welcome { session, details } => {
+            tracing::debug!(
                 len,
                 limit,
-                message = out.message().name(),
-                "message over the peer's limit; dropped"
+                "WELCOME over the peer's limit; sent without feature lists"
             );
-            if let Message::Result { request, .. } = out.message() {
-                let err = Message::error(
-                    crate::wamp::message::code::CALL,
-                    *request,
-                    uris::PAYLOAD_SIZE_EXCEEDED,
-                    Some(format!(
-                        "result of {len} bytes is over the transport limit of {limit}"
-                    )),
-                );
-                if let Ok(b) = ser.encode(&err) {
-                    t.queue(&b)?;
-                }
-            }
-            Ok(())
+            let slim = Message::Welcome {
+                session: *session,
+                details: without_features(details),
+            };
+            // Still too large (or, impossibly, unencodable): the error closes the connection, so
+            // the peer sees it closed rather than waiting.
+            let bytes = ser
+                .encode(&slim)
+                .map_err(|_| TransportError::TooLarge { len, limit })?;
+            return t.queue(&bytes).map(|()| true);
         }
-        other => other,
+        Message::Result { request, .. } => Some(Message::error(
+            code::CALL,
+            *request,
+            uris::PAYLOAD_SIZE_EXCEEDED,
+            Some(too_large("result")),
+        )),
+        Message::Error {
+            request_type,
+            request,
+            error,
+            ..
+        } => Some(Message::error(*request_type, *request, error, None)),
+        Message::Invocation { request, .. } => {
+            answers.push(Message::error(
+                code::INVOCATION,
+                *request,
+                uris::PAYLOAD_SIZE_EXCEEDED,
+                Some(too_large("invocation")),
+            ));
+            None
+        }
+        _ => None,
+    };
+    if let LogPermit::Log { suppressed } = drops.count(&drops.too_large) {
+        tracing::warn!(
+            len,
+            limit,
+            message = out.message().name(),
+            suppressed,
+            "message over the peer's limit; dropped"
+        );
     }
+    match instead {
+        Some(msg) => match ser.encode(&msg) {
+            Ok(b) => t.queue(&b).map(|()| true),
+            Err(_) => Ok(false),
+        },
+        None => Ok(false),
+    }
+}
+
+/// WELCOME details with every role's feature list left out (the roles themselves stay).
+fn without_features(details: &Dict) -> Dict {
+    let mut slim = details.clone();
+    if let Some(Value::Dict(roles)) = slim.get_mut("roles") {
+        for role in roles.values_mut() {
+            *role = Value::Dict(Dict::new());
+        }
+    }
+    slim
 }

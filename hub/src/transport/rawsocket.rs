@@ -148,7 +148,6 @@ pub struct RawSocket<S> {
     max_in: usize,
     /// Largest frame the peer accepts (what it announced).
     max_out: usize,
-    oversize_dropped: u64,
     last_activity: std::time::Instant,
 }
 
@@ -225,7 +224,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> RawSocket<S> {
             wbuf: BytesMut::with_capacity(8 * 1024),
             max_in,
             max_out,
-            oversize_dropped: 0,
             last_activity: std::time::Instant::now(),
         }
     }
@@ -266,7 +264,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> WampTransport for RawSocket<S> {
 
     fn queue(&mut self, msg: &Bytes) -> Result<(), TransportError> {
         if msg.len() > self.max_out {
-            self.oversize_dropped += 1;
             return Err(TransportError::TooLarge {
                 len: msg.len(),
                 limit: self.max_out,

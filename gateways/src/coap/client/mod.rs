@@ -311,11 +311,13 @@ impl Client {
         Ok(())
     }
 
-    /// Feeds one received datagram. Never panics, whatever the bytes.
-    pub fn handle_datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
+    /// Feeds one received datagram; false if it was not a CoAP message (dropped,
+    /// and answered with a Reset if its header says Confirmable). Never panics,
+    /// whatever the bytes.
+    pub fn handle_datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) -> bool {
         self.layer.ensure_housekeeping(now);
         let Some(packet) = self.layer.decode(peer, bytes) else {
-            return;
+            return false;
         };
         let mid = packet.header.message_id;
         let mtype = packet.header.get_type();
@@ -343,6 +345,7 @@ impl Client {
             (MessageType::Confirmable, _) => self.layer.send(peer, message::reset(mid)),
             _ => {}
         }
+        true
     }
 
     /// Runs the timers due at `now`.

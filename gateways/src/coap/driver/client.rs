@@ -17,8 +17,8 @@ use super::{DEFAULT_MAX_DATAGRAM, Received, now, receive, sleep_until, transmit}
 use crate::coap::client::{Client, ClientConfig, ClientEvent, ObservationId, RequestId};
 use crate::coap::error::{ClientError, DriverError};
 use crate::coap::message::CONTENT_FORMAT_JSON;
-use crate::raw::stats::{LogLimiter, LogPermit};
 use coap_lite::RequestType;
+use device_models::{LogLimiter, LogPermit};
 
 /// Settings of the client driver.
 #[derive(Clone, Debug, PartialEq)]
@@ -31,7 +31,7 @@ pub struct ClientDriverConfig {
     /// 1 024). `Response` and `Failed` events are always kept (there is one
     /// per request, and requests in flight are bounded); a `Notification`
     /// that finds the backlog full is dropped, since a later one carries newer
-    /// state: counted in [`ClientParts::notifications_dropped`] and logged, at
+    /// state: counted in [`ClientCounters::notifications_dropped`] and logged, at
     /// most ten warnings per ten seconds.
     pub backlog: usize,
     /// Capacity of the command channel from handles (default 256).
@@ -156,11 +156,31 @@ pub struct ClientParts {
     pub events: mpsc::Receiver<ClientEvent>,
     /// The socket's address.
     pub local_addr: SocketAddr,
-    /// Notifications dropped because the application lagged (its channel and
-    /// the driver's backlog were full), for metrics.
-    pub notifications_dropped: Arc<AtomicU64>,
+    /// What the driver dropped, for metrics.
+    pub counters: Arc<ClientCounters>,
     /// The task; resolves when shut down or on a fatal socket error.
     pub task: JoinHandle<Result<(), DriverError>>,
+}
+
+/// What a client driver dropped, counted as it happens and read by metrics.
+#[derive(Debug, Default)]
+pub struct ClientCounters {
+    notifications_dropped: AtomicU64,
+    malformed: AtomicU64,
+}
+
+impl ClientCounters {
+    /// Notifications dropped because the application lagged (its channel and
+    /// the driver's backlog were full).
+    pub fn notifications_dropped(&self) -> u64 {
+        self.notifications_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Datagrams dropped unread: larger than `max_datagram`, or not a CoAP
+    /// message (a Confirmable one is answered with a Reset).
+    pub fn malformed(&self) -> u64 {
+        self.malformed.load(Ordering::Relaxed)
+    }
 }
 
 /// Starts a client on `socket` until `shutdown` is cancelled.
@@ -173,11 +193,11 @@ pub fn spawn_client(
     let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue.max(1));
     let (ev_tx, ev_rx) = mpsc::channel(config.event_queue.max(1));
     let engine = Client::new(config.engine.clone());
-    let notifications_dropped = Arc::new(AtomicU64::new(0));
+    let counters = Arc::new(ClientCounters::default());
     let backlog = Backlog {
         events: VecDeque::new(),
         cap: config.backlog,
-        dropped: notifications_dropped.clone(),
+        counters: counters.clone(),
         log: LogLimiter::default(),
     };
     let task = tokio::spawn(run(
@@ -193,7 +213,7 @@ pub fn spawn_client(
         handle: ClientHandle { tx: cmd_tx },
         events: ev_rx,
         local_addr,
-        notifications_dropped,
+        counters,
         task,
     })
 }
@@ -224,8 +244,16 @@ async fn run(
                 return Ok(());
             }
             received = receive(&socket, &mut buf) => {
-                if let Received::Datagram(n, peer) = received? {
-                    engine.handle_datagram(now(), peer, buf.get(..n).unwrap_or_default());
+                match received? {
+                    Received::Datagram(n, peer) => {
+                        if !engine.handle_datagram(now(), peer, buf.get(..n).unwrap_or_default()) {
+                            backlog.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Received::Oversized => {
+                        backlog.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Received::Skip => {}
                 }
             }
             permit = events.reserve(), if !backlog.events.is_empty() => match permit {
@@ -257,7 +285,7 @@ async fn run(
 struct Backlog {
     events: VecDeque<ClientEvent>,
     cap: usize,
-    dropped: Arc<AtomicU64>,
+    counters: Arc<ClientCounters>,
     log: LogLimiter,
 }
 
@@ -275,7 +303,11 @@ impl Backlog {
             event
         };
         if matches!(event, ClientEvent::Notification { .. }) && self.events.len() >= self.cap {
-            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let dropped = self
+                .counters
+                .notifications_dropped
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
             if let LogPermit::Log { suppressed } = self.log.permit(Instant::now()) {
                 warn!(
                     dropped,

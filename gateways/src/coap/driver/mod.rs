@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use tokio::net::UdpSocket;
 use tracing::debug;
 
-pub use client::{ClientDriverConfig, ClientHandle, ClientParts, spawn_client};
+pub use client::{ClientCounters, ClientDriverConfig, ClientHandle, ClientParts, spawn_client};
 pub use server::{ServerCounters, ServerDriverConfig, ServerHandle, ServerParts, spawn_server};
 
 use super::error::DriverError;
@@ -38,7 +38,9 @@ pub const DEFAULT_MAX_DATAGRAM: usize = 1500;
 /// What one `recv_from` produced.
 enum Received {
     Datagram(usize, SocketAddr),
-    /// Larger than the cap, or a per-datagram error: nothing to feed.
+    /// Larger than the cap: dropped, for the caller to count.
+    Oversized,
+    /// A per-datagram error: nothing to feed.
     Skip,
 }
 
@@ -47,7 +49,7 @@ async fn receive(socket: &UdpSocket, buf: &mut [u8]) -> Result<Received, DriverE
     match socket.recv_from(buf).await {
         Ok((n, peer)) if n >= buf.len() => {
             debug!(%peer, "oversized datagram dropped");
-            Ok(Received::Skip)
+            Ok(Received::Oversized)
         }
         Ok((n, peer)) => Ok(Received::Datagram(n, peer)),
         Err(e) if crate::udp::is_transient(&e) => {

@@ -18,7 +18,7 @@ use crate::coap::server::{
     Notification, RequestId, Response, Server, ServerConfig, ServerEvent, ServerStats,
 };
 use crate::coap::transmission::Transmit;
-use crate::raw::stats::{LogLimiter, LogPermit};
+use device_models::{LogLimiter, LogPermit};
 
 /// Settings of the server driver.
 #[derive(Clone, Debug, PartialEq)]

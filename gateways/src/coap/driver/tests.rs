@@ -319,8 +319,7 @@ async fn notifications_a_lagging_application_cannot_take_are_dropped_and_counted
     let addr = server.local_addr;
     let notifier = server.handle.clone();
     let app = tokio::spawn(serve(server.events, server.handle));
-    let (handle, mut events, dropped) =
-        (client.handle, client.events, client.notifications_dropped);
+    let (handle, mut events, counters) = (client.handle, client.events, client.counters);
     let obs = handle.observe(addr, "/things/a/commands").await.unwrap();
     // The registration's answer fills the channel; "0" waits in the backlog; "1" to "4" find
     // no room. Each is sent once the one before has been dropped, so none is superseded
@@ -346,11 +345,11 @@ async fn notifications_a_lagging_application_cannot_take_are_dropped_and_counted
             .await
             .unwrap();
         wait_until(&format!("notification {i} not dropped"), || {
-            dropped.load(std::sync::atomic::Ordering::Relaxed) >= i
+            counters.notifications_dropped() >= i
         })
         .await;
     }
-    assert_eq!(dropped.load(std::sync::atomic::Ordering::Relaxed), 4);
+    assert_eq!(counters.notifications_dropped(), 4);
     assert_eq!(
         notification_of(&mut events, obs).await.as_ref(),
         b"\"idle\""
@@ -362,10 +361,45 @@ async fn notifications_a_lagging_application_cannot_take_are_dropped_and_counted
         .await
         .unwrap();
     assert_eq!(notification_of(&mut events, obs).await.as_ref(), b"5");
-    assert_eq!(dropped.load(std::sync::atomic::Ordering::Relaxed), 4);
+    assert_eq!(counters.notifications_dropped(), 4);
 
     shutdown.cancel();
     assert!(server.task.await.unwrap().is_ok());
     assert!(client.task.await.unwrap().is_ok());
     app.abort();
+}
+
+/// Datagrams the client cannot read (over `max_datagram`, or not CoAP) are dropped and counted,
+/// a Confirmable one is answered with a Reset, and the client goes on.
+#[tokio::test]
+async fn datagrams_the_client_cannot_read_are_dropped_and_counted() {
+    let shutdown = CancellationToken::new();
+    let client = spawn_client(
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        ClientDriverConfig {
+            max_datagram: 64,
+            ..ClientDriverConfig::default()
+        },
+        shutdown.clone(),
+    )
+    .unwrap();
+    let device = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = client.local_addr;
+    // Over the limit (a valid header, then a long payload).
+    let mut big = vec![0x50, 0x45, 0x00, 0x01, 0xFF];
+    big.resize(200, b'x');
+    device.send_to(&big, to).await.unwrap();
+    // A Confirmable header with an invalid token length (9).
+    device.send_to(&[0x49, 0x45, 0x01, 0x02], to).await.unwrap();
+    let mut reset = [0u8; 16];
+    let (n, _) = tokio::time::timeout(WAIT, device.recv_from(&mut reset))
+        .await
+        .expect("a Reset for the malformed Confirmable")
+        .unwrap();
+    assert_eq!(&reset[..n], &[0x70, 0x00, 0x01, 0x02], "a Reset");
+    let counters = client.counters.clone();
+    wait_until("both datagrams counted", || counters.malformed() == 2).await;
+    assert_eq!(counters.notifications_dropped(), 0);
+    shutdown.cancel();
+    assert!(client.task.await.unwrap().is_ok());
 }

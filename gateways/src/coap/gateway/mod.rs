@@ -187,7 +187,7 @@ impl CoapGateway {
         let server = spawn_server(socket, config.server_driver(), drivers.clone())
             .map_err(GatewayError::Driver)?;
         let observed = ObservedDevices::new(resolved);
-        let (client, client_events, client_addr, notifications_dropped) = if observed.is_empty() {
+        let (client, client_events, client_addr, client_counters) = if observed.is_empty() {
             (None, None, None, None)
         } else {
             let socket = UdpSocket::bind(config.client_bind)
@@ -202,7 +202,7 @@ impl CoapGateway {
                 Some(parts.handle),
                 Some(parts.events),
                 Some(parts.local_addr),
-                Some(parts.notifications_dropped),
+                Some(parts.counters),
             )
         };
         let mut observed = observed;
@@ -233,7 +233,7 @@ impl CoapGateway {
             memory: _,
         } = io;
         let local_addr = server.local_addr;
-        let stats = Arc::new(CoapStats::new(server.counters, notifications_dropped));
+        let stats = Arc::new(CoapStats::new(server.counters, client_counters));
         info!(
             %local_addr,
             auth_required = settings.auth_required,

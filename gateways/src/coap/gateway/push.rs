@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use device_models::{DeviceCommand, DeviceEvent, ThingId};
+use device_models::{DeviceCommand, DeviceEvent, LogLimiter, LogPermit, ThingId};
 use serde_json::{Map, Value};
 use tracing::{debug, debug_span, warn};
 
@@ -201,6 +201,9 @@ pub(crate) struct PushDevices {
     credentials: Arc<dyn DeviceCredentials>,
     things: HashMap<ThingId, ThingEntry>,
     next_desired: u64,
+    /// Warnings about a full thing table: at most ten per ten seconds (each refusal is also
+    /// seen: a request answered 5.03 counts as busy, a command is refused to the hub).
+    full_log: LogLimiter,
 }
 
 /// What a request asks for, once its payload is read.
@@ -221,6 +224,7 @@ impl PushDevices {
             credentials,
             things: HashMap::new(),
             next_desired: 0,
+            full_log: LogLimiter::default(),
         }
     }
 
@@ -248,7 +252,12 @@ impl PushDevices {
             Err(refusal) => return refusal.into(),
         };
         if !self.make_room(&thing) {
-            warn!(max_things = self.settings.max_things, "thing table full");
+            if let LogPermit::Log { suppressed } = self.full_log.permit(now) {
+                warn!(
+                    max_things = self.settings.max_things,
+                    suppressed, "thing table full; request answered 5.03"
+                );
+            }
             let mut busy = Response::new(ResponseType::ServiceUnavailable);
             busy.max_age = Some(30);
             return Reaction::answer(busy);
@@ -394,7 +403,12 @@ impl PushDevices {
         let span = debug_span!("coap_device", thing = %thing);
         let _entered = span.enter();
         if !self.make_room(&thing) {
-            warn!("thing table full; command dropped");
+            if let LogPermit::Log { suppressed } = self.full_log.permit(Instant::now()) {
+                warn!(
+                    max_things = self.settings.max_things,
+                    suppressed, "thing table full; command refused"
+                );
+            }
             return CommandOutcome {
                 notify: None,
                 events: refusal(command, "gateway thing table full"),

@@ -8,15 +8,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use device_models::DeviceEvent;
 
 use crate::coap::ResponseType;
-use crate::coap::driver::ServerCounters;
+use crate::coap::driver::{ClientCounters, ServerCounters};
 use crate::coap::server::ServerStats;
 
 /// Live counters of one CoAP gateway, shared by its task and whoever reads them.
 #[derive(Debug, Default)]
 pub struct CoapStats {
     engine: Arc<ServerCounters>,
-    /// The client driver's count of dropped notifications, when devices are observed.
-    notifications_dropped: Option<Arc<AtomicU64>>,
+    /// The client driver's drop counters, when devices are observed.
+    client: Option<Arc<ClientCounters>>,
     events_out: AtomicU64,
     events_dropped: AtomicU64,
     commands: AtomicU64,
@@ -43,6 +43,8 @@ pub struct CoapStatsSnapshot {
     /// Notifications from observed devices dropped because the gateway lagged behind its
     /// client driver (a later notification carries newer state).
     pub notifications_dropped: u64,
+    /// Datagrams from observed devices dropped unread: over the size limit, or not CoAP.
+    pub observed_malformed: u64,
     /// Observations added or removed by devices that the gateway never heard of, because its
     /// queue from the server driver was full.
     pub observer_events_dropped: u64,
@@ -65,14 +67,11 @@ pub struct CoapStatsSnapshot {
 
 impl CoapStats {
     /// Counters around the server engine's `engine` and, when the gateway observes devices,
-    /// the client driver's `notifications_dropped`.
-    pub(crate) fn new(
-        engine: Arc<ServerCounters>,
-        notifications_dropped: Option<Arc<AtomicU64>>,
-    ) -> Self {
+    /// the client driver's `client`.
+    pub(crate) fn new(engine: Arc<ServerCounters>, client: Option<Arc<ClientCounters>>) -> Self {
         Self {
             engine,
-            notifications_dropped,
+            client,
             ..Self::default()
         }
     }
@@ -85,7 +84,11 @@ impl CoapStats {
             observers: self.engine.observers(),
             events_out: get(&self.events_out),
             events_dropped: get(&self.events_dropped),
-            notifications_dropped: self.notifications_dropped.as_deref().map_or(0, get),
+            notifications_dropped: self
+                .client
+                .as_deref()
+                .map_or(0, ClientCounters::notifications_dropped),
+            observed_malformed: self.client.as_deref().map_or(0, ClientCounters::malformed),
             observer_events_dropped: self.engine.observer_events_dropped(),
             commands: get(&self.commands),
             rejected_auth: get(&self.rejected_auth),
