@@ -69,6 +69,10 @@ pub struct Core {
     stats: Arc<Stats>,
     /// Set once the broker runs; used to publish a vanished device's `offline` status.
     publisher: OnceLock<mpsc::Sender<Outbound>>,
+    /// Forgotten things whose retained desired state the command loop is to clear, and its
+    /// wake-up. Locked briefly, never across an `.await`.
+    clears: Mutex<Vec<ThingId>>,
+    clear_ready: tokio::sync::Notify,
     /// The hub's memory budget: no new connection while over it.
     memory: device_models::MemoryPressure,
     /// Rejected device messages get one WARN line per cause and interval.
@@ -143,19 +147,28 @@ impl Core {
     fn unregister(&self, thing: &ThingId) {
         self.directory_mut().remove(thing);
         self.retained_desired().remove(thing);
-        // Clear its retained desired state in the broker, so that a new thing of the same id
-        // is not handed the old one's settings. Called from the registry's task: never waits.
-        if let Some(publisher) = self.publisher.get() {
-            let clear = Outbound {
+        // Its retained desired state in the broker must be cleared, so that a new thing of the
+        // same id is not handed the old one's settings. Called from the registry's task, which
+        // must not wait on the broker: the command loop sends the clear, before any command
+        // that comes after it.
+        self.clears
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(thing.clone());
+        self.clear_ready.notify_one();
+    }
+
+    /// The retained desired state of every thing forgotten since the last call, to clear.
+    fn take_clears(&self) -> Vec<Outbound> {
+        std::mem::take(&mut *self.clears.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .map(|thing| Outbound {
                 topic: thing_topic(thing.as_str(), "desired"),
                 payload: Bytes::new(),
                 retain: true,
                 at_least_once: true,
-            };
-            if publisher.try_send(clear).is_err() {
-                debug!(%thing, "broker busy; the retained desired state of a deleted thing stays");
-            }
-        }
+            })
+            .collect()
     }
 
     async fn emit(&self, events: Vec<DeviceEvent>) {
@@ -585,6 +598,8 @@ impl MqttGateway {
             retained_desired: Mutex::new(HashMap::new()),
             stats: stats.clone(),
             publisher: OnceLock::new(),
+            clears: Mutex::new(Vec::new()),
+            clear_ready: tokio::sync::Notify::new(),
             memory,
             rejections: LogLimit::new(REJECTION_LOG_EVERY),
         });
@@ -627,11 +642,20 @@ async fn command_loop(
     loop {
         let command = tokio::select! {
             () = stop.cancelled() => return,
+            () = core.clear_ready.notified() => None,
             c = commands.recv() => match c {
-                Some(c) => c,
+                Some(c) => Some(c),
                 None => return,
             },
         };
+        // Clears of forgotten things go first: a command taken after a thing was forgotten
+        // (a new thing of the same id) must not be undone by the old one's clear.
+        for clear in core.take_clears() {
+            if publisher.send(clear).await.is_err() {
+                return;
+            }
+        }
+        let Some(command) = command else { continue };
         for message in core.encode(command, device_models::now_ms()) {
             bump(&core.stats.commands);
             if publisher.send(message).await.is_err() {
