@@ -227,15 +227,25 @@ impl Invocation {
 }
 
 impl Drop for Invocation {
+    /// An invocation dropped unanswered is answered with an error, so its caller is not left
+    /// waiting: at once if the session's command queue has room, else by a task that waits for
+    /// room (a drop cannot wait).
     fn drop(&mut self) {
         if let Some(tx) = self.responder.take() {
-            let _ = tx.try_send(Command::InvocationError {
+            let error = Command::InvocationError {
                 request: self.request,
                 error: WampError::new(
                     crate::wamp::uris::RUNTIME_ERROR,
                     "the callee dropped the invocation",
                 ),
-            });
+            };
+            if let Err(mpsc::error::TrySendError::Full(error)) = tx.try_send(error)
+                && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            {
+                runtime.spawn(async move {
+                    let _ = tx.send(error).await;
+                });
+            }
         }
     }
 }
@@ -571,5 +581,46 @@ impl Client {
     /// Leaves the realm with GOODBYE and closes the connection.
     pub async fn leave(&self) -> Result<(), ClientError> {
         self.request(|reply| Command::Leave { reply }).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invocation(request: Id, responder: mpsc::Sender<Command>) -> Invocation {
+        Invocation {
+            request,
+            registration: 1,
+            procedure: None,
+            details: Dict::new(),
+            payload: Payload::empty(),
+            responder: Some(responder),
+            interrupt: oneshot::channel().1,
+        }
+    }
+
+    fn answered(cmd: Option<Command>) -> Id {
+        match cmd {
+            Some(Command::InvocationError { request, error }) => {
+                assert_eq!(error.uri, crate::wamp::uris::RUNTIME_ERROR);
+                request
+            }
+            _ => panic!("an invocation error"),
+        }
+    }
+
+    /// A dropped invocation is answered even when the session's command queue is full: the
+    /// answer waits for room instead of being lost (its caller would wait forever).
+    #[tokio::test]
+    async fn a_dropped_invocation_is_answered_even_with_the_queue_full() {
+        let (tx, mut rx) = mpsc::channel(1);
+        drop(invocation(1, tx.clone()));
+        drop(invocation(2, tx));
+        assert_eq!(answered(rx.recv().await), 1);
+        let second = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+            .await
+            .expect("the second answer arrives once there is room");
+        assert_eq!(answered(second), 2);
     }
 }
