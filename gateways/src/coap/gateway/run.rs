@@ -33,7 +33,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use device_models::{
-    CommitError, CommitGroup, CommitWait, DeviceCommand, DeviceEvent, EventBatch, ThingId,
+    CommitError, CommitGroup, CommitWait, DeviceCommand, DeviceEvent, EventBatch, LogLimiter,
+    LogPermit, ThingId,
 };
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt as _, StreamExt as _};
@@ -511,6 +512,8 @@ pub(crate) struct Outbox {
     queue: VecDeque<DeviceEvent>,
     dropped: u64,
     stats: Arc<CoapStats>,
+    /// Warnings about drops: at most ten per ten seconds (each drop is counted).
+    log: LogLimiter,
 }
 
 impl Outbox {
@@ -519,6 +522,7 @@ impl Outbox {
             queue: VecDeque::new(),
             dropped: 0,
             stats,
+            log: LogLimiter::default(),
         }
     }
 
@@ -545,13 +549,15 @@ impl Outbox {
         if self.queue.len() >= OUTBOX_CAP {
             self.dropped += 1;
             self.stats.dropped();
-            if matches!(event, DeviceEvent::Reported { .. }) {
-                warn!(
-                    dropped = self.dropped,
-                    "hub is lagging; reported values dropped"
-                );
-            } else {
-                error!(dropped = self.dropped, event = ?event, "hub is lagging; event dropped");
+            if let LogPermit::Log { suppressed } = self.log.permit(std::time::Instant::now()) {
+                if matches!(event, DeviceEvent::Reported { .. }) {
+                    warn!(
+                        dropped = self.dropped,
+                        suppressed, "hub is lagging; reported values dropped"
+                    );
+                } else {
+                    error!(dropped = self.dropped, suppressed, event = ?event, "hub is lagging; event dropped");
+                }
             }
             return;
         }
