@@ -321,6 +321,16 @@ async fn health_readiness_and_metrics_follow_a_real_device() {
         "{status}"
     );
     assert_eq!(status["gateways"]["mqtt"]["connections"], 1, "{status}");
+    assert!(
+        status["gateways"]["coap"]["requests"].as_u64().unwrap() >= 2,
+        "{status}"
+    );
+    assert_eq!(status["gateways"]["coap"]["dropped"], 0, "{status}");
+    assert_eq!(
+        status["wamp_dropped_by_cause"],
+        serde_json::json!({"too_large": 0, "unencodable": 0}),
+        "{status}"
+    );
     let out = tokio::process::Command::new(tests::hub::brume_binary())
         .args(["status", "--url", &base(&hub)])
         .output()
@@ -331,6 +341,7 @@ async fn health_readiness_and_metrics_follow_a_real_device() {
     assert!(printed.starts_with("hub brume (brume "), "{printed}");
     assert!(printed.contains(", READY\n"), "{printed}");
     assert!(printed.contains("gateway mqtt: "), "{printed}");
+    assert!(printed.contains("gateway coap: "), "{printed}");
     drop(client);
 }
 

@@ -220,7 +220,15 @@ pub fn render_status(s: &Json) -> String {
             .collect();
         let _ = writeln!(out, "listeners: {}", list.join(", "));
     }
-    let _ = writeln!(out, "WAMP sessions: {}", str_of(&s["sessions"]));
+    let _ = writeln!(
+        out,
+        "WAMP sessions: {}{}",
+        str_of(&s["sessions"]),
+        match causes(&s["wamp_dropped_by_cause"]) {
+            c if c.is_empty() => String::new(),
+            c => format!(", messages dropped {c}"),
+        }
+    );
     let t = &s["things"];
     let _ = writeln!(
         out,
@@ -331,7 +339,7 @@ mod tests {
             "id": "edge-1", "version": "0.1.0", "uptime_secs": 4000,
             "readiness": {"ready": false, "not_ready": ["uplink: not connected to ws://x"]},
             "listeners": {"wamp": "127.0.0.1:8080"},
-            "sessions": 3,
+            "sessions": 3, "wamp_dropped_by_cause": {"too_large": 2, "unencodable": 0},
             "things": {"events_in": 10, "state_events": 9, "dropped": 1,
                        "dropped_by_cause": {"unknown_device": 1, "command_queue": 0},
                        "store": {"batches": 5, "writes": 9, "retries": 0, "failed_writes": 0, "pending_writes": 0}},
@@ -351,6 +359,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("dropped (unknown_device 1)"), "{text}");
+        assert!(
+            text.contains("WAMP sessions: 3, messages dropped (too_large 2)\n"),
+            "{text}"
+        );
         assert!(text.contains("gateway mqtt: connections 2"), "{text}");
         assert!(
             text.contains("uplink ws://x: down, round trip - ms, 7 queued"),

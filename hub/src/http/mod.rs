@@ -63,6 +63,7 @@ mod console {
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::Router as Routes;
@@ -391,6 +392,22 @@ fn status_json(view: &HubView, r: &Readiness) -> Json {
             }),
         );
     }
+    if let Some(coap) = &view.coap {
+        let s = coap.snapshot();
+        gateways.insert(
+            "coap".into(),
+            json!({
+                "requests": s.engine.requests,
+                "events_out": s.events_out,
+                "observers": s.observers,
+                "rejected": s.rejected_auth + s.rejected_not_found + s.rejected_method
+                    + s.rejected_bad_request + s.rejected_other + s.engine.refused,
+                "busy": s.busy + s.engine.busy,
+                "dropped": s.events_dropped + s.notifications_dropped + s.observer_events_dropped
+                    + s.observed_malformed + s.engine.malformed + s.engine.rate_limited,
+            }),
+        );
+    }
     for (name, stats) in &view.raw {
         let s = stats.snapshot();
         gateways.insert(
@@ -420,6 +437,10 @@ fn status_json(view: &HubView, r: &Readiness) -> Json {
         "readiness": r.to_json(),
         "listeners": view.listeners.iter().map(|(n, a)| (n.clone(), Json::from(a.to_string()))).collect::<serde_json::Map<_, _>>(),
         "sessions": view.router.realms().map(|r| r.sessions().len()).sum::<usize>(),
+        "wamp_dropped_by_cause": {
+            "too_large": view.router.write_drops().too_large.load(Ordering::Relaxed),
+            "unencodable": view.router.write_drops().unencodable.load(Ordering::Relaxed),
+        },
         "things": r.things.clone().unwrap_or(Json::Null),
         "gateways": gateways,
         "uplink": view.uplink.as_ref().map_or(Json::Null, |u| Json::from(&crate::wamp::Value::Dict(u.status().to_dict()))),
