@@ -299,6 +299,51 @@ async fn a_message_over_the_peers_limit_is_dropped_and_counted_and_the_session_g
         "ERROR without its payload"
     );
 
+    // A progressive result over the limit ends its call with the error: later results could
+    // not follow a gap, so the callee is interrupted and nothing more comes for that call.
+    let mut progressive = app
+        .register("com.limits.progress", Dict::new())
+        .await
+        .unwrap();
+    let (interrupted_tx, interrupted) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if let Some(mut inv) = progressive.next().await {
+            let _ = inv.progress(Payload::args(vec![Value::from("p1")])).await;
+            let _ = inv.progress(big()).await;
+            let interrupt = tokio::time::timeout(WAIT, inv.interrupted()).await;
+            let _ = interrupted_tx.send(interrupt.ok().flatten());
+            let _ = inv.reply(Payload::args(vec![Value::from("late")])).await;
+        }
+    });
+    small
+        .send(br#"[48, 9, {"receive_progress": true}, "com.limits.progress"]"#)
+        .await;
+    let first = small.recv_json().await;
+    assert_eq!(first[0], 50, "RESULT: {first}");
+    assert_eq!(first[2]["progress"], true, "{first}");
+    assert_eq!(first[3], serde_json::json!(["p1"]), "{first}");
+    let error = small.recv_json().await;
+    assert_eq!(error[0], 8, "ERROR: {error}");
+    assert_eq!(
+        (error[1].clone(), error[2].clone()),
+        (48.into(), 9.into()),
+        "{error}"
+    );
+    assert_eq!(error[4], "wamp.error.payload_size_exceeded", "{error}");
+    let interrupt = interrupted
+        .await
+        .unwrap()
+        .expect("the callee was interrupted");
+    assert_eq!(interrupt.mode, "killnowait");
+    // The callee's late final result goes nowhere: the next frame answers the next call.
+    small.send(br#"[48, 10, {}, "com.limits.fails"]"#).await;
+    let next = small.recv_json().await;
+    assert_eq!(
+        (next[0].clone(), next[2].clone()),
+        (8.into(), 10.into()),
+        "{next}"
+    );
+
     // An invocation over the callee's limit is answered for it: the caller gets the error.
     let mut callee = small_session(&hub, r#"{"callee": {}}"#).await;
     callee.send(br#"[64, 2, {}, "com.limits.small"]"#).await;
@@ -332,9 +377,9 @@ async fn a_message_over_the_peers_limit_is_dropped_and_counted_and_the_session_g
         .await;
     assert!(call.await.unwrap().is_ok(), "the small call was answered");
 
-    // The four drops are counted, and an operator reads them.
+    // The six drops are counted (the second ERROR over the limit included), and an operator reads them.
     let drops = hub.hub.router().write_drops();
-    assert_eq!(Traffic::get(&drops.too_large), 4);
+    assert_eq!(Traffic::get(&drops.too_large), 6);
     assert_eq!(Traffic::get(&drops.unencodable), 0);
     let http = hub.hub.local_addr("http").unwrap();
     let (status, body) = hub::http::client::get(&format!("http://{http}"), "/metrics")
@@ -343,7 +388,7 @@ async fn a_message_over_the_peers_limit_is_dropped_and_counted_and_the_session_g
     assert_eq!(status, 200);
     let text = String::from_utf8(body.to_vec()).unwrap();
     assert!(
-        text.contains("brume_router_messages_dropped_total{cause=\"too_large\"} 4\n"),
+        text.contains("brume_router_messages_dropped_total{cause=\"too_large\"} 6\n"),
         "{text}"
     );
 }

@@ -534,6 +534,25 @@ impl Dealer {
     /// answers the caller now and interrupts the callee. A callee that does not support canceling
     /// always gets `skip`.
     pub fn cancel(&mut self, caller: Id, request: Id, mode: CancelMode) {
+        self.cancel_because(
+            caller,
+            request,
+            mode,
+            uris::CANCELED,
+            "the call was canceled".into(),
+        );
+    }
+
+    /// Cancels as [`Dealer::cancel`] does, answering the caller (when it is answered now) with
+    /// `error` and `message`: the router's own reason for ending a call it cannot complete.
+    pub fn cancel_because(
+        &mut self,
+        caller: Id,
+        request: Id,
+        mode: CancelMode,
+        error: &str,
+        message: String,
+    ) {
         let Some(&key) = self.by_call.get(&(caller, request)) else {
             return;
         };
@@ -568,8 +587,8 @@ impl Dealer {
                     p.caller.send(Outgoing::new(Message::error(
                         code::CALL,
                         p.call_request,
-                        uris::CANCELED,
-                        Some("the call was canceled".into()),
+                        error,
+                        Some(message),
                     )));
                 }
             }

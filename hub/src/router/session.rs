@@ -97,6 +97,21 @@ impl RouterSession {
         }
     }
 
+    /// Ends a call this session made that the router cannot complete (a progressive result
+    /// too large for the peer): the caller gets `error` with `message` instead of the rest,
+    /// and the callee is interrupted if it supports canceling. Nothing if the call is over.
+    pub fn abandon_call(&mut self, request: Id, error: &str, message: String) {
+        if let State::Established { realm, handle } = &self.state {
+            realm.dealer().cancel_because(
+                handle.id,
+                request,
+                CancelMode::KillNoWait,
+                error,
+                message,
+            );
+        }
+    }
+
     /// The established session's id.
     pub fn session_id(&self) -> Option<Id> {
         self.handle_ref().map(|h| h.id)

@@ -124,9 +124,8 @@ async fn serve_inner<T: WampTransport>(
                 tokio::select! {
                     r = write_batch(&mut t, ser, out, &mut rx, limits.write_timeout, handle.as_deref(), drops) => {
                         match r {
-                            // The session's own answers to messages it could not be sent.
-                            Ok(answers) => {
-                                if answers.into_iter().any(|a| session.handle(a) == Flow::Close) {
+                            Ok(owed) => {
+                                if owed.into_iter().any(|o| o.settle(&mut session) == Flow::Close) {
                                     break;
                                 }
                             }
@@ -189,7 +188,7 @@ async fn serve_inner<T: WampTransport>(
 /// Writes `first` and whatever else is already queued, then flushes once. Events the session
 /// sheds for the hub's memory budget (oldest first, see [`SessionHandle::shed_on_write`]) are
 /// skipped; messages that cannot be sent are dropped and counted in `drops` (see [`queue_one`]),
-/// and the answers the session owes the router for them are returned.
+/// and what the session owes the router for them is returned.
 async fn write_batch<T: WampTransport>(
     t: &mut T,
     ser: Serializer,
@@ -198,19 +197,19 @@ async fn write_batch<T: WampTransport>(
     write_timeout: Duration,
     session: Option<&SessionHandle>,
     drops: &WriteDrops,
-) -> Result<Vec<Message>, TransportError> {
+) -> Result<Vec<Owed>, TransportError> {
     let sheds = |out: &Outgoing, rx: &mpsc::Receiver<Outgoing>| {
         session.is_some_and(|h| h.shed_on_write(out, rx.len()))
     };
     let mut queued = false;
-    let mut answers = Vec::new();
+    let mut owed = Vec::new();
     if !sheds(&first, rx) {
-        queued |= queue_one(t, ser, &first, drops, &mut answers)?;
+        queued |= queue_one(t, ser, &first, drops, &mut owed)?;
     }
     for _ in 1..MAX_BATCH {
         match rx.try_recv() {
             Ok(out) if sheds(&out, rx) => {}
-            Ok(out) => queued |= queue_one(t, ser, &out, drops, &mut answers)?,
+            Ok(out) => queued |= queue_one(t, ser, &out, drops, &mut owed)?,
             Err(_) => break,
         }
     }
@@ -219,7 +218,32 @@ async fn write_batch<T: WampTransport>(
             .await
             .map_err(|_| TransportError::Timeout)??;
     }
-    Ok(answers)
+    Ok(owed)
+}
+
+/// What a session owes the router for a message its peer could not be sent.
+#[derive(Debug)]
+enum Owed {
+    /// The callee's answer to an INVOCATION it never got, routed to the caller.
+    CalleeError(Message),
+    /// A call whose progressive result the caller could not be sent: it ends with an error,
+    /// as later results could not follow a gap.
+    AbandonCall {
+        request: crate::wamp::Id,
+        message: String,
+    },
+}
+
+impl Owed {
+    fn settle(self, session: &mut RouterSession) -> Flow {
+        match self {
+            Owed::CalleeError(error) => session.handle(error),
+            Owed::AbandonCall { request, message } => {
+                session.abandon_call(request, uris::PAYLOAD_SIZE_EXCEEDED, message);
+                Flow::Continue
+            }
+        }
+    }
 }
 
 /// Queues one message and says whether anything was queued. A message that cannot be encoded or
@@ -227,17 +251,19 @@ async fn write_batch<T: WampTransport>(
 /// session goes on; no peer is left waiting for it:
 /// - a WELCOME goes without the roles' feature lists (optional, and a peer that small cannot use
 ///   them);
-/// - a RESULT becomes a `wamp.error.payload_size_exceeded` ERROR for its call;
+/// - a RESULT becomes a `wamp.error.payload_size_exceeded` ERROR for its call; a progressive
+///   one ends its call with that error (through the dealer, which interrupts the callee), since
+///   later results cannot follow a gap;
 /// - an ERROR goes with its URI and without its payload;
 /// - an INVOCATION is answered for the callee with a `wamp.error.payload_size_exceeded` ERROR,
-///   pushed to `answers` for the session to route to the caller;
+///   which the session routes to the caller;
 /// - anything else (an EVENT) is only dropped.
 fn queue_one<T: WampTransport>(
     t: &mut T,
     ser: Serializer,
     out: &Outgoing,
     drops: &WriteDrops,
-    answers: &mut Vec<Message>,
+    owed: &mut Vec<Owed>,
 ) -> Result<bool, TransportError> {
     let bytes = match out.encoded(ser) {
         Ok(b) => b,
@@ -272,6 +298,15 @@ fn queue_one<T: WampTransport>(
                 .map_err(|_| TransportError::TooLarge { len, limit })?;
             return t.queue(&bytes).map(|()| true);
         }
+        Message::Result {
+            request, details, ..
+        } if details.get("progress").and_then(Value::as_bool) == Some(true) => {
+            owed.push(Owed::AbandonCall {
+                request: *request,
+                message: too_large("progressive result"),
+            });
+            None
+        }
         Message::Result { request, .. } => Some(Message::error(
             code::CALL,
             *request,
@@ -285,12 +320,12 @@ fn queue_one<T: WampTransport>(
             ..
         } => Some(Message::error(*request_type, *request, error, None)),
         Message::Invocation { request, .. } => {
-            answers.push(Message::error(
+            owed.push(Owed::CalleeError(Message::error(
                 code::INVOCATION,
                 *request,
                 uris::PAYLOAD_SIZE_EXCEEDED,
                 Some(too_large("invocation")),
-            ));
+            )));
             None
         }
         _ => None,
