@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Lets through at most `burst` warnings per `window` and counts the rest, so that logging bad
-/// input from a hostile peer stays cheap. Shared by a listener's tasks behind a short mutex that is
-/// never held across an `.await`.
+/// input from a hostile peer stays cheap. One limiter may be shared by several tasks: its state
+/// sits behind a short mutex that is never held across an `.await`.
 #[derive(Debug)]
 pub struct LogLimiter {
     window: Duration,

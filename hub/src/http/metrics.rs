@@ -227,8 +227,9 @@ fn router(out: &mut Out<'_, '_>, v: &HubView) -> Result<(), std::fmt::Error> {
     let d = v.router.write_drops();
     out.counters(
         "router_messages_dropped",
-        "Outgoing messages a connection dropped at its socket, by cause: too_large (over the \
-         peer's maximum message size; a RESULT becomes an error for its call) or unencodable",
+        "Outgoing messages a connection could not send as they were, by cause: too_large (over \
+         the peer's maximum message size; a reply or an invocation becomes an error, so no peer \
+         waits) or unencodable",
         "cause",
         &[
             ("too_large", get(&d.too_large)),

@@ -50,9 +50,9 @@ impl Outgoing {
 }
 
 /// Outgoing messages that connections dropped at the socket, router-wide (a message may be
-/// refused before its session has a realm), by cause; read by the metrics. The router drops such
-/// a message and says so: a RESULT becomes an ERROR for its call, anything else is only counted
-/// and logged, at most ten warnings per ten seconds.
+/// refused before its session has a realm), by cause; read by the metrics and `/status`. Each
+/// drop is logged, at most ten warnings per ten seconds; what replaces the message so that no
+/// peer waits for it is the connection's business (`transport::connection`).
 #[derive(Debug, Default)]
 pub struct WriteDrops {
     /// Over the maximum message size the peer announced.
